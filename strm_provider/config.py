@@ -1,0 +1,198 @@
+"""Batch exporter configuration: one YAML file per exporter, validated by pydantic.
+
+Errors name the file and the field, so a user sees which exporter is broken and why; one broken
+file never stops the others from loading.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+INTERVAL_RE = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
+UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class ConfigError(ValueError):
+    """A config file is invalid; ``str()`` names the file and the field."""
+
+
+def parse_interval(value: str | int) -> int:
+    """Seconds in ``30s``/``5m``/``1h``/``1d`` or a bare number of seconds (as the hosted CLI took)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 30s, 5m or 1h")
+    if isinstance(value, int):
+        seconds = value
+    else:
+        match = INTERVAL_RE.match(str(value))
+        if not match:
+            raise ValueError(f"expected a duration like 30s, 5m or 1h, got {value!r}")
+        seconds = int(match.group(1)) * UNIT_SECONDS[match.group(2)]
+    if seconds < 1:
+        raise ValueError(f"expected a positive duration, got {value!r}")
+    return seconds
+
+
+def format_interval(seconds: int) -> str:
+    """The canonical spelling of an interval: ``60s`` (as the seed prints it)."""
+    return f"{seconds}s"
+
+
+def check_prefix(value: str) -> str:
+    """A path prefix may not escape the bucket prefix: no leading/trailing ``/``, no ``..``, no ``//``."""
+    if value.startswith("/") or value.endswith("/"):
+        raise ValueError("must not start or end with '/'")
+    parts = value.split("/") if value else []
+    if any(part in ("", ".", "..") for part in parts):
+        raise ValueError("must not contain '..', '.' or empty segments ('//')")
+    if any(ch in value for ch in "\\\n\r\t*?"):
+        raise ValueError("must not contain backslashes, wildcards or control characters")
+    return value
+
+
+class ExporterConfig(BaseModel):
+    """One batch exporter, as written in its YAML file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = ""
+    stream: str
+    data_connector: str
+    path_prefix: str = ""
+    interval: int = Field(default=60, description="seconds between runs")
+    kafka_connection: str = "strm_kafka_default"
+    partition_sets: int = Field(default=1, ge=1, le=1000)
+    include_existing_events: bool = False
+    on_invalid_event: Literal["dead_letter", "fail"] = "dead_letter"
+    max_file_bytes: int = Field(default=128 * 1024 * 1024, ge=1024)
+    max_file_events: int | None = Field(default=None, ge=1)
+
+    @field_validator("interval", mode="before")
+    @classmethod
+    def _interval(cls, value: Any) -> int:
+        return parse_interval(value)
+
+    @field_validator("stream")
+    @classmethod
+    def _stream(cls, value: str) -> str:
+        if not TOPIC_RE.match(value):
+            raise ValueError("expected a Kafka topic name (letters, digits, '.', '_', '-')")
+        return value
+
+    @field_validator("data_connector", "kafka_connection")
+    @classmethod
+    def _conn_id(cls, value: str) -> str:
+        if not NAME_RE.match(value):
+            raise ValueError("expected an Airflow connection id (letters, digits, '.', '_', '-')")
+        return value
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return check_prefix(value)
+
+    @model_validator(mode="after")
+    def _default_name(self) -> ExporterConfig:
+        if not self.name:
+            object.__setattr__(self, "name", f"{self.data_connector}-{self.stream}")
+        if not NAME_RE.match(self.name):
+            raise ValueError(f"name: expected letters, digits, '.', '_', '-' (got {self.name!r})")
+        return self
+
+    @property
+    def dag_id(self) -> str:
+        return f"strm_export_{self.name}"
+
+    @property
+    def group_id(self) -> str:
+        """The Kafka consumer group that holds this exporter's committed offsets."""
+        return f"strm-exporter-{self.name}"
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        """What the CLI writes: only the fields that differ from the defaults, plus the required ones."""
+        data = self.model_dump(exclude_defaults=True)
+        data["name"] = self.name
+        data["interval"] = format_interval(self.interval)
+        return data
+
+
+def _describe(err: ValidationError) -> str:
+    parts = []
+    for item in err.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "(file)"
+        msg = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            msg = f"unknown field; expected one of {sorted(ExporterConfig.model_fields)}"
+        elif item["type"] == "missing":
+            msg = "required field is missing"
+        parts.append(f"field '{field}': {msg}")
+    return "; ".join(parts)
+
+
+def load_exporter(path: Path) -> ExporterConfig:
+    """Read and validate one exporter file (safe YAML only)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: not readable YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of fields, got {type(data).__name__}")
+    try:
+        return ExporterConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"{path}: {_describe(err)}") from None
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    configs: dict[str, tuple[Path, ExporterConfig]]
+    errors: list[str]
+
+
+def exporters_dir(beside: Path | None = None) -> Path:
+    """``$STRM_EXPORTERS_DIR``; else ``exporters/`` beside the DAG file (``beside``), else in the DAGs folder.
+
+    The DAG file and the CLI both resolve the folder here, so what the CLI writes is what the
+    scheduler reads.
+    """
+    if os.environ.get("STRM_EXPORTERS_DIR"):
+        return Path(os.environ["STRM_EXPORTERS_DIR"])
+    if beside is not None:
+        return beside / "exporters"
+    from airflow.configuration import conf
+
+    return Path(conf.get("core", "dags_folder")) / "exporters"
+
+
+def exporter_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*.y*ml") if p.suffix in (".yaml", ".yml") and not p.name.startswith("."))
+
+
+def load_exporters(folder: Path | None = None) -> LoadResult:
+    """Every valid exporter in ``folder`` by name, and one message per broken file."""
+    folder = folder or exporters_dir()
+    configs: dict[str, tuple[Path, ExporterConfig]] = {}
+    errors: list[str] = []
+    if not folder.is_dir():
+        return LoadResult(configs, errors)
+    for path in exporter_files(folder):
+        try:
+            cfg = load_exporter(path)
+        except ConfigError as err:
+            errors.append(str(err))
+            continue
+        if cfg.name in configs:
+            errors.append(
+                f"{path}: field 'name': duplicate exporter name {cfg.name!r} (also in {configs[cfg.name][0]})"
+            )
+            continue
+        configs[cfg.name] = (path, cfg)
+    return LoadResult(configs, errors)

@@ -1,0 +1,254 @@
+"""The export semantics: read planned ranges, write JSON Lines files, commit only after upload.
+
+This module knows nothing of Airflow; the operators wrap it. It is what the exactly-once
+guarantee rests on:
+
+- the ranges come from a fixed plan, so a retry reads exactly the same records;
+- partitions are read one after another in ascending order, so a file's content and its
+  rotation points are a pure function of the plan and the topic;
+- a file's name is a pure function of its content (:mod:`strm_provider.naming`), so a re-export
+  overwrites instead of duplicating;
+- offsets are committed only after every file of the set has been uploaded, and only if the
+  group still holds the offsets this run planned from.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from strm_provider.events import InvalidEvent, dead_letter_line, to_line
+from strm_provider.hooks.storage import StorageHook
+from strm_provider.naming import object_key
+from strm_provider.planning import PartitionRange
+
+log = logging.getLogger(__name__)
+
+#: How long a partition may deliver nothing while offsets remain before the export gives up.
+STALL_SECONDS = 60.0
+
+
+class ExportError(Exception):
+    """The export could not complete; nothing past the failure point was committed."""
+
+
+@dataclass
+class ExportResult:
+    """What one partition set exported: the task's XCom summary (no secrets)."""
+
+    events: int = 0
+    bytes: int = 0
+    files: list[str] = field(default_factory=list)
+    dead_letters: int = 0
+    dead_letter_files: list[str] = field(default_factory=list)
+    partitions: list[dict[str, Any]] = field(default_factory=list)
+    committed: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class _RollingFile:
+    """A sequence of files named from their content, rotated at deterministic boundaries."""
+
+    def __init__(
+        self,
+        storage: StorageHook,
+        key_for: Callable[[int, dict[int, int]], str],
+        max_bytes: int,
+        max_events: int | None,
+    ) -> None:
+        self._storage = storage
+        self._key_for = key_for
+        self._max_bytes = max_bytes
+        self._max_events = max_events
+        self._cm: AbstractContextManager[IO[bytes]] | None = None
+        self._out: IO[bytes] | None = None
+        self._bytes = 0
+        self._events = 0
+        self.keys: list[str] = []
+        self.total_bytes = 0
+        self.total_events = 0
+
+    def write(self, line: bytes, timestamp_ms: int, cursor: dict[int, int]) -> None:
+        """Append one line; ``cursor`` (next offset per partition) names a file this line opens."""
+        if self._out is not None and (
+            self._bytes + len(line) > self._max_bytes
+            or (self._max_events is not None and self._events >= self._max_events)
+        ):
+            self.close()
+        if self._out is None:
+            key = self._key_for(timestamp_ms, dict(cursor))
+            self._cm = self._storage.open_writer(key)
+            self._out = self._cm.__enter__()
+            self._bytes = self._events = 0
+            self.keys.append(key)
+        self._out.write(line)
+        self._bytes += len(line)
+        self._events += 1
+        self.total_bytes += len(line)
+        self.total_events += 1
+
+    def close(self) -> None:
+        """Finish the current upload; the object appears now."""
+        cm, self._cm, self._out = self._cm, None, None
+        if cm is not None:
+            cm.__exit__(None, None, None)
+
+    def abort(self, err: BaseException) -> None:
+        """Abandon the current upload: no object appears under its name."""
+        cm, self._cm, self._out = self._cm, None, None
+        if cm is not None:
+            try:
+                cm.__exit__(type(err), err, err.__traceback__)
+            except BaseException:
+                log.debug("abandoned upload raised", exc_info=True)
+
+
+def export_ranges(
+    consumer: Any,
+    storage: StorageHook,
+    *,
+    stream: str,
+    path_prefix: str,
+    partitions: list[int],
+    ranges: list[PartitionRange],
+    on_invalid_event: str = "dead_letter",
+    max_file_bytes: int = 128 * 1024 * 1024,
+    max_file_events: int | None = None,
+    commit_metadata: str = "",
+    before_commit: Callable[[], None] | None = None,
+) -> ExportResult:
+    """Export ``ranges`` of ``stream`` (one partition set) and commit their end offsets.
+
+    ``consumer`` is a kafka-python consumer whose ``group_id`` is the exporter's group.
+    ``before_commit`` is a test seam for fault injection between upload and commit.
+    """
+    from kafka import TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    ranges = sorted(ranges, key=lambda r: r.partition)
+    cursor = {r.partition: r.start for r in ranges}
+    set_partitions = sorted(partitions)
+
+    def key_for(dead: bool) -> Callable[[int, dict[int, int]], str]:
+        return lambda ts, starts: object_key(path_prefix, stream, ts, starts, set_partitions, dead_letter=dead)
+
+    files = _RollingFile(storage, key_for(False), max_file_bytes, max_file_events)
+    dead = _RollingFile(storage, key_for(True), max_file_bytes, max_file_events)
+    result = ExportResult()
+    try:
+        for rng in ranges:
+            before = (files.total_events, dead.total_events, len(files.keys))
+            if rng.size:
+                _read_partition(
+                    consumer,
+                    TopicPartition(stream, rng.partition),
+                    rng,
+                    cursor,
+                    files,
+                    dead,
+                    on_invalid_event,
+                )
+            cursor[rng.partition] = rng.end
+            written = files.total_events - before[0]
+            entry = {
+                "partition": rng.partition,
+                "start": rng.start,
+                "end": rng.end,
+                "events": written,
+                "dead_letters": dead.total_events - before[1],
+                "lost_to_retention": rng.lost_to_retention,
+            }
+            result.partitions.append(entry)
+            log.info(
+                "partition %s: offsets %s..%s, %s events written, %s dead letters, file %s",
+                rng.partition,
+                rng.start,
+                rng.end,
+                written,
+                entry["dead_letters"],
+                (files.keys[-1] if len(files.keys) > before[2] or written else "(none)"),
+            )
+        files.close()
+        dead.close()
+    except BaseException as err:
+        files.abort(err)
+        dead.abort(err)
+        raise
+    result.events, result.bytes, result.files = files.total_events, files.total_bytes, files.keys
+    result.dead_letters, result.dead_letter_files = dead.total_events, dead.keys
+
+    if before_commit is not None:
+        before_commit()
+    _commit(consumer, stream, ranges, commit_metadata, OffsetAndMetadata, TopicPartition)
+    result.committed = True
+    return result
+
+
+def _read_partition(
+    consumer: Any,
+    tp: Any,
+    rng: PartitionRange,
+    cursor: dict[int, int],
+    files: _RollingFile,
+    dead: _RollingFile,
+    on_invalid_event: str,
+) -> None:
+    """Read ``[rng.start, rng.end)`` of one partition into the files.
+
+    Offsets may have gaps (transaction markers, compaction), so the loop ends on the consumer's
+    position, not on a count of records.
+    """
+    consumer.assign([tp])
+    consumer.seek(tp, rng.start)
+    last_progress = time.monotonic()
+    while True:
+        batch = consumer.poll(timeout_ms=1000).get(tp, [])
+        for record in batch:
+            if record.offset >= rng.end:
+                break
+            cursor[rng.partition] = record.offset
+            try:
+                files.write(to_line(record.value), record.timestamp, cursor)
+            except InvalidEvent as err:
+                if on_invalid_event == "fail":
+                    raise ExportError(
+                        f"partition {rng.partition} offset {record.offset}: {err} "
+                        "(on_invalid_event: fail; nothing was committed)"
+                    ) from None
+                dead.write(dead_letter_line(record, str(err)), record.timestamp, cursor)
+            cursor[rng.partition] = record.offset + 1
+        if batch:
+            last_progress = time.monotonic()
+        if cursor[rng.partition] >= rng.end or consumer.position(tp) >= rng.end:
+            return
+        if time.monotonic() - last_progress > STALL_SECONDS:
+            raise ExportError(
+                f"partition {rng.partition}: no records for {STALL_SECONDS:.0f}s at offset "
+                f"{cursor[rng.partition]} while {rng.end} is the planned end (broker down?)"
+            )
+
+
+def _commit(consumer: Any, stream: str, ranges: list[PartitionRange], metadata: str, oam: Any, tp_cls: Any) -> None:
+    """Commit each range's end, but only where the group still holds what this run planned from.
+
+    A commit only moves a partition forward from the offset the run planned from; if another run
+    already moved it, this run commits nothing and fails loudly instead of rewinding or skipping.
+    """
+    offsets = {}
+    for rng in ranges:
+        tp = tp_cls(stream, rng.partition)
+        current = consumer.committed(tp)
+        if current not in (rng.committed, rng.end) and not (rng.committed is None and current is None):
+            raise ExportError(
+                f"partition {rng.partition}: the group's committed offset moved from {rng.committed} to "
+                f"{current} during this run (another run of the same exporter?); not committing"
+            )
+        offsets[tp] = oam(rng.end, metadata, -1)
+    if offsets:
+        consumer.commit(offsets)

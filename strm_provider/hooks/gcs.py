@@ -1,0 +1,191 @@
+"""Google Cloud Storage data connector, on ``google-cloud-storage`` + ``google-auth`` only.
+
+The Google Airflow provider is deliberately not used: it pulls in a large dependency tree and its
+hook lists/reads buckets, which the least-privilege role we document (Storage Legacy Bucket Writer
+or Storage Object Creator) does not allow. This hook only ever creates objects.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import IO, Any
+
+from google.api_core import exceptions as api_exceptions
+from google.auth import exceptions as auth_exceptions
+from google.cloud import storage
+from google.cloud.storage.retry import DEFAULT_RETRY
+from google.oauth2 import service_account
+
+from strm_provider.hooks.storage import StorageError, StorageHook, extra_json, parse_json_field
+
+#: Resumable-upload chunk: a multiple of 256 KiB; bounds the memory one upload holds.
+CHUNK_SIZE = 8 * 1024 * 1024
+#: Only object writes are needed; read_write is the narrowest storage scope that allows them.
+SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
+#: Transient errors (5xx, connection resets) are retried for at most this long in total; a rejected
+#: key or a missing bucket is not retried at all.
+RETRY_SECONDS = 60.0
+#: (connect, read) timeout of each HTTP request.
+TIMEOUT = (10.0, 120.0)
+CONTENT_TYPE = "application/jsonl"
+
+
+class StrmGcsHook(StorageHook):
+    """Writes objects to one GCS bucket with a service-account key.
+
+    Connection extra: ``bucket`` (required); the key as ``keyfile_dict`` (JSON string or object) or
+    ``key_path`` (file); optional ``endpoint_url`` (emulator or private endpoint) and ``test_prefix``.
+    """
+
+    conn_type = "strm_gcs"
+    hook_name = "STRM Google Cloud Storage"
+    default_conn_name = "strm_gcs_default"
+    asset_scheme = "gs"
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Only the extra matters: host/login/password would invite pasting the key in the wrong place."""
+        return {
+            "hidden_fields": ["host", "schema", "port", "login", "password"],
+            "relabeling": {},
+            "placeholders": {
+                "extra": json.dumps(
+                    {"bucket": "my-bucket", "keyfile_dict": "<service account key JSON>", "test_prefix": "events"}
+                )
+            },
+        }
+
+    # ----- connection ---------------------------------------------------------------------------
+    @cached_property
+    def _extra(self) -> dict[str, Any]:
+        return extra_json(self.get_connection(self.conn_id).extra)
+
+    @property
+    def bucket(self) -> str:
+        name = str(self._extra.get("bucket") or "").strip()
+        if not name:
+            raise StorageError(f"data connector '{self.conn_id}' (strm_gcs) has no 'bucket' in its extra")
+        return name
+
+    def _key_info(self) -> dict[str, Any]:
+        """The service-account key as a dict; errors name the connection and never echo the key."""
+        extra = self._extra
+        where = f"data connector '{self.conn_id}' (strm_gcs)"
+        try:
+            if extra.get("keyfile_dict"):
+                info = parse_json_field(extra["keyfile_dict"], "keyfile_dict")
+            elif extra.get("key_path"):
+                path = Path(str(extra["key_path"])).expanduser()
+                try:
+                    info = parse_json_field(path.read_text(), "key_path")
+                except OSError as err:
+                    raise StorageError(f"cannot read key_path '{path}': {err.strerror}") from None
+            else:
+                raise StorageError("no service-account key: set extra 'keyfile_dict' or 'key_path'")
+        except StorageError as err:
+            raise StorageError(f"{where}: {err}") from None
+        missing = [f for f in ("client_email", "private_key", "token_uri") if not info.get(f)]
+        if info.get("type", "service_account") != "service_account" or missing:
+            detail = f"missing {', '.join(missing)}" if missing else f"type is '{info.get('type')}'"
+            raise StorageError(f"{where}: the key is not a service-account key ({detail})")
+        return info
+
+    def _client(self) -> storage.Client:
+        info = self._key_info()
+        try:
+            credentials = service_account.Credentials.from_service_account_info(info, scopes=SCOPES)
+        except (ValueError, TypeError):
+            # The SDK's message may quote the key; say only what is wrong.
+            raise StorageError(
+                f"data connector '{self.conn_id}' (strm_gcs): the service-account key's private_key "
+                "is not a valid PEM private key"
+            ) from None
+        options: dict[str, Any] = {}
+        if self._extra.get("endpoint_url"):
+            options["api_endpoint"] = str(self._extra["endpoint_url"]).rstrip("/")
+        # An explicit project avoids google.auth.default() probing the metadata server.
+        return storage.Client(
+            project=info.get("project_id") or "-", credentials=credentials, client_options=options or None
+        )
+
+    # ----- StorageHook ----------------------------------------------------------------------------
+    def _upload_stream(self, key: str, reader: IO[bytes]) -> None:
+        """Resumable upload, one chunk at a time; the object is finalized only by ``close()`` at EOF."""
+        bucket = self.bucket
+        blob = self._client().bucket(bucket).blob(key)  # bucket(), not get_bucket(): no read needed
+        out = blob.open(
+            "wb",
+            chunk_size=CHUNK_SIZE,
+            ignore_flush=True,
+            retry=DEFAULT_RETRY.with_timeout(RETRY_SECONDS),
+            content_type=CONTENT_TYPE,
+            timeout=TIMEOUT,
+        )
+        try:
+            while chunk := read_full(reader, CHUNK_SIZE):
+                out.write(chunk)
+                if len(chunk) < CHUNK_SIZE:
+                    break
+        except BaseException:
+            # Cancel the session so nothing is ever finalized; never let closing finalize it.
+            try:
+                out.terminate()
+            except Exception:
+                out._buffer.close()  # best effort: GCS expires abandoned sessions after a week
+            raise
+        out.close()
+
+    def describe(self) -> dict[str, Any]:
+        return {"googleCloudStorageBucket": {"bucketName": self.bucket}}
+
+    def explain(self, err: BaseException) -> str:
+        if isinstance(err, auth_exceptions.RefreshError):
+            return f"the service-account key was rejected by the token endpoint ({_first_line(err)})"
+        if isinstance(err, auth_exceptions.TransportError):
+            return f"cannot reach the token endpoint ({_first_line(err)})"
+        status = _status(err)
+        if status == 404:
+            return f"bucket '{self.bucket}' does not exist (404)"
+        if status == 403:
+            return (
+                "permission denied (403): grant the service account 'Storage Object Creator' or "
+                f"'Storage Legacy Bucket Writer' on bucket '{self.bucket}'"
+            )
+        if status == 401:
+            return "the access token was rejected (401)"
+        if isinstance(err, api_exceptions.GoogleAPICallError):
+            return f"{err.code} {err.message}"
+        if status is not None:
+            return f"HTTP {status} from the storage endpoint"
+        return super().explain(err)
+
+
+def _status(err: BaseException) -> int | None:
+    """HTTP status of an API error or of a resumable-upload ``InvalidResponse`` (which has no code)."""
+    if isinstance(err, api_exceptions.GoogleAPICallError):
+        return err.code
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def read_full(reader: IO[bytes], size: int) -> bytes:
+    """Read ``size`` bytes, fewer only at EOF.
+
+    Reaching EOF always takes one empty ``read()``, which is where an abandoned export raises,
+    so a short (final) chunk is never mistaken for the end of a good file.
+    """
+    parts: list[bytes] = []
+    remaining = size
+    while remaining:
+        data = reader.read(remaining)
+        if not data:
+            break
+        parts.append(data)
+        remaining -= len(data)
+    return b"".join(parts)
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err.args[0]) if err.args else str(err)).splitlines()[0][:300]

@@ -1,0 +1,237 @@
+"""AWS S3 and S3-compatible data connectors, on the official Amazon provider and boto3.
+
+Only two permissions are ever used, as the seed's minimal policy grants: ``s3:GetBucketLocation``
+on the bucket (to find its region when the connection does not say) and ``s3:PutObject`` below the
+exporter's prefix. Multipart uploads (CreateMultipartUpload/UploadPart/Complete) are covered by
+``s3:PutObject``; nothing lists, reads, heads or deletes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import IO, Any
+
+from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+from airflow.providers.amazon.aws.utils.connection_wrapper import AwsConnectionWrapper
+from airflow.sdk.log import mask_secret
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+from strm_provider.hooks.storage import StorageError, StorageHook, extra_json, parse_json_field
+
+PART_SIZE = 16 * 1024 * 1024
+TRANSFER = TransferConfig(
+    multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE, max_concurrency=4, use_threads=True
+)
+CONTENT_TYPE = "application/x-ndjson"
+#: Bounded retries: a wrong key or a dead endpoint fails in seconds, not minutes.
+RETRIES = {"max_attempts": 4, "mode": "standard"}
+
+CAUSES = {
+    "AccessDenied": "access denied (does the policy allow s3:PutObject on this prefix and *.jsonl?)",
+    "InvalidAccessKeyId": "the access key id is not known to the storage (wrong or revoked key)",
+    "SignatureDoesNotMatch": "the secret access key is wrong",
+    "NoSuchBucket": "the bucket does not exist",
+    "AllAccessDisabled": "all access to this bucket is disabled",
+    "ExpiredToken": "the credentials have expired",
+}
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Everything needed to build a client, read from one connection (secret included: never log)."""
+
+    bucket: str
+    access_key: str | None
+    secret_key: str | None
+    region: str | None
+    endpoint_url: str | None
+    role_arn: str | None
+    addressing: str  # auto | path | virtual
+    signature: str | None
+
+
+class _ConnectionS3Hook(S3Hook):
+    """The Amazon provider's S3Hook, fed our connection's settings instead of an ``aws`` connection.
+
+    Reusing it gives us the provider's session factory (role assumption, endpoint handling).
+    """
+
+    def __init__(self, wrapper: AwsConnectionWrapper, **kwargs: Any) -> None:
+        super().__init__(aws_conn_id=None, **kwargs)
+        self._wrapper = wrapper
+
+    @cached_property
+    def conn_config(self) -> AwsConnectionWrapper:
+        return self._wrapper
+
+
+class StrmS3Hook(StorageHook):
+    """Data connector for an AWS S3 bucket (connection type ``strm_s3``).
+
+    login/password = access key id/secret access key (or ``credentials_json``: what
+    ``aws iam create-access-key`` prints), extra ``bucket``, optional ``region`` (else discovered
+    with GetBucketLocation), ``endpoint_url``, ``role_arn``, ``test_prefix``.
+    """
+
+    conn_type = "strm_s3"
+    hook_name = "STRM AWS S3"
+    default_conn_name = "strm_s3_default"
+    asset_scheme = "s3"
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {
+            "hidden-fields": ["host", "schema", "port", "extra"],
+            "relabeling": {"login": "AWS access key ID", "password": "AWS secret access key"},
+            "placeholders": {"login": "AKIA...", "password": "(or paste credentials JSON below)"},
+        }
+
+    # ----- settings ---------------------------------------------------------------------------
+    @cached_property
+    def settings(self) -> S3Settings:
+        conn = self.get_connection(self.conn_id)
+        extra = extra_json(conn.extra)
+        return self._settings(conn, extra)
+
+    def _settings(self, conn: Any, extra: dict[str, Any]) -> S3Settings:
+        access, secret = conn.login, conn.password
+        if extra.get("credentials_json") and not (access and secret):
+            creds = parse_json_field(extra["credentials_json"], "credentials_json")
+            key = creds.get("AccessKey", creds)
+            access, secret = key.get("AccessKeyId"), key.get("SecretAccessKey")
+            if not (access and secret):
+                raise StorageError(
+                    f"data connector '{self.conn_id}': extra 'credentials_json' must hold "
+                    "AccessKey.AccessKeyId and AccessKey.SecretAccessKey (the output of aws iam create-access-key)"
+                )
+        return S3Settings(
+            bucket=self._require_bucket(extra),
+            access_key=access,
+            secret_key=secret,
+            region=extra.get("region") or extra.get("region_name"),
+            endpoint_url=extra.get("endpoint_url"),
+            role_arn=extra.get("role_arn"),
+            addressing=str(extra.get("path") or "auto"),
+            signature=None,
+        )
+
+    def _require_bucket(self, extra: dict[str, Any]) -> str:
+        bucket = str(extra.get("bucket") or "").strip()
+        if not bucket:
+            raise StorageError(f"data connector '{self.conn_id}': extra field 'bucket' is required")
+        return bucket
+
+    @property
+    def bucket(self) -> str:
+        return self.settings.bucket
+
+    # ----- client -------------------------------------------------------------------------------
+    def _client_for(self, region: str | None) -> Any:
+        s = self.settings
+        if s.secret_key:
+            mask_secret(s.secret_key)
+        extra: dict[str, Any] = {"region_name": region or "us-east-1"}
+        if s.endpoint_url:
+            extra["endpoint_url"] = s.endpoint_url
+        if s.role_arn:
+            extra["role_arn"] = s.role_arn
+        wrapper = AwsConnectionWrapper.from_connection_metadata(
+            conn_id=self.conn_id, login=s.access_key, password=s.secret_key, extra=extra
+        )
+        config = Config(
+            retries=RETRIES,
+            connect_timeout=5,
+            read_timeout=60,
+            signature_version=s.signature,
+            s3={"addressing_style": s.addressing if s.addressing in ("path", "virtual") else "auto"},
+        )
+        return _ConnectionS3Hook(wrapper, region_name=region or "us-east-1", config=config).get_conn()
+
+    def discover_region(self) -> str:
+        """The bucket's region, via GetBucketLocation (the one non-write permission we need)."""
+        location = self._client_for(None).get_bucket_location(Bucket=self.bucket).get("LocationConstraint")
+        return {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
+
+    @cached_property
+    def client(self) -> Any:
+        region = self.settings.region
+        if not region:
+            try:
+                region = self.discover_region()
+            except (ClientError, BotoCoreError) as err:
+                raise self._as_storage_error(err, "(GetBucketLocation)") from None
+        return self._client_for(region)
+
+    # ----- StorageHook ----------------------------------------------------------------------------
+    def _upload_stream(self, key: str, reader: IO[bytes]) -> None:
+        self.client.upload_fileobj(reader, self.bucket, key, ExtraArgs={"ContentType": CONTENT_TYPE}, Config=TRANSFER)
+
+    def describe(self) -> dict[str, Any]:
+        return {"s3Bucket": {"bucketName": self.bucket}}
+
+    def explain(self, err: BaseException) -> str:
+        if isinstance(err, ClientError):
+            code = err.response.get("Error", {}).get("Code", "")
+            return f"{code}: {CAUSES.get(code, err.response.get('Error', {}).get('Message', 'request refused'))}"
+        if isinstance(err, EndpointConnectionError):
+            return f"the storage endpoint is unreachable ({err.kwargs.get('endpoint_url', '')})"
+        cause = err.__cause__ or err.__context__
+        if isinstance(cause, ClientError | EndpointConnectionError):
+            return self.explain(cause)
+        return f"{type(err).__name__}: {err}"
+
+
+class StrmS3CompatibleHook(StrmS3Hook):
+    """Data connector for any S3 API (SeaweedFS, MinIO, GCS HMAC...): ``strm_s3_compatible``.
+
+    host = service URL, login/password = access/secret key, extra ``bucket``, ``api`` (``s3v4``),
+    ``path`` (``auto`` | ``path`` | ``virtual``), or the seed's JSON (``url``, ``accessKey``,
+    ``secretKey``, ``api``, ``path``) in ``credentials_json``.
+    """
+
+    conn_type = "strm_s3_compatible"
+    hook_name = "STRM S3-compatible storage"
+    default_conn_name = "strm_s3_compatible_default"
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {
+            "hidden-fields": ["schema", "port", "extra"],
+            "relabeling": {"host": "Service URL", "login": "Access key", "password": "Secret key"},
+            "placeholders": {"host": "https://storage.googleapis.com", "login": "GOOG1E..."},
+        }
+
+    def _settings(self, conn: Any, extra: dict[str, Any]) -> S3Settings:
+        creds: dict[str, Any] = {}
+        if extra.get("credentials_json"):
+            creds = parse_json_field(extra["credentials_json"], "credentials_json")
+        url = conn.host or creds.get("url")
+        if url and "://" not in url:
+            url = f"https://{url}"
+        if not url:
+            raise StorageError(f"data connector '{self.conn_id}': field 'host' (the service URL) is required")
+        access = conn.login or creds.get("accessKey")
+        secret = conn.password or creds.get("secretKey")
+        if not (access and secret):
+            raise StorageError(f"data connector '{self.conn_id}': an access key and a secret key are required")
+        api = str(extra.get("api") or creds.get("api") or "s3v4")
+        if api not in ("s3v4", "s3v2"):
+            raise StorageError(f"data connector '{self.conn_id}': extra 'api' must be 's3v4', got {api!r}")
+        path = str(extra.get("path") or creds.get("path") or "auto")
+        if path not in ("auto", "path", "virtual"):
+            raise StorageError(
+                f"data connector '{self.conn_id}': extra 'path' must be auto, path or virtual, got {path!r}"
+            )
+        return S3Settings(
+            bucket=self._require_bucket(extra),
+            access_key=access,
+            secret_key=secret,
+            region=extra.get("region") or "us-east-1",
+            endpoint_url=url,
+            role_arn=None,
+            addressing=path,
+            signature="s3v4" if api == "s3v4" else "s3",
+        )

@@ -1,0 +1,228 @@
+"""The contract every storage hook (data connector) fulfils.
+
+The export code only ever talks to :class:`StorageHook`; which concrete hook it gets is decided in one
+place, :func:`strm_provider.hooks.storage_hook`, from the connection's type. Hooks only ever *write*:
+the least-privilege policies we document grant nothing else (no list, no read, no head, no delete).
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import IO, Any
+
+from airflow.sdk import BaseHook
+
+from strm_provider.naming import join_key, test_object_key
+
+
+class StorageError(Exception):
+    """A storage operation failed; the message names the connection and the cause, never a secret."""
+
+
+def extra_json(extra: str | dict[str, Any] | None) -> dict[str, Any]:
+    """Parse a connection's ``extra`` (string or dict) into a dict; ``credentials_json`` is left as given."""
+    if not extra:
+        return {}
+    if isinstance(extra, dict):
+        return dict(extra)
+    try:
+        value = json.loads(extra)
+    except ValueError as err:
+        raise StorageError(f"the connection's extra is not valid JSON: {err.msg} at position {err.pos}") from None
+    if not isinstance(value, dict):
+        raise StorageError("the connection's extra must be a JSON object")
+    return value
+
+
+def parse_json_field(value: Any, field: str) -> dict[str, Any]:
+    """Accept a JSON object given as a dict or as a JSON string (as pasted in the UI)."""
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str) and value.strip():
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            raise StorageError(f"extra field '{field}' is not valid JSON") from None
+        if isinstance(parsed, dict):
+            return parsed
+    raise StorageError(f"extra field '{field}' must be a JSON object")
+
+
+class StorageHook(BaseHook, abc.ABC):
+    """A write-only view of one bucket or container, built from one Airflow connection.
+
+    Subclasses set ``conn_type``/``hook_name`` and implement :meth:`_upload_stream`. The object appears
+    under its final name only when the upload completes (S3 multipart, GCS resumable, Azure block
+    list), so a failed or killed upload never leaves a partial object under a final name.
+    """
+
+    conn_name_attr = "conn_id"
+    default_conn_name = "strm_s3_default"
+    conn_type = ""
+    hook_name = ""
+    #: URI scheme of the Airflow Asset the exporter's DAG declares for its target.
+    asset_scheme = ""
+
+    def __init__(self, conn_id: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.conn_id = conn_id
+
+    # ----- what a subclass provides -------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def bucket(self) -> str:
+        """Bucket or container name."""
+
+    @abc.abstractmethod
+    def _upload_stream(self, key: str, reader: IO[bytes]) -> None:
+        """Upload everything ``reader`` yields to ``key``; commit the object only at EOF.
+
+        Called in a background thread, so reading Kafka overlaps with uploading. Must raise
+        :class:`StorageError` (or let the SDK error propagate) on failure.
+        """
+
+    @abc.abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """The seed's JSON view of the connector, without secrets (e.g. ``{"s3Bucket": {...}}``)."""
+
+    # ----- shared behaviour ---------------------------------------------------------------------
+    @property
+    def test_prefix(self) -> str:
+        """Where :meth:`test_connection` writes its probe (the connection's extra ``test_prefix``)."""
+        conn = self.get_connection(self.conn_id)
+        return str(extra_json(conn.extra).get("test_prefix") or "").strip("/")
+
+    def asset_uri(self, prefix: str) -> str:
+        """URI of the Airflow Asset for ``prefix`` in this bucket (``s3://bucket/prefix``)."""
+        return f"{self.asset_scheme}://{self.bucket}/{prefix}".rstrip("/")
+
+    @contextmanager
+    def open_writer(self, key: str) -> Iterator[IO[bytes]]:
+        """A binary stream whose bytes are uploaded to ``key`` while they are written.
+
+        The upload runs in a background thread fed through an OS pipe, so memory stays bounded
+        whatever the file size. On an exception inside the ``with`` block the upload is abandoned
+        and no object appears under ``key``.
+        """
+        read_fd, write_fd = os.pipe()
+        reader = os.fdopen(read_fd, "rb", buffering=1 << 20)
+        writer = os.fdopen(write_fd, "wb", buffering=1 << 20)
+        errors: list[BaseException] = []
+        aborted = threading.Event()
+
+        def run() -> None:
+            try:
+                self._upload_stream(key, _AbortableReader(reader, aborted))
+            except BaseException as err:  # reported to the writer side
+                errors.append(err)
+            finally:
+                reader.close()
+
+        thread = threading.Thread(target=run, name=f"upload:{key}", daemon=True)
+        thread.start()
+        try:
+            try:
+                yield _CheckedWriter(writer, errors)
+            except BaseException:
+                aborted.set()
+                raise
+            finally:
+                with suppress(BrokenPipeError):
+                    writer.close()
+                thread.join()
+        except BaseException:
+            raise
+        if errors:
+            raise self._as_storage_error(errors[0], key) from errors[0]
+
+    def write_empty(self, key: str) -> None:
+        """Write a zero-byte object (the validation file)."""
+        with self.open_writer(key):
+            pass
+
+    def write_test_file(self, prefix: str | None = None) -> str:
+        """Write the empty ``.strm_test_<uuid4>.jsonl`` below ``prefix``; return its key."""
+        key = join_key(self.test_prefix if prefix is None else prefix, test_object_key(uuid.uuid4()))
+        self.write_empty(key)
+        return key
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Airflow's Test button: prove the credentials by writing the empty validation file."""
+        try:
+            key = self.write_test_file()
+        except Exception as err:
+            return False, str(self._as_storage_error(err, "<test file>"))
+        return True, f"Wrote {self.asset_scheme}://{self.bucket}/{key}"
+
+    def _as_storage_error(self, err: BaseException, key: str) -> StorageError:
+        """Turn an SDK error into one line naming the connection, the object and the cause."""
+        if isinstance(err, StorageError):
+            return err
+        return StorageError(
+            f"data connector '{self.conn_id}' ({self.conn_type}) could not write "
+            f"{self.asset_scheme}://{self.bucket}/{key}: {self.explain(err)}"
+        )
+
+    def explain(self, err: BaseException) -> str:
+        """Short cause of an SDK error; subclasses map their SDK's error codes."""
+        return f"{type(err).__name__}: {err}"
+
+
+class _AbortableReader:
+    """Reader that raises instead of returning EOF when the writer side failed.
+
+    Without this an abandoned upload would see a normal EOF and commit a truncated object.
+    """
+
+    def __init__(self, raw: IO[bytes], aborted: threading.Event) -> None:
+        self._raw = raw
+        self._aborted = aborted
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        if not data and self._aborted.is_set():
+            raise StorageError("upload abandoned: the export failed while writing")
+        return data
+
+    def readinto(self, buf: Any) -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+class _CheckedWriter:
+    """Writer that surfaces the upload thread's error instead of a bare ``BrokenPipeError``."""
+
+    def __init__(self, raw: IO[bytes], errors: list[BaseException]) -> None:
+        self._raw = raw
+        self._errors = errors
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._raw.write(data)
+        except BrokenPipeError:
+            if self._errors:
+                raise self._errors[0] from None
+            raise
+
+    def writelines(self, lines: list[bytes]) -> None:
+        for line in lines:
+            self.write(line)
+
+
+UploadFn = Callable[[str, IO[bytes]], None]

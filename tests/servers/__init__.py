@@ -1,0 +1,88 @@
+"""Real servers on 127.0.0.1 that the tests start themselves (one module per server).
+
+Every storage server module exposes a session fixture yielding a :class:`StorageTarget`; the
+end-to-end tests are parametrized over them, so each storage kind runs the same scenario.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
+    """Block until something accepts connections on 127.0.0.1:port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before opening port {port}")
+        with contextlib.closing(socket.socket()) as sock:
+            sock.settimeout(0.2)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+@contextlib.contextmanager
+def running(cmd: list[str], *, log: Path, port: int, timeout: float = 30.0, **popen: Any) -> Iterator[subprocess.Popen]:
+    """Start ``cmd`` (output to ``log``), wait for ``port``, and stop it at the end."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **popen)
+    try:
+        wait_for_port(port, timeout, proc)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class StorageTarget(abc.ABC):
+    """One bucket/container on a real server, seen two ways.
+
+    The exporter sees it through an Airflow connection holding *least-privilege* credentials
+    (:meth:`connection`); the test sees it with admin credentials (:meth:`objects`).
+    """
+
+    #: "s3", "s3-compatible", "gcs" or "azure"
+    kind: str
+    #: the provider's connection type, e.g. "strm_s3"
+    conn_type: str
+    bucket: str
+
+    @abc.abstractmethod
+    def connection(self, prefix: str = "", *, secret: str | None = None) -> dict[str, Any]:
+        """Airflow connection (JSON form: conn_type, host, login, password, extra) writing below ``prefix``.
+
+        ``secret`` replaces the real secret (to test a wrong one); the result goes into
+        ``AIRFLOW_CONN_<ID>`` or ``airflow connections add --conn-json``.
+        """
+
+    @abc.abstractmethod
+    def objects(self, prefix: str = "") -> dict[str, bytes]:
+        """Every object below ``prefix`` (admin view): key -> content."""
+
+    def missing_bucket_connection(self, prefix: str = "") -> dict[str, Any]:
+        """Like :meth:`connection` but naming a bucket/container that does not exist."""
+        conn = self.connection(prefix)
+        extra = dict(conn.get("extra") or {})
+        extra["container" if self.kind == "azure" else "bucket"] = "no-such-bucket-strm"
+        return {**conn, "extra": extra}

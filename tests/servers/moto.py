@@ -1,0 +1,123 @@
+"""AWS S3 and IAM from ``moto_server`` on 127.0.0.1, with IAM policies enforced.
+
+Every exporter connection gets its own IAM user holding ONLY the seed's minimal policy:
+``s3:GetBucketLocation`` on the bucket and ``s3:PutObject`` on ``<prefix>/*.jsonl``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+
+from tests.servers import StorageTarget, free_port, running
+
+REGION = "eu-west-1"
+
+
+def minimal_policy(bucket: str, prefix: str) -> dict[str, Any]:
+    """The seed's policy document, with the bucket and optional prefix filled in."""
+    objects = f"arn:aws:s3:::{bucket}/{prefix}/*.jsonl" if prefix else f"arn:aws:s3:::{bucket}/*.jsonl"
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": ["s3:GetBucketLocation"], "Resource": f"arn:aws:s3:::{bucket}"},
+            {"Effect": "Allow", "Action": ["s3:PutObject"], "Resource": objects},
+        ],
+    }
+
+
+class MotoS3(StorageTarget):
+    kind = "s3"
+    conn_type = "strm_s3"
+
+    def __init__(self, endpoint: str, bucket: str, admin: dict[str, str]) -> None:
+        self.endpoint = endpoint
+        self.bucket = bucket
+        self.admin = admin
+        self._users: dict[str, dict[str, str]] = {}
+
+    def client(self, service: str = "s3", creds: dict[str, str] | None = None) -> Any:
+        creds = creds or self.admin
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=creds["AccessKeyId"],
+            aws_secret_access_key=creds["SecretAccessKey"],
+        )
+
+    def user_for(self, prefix: str) -> dict[str, str]:
+        """An IAM user holding only the minimal policy for ``prefix`` (what ``aws iam create-access-key`` gives)."""
+        if prefix not in self._users:
+            iam = self.client("iam")
+            name = f"strm-export-{len(self._users)}"
+            iam.create_user(UserName=name)
+            iam.put_user_policy(
+                UserName=name,
+                PolicyName="strm-bucket-write-access",
+                PolicyDocument=json.dumps(minimal_policy(self.bucket, prefix)),
+            )
+            key = iam.create_access_key(UserName=name)["AccessKey"]
+            self._users[prefix] = {
+                "AccessKeyId": key["AccessKeyId"],
+                "SecretAccessKey": key["SecretAccessKey"],
+                "UserName": name,
+            }
+        return self._users[prefix]
+
+    def connection(self, prefix: str = "", *, secret: str | None = None) -> dict[str, Any]:
+        user = self.user_for(prefix)
+        return {
+            "conn_type": "strm_s3",
+            "login": user["AccessKeyId"],
+            "password": secret or user["SecretAccessKey"],
+            "extra": {"bucket": self.bucket, "endpoint_url": self.endpoint, "test_prefix": prefix},
+        }
+
+    def objects(self, prefix: str = "") -> dict[str, bytes]:
+        s3 = self.client()
+        out: dict[str, bytes] = {}
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                out[item["Key"]] = s3.get_object(Bucket=self.bucket, Key=item["Key"])["Body"].read()
+        return out
+
+
+@contextlib.contextmanager
+def start_moto(workdir: Path) -> Iterator[MotoS3]:
+    """moto_server with a bucket in eu-west-1 (so region discovery matters) and IAM enforced."""
+    port = free_port()
+    binary = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
+    with running([binary, "-H", "127.0.0.1", "-p", str(port)], log=workdir / "moto.log", port=port):
+        endpoint = f"http://127.0.0.1:{port}"
+        boot = boto3.client(
+            "iam", endpoint_url=endpoint, region_name=REGION, aws_access_key_id="boot", aws_secret_access_key="boot"
+        )
+        boot.create_user(UserName="admin")
+        boot.put_user_policy(
+            UserName="admin",
+            PolicyName="all",
+            PolicyDocument=json.dumps(
+                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+            ),
+        )
+        admin = boot.create_access_key(UserName="admin")["AccessKey"]
+        target = MotoS3(endpoint, "strmprivacy-export-demo", admin)
+        target.client().create_bucket(Bucket=target.bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+        requests.post(f"{endpoint}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
+        yield target
+
+
+@pytest.fixture(scope="session")
+def s3_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
+    with start_moto(tmp_path_factory.mktemp("moto")) as target:
+        yield target
