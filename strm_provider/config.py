@@ -74,8 +74,13 @@ class ExporterConfig(BaseModel):
     on_invalid_event: Literal["dead_letter", "fail"] = "dead_letter"
     max_file_bytes: int = Field(default=128 * 1024 * 1024, ge=1024)
     max_file_events: int | None = Field(default=None, ge=1)
+    retries: int = Field(default=2, ge=0, le=100)
+    retry_delay: int = Field(default=30, description="seconds before a failed task is retried")
+    #: URI of the Airflow Asset the exporter's DAG updates (``s3://bucket/prefix``); derived from the
+    #: data connector at DAG-parse time when empty. Set it to pin the Asset and skip that lookup.
+    asset_uri: str | None = None
 
-    @field_validator("interval", mode="before")
+    @field_validator("interval", "retry_delay", mode="before")
     @classmethod
     def _interval(cls, value: Any) -> int:
         return parse_interval(value)
@@ -99,6 +104,13 @@ class ExporterConfig(BaseModel):
     def _prefix(cls, value: str) -> str:
         return check_prefix(value)
 
+    @field_validator("asset_uri")
+    @classmethod
+    def _asset_uri(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[a-z][a-z0-9+.-]*://[^/\s]+", value):
+            raise ValueError("expected a URI like s3://bucket/prefix")
+        return value
+
     @model_validator(mode="after")
     def _default_name(self) -> ExporterConfig:
         if not self.name:
@@ -121,6 +133,8 @@ class ExporterConfig(BaseModel):
         data = self.model_dump(exclude_defaults=True)
         data["name"] = self.name
         data["interval"] = format_interval(self.interval)
+        if "retry_delay" in data:
+            data["retry_delay"] = format_interval(self.retry_delay)
         return data
 
 

@@ -8,16 +8,18 @@ file, and bags every valid exporter's DAG as usual.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, Asset
 
 from strm_provider.config import ExporterConfig, exporters_dir, load_exporters
 from strm_provider.operators import KafkaExportPlanOperator, KafkaToStorageOperator
 
 START_DATE = datetime(2024, 1, 1, tzinfo=UTC)
+log = logging.getLogger(__name__)
 
 
 class ExporterConfigErrors(ValueError):
@@ -29,6 +31,29 @@ class _BrokenExporters(DAG):
 
     def validate(self) -> None:
         raise ExporterConfigErrors(self.doc_md or "invalid exporter config")
+
+
+def asset_uri(cfg: ExporterConfig) -> str:
+    """URI of the Asset an exporter's export task updates: ``s3://bucket/prefix``, ``gs://...``, ``wasbs://...``.
+
+    ``asset_uri`` in the YAML wins (no lookup at all). Otherwise the data connector is looked up at
+    DAG-parse time; if that fails (connection not created yet, secrets backend down) the DAG must still
+    load, so it falls back to ``strm://<data_connector>/<prefix>`` and says so in the parse log.
+    """
+    if cfg.asset_uri:
+        return cfg.asset_uri
+    try:
+        from strm_provider.hooks import storage_hook
+
+        return storage_hook(cfg.data_connector).asset_uri(cfg.path_prefix)
+    except Exception as err:
+        log.warning(
+            "exporter %s: data connector %r not resolvable at parse time (%s); Asset falls back to strm://",
+            cfg.name,
+            cfg.data_connector,
+            type(err).__name__,
+        )
+        return f"strm://{cfg.data_connector}/{cfg.path_prefix}".rstrip("/")
 
 
 def build_dag(cfg: ExporterConfig, source: Path | None = None) -> DAG:
@@ -48,7 +73,7 @@ def build_dag(cfg: ExporterConfig, source: Path | None = None) -> DAG:
         is_paused_upon_creation=False,
         tags=["strm"],
         doc_md=doc,
-        default_args={"retries": 2, "retry_delay": timedelta(seconds=5)},
+        default_args={"retries": cfg.retries, "retry_delay": timedelta(seconds=cfg.retry_delay)},
     ) as dag:
         common: dict[str, Any] = {
             "stream": cfg.stream,
@@ -68,6 +93,7 @@ def build_dag(cfg: ExporterConfig, source: Path | None = None) -> DAG:
             on_invalid_event=cfg.on_invalid_event,
             max_file_bytes=cfg.max_file_bytes,
             max_file_events=cfg.max_file_events,
+            outlets=[Asset(asset_uri(cfg))],
             **common,
         ).expand(partition_set=plan.output)
     return dag

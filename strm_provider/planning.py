@@ -76,9 +76,9 @@ def plan_ranges(
     """Plan ``[start, end)`` per partition from the group's committed offsets.
 
     - A new exporter (no committed offset at all) starts at the end offsets when
-      ``include_existing_events`` is false: those offsets are pinned (committed before anything
-      else), so "created" is a fixed point and later runs never skip events. With it true, it
-      starts at the earliest retained offset.
+      ``include_existing_events`` is false, else at the earliest retained offset. That start is
+      pinned (committed before anything else), so "created" is a fixed point and later runs
+      never skip events.
     - A partition without a committed offset in a known group was added to the topic later: it is
       exported from its start.
     - A committed offset below the earliest retained one lost data to retention: the run goes on
@@ -91,9 +91,11 @@ def plan_ranges(
     for p in partitions:
         low, high, done = beginning.get(p, 0), end[p], committed.get(p)
         lost = 0
-        if new_exporter and not include_existing_events:
-            start = high
-            pin[p] = high
+        if new_exporter:
+            # "created" is pinned: the start is committed before anything else, so the group exists
+            # from the first run on and later runs never skip (or re-plan) events.
+            start = high if not include_existing_events else low
+            pin[p] = done = start
         elif done is None:
             start = low
         elif done < low:

@@ -46,6 +46,7 @@ def exporters_folder() -> Path:
 def write_exporter(folder: Path | None = None, **fields: Any) -> Path:
     """Write an exporter YAML file (by default where the DAG file reads them, as the CLI does)."""
     folder = folder or exporters_folder()
+    fields.setdefault("retry_delay", "1s")  # tests need not wait for production back-off
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{fields.get('name') or fields['data_connector'] + '-' + fields['stream']}.yaml"
     path.write_text(yaml.safe_dump(fields))

@@ -128,14 +128,10 @@ class StrmGcsHook(StorageHook):
                 out.write(chunk)
                 if len(chunk) < CHUNK_SIZE:
                     break
+            out.close()  # uploads the last chunk and finalizes the object
         except BaseException:
-            # Cancel the session so nothing is ever finalized; never let closing finalize it.
-            try:
-                out.terminate()
-            except Exception:
-                out._buffer.close()  # best effort: GCS expires abandoned sessions after a week
+            _abandon(out)
             raise
-        out.close()
 
     def describe(self) -> dict[str, Any]:
         return {"googleCloudStorageBucket": {"bucketName": self.bucket}}
@@ -168,6 +164,20 @@ def _status(err: BaseException) -> int | None:
         return err.code
     status = getattr(getattr(err, "response", None), "status_code", None)
     return status if isinstance(status, int) else None
+
+
+def _abandon(out: Any) -> None:
+    """Cancel the resumable session and make sure nothing can finalize it later.
+
+    ``BlobWriter`` is an ``io`` object: garbage collection calls ``close()``, which would finalize
+    whatever was buffered. Closing its buffer first turns that into a no-op.
+    """
+    try:
+        out.terminate()  # DELETE on the session URL; GCS also expires abandoned sessions in a week
+    except Exception:
+        pass
+    finally:
+        out._buffer.close()
 
 
 def read_full(reader: IO[bytes], size: int) -> bytes:

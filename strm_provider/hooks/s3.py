@@ -28,6 +28,10 @@ TRANSFER = TransferConfig(
 CONTENT_TYPE = "application/x-ndjson"
 #: Bounded retries: a wrong key or a dead endpoint fails in seconds, not minutes.
 RETRIES = {"max_attempts": 4, "mode": "standard"}
+#: Seconds to open a connection / to wait on a silent socket, per attempt (a hung endpoint fails in
+#: about RETRIES x READ_TIMEOUT plus backoff instead of hanging the task).
+CONNECT_TIMEOUT = 5
+READ_TIMEOUT = 60
 
 CAUSES = {
     "AccessDenied": "access denied (does the policy allow s3:PutObject on this prefix and *.jsonl?)",
@@ -143,8 +147,8 @@ class StrmS3Hook(StorageHook):
         )
         config = Config(
             retries=RETRIES,
-            connect_timeout=5,
-            read_timeout=60,
+            connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=READ_TIMEOUT,
             signature_version=s.signature,
             s3={"addressing_style": s.addressing if s.addressing in ("path", "virtual") else "auto"},
         )

@@ -73,6 +73,18 @@ class StorageHook(BaseHook, abc.ABC):
         super().__init__(**kwargs)
         self.conn_id = conn_id
 
+    @classmethod
+    def from_connection(cls, conn: Any) -> StorageHook:
+        """A hook over a connection object that is not (yet) stored anywhere Airflow looks.
+
+        ``strm create data-connector`` validates the credentials before it saves them, and a remote
+        Airflow's connections are not readable locally; the instance's ``get_connection`` is bound to
+        ``conn`` so every hook reads its fields as usual.
+        """
+        hook = cls(conn.conn_id)
+        hook.get_connection = lambda _conn_id: conn  # type: ignore[method-assign]
+        return hook
+
     # ----- what a subclass provides -------------------------------------------------------------
     @property
     @abc.abstractmethod

@@ -2,7 +2,7 @@
 
 fake-gcs-server accepts any bearer token and enforces no IAM, so the credential check lives in the
 token endpoint: like ``oauth2.googleapis.com/token`` it verifies the service account's signed JWT
-assertion (RS256, ``iss`` = client_email, ``aud`` = token_uri) and answers ``invalid_grant``
+assertion (RS256, ``iss`` = client_email, ``aud`` = Google's token URL) and answers ``invalid_grant``
 otherwise. A wrong private key therefore fails exactly where it fails against Google.
 """
 
@@ -30,6 +30,8 @@ from . import StorageTarget, free_port, running
 BUCKET = "strm-gcs-bucket"
 PROJECT = "strm-test-project"
 CLIENT_EMAIL = f"strm-exporter@{PROJECT}.iam.gserviceaccount.com"
+#: google-auth always addresses its assertion to Google's endpoint, whatever the key's token_uri
+GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 
 
 def fake_gcs_binary() -> Path:
@@ -69,7 +71,7 @@ class _TokenHandler(http.server.BaseHTTPRequestHandler):
                 assertion,
                 self.server.public_key,
                 algorithms=["RS256"],
-                audience=self.server.token_uri,
+                audience=GOOGLE_TOKEN_AUDIENCE,
                 issuer=self.server.client_email,
                 leeway=60,
             )
@@ -122,10 +124,12 @@ class GcsTarget(StorageTarget):
     kind = "gcs"
     conn_type = "strm_gcs"
 
-    def __init__(self, endpoint: str, token_uri: str, private_key: str, wrong_key: str) -> None:
+    def __init__(self, endpoint: str, tokens: _TokenServer, private_key: str, wrong_key: str) -> None:
         self.endpoint = endpoint
         self.bucket = BUCKET
-        self.token_uri = token_uri
+        self.token_uri = tokens.token_uri
+        #: the ``scope`` claim of every accepted token request, newest last
+        self.scopes_seen = tokens.scopes_seen
         self.private_key = private_key
         self._wrong_key = wrong_key
 
@@ -213,7 +217,7 @@ def gcs_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsTarget]:
         token_server(public_pem(good), CLIENT_EMAIL) as tokens,
         running(cmd, log=root / "fake-gcs-server.log", port=port, timeout=30),
     ):
-        target = GcsTarget(endpoint, tokens.token_uri, good, wrong)
+        target = GcsTarget(endpoint, tokens, good, wrong)
         _wait_ready(target)
         target.create_bucket(BUCKET)
         yield target

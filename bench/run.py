@@ -1,0 +1,456 @@
+"""Throughput and memory benchmark: the export against the raw client limits and the naive Airflow way.
+
+``make bench`` (or ``.venv/bin/python bench/run.py [--events N]``) starts the noida-db broker and
+moto_server S3 on 127.0.0.1, produces ``N`` seed-shaped events of about 600 bytes over 8
+partitions, and measures, on the same backlog, each method in a fresh process (so peak RSS is
+per method; it is read from ``wait4()``, i.e. the largest resident set of the process tree):
+
+- ``kafka_python_raw``: kafka-python tuned (no CRC checks, large fetches, big polls), values only;
+- ``confluent_raw``: confluent-kafka (librdkafka), values only;
+- ``export_task``: one ``KafkaToStorageOperator.execute`` of the whole backlog, upload included;
+- ``dag_run``: ``airflow dags test`` of the exporter's DAG, ``partition_sets`` 1 and 2
+  (wall time of the CLI: Airflow start-up, DAG parse and the run);
+- ``naive_airflow``: ``airflow dags test`` of bench/dags/naive_airflow.py
+  (``ConsumeFromTopicOperator`` + ``S3Hook.load_string``).
+
+Figures, not assertions. MB are 10^6 bytes of record values (the JSON events, without newlines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+TOPIC = "bench"
+PARTITIONS = 8
+EVENT_BYTES = 600
+METHODS = ("kafka_python_raw", "confluent_raw", "export_task", "dag_run", "naive_airflow")
+LABELS = {
+    "kafka_python_raw": "(a) kafka-python raw",
+    "confluent_raw": "(b) confluent-kafka raw",
+    "export_task": "(c) export task",
+    "dag_run": "(d) DAG run",
+    "naive_airflow": "(e) naive Airflow",
+}
+#: kafka-python tuned as well as it goes (the ceiling of the client the export uses).
+KAFKA_PYTHON_TUNED = {
+    "check_crcs": False,
+    "max_partition_fetch_bytes": 16 * 1024 * 1024,
+    "fetch_max_bytes": 128 * 1024 * 1024,
+    "max_poll_records": 500_000,
+}
+
+
+# ----- data ---------------------------------------------------------------------------------------
+def events(count: int, seed: int = 6) -> Iterator[bytes]:
+    """Seed-shaped events (strm_provider.simulate), padded to about 600 bytes with a URL query."""
+    import orjson
+
+    from strm_provider.simulate import random_event
+
+    rng = random.Random(seed)
+    for i in range(count):
+        event = random_event(rng, now_ms=1_700_000_000_000 + i * 7)
+        size = len(orjson.dumps(event))
+        target = EVENT_BYTES + rng.randint(-20, 20)
+        if size + 20 < target:
+            event["url"] += "?utm_source=bench&utm_content=" + "x" * (target - size - 31)
+        yield orjson.dumps(event)
+
+
+def produce(bootstrap: str, count: int) -> int:
+    """Produce ``count`` events round-robin over the partitions; return the bytes of all values."""
+    from confluent_kafka import Producer
+
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 50,
+            "batch.size": 1_000_000,
+            "queue.buffering.max.messages": 1_000_000,
+            "queue.buffering.max.kbytes": 1_000_000,
+            "acks": "1",
+        }
+    )
+    total = 0
+    for i, value in enumerate(events(count)):
+        total += len(value)
+        while True:
+            try:
+                producer.produce(TOPIC, value, partition=i % PARTITIONS)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    if producer.flush(120):
+        raise RuntimeError("producer could not deliver every event")
+    return total
+
+
+# ----- workers (each runs in its own process) -------------------------------------------------------
+def _done(spec: dict[str, Any], events_read: int, value_bytes: int, seconds: float, **more: Any) -> None:
+    Path(spec["result"]).write_text(
+        json.dumps({"events": events_read, "bytes": value_bytes, "seconds": seconds, **more})
+    )
+
+
+def worker_kafka_python(spec: dict[str, Any]) -> None:
+    """Raw kafka-python: every partition assigned, read to its end offset, values counted."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    start = time.perf_counter()
+    consumer = KafkaConsumer(bootstrap_servers=spec["bootstrap"], enable_auto_commit=False, **KAFKA_PYTHON_TUNED)
+    tps = [TopicPartition(TOPIC, p) for p in range(PARTITIONS)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    ends = consumer.end_offsets(tps)
+    count = size = 0
+    while any(consumer.position(tp) < ends[tp] for tp in tps):
+        for records in consumer.poll(timeout_ms=1000).values():
+            count += len(records)
+            size += sum(len(r.value) for r in records)
+    seconds = time.perf_counter() - start
+    consumer.close()
+    _done(spec, count, size, seconds)
+
+
+def worker_confluent(spec: dict[str, Any]) -> None:
+    """Raw confluent-kafka: every partition assigned from the beginning, consumed in batches."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    start = time.perf_counter()
+    consumer = Consumer(
+        {
+            "bootstrap.servers": spec["bootstrap"],
+            "group.id": "bench-confluent-raw",
+            "enable.auto.commit": False,
+            "fetch.max.bytes": 128 * 1024 * 1024,
+            "max.partition.fetch.bytes": 16 * 1024 * 1024,
+            "queued.max.messages.kbytes": 256 * 1024,
+        }
+    )
+    consumer.assign([TopicPartition(TOPIC, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+    count = size = 0
+    target = spec["events"]
+    while count < target:
+        for msg in consumer.consume(num_messages=10_000, timeout=1.0):
+            if msg.error():
+                continue
+            count += 1
+            size += len(msg.value())
+    seconds = time.perf_counter() - start
+    consumer.close()
+    _done(spec, count, size, seconds)
+
+
+def worker_export(spec: dict[str, Any]) -> None:
+    """One KafkaToStorageOperator export of the whole backlog (plan, read, upload, commit)."""
+    from strm_provider.operators import KafkaToStorageOperator
+
+    operator = KafkaToStorageOperator(
+        task_id="export",
+        stream=TOPIC,
+        data_connector="bench_s3_task",
+        group_id="strm-exporter-bench-task",
+        path_prefix="task",
+        kafka_conn_id="bench_kafka",
+        include_existing_events=True,
+    )
+    start = time.perf_counter()
+    summary = operator.execute(context={"run_id": "bench"})  # type: ignore[arg-type]
+    seconds = time.perf_counter() - start
+    _done(spec, summary["events"], summary["bytes"] - summary["events"], seconds, files=len(summary["files"]))
+
+
+WORKERS = {"kafka_python_raw": worker_kafka_python, "confluent_raw": worker_confluent, "export_task": worker_export}
+
+
+# ----- orchestration ----------------------------------------------------------------------------------
+def run_measured(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, float, int]:
+    """Run ``cmd`` to completion; return (wall seconds, peak RSS MB of its process tree, exit code)."""
+    with log.open("ab") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return wall, usage.ru_maxrss / 1024, proc.returncode
+
+
+def bucket_bytes(s3: Any, prefix: str) -> tuple[int, int]:
+    """(objects, bytes) of exported data files below ``prefix`` (no validation files, no dead letters)."""
+    objects = size = 0
+    for page in s3.client().get_paginator("list_objects_v2").paginate(Bucket=s3.bucket, Prefix=f"{prefix}/"):
+        for item in page.get("Contents", []):
+            name = item["Key"].rsplit("/", 1)[-1]
+            if name.endswith(".jsonl") and not name.startswith(".strm_test_") and "/_dead_letter/" not in item["Key"]:
+                objects += 1
+                size += item["Size"]
+    return objects, size
+
+
+def airflow_env(home: Path) -> dict[str, str]:
+    env = os.environ.copy()
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+            "STRM_EXPORTERS_DIR": str(home / "exporters"),
+            "NO_PROXY": "*",
+            "PYTHONPATH": str(REPO),
+        }
+    )
+    return env
+
+
+def result_row(events_read: int, value_bytes: int, seconds: float, rss_mb: float, **more: Any) -> dict[str, Any]:
+    return {
+        "events": events_read,
+        "seconds": round(seconds, 3),
+        "events_per_s": round(events_read / seconds, 1),
+        "mb_per_s": round(value_bytes / seconds / 1e6, 2),
+        "peak_rss_mb": round(rss_mb, 1),
+        **more,
+    }
+
+
+def bench(args: argparse.Namespace) -> dict[str, Any]:
+    import yaml
+
+    from tests.exporting import conn_env
+    from tests.servers import free_port
+    from tests.servers.kafka import Broker, start_broker
+    from tests.servers.moto import start_moto
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise SystemExit(f"unknown method(s) {sorted(unknown)}; expected some of {', '.join(METHODS)}")
+    work = Path(tempfile.mkdtemp(prefix="strm-bench-"))
+    home = work / "airflow"
+    (home / "exporters").mkdir(parents=True)
+    env = airflow_env(home)
+    log = work / "bench.log"
+    print(f"working directory: {work} (logs: {log})", flush=True)
+    results: dict[str, Any] = {}
+    with ExitStack() as stack:
+        port = free_port()
+        stack.enter_context(start_broker(work / "kafka", port))
+        broker = Broker(port, work / "kafka")
+        s3 = stack.enter_context(start_moto(work / "moto"))
+        broker.create_topic(TOPIC, PARTITIONS)
+        started = time.perf_counter()
+        total_bytes = produce(broker.bootstrap, args.events)
+        print(
+            f"produced {args.events:,} events ({total_bytes / 1e6:,.0f} MB, {total_bytes / args.events:.0f} B/event) "
+            f"over {PARTITIONS} partitions in {time.perf_counter() - started:.1f}s",
+            flush=True,
+        )
+        broker.reset_clients()
+
+        kafka_conn = broker.connection()
+        conns = {
+            "bench_kafka": kafka_conn,
+            "bench_s3_task": s3.connection("task"),
+            "bench_s3_dag1": s3.connection("dag1"),
+            "bench_s3_dag2": s3.connection("dag2"),
+            "bench_kafka_naive": {
+                "conn_type": "kafka",
+                "extra": {
+                    "bootstrap.servers": broker.bootstrap,
+                    "group.id": "bench-naive",
+                    "auto.offset.reset": "earliest",
+                    "enable.auto.commit": "false",
+                },
+            },
+        }
+        naive_user = s3.user_for("naive")
+        conns["bench_aws"] = {
+            "conn_type": "aws",
+            "login": naive_user["AccessKeyId"],
+            "password": naive_user["SecretAccessKey"],
+            "extra": {"endpoint_url": s3.endpoint, "region_name": "eu-west-1"},
+        }
+        for conn_id, conn in conns.items():
+            env[conn_env(conn_id)] = json.dumps(conn)
+        env.update(
+            {
+                "BENCH_TOPIC": TOPIC,
+                "BENCH_EVENTS": str(args.events),
+                "BENCH_SPOOL": str(work / "naive-spool.jsonl"),
+                "BENCH_BUCKET": s3.bucket,
+            }
+        )
+        if {"dag_run", "naive_airflow"} & set(methods):
+            subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env=env, check=True,
+                           capture_output=True)
+
+        expected_file_bytes = total_bytes + args.events  # one newline per event
+        for method in methods:
+            print(f"measuring {LABELS[method]} ...", flush=True)
+            if method in WORKERS:
+                spec = {"bootstrap": broker.bootstrap, "events": args.events, "result": str(work / f"{method}.json")}
+                cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", method, "--spec", json.dumps(spec)]
+                wall, rss, code = run_measured(cmd, env, log)
+                if code:
+                    raise RuntimeError(f"{method} failed (exit {code}); see {log}")
+                out = json.loads(Path(spec["result"]).read_text())
+                more: dict[str, Any] = {}
+                if method == "export_task":
+                    files, size = bucket_bytes(s3, "task")
+                    if size != expected_file_bytes:
+                        raise RuntimeError(f"export_task wrote {size} bytes, expected {expected_file_bytes}")
+                    more = {"files": files, "process_wall_s": round(wall, 2)}
+                results[method] = result_row(out["events"], out["bytes"], out["seconds"], rss, **more)
+            elif method == "dag_run":
+                variants = {}
+                for sets in (1, 2):
+                    name = f"bench-dag{sets}"
+                    (home / "exporters" / f"{name}.yaml").write_text(
+                        yaml.safe_dump(
+                            {
+                                "name": name,
+                                "stream": TOPIC,
+                                "data_connector": f"bench_s3_dag{sets}",
+                                "path_prefix": f"dag{sets}",
+                                "kafka_connection": "bench_kafka",
+                                "partition_sets": sets,
+                                "include_existing_events": True,
+                            }
+                        )
+                    )
+                    cmd = [str(Path(sys.executable).parent / "airflow"), "dags", "test", f"strm_export_{name}"]
+                    wall, rss, code = run_measured(cmd, env, log)
+                    files, size = bucket_bytes(s3, f"dag{sets}")
+                    if code or size != expected_file_bytes:
+                        raise RuntimeError(f"dag_run partition_sets={sets}: exit {code}, {size} bytes; see {log}")
+                    variants[f"partition_sets_{sets}"] = result_row(args.events, total_bytes, wall, rss, files=files)
+                results[method] = {**variants["partition_sets_1"], "partition_sets": 1, "variants": variants}
+            elif method == "naive_airflow":
+                naive_env = {**env, "AIRFLOW__CORE__DAGS_FOLDER": str(BENCH / "dags")}
+                cmd = [str(Path(sys.executable).parent / "airflow"), "dags", "test", "bench_naive_airflow"]
+                wall, rss, code = run_measured(cmd, naive_env, log)
+                files, size = bucket_bytes(s3, "naive")
+                if code or size != expected_file_bytes:
+                    raise RuntimeError(f"naive_airflow: exit {code}, {size} bytes in the bucket; see {log}")
+                results[method] = result_row(args.events, total_bytes, wall, rss, files=files)
+    return {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "events": args.events,
+        "event_bytes_avg": round(total_bytes / args.events, 1),
+        "partitions": PARTITIONS,
+        "methods": results,
+    }
+
+
+def ratios(results: dict[str, Any]) -> dict[str, float]:
+    rate = {k: v["events_per_s"] for k, v in results.items()}
+    pairs = {
+        "c/a": ("export_task", "kafka_python_raw"),
+        "c/b": ("export_task", "confluent_raw"),
+        "c/e": ("export_task", "naive_airflow"),
+        "d/e": ("dag_run", "naive_airflow"),
+    }
+    return {name: round(rate[x] / rate[y], 3) for name, (x, y) in pairs.items() if x in rate and y in rate}
+
+
+def table(report: dict[str, Any]) -> str:
+    rows = ["| method | events/s | MB/s | peak RSS MB | seconds |", "|---|---:|---:|---:|---:|"]
+    for method, row in report["methods"].items():
+        variants = row.get("variants") or {"": row}
+        for variant, v in variants.items():
+            label = LABELS[method] + (f", {variant.replace('_', ' ').replace('sets ', 'sets=')}" if variant else "")
+            rows.append(
+                f"| {label} | {v['events_per_s']:,.0f} | {v['mb_per_s']:,.1f} | {v['peak_rss_mb']:,.0f} | "
+                f"{v['seconds']:,.1f} |"
+            )
+    text = "\n".join(rows)
+    if report.get("ratios"):
+        text += "\n\nRatios (events/s): " + ", ".join(f"{k} = {v:.2f}" for k, v in report["ratios"].items())
+    return text
+
+
+def chart(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, rates, rss = [], [], []
+    for method, row in report["methods"].items():
+        for variant, v in (row.get("variants") or {"": row}).items():
+            labels.append(LABELS[method] + (f"\n{variant.replace('_', ' ')}" if variant else ""))
+            rates.append(v["events_per_s"] / 1000)
+            rss.append(v["peak_rss_mb"])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    colors = ["#888888", "#555555", "#2e86c1", "#5dade2", "#5dade2", "#e67e22"][: len(labels)]
+    left.barh(labels, rates, color=colors)
+    left.set_xlabel("thousand events/s (higher is better)")
+    right.barh(labels, rss, color=colors)
+    right.set_xlabel("peak RSS, MB (lower is better)")
+    right.set_yticklabels([])
+    for axis, values, fmt in ((left, rates, "{:,.0f}k"), (right, rss, "{:,.0f}")):
+        axis.invert_yaxis()
+        for i, value in enumerate(values):
+            axis.text(value, i, " " + fmt.format(value), va="center", fontsize=8)
+    m = report["machine"]
+    fig.suptitle(
+        f"{report['events']:,} events of ~{report['event_bytes_avg']:.0f} B, {report['partitions']} partitions, "
+        f"loopback Kafka (noida-db) + S3 (moto); {m['cpus']} cores, {m['memory_gb']} GB"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000, help="backlog size (default 1,000,000)")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
+    parser.add_argument("--out", type=Path, default=BENCH / "results.json", help="results JSON (chart beside it)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--spec", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        WORKERS[args.worker](json.loads(args.spec))
+        return
+    started = time.perf_counter()
+    report = bench(args)
+    report["ratios"] = ratios(report["methods"])
+    report["wall_seconds"] = round(time.perf_counter() - started, 1)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    png = args.out.with_suffix(".png")
+    chart(report, png)
+    print()
+    print(table(report))
+    print(f"\n{report['machine']['cpus']} cores, {report['machine']['memory_gb']} GB; total {report['wall_seconds']}s")
+    print(f"wrote {args.out} and {png}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,496 @@
+"""``make up`` / ``make down``: a live local stack on 127.0.0.1, as users run Airflow.
+
+``up`` starts, each as a detached process with a PID file under ``.stack/pids/``:
+
+- ``broker``: the embedded Kafka-compatible broker (noida-db), data in ``.stack/kafka``;
+- ``s3``: moto_server (S3 + IAM, policies enforced), a bucket and an IAM user holding only the
+  seed's minimal policy, its key in ``.stack/s3.json`` (what ``aws iam create-access-key`` prints);
+- ``airflow``: ``airflow standalone`` (API server + UI, scheduler, DAG processor, triggerer) with
+  ``AIRFLOW_HOME=.stack/airflow``, the repo's ``dags/`` and ``STRM_EXPORTERS_DIR=.stack/exporters``;
+- ``producer``: ``strm simulate random-events demo``, continuously;
+
+and creates the data connector ``s3`` and the batch exporter ``s3-demo`` (every 30 s). Files then
+appear in the bucket every interval with nobody touching anything.
+
+``down`` stops exactly the processes ``up`` started (the PID files, and their descendants), and
+keeps the state (Airflow's database, the broker's data) for the next ``up``. S3 lives in memory:
+each ``up`` starts with an empty bucket and a fresh key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+BUCKET = "strmprivacy-export-demo"
+REGION = "eu-west-1"
+STREAM = "demo"
+CONNECTOR = "s3"
+PREFIX = "events"
+INTERVAL = "30s"
+PARTITIONS = 5
+USER = "admin"
+#: stop order: what feeds others stops first
+PROCESSES = ("producer", "airflow", "s3", "broker")
+DEFAULT_PORTS = {"ui": 8080, "kafka": 9092, "s3": 9000}
+
+
+# ----- small helpers ------------------------------------------------------------------------------
+def say(msg: str) -> None:
+    print(f"[stack] {msg}", flush=True)
+
+
+def port_open(port: int) -> bool:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(what: str, check: Any, timeout: float, proc: psutil.Process | None = None) -> Any:
+    """Poll ``check()`` until it returns something truthy; fail early if ``proc`` died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        if proc is not None and not proc.is_running():
+            raise SystemExit(f"[stack] {what}: the process exited; see its log under .stack/logs/")
+        time.sleep(0.5)
+    raise SystemExit(f"[stack] {what}: not ready after {timeout:.0f}s; see the logs under .stack/logs/")
+
+
+class Stack:
+    """Paths, ports and processes of one stack directory (``.stack/`` for ``make up``)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.home = self.root / "airflow"
+        self.exporters = self.root / "exporters"
+        self.logs = self.root / "logs"
+        self.pids = self.root / "pids"
+        self.state_file = self.root / "stack.json"
+
+    # ----- state ------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        if self.state_file.exists():
+            return json.loads(self.state_file.read_text())
+        return {}
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return self.state().get("ports", {})
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['ui']}"
+
+    @property
+    def s3_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3']}"
+
+    @property
+    def password_file(self) -> Path:
+        return self.home / "simple_auth_manager_passwords.json.generated"
+
+    def env(self) -> dict[str, str]:
+        """The environment of every Airflow and ``strm`` process of the stack (also written to ``.stack/env``)."""
+        ui = self.ports["ui"]
+        return {
+            "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",  # LocalExecutor forks this many workers
+            "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(ui),
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{ui}",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{ui}/execution/",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            "STRM_EXPORTERS_DIR": str(self.exporters),
+            "STRM_KAFKA_BOOTSTRAP": f"127.0.0.1:{self.ports['kafka']}",
+            "NO_PROXY": "*",
+            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+
+    def full_env(self) -> dict[str, str]:
+        return {**os.environ, **self.env()}
+
+    # ----- processes --------------------------------------------------------------------------
+    def pid_file(self, name: str) -> Path:
+        return self.pids / f"{name}.pid"
+
+    def process(self, name: str) -> psutil.Process | None:
+        """The live process ``name`` recorded in its PID file, if it is still the one we started."""
+        path = self.pid_file(name)
+        if not path.exists():
+            return None
+        record = json.loads(path.read_text())
+        try:
+            proc = psutil.Process(record["pid"])
+            if abs(proc.create_time() - record["created"]) > 1 or not proc.is_running():
+                return None  # the PID was reused by something else: not ours
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            return proc
+        except psutil.NoSuchProcess:
+            return None
+
+    def spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> psutil.Process:
+        """Start ``cmd`` detached (own session, output to ``.stack/logs/<name>.log``) and record its PID."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.pids.mkdir(parents=True, exist_ok=True)
+        with (self.logs / f"{name}.log").open("ab") as log:
+            popen = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=self.root,
+                env=env or self.full_env(),
+            )
+        proc = psutil.Process(popen.pid)
+        record = {"pid": popen.pid, "created": proc.create_time(), "cmd": cmd}
+        self.pid_file(name).write_text(json.dumps(record) + "\n")
+        return proc
+
+    def stop(self, name: str, timeout: float = 20.0) -> bool:
+        """Stop process ``name`` and every process it started (SIGTERM, then SIGKILL); drop its PID file."""
+        proc = self.process(name)
+        stopped = False
+        if proc is not None:
+            try:
+                family = [proc, *proc.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                family = []
+            for member in family:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    member.send_signal(signal.SIGTERM)
+            _gone, alive = psutil.wait_procs(family, timeout=timeout)
+            for member in alive:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    member.kill()
+            psutil.wait_procs(alive, timeout=10)
+            stopped = True
+        self.pid_file(name).unlink(missing_ok=True)
+        return stopped
+
+    def running(self) -> dict[str, psutil.Process]:
+        return {name: proc for name in PROCESSES if (proc := self.process(name)) is not None}
+
+    def memory(self) -> tuple[int, int, int]:
+        """(processes, RSS sum, PSS sum) in bytes over the stack's processes and their descendants.
+
+        RSS counts pages shared by forked workers once per process; PSS splits them, so it is what
+        the stack really takes.
+        """
+        seen: dict[int, tuple[int, int]] = {}
+        for proc in self.running().values():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                for member in [proc, *proc.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        info = member.memory_full_info()
+                        seen[member.pid] = (info.rss, info.pss)
+        return len(seen), sum(r for r, _ in seen.values()), sum(p for _, p in seen.values())
+
+
+# ----- the services -------------------------------------------------------------------------------
+def choose_ports(requested: str) -> dict[str, int]:
+    """Fixed defaults (8080/9092/9000, overridable by env) or, with ``--ports auto``, free ones."""
+    if requested == "auto":
+        return {name: free_port() for name in DEFAULT_PORTS}
+    ports = {name: int(os.environ.get(f"STACK_{name.upper()}_PORT", port)) for name, port in DEFAULT_PORTS.items()}
+    busy = [f"{name} port {port}" for name, port in ports.items() if port_open(port)]
+    if busy:
+        raise SystemExit(
+            f"[stack] {', '.join(busy)} already in use on 127.0.0.1; stop what uses it, or choose others with "
+            "STACK_UI_PORT / STACK_KAFKA_PORT / STACK_S3_PORT (or: scripts/stack.py up --ports auto)"
+        )
+    return ports
+
+
+def start_broker(stack: Stack) -> None:
+    port = stack.ports["kafka"]
+    data = stack.root / "kafka"
+    data.mkdir(parents=True, exist_ok=True)
+    cmd = [str(VENV_BIN / "noida-db"), "start", "--data-dir", str(data), "--only", "kafka"]
+    proc = stack.spawn("broker", [*cmd, "--kafka-port", str(port), "--host", "127.0.0.1"])
+    wait_until("Kafka broker", lambda: port_open(port), 30, proc)
+    say(f"Kafka broker on 127.0.0.1:{port} (data in {data})")
+
+
+def _iam_client(stack: Stack, service: str, key: dict[str, str]) -> Any:
+    import boto3
+
+    return boto3.client(
+        service,
+        endpoint_url=stack.s3_url,
+        region_name=REGION,
+        aws_access_key_id=key["AccessKeyId"],
+        aws_secret_access_key=key["SecretAccessKey"],
+    )
+
+
+def start_s3(stack: Stack) -> None:
+    """moto_server, a bucket in eu-west-1, an admin key (for ``ls``) and a least-privilege exporter key."""
+    port = stack.ports["s3"]
+    proc = stack.spawn("s3", [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)])
+    wait_until("S3 server", lambda: port_open(port), 30, proc)
+    boot = {"AccessKeyId": "boot", "SecretAccessKey": "boot"}
+    iam = _iam_client(stack, "iam", boot)
+    iam.create_user(UserName="admin")
+    allow_all = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+    iam.put_user_policy(UserName="admin", PolicyName="all", PolicyDocument=json.dumps(allow_all))
+    admin = iam.create_access_key(UserName="admin")["AccessKey"]
+    admin_key = {"AccessKeyId": admin["AccessKeyId"], "SecretAccessKey": admin["SecretAccessKey"]}
+    _iam_client(stack, "s3", admin_key).create_bucket(
+        Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
+    )
+    # the seed's policy document: GetBucketLocation on the bucket, PutObject on <prefix>/*.jsonl
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": ["s3:GetBucketLocation"], "Resource": f"arn:aws:s3:::{BUCKET}"},
+            {"Effect": "Allow", "Action": ["s3:PutObject"], "Resource": f"arn:aws:s3:::{BUCKET}/{PREFIX}/*.jsonl"},
+        ],
+    }
+    iam.create_user(UserName="strm-export-demo")
+    iam.put_user_policy(
+        UserName="strm-export-demo", PolicyName="strm-bucket-write-access", PolicyDocument=json.dumps(policy)
+    )
+    key = iam.create_access_key(UserName="strm-export-demo")["AccessKey"]
+    write_secret(stack.root / "s3.json", {"AccessKey": {**key, "CreateDate": str(key["CreateDate"])}})
+    write_secret(stack.root / "s3-admin.json", admin_key)
+    httpx.post(f"{stack.s3_url}/moto-api/reset-auth", content=b"0", timeout=10).raise_for_status()
+    say(f"S3 (moto_server, IAM enforced) on {stack.s3_url}, bucket {BUCKET}")
+
+
+def write_secret(path: Path, value: dict[str, Any]) -> None:
+    path.write_text(json.dumps(value, indent=2, default=str) + "\n")
+    path.chmod(0o600)
+
+
+def airflow(stack: Stack, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(VENV_BIN / "airflow"), *args], env=stack.full_env(), capture_output=True, text=True, check=check
+    )
+
+
+def strm_cmd(*args: str) -> list[str]:
+    return [str(VENV_BIN / "strm"), *args]
+
+
+def launch(stack: Stack, cmd: list[str]) -> subprocess.Popen[str]:
+    """Start a CLI command in the background (each one imports Airflow: seconds of CPU, so overlap them)."""
+    return subprocess.Popen(cmd, env=stack.full_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc: subprocess.Popen[str], what: str, check: bool = True) -> tuple[int, str]:
+    out, _ = proc.communicate()
+    if proc.returncode == 0:
+        say(what)
+    elif check:
+        raise SystemExit(f"[stack] {what} failed:\n{out.strip()}")
+    return proc.returncode, out
+
+
+def prepare(stack: Stack) -> None:
+    """Airflow's database, the Kafka connection and, as a user would create it, the data connector
+    (``strm create data-connector`` with the seed's ``s3.json``)."""
+    stack.home.mkdir(parents=True, exist_ok=True)
+    stack.exporters.mkdir(parents=True, exist_ok=True)
+    if not stack.password_file.exists():  # our own, so standalone never prints a password into its log
+        write_secret(stack.password_file, {USER: secrets.token_urlsafe(12)})
+    airflow(stack, "db", "migrate")
+    kafka = {"conn_type": "strm_kafka", "host": f"127.0.0.1:{stack.ports['kafka']}"}
+    conns = stack.root / "connections.json"
+    write_secret(conns, {"strm_kafka_default": {**kafka, "extra": '{"security_protocol": "PLAINTEXT"}'}})
+    create = strm_cmd(
+        "create", "data-connector", "s3", CONNECTOR, BUCKET, f"--credentials-file={stack.root / 's3.json'}",
+        f"--endpoint-url={stack.s3_url}", f"--test-prefix={PREFIX}",
+    )  # fmt: skip
+    shown_create = f"$ strm create data-connector s3 {CONNECTOR} {BUCKET} --credentials-file=s3.json"
+    try:
+        importing = launch(stack, [str(VENV_BIN / "airflow"), "connections", "import", "--overwrite", str(conns)])
+        creating = launch(stack, create)
+        finish(importing, f"connection strm_kafka_default: the broker on {kafka['host']}")
+        code, out = finish(creating, shown_create, check=False)
+    finally:
+        conns.unlink()
+    if code and "already exists" in out:
+        # made by a previous ``up``; S3 lives in memory, so this one has a new key: replace it (and its exporter)
+        finish(launch(stack, strm_cmd("delete", "data-connector", CONNECTOR, "--recursive")), "(replacing the old one)")
+        finish(launch(stack, create), shown_create)
+    elif code:
+        raise SystemExit(f"[stack] {shown_create} failed:\n{out.strip()}")
+
+
+def create_exporter(stack: Stack) -> None:
+    """``strm create batch-exporter``: the YAML file the DAG processor turns into a DAG (unpaused)."""
+    args = ("--data-connector", CONNECTOR, "--path-prefix", PREFIX, "--interval", INTERVAL)
+    shown = f"$ strm create batch-exporter {STREAM} {' '.join(args)}"
+    code, out = finish(launch(stack, strm_cmd("create", "batch-exporter", STREAM, *args)), shown, check=False)
+    if code and "already exists" not in out:
+        raise SystemExit(f"[stack] {shown} failed:\n{out.strip()}")
+
+
+def start_airflow(stack: Stack) -> psutil.Process:
+    return stack.spawn("airflow", [str(VENV_BIN / "airflow"), "standalone"])
+
+
+def airflow_health(stack: Stack) -> bool:
+    """All of metadatabase, scheduler, triggerer, dag_processor report ``healthy`` (parsed, not grepped)."""
+    try:
+        health = httpx.get(f"{stack.ui_url}/api/v2/monitor/health", timeout=2).json()
+    except (httpx.HTTPError, ValueError):
+        return False
+    parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+    return all((health.get(part) or {}).get("status") == "healthy" for part in parts)
+
+
+def start_producer(stack: Stack, rate: float) -> None:
+    stack.spawn("producer", [str(VENV_BIN / "strm"), "simulate", "random-events", STREAM, "--rate", f"{rate:g}"])
+    say(f"$ strm simulate random-events {STREAM} --rate {rate:g}  (continuously)")
+
+
+def bucket_objects(stack: Stack) -> dict[str, int]:
+    """Key -> size of every object in the demo bucket (admin view)."""
+    admin = json.loads((stack.root / "s3-admin.json").read_text())
+    s3 = _iam_client(stack, "s3", admin)
+    out: dict[str, int] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+        for item in page.get("Contents", []):
+            out[item["Key"]] = item["Size"]
+    return out
+
+
+def data_files(stack: Stack) -> list[str]:
+    return sorted(k for k in bucket_objects(stack) if k.endswith(".jsonl") and "/.strm_test_" not in f"/{k}")
+
+
+# ----- commands -----------------------------------------------------------------------------------
+def up(stack: Stack, ports: str, rate: float, wait_files: int) -> None:
+    started = time.monotonic()
+    if stack.running():
+        say(f"already running: {', '.join(stack.running())} (make down first)")
+        banner(stack, None)
+        return
+    stack.root.mkdir(parents=True, exist_ok=True)
+    state = {**stack.state(), "ports": choose_ports(ports), "repo": str(REPO)}
+    stack.state_file.write_text(json.dumps(state, indent=2) + "\n")
+    (stack.root / "env").write_text("".join(f"export {k}={json.dumps(v)}\n" for k, v in stack.env().items()))
+    try:
+        start_broker(stack)
+        start_s3(stack)
+        prepare(stack)
+        proc = start_airflow(stack)
+        say(f"airflow standalone starting (log: {stack.logs / 'airflow.log'})")
+        start_producer(stack, rate)  # creates the stream (5 partitions) when missing
+        create_exporter(stack)
+        wait_until("Airflow", lambda: airflow_health(stack), 240, proc)
+    except BaseException:
+        say("start-up failed; stopping what was started")
+        down(stack, quiet=True)
+        raise
+    elapsed = time.monotonic() - started
+    stack.state_file.write_text(json.dumps({**stack.state(), "startup_seconds": round(elapsed, 1)}, indent=2) + "\n")
+    banner(stack, elapsed)
+    if wait_files:
+        say(f"waiting for {wait_files} exported file(s) in s3://{BUCKET}/{PREFIX}/ ...")
+        wait_until("exported files", lambda: len(data_files(stack)) >= wait_files, 120 + 40 * wait_files)
+        say(f"{len(data_files(stack))} file(s) in the bucket after {time.monotonic() - started:.0f}s")
+
+
+def shown(path: Path) -> str:
+    """``path`` relative to the current directory when it is below it (what a user types)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def banner(stack: Stack, elapsed: float | None) -> None:
+    count, rss, pss = stack.memory()
+    lines = [
+        "",
+        f"Airflow UI:   {stack.ui_url}",
+        f"Log in as:    {USER}, password: cat {shown(stack.password_file)}",
+        f"Exporter DAG: {stack.ui_url}/dags/strm_export_{CONNECTOR}-{STREAM}",
+        f"Bucket:       s3://{BUCKET}/{PREFIX}/ on {stack.s3_url}; list it: .venv/bin/python scripts/stack.py ls",
+        f"CLI:          source {shown(stack.root / 'env')} && strm list batch-exporters",
+        f"Logs:         {stack.logs}/",
+        f"Processes:    {count}, {rss / 2**20:.0f} MiB RSS sum, {pss / 2**20:.0f} MiB PSS sum"
+        + (f"; ready in {elapsed:.0f}s" if elapsed else ""),
+        "Stop:         make down",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def down(stack: Stack, quiet: bool = False) -> None:
+    stopped = [name for name in PROCESSES if stack.stop(name)]
+    if not quiet:
+        say(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+def status(stack: Stack) -> None:
+    running = stack.running()
+    for name in PROCESSES:
+        proc = running.get(name)
+        print(f"{name:9} {'running, pid ' + str(proc.pid) if proc else 'stopped'}")
+    count, rss, pss = stack.memory()
+    print(f"{count} processes, {rss / 2**20:.0f} MiB RSS sum, {pss / 2**20:.0f} MiB PSS sum")
+    if "airflow" in running:
+        print(f"healthy: {airflow_health(stack)}")
+
+
+def ls(stack: Stack) -> None:
+    for key, size in sorted(bucket_objects(stack).items()):
+        print(f"{size:10d}  s3://{BUCKET}/{key}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=["up", "down", "status", "ls"])
+    parser.add_argument("--root", type=Path, default=REPO / ".stack", help="stack directory (default: .stack/)")
+    parser.add_argument("--ports", default="fixed", help="'fixed' (8080/9092/9000, or STACK_*_PORT) or 'auto'")
+    parser.add_argument("--rate", type=float, default=10.0, help="events per second the producer sends")
+    parser.add_argument("--wait-files", type=int, default=0, help="after start-up, wait for N exported files")
+    args = parser.parse_args(argv)
+    stack = Stack(args.root)
+    if args.command == "up":
+        up(stack, args.ports, args.rate, args.wait_files)
+    elif args.command == "down":
+        down(stack)
+    elif args.command == "status":
+        status(stack)
+    else:
+        ls(stack)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""What the CLI does to Kafka: pin a new exporter's start, create a stream, produce demo events."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import sys
+import time
+from typing import Any
+
+import click
+
+from strm_provider.cli.store import ConnectorStore
+
+
+def kafka_hook(store: ConnectorStore, conn_id: str, option: str = "'--kafka-connection'") -> Any:
+    """A :class:`StrmKafkaHook` over the connection as the store holds it."""
+    from strm_provider.hooks.kafka import StrmKafkaHook
+
+    conn = store.connection(conn_id)
+    if conn is None:
+        raise click.BadParameter(
+            f"no Kafka connection '{conn_id}' in the {store.where}; add one, e.g. "
+            f"`airflow connections add {conn_id} --conn-type strm_kafka --conn-host HOST:9092`",
+            param_hint=option,
+        )
+    if (conn.conn_type or "") != "strm_kafka":
+        raise click.BadParameter(
+            f"connection '{conn_id}' has type '{conn.conn_type}', expected 'strm_kafka'", param_hint=option
+        )
+    hook = StrmKafkaHook(conn_id)
+    hook.get_connection = lambda _conn_id: conn  # type: ignore[method-assign]
+    return hook
+
+
+def _client_error(err: Exception) -> click.ClickException:
+    return click.ClickException(f"Kafka: {err}")
+
+
+def partitions_of(consumer: Any, stream: str) -> list[int]:
+    return sorted(consumer.partitions_for_topic(stream) or ())
+
+
+def pin_start(hook: Any, stream: str, group_id: str, *, include_existing_events: bool) -> dict[int, int]:
+    """Commit where a new exporter starts, so its first run neither skips nor repeats anything.
+
+    Without ``include_existing_events`` that is the stream's end offsets now (events that arrive
+    between creation and the first run are exported, none from before). With it, a group left
+    behind by a deleted exporter of the same name is reset to the earliest offsets; a fresh group
+    needs nothing (the first run starts at the earliest offsets).
+    """
+    from kafka import TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    from strm_provider.planning import plan_stream, read_offsets
+
+    consumer = _consumer(hook, group_id)
+    try:
+        if not partitions_of(consumer, stream):
+            raise click.BadParameter(
+                f"stream '{stream}' does not exist on the Kafka cluster at {hook.bootstrap_servers}; "
+                f"create it first (`strm create stream {stream}`)",
+                param_hint="'STREAM'",
+            )
+        committed, beginning, end = read_offsets(consumer, stream)
+        is_new = all(v is None for v in committed.values())
+        if is_new and not include_existing_events:
+            return plan_stream(consumer, stream, include_existing_events=False).pin
+        if is_new:
+            return {}
+        target = beginning if include_existing_events else end
+        consumer.commit({TopicPartition(stream, p): OffsetAndMetadata(o, "strm:created", -1) for p, o in target.items()})
+        return dict(target)
+    finally:
+        with contextlib.suppress(Exception):
+            consumer.close()
+
+
+def _consumer(hook: Any, group_id: str | None = None) -> Any:
+    from strm_provider.hooks.kafka import KafkaUnavailable
+
+    try:
+        return hook.consumer(group_id, request_timeout_ms=15_000)
+    except (KafkaUnavailable, ValueError) as err:
+        raise _client_error(err) from None
+
+
+def create_stream(admin: Any, bootstrap: str, stream: str, partitions: int) -> bool:
+    """Create the topic; False if it exists already."""
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    try:
+        admin.create_topics([NewTopic(stream, partitions, 1)])
+    except TopicAlreadyExistsError:
+        return False
+    deadline = time.monotonic() + 15
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        while len(consumer.partitions_for_topic(stream) or ()) < partitions and time.monotonic() < deadline:
+            time.sleep(0.1)
+            consumer.close()
+            consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    finally:
+        consumer.close()
+    return True
+
+
+def simulate(producer: Any, stream: str, partitions: list[int], *, rate: float, count: int | None) -> int:
+    """Produce random seed-shaped events round-robin over ``partitions`` at ``rate``/s; return how many."""
+    from strm_provider.simulate import random_event
+
+    rng = random.Random()
+    sent = 0
+    start = last = time.monotonic()
+    tty = sys.stderr.isatty()
+
+    def progress(final: bool = False) -> None:
+        elapsed = max(time.monotonic() - start, 1e-9)
+        text = f"sent {sent} events to stream '{stream}' ({sent / elapsed:.0f}/s)"
+        if tty:
+            click.echo(f"\r{text}", err=True, nl=final)
+        else:
+            click.echo(text, err=True)
+
+    try:
+        while count is None or sent < count:
+            due = start + sent / rate
+            now = time.monotonic()
+            if due > now:
+                time.sleep(due - now)
+            event = random_event(rng)
+            producer.send(stream, json.dumps(event).encode(), partition=partitions[sent % len(partitions)])
+            sent += 1
+            if time.monotonic() - last >= 1.0:
+                last = time.monotonic()
+                progress()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        producer.flush(timeout=30)
+        progress(final=True)
+    return sent

@@ -1,0 +1,329 @@
+"""Where data connectors live: Airflow's connections, reached locally or through the REST API.
+
+One interface, two implementations. :class:`LocalStore` uses Airflow's own models and session
+(what ``airflow connections add`` does: the password and extra are Fernet-encrypted when a key is
+configured). :class:`RemoteStore` talks to a deployed Airflow's REST API v2, so a laptop can manage
+it; that API never returns secrets, so checks that need them run on the server.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import os
+from typing import Any
+
+import click
+
+from strm_provider.cli.connectors import CONN_TYPES, ConnectorSpec
+
+
+class StoreError(click.ClickException):
+    """The store could not be reached or refused; one line, never a secret."""
+
+
+class Duplicate(Exception):
+    """A connection with that id exists already."""
+
+
+class ConnectorStore(abc.ABC):
+    """Data connectors (and the Kafka connection) of one Airflow deployment."""
+
+    #: shown in messages: where connectors are stored
+    where: str
+
+    @abc.abstractmethod
+    def list(self) -> list[ConnectorSpec]:
+        """Every connection of a data-connector type, by name."""
+
+    @abc.abstractmethod
+    def get(self, name: str) -> ConnectorSpec | None:
+        """The connection ``name`` of any type, or None (secret fields may be masked)."""
+
+    @abc.abstractmethod
+    def create(self, spec: ConnectorSpec) -> None:
+        """Store a new connection; raises :class:`Duplicate` if the id is taken."""
+
+    @abc.abstractmethod
+    def delete(self, name: str) -> None:
+        """Remove the connection ``name``."""
+
+    @abc.abstractmethod
+    def write_test_file(self, spec: ConnectorSpec, prefix: str) -> str:
+        """Write the empty validation file with the *stored* credentials of ``spec``; return a description."""
+
+    @abc.abstractmethod
+    def connection(self, conn_id: str) -> Any | None:
+        """A connection object with readable secrets (for Kafka clients), or None when absent."""
+
+
+def validate_new(spec: ConnectorSpec, prefix: str) -> str:
+    """Write the validation file with credentials that are not stored yet (raises StorageError)."""
+    from strm_provider.hooks import storage_hook_class
+
+    hook = storage_hook_class(spec.conn_type).from_connection(spec.to_connection())
+    key = hook.write_test_file(prefix)
+    return f"{hook.asset_scheme}://{hook.bucket}/{key}"
+
+
+class LocalStore(ConnectorStore):
+    """The Airflow metadata database configured for this machine (``AIRFLOW_HOME`` / env)."""
+
+    def __init__(self) -> None:
+        try:
+            from airflow.configuration import conf
+
+            self.where = f"Airflow metadata database ({_safe_db(conf.get('database', 'sql_alchemy_conn'))})"
+        except Exception as err:  # a broken config is reported, not a traceback
+            raise StoreError(f"cannot read the Airflow configuration: {type(err).__name__}: {err}") from None
+
+    def _session(self) -> Any:
+        from airflow.utils.session import create_session
+
+        return create_session()
+
+    def _query(self, session: Any, name: str | None = None) -> Any:
+        from airflow.models import Connection
+        from sqlalchemy import select
+
+        stmt = select(Connection)
+        if name is not None:
+            stmt = stmt.where(Connection.conn_id == name)
+        else:
+            stmt = stmt.where(Connection.conn_type.in_(CONN_TYPES)).order_by(Connection.conn_id)
+        return stmt
+
+    def _run(self, fn: Any) -> Any:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            with self._session() as session:
+                return fn(session)
+        except SQLAlchemyError as err:
+            raise StoreError(
+                f"the {self.where} is not usable ({type(err).__name__}); did you run `airflow db migrate`?"
+            ) from None
+
+    def list(self) -> list[ConnectorSpec]:
+        return self._run(lambda s: [_spec(c) for c in s.scalars(self._query(s))])
+
+    def get(self, name: str) -> ConnectorSpec | None:
+        def fetch(session: Any) -> ConnectorSpec | None:
+            conn = session.scalar(self._query(session, name))
+            return None if conn is None else _spec(conn)
+
+        return self._run(fetch)
+
+    def create(self, spec: ConnectorSpec) -> None:
+        from airflow.models import Connection
+
+        def add(session: Any) -> None:
+            if session.scalar(self._query(session, spec.name)) is not None:
+                raise Duplicate(spec.name)
+            session.add(
+                Connection(
+                    conn_id=spec.name,
+                    conn_type=spec.conn_type,
+                    description="STRM data connector",
+                    host=spec.host,
+                    login=spec.login,
+                    password=spec.password,
+                    port=spec.port,
+                    extra=json.dumps(spec.extra),
+                )
+            )
+
+        self._run(add)
+
+    def delete(self, name: str) -> None:
+        def remove(session: Any) -> None:
+            conn = session.scalar(self._query(session, name))
+            if conn is not None:
+                session.delete(conn)
+
+        self._run(remove)
+
+    def write_test_file(self, spec: ConnectorSpec, prefix: str) -> str:
+        return validate_new(spec, prefix)
+
+    def connection(self, conn_id: str) -> Any | None:
+        """Through Airflow's secrets chain (env vars, secrets backends, then the database)."""
+        from airflow.exceptions import AirflowNotFoundException
+        from airflow.models import Connection
+
+        try:
+            return Connection.get_connection_from_secrets(conn_id)
+        except AirflowNotFoundException:
+            return None
+
+
+def _spec(conn: Any) -> ConnectorSpec:
+    return ConnectorSpec.from_fields(
+        conn.conn_id, conn.conn_type, conn.host, conn.login, conn.password, conn.port, conn.extra
+    )
+
+
+def _safe_db(url: str) -> str:
+    """The database URL without its password."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+MASK = "***"
+
+
+class RemoteStore(ConnectorStore):
+    """A deployed Airflow through its REST API v2 (``/api/v2/connections``).
+
+    Auth: a JWT in ``STRM_AIRFLOW_TOKEN``, or ``STRM_AIRFLOW_USERNAME``/``STRM_AIRFLOW_PASSWORD``
+    exchanged for one at ``/auth/token`` (Airflow 3's simple auth manager).
+    """
+
+    def __init__(self, url: str) -> None:
+        import httpx
+
+        self.base = url.rstrip("/")
+        self.where = f"Airflow at {self.base}"
+        self._http = httpx.Client(base_url=self.base, timeout=30.0, trust_env=False)
+        self._token: str | None = os.environ.get("STRM_AIRFLOW_TOKEN") or None
+
+    # ----- http ---------------------------------------------------------------------------------
+    def _auth(self) -> dict[str, str]:
+        if self._token is None:
+            user, password = os.environ.get("STRM_AIRFLOW_USERNAME"), os.environ.get("STRM_AIRFLOW_PASSWORD")
+            if not (user and password):
+                raise StoreError(
+                    f"no credentials for {self.where}: set STRM_AIRFLOW_TOKEN, or STRM_AIRFLOW_USERNAME and "
+                    "STRM_AIRFLOW_PASSWORD"
+                )
+            resp = self._send("POST", "/auth/token", json={"username": user, "password": password}, auth=False)
+            if resp.status_code >= 400:
+                raise StoreError(f"{self.where} refused user '{user}' at /auth/token (HTTP {resp.status_code})")
+            self._token = resp.json()["access_token"]
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def _send(self, method: str, path: str, *, auth: bool = True, **kwargs: Any) -> Any:
+        import httpx
+
+        headers = self._auth() if auth else {}
+        try:
+            return self._http.request(method, path, headers=headers, **kwargs)
+        except httpx.HTTPError as err:
+            raise StoreError(f"cannot reach {self.where}: {type(err).__name__}") from None
+
+    def _call(self, method: str, path: str, *, ok_missing: bool = False, **kwargs: Any) -> Any:
+        resp = self._send(method, f"/api/v2{path}", **kwargs)
+        if resp.status_code == 404 and ok_missing:
+            return None
+        if resp.status_code in (401, 403):
+            raise StoreError(
+                f"{self.where} refused {method} {path} (HTTP {resp.status_code}): check STRM_AIRFLOW_TOKEN or "
+                "the user's permissions"
+            )
+        if resp.status_code == 409:
+            raise Duplicate(path)
+        if resp.status_code >= 400:
+            raise StoreError(f"{self.where}: {method} {path} failed (HTTP {resp.status_code}): {_detail(resp)}")
+        return resp.json() if resp.content else {}
+
+    # ----- ConnectorStore -----------------------------------------------------------------------
+    def list(self) -> list[ConnectorSpec]:
+        specs: list[ConnectorSpec] = []
+        offset = 0
+        while True:
+            page = self._call("GET", "/connections", params={"limit": 100, "offset": offset, "order_by": "conn_id"})
+            items = page.get("connections", [])
+            specs += [_remote_spec(c) for c in items if c.get("conn_type") in CONN_TYPES]
+            offset += len(items)
+            if not items or offset >= page.get("total_entries", 0):
+                return specs
+
+    def get(self, name: str) -> ConnectorSpec | None:
+        data = self._call("GET", f"/connections/{name}", ok_missing=True)
+        return None if data is None else _remote_spec(data)
+
+    def create(self, spec: ConnectorSpec) -> None:
+        body = {
+            "connection_id": spec.name,
+            "conn_type": spec.conn_type,
+            "description": "STRM data connector",
+            "host": spec.host,
+            "login": spec.login,
+            "password": spec.password,
+            "port": spec.port,
+            "extra": json.dumps(spec.extra),
+        }
+        self._call("POST", "/connections", json=body)
+
+    def delete(self, name: str) -> None:
+        self._call("DELETE", f"/connections/{name}", ok_missing=True)
+
+    def write_test_file(self, spec: ConnectorSpec, prefix: str) -> str:
+        """Ask the server to test the stored connection, writing below ``prefix`` (needs test_connection)."""
+        body = {"connection_id": spec.name, "conn_type": spec.conn_type, "extra": json.dumps({"test_prefix": prefix})}
+        resp = self._send("POST", "/api/v2/connections/test", json=body)
+        if resp.status_code == 403 and "disabled" in resp.text.lower():
+            raise StoreError(
+                f"{self.where} has connection testing disabled, so the data connector cannot be validated "
+                "remotely: set [core] test_connection = Enabled there, or pass --no-validate"
+            )
+        if resp.status_code >= 400:
+            raise StoreError(f"{self.where}: connection test failed (HTTP {resp.status_code}): {_detail(resp)}")
+        result = resp.json()
+        if not result.get("status"):
+            from strm_provider.hooks import StorageError
+
+            raise StorageError(str(result.get("message") or "the connection test failed"))
+        return str(result.get("message") or "").removeprefix("Wrote ")
+
+    def connection(self, conn_id: str) -> Any | None:
+        data = self._call("GET", f"/connections/{conn_id}", ok_missing=True)
+        if data is None:
+            return None
+        if data.get("password") == MASK:
+            raise StoreError(
+                f"connection '{conn_id}' has a password, which {self.where} does not reveal; run this command "
+                "where the connection is readable (e.g. on the Airflow host) or define it locally"
+            )
+        spec = _remote_spec(data)
+        from airflow.sdk import Connection
+
+        return Connection(
+            conn_id=conn_id,
+            conn_type=spec.conn_type,
+            host=spec.host,
+            login=spec.login,
+            password=spec.password,
+            port=spec.port,
+            extra=json.dumps(spec.extra),
+        )
+
+
+def _remote_spec(data: dict[str, Any]) -> ConnectorSpec:
+    return ConnectorSpec.from_fields(
+        data["connection_id"],
+        data.get("conn_type") or "",
+        data.get("host"),
+        data.get("login"),
+        data.get("password"),
+        data.get("port"),
+        data.get("extra"),
+    )
+
+
+def _detail(resp: Any) -> str:
+    try:
+        detail = resp.json().get("detail")
+    except ValueError:
+        return resp.text[:200]
+    if isinstance(detail, list):
+        return "; ".join(str(d.get("msg", d)) for d in detail)[:300]
+    return str(detail)[:300]
+
+
+def open_store(airflow_url: str | None) -> ConnectorStore:
+    return RemoteStore(airflow_url) if airflow_url else LocalStore()

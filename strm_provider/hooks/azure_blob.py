@@ -1,0 +1,212 @@
+"""Azure Blob Storage data connector: a service principal's client secret, block-blob uploads.
+
+Blocks are staged one at a time and the blob is created by the final Put Block List, so readers
+never see a partial blob and memory holds one block. The SDK's default retry (15 s initial
+back-off, several attempts, plus identity's own retries) turns a typo into minutes of waiting;
+both are bounded here.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import uuid
+from functools import cached_property
+from typing import IO, Any
+from urllib.parse import urlparse
+
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
+from azure.identity import ClientSecretCredential
+from azure.storage.blob import BlobServiceClient, ContentSettings, ExponentialRetry
+
+from strm_provider.hooks.storage import StorageError, StorageHook, extra_json
+
+#: Size of one staged block: bounds the memory an upload holds (Azure allows up to 50,000 blocks).
+BLOCK_SIZE = 8 * 1024 * 1024
+CONTENT_TYPE = "application/jsonl"
+#: Storage requests: 3 retries after 1 s, ~3 s, ~5 s; a 4xx (bad secret, no container) is not retried.
+RETRY = {"initial_backoff": 1, "increment_base": 2, "retry_total": 3, "random_jitter_range": 1}
+#: Token requests to Entra ID: retried on 5xx/429/connection errors only, twice.
+IDENTITY_RETRY = {"retry_total": 2, "retry_backoff_factor": 0.5}
+TIMEOUTS = {"connection_timeout": 10, "read_timeout": 120}
+
+# azure-core logs every request and response at INFO; in a task log that buries the export's own
+# lines (8 MiB blocks -> hundreds of entries). Quieten it unless someone configured it explicitly.
+_http_log = logging.getLogger("azure.core.pipeline.policies.http_logging_policy")
+if _http_log.level == logging.NOTSET:
+    _http_log.setLevel(logging.WARNING)
+
+
+class StrmAzureBlobHook(StorageHook):
+    """Writes block blobs to one container with client-secret credentials.
+
+    Connection: host = storage account URI without the container (``https://foo.blob.core.windows.net``),
+    login = client (application) id, password = client secret; extra ``container`` (required),
+    ``tenant_id`` (required), optional ``authority_host`` (sovereign clouds, tests) and ``test_prefix``.
+    """
+
+    conn_type = "strm_azure_blob"
+    hook_name = "STRM Azure Blob Storage"
+    default_conn_name = "strm_azure_blob_default"
+    asset_scheme = "wasbs"
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {
+            "hidden_fields": ["schema", "port"],
+            "relabeling": {"host": "Storage account URI", "login": "Client ID", "password": "Client secret"},
+            "placeholders": {
+                "host": "https://foo.blob.core.windows.net",
+                "extra": json.dumps({"container": "my-container", "tenant_id": "<tenant id>", "test_prefix": ""}),
+            },
+        }
+
+    # ----- connection ---------------------------------------------------------------------------
+    @cached_property
+    def _conn(self) -> Any:
+        return self.get_connection(self.conn_id)
+
+    @cached_property
+    def _extra(self) -> dict[str, Any]:
+        return extra_json(self._conn.extra)
+
+    def _fail(self, what: str) -> StorageError:
+        return StorageError(f"data connector '{self.conn_id}' (strm_azure_blob): {what}")
+
+    @property
+    def bucket(self) -> str:
+        name = str(self._extra.get("container") or "").strip()
+        if not name:
+            raise self._fail("has no 'container' in its extra")
+        return name
+
+    @property
+    def account_uri(self) -> str:
+        """The storage account URI, e.g. ``https://foo.blob.core.windows.net`` (Azurite: ``.../devstoreaccount1``)."""
+        host = str(self._conn.host or "").strip().rstrip("/")
+        if not host:
+            raise self._fail("has no host: set it to the storage account URI (https://<account>.blob.core.windows.net)")
+        if "://" not in host:
+            host = f"https://{host}"
+        return host
+
+    def asset_uri(self, prefix: str) -> str:
+        """``wasbs://<container>@<account host>/<prefix>``; a path-style (emulator) account keeps its path."""
+        parsed = urlparse(self.account_uri)
+        return f"wasbs://{self.bucket}@{parsed.netloc}{parsed.path}/{prefix}".rstrip("/")
+
+    def _credential(self) -> ClientSecretCredential:
+        tenant = str(self._extra.get("tenant_id") or "").strip()
+        client_id = str(self._conn.login or "").strip()
+        secret = self._conn.password or ""
+        missing = [n for n, v in (("extra 'tenant_id'", tenant), ("login (client id)", client_id)) if not v]
+        if not secret:
+            missing.append("password (client secret)")
+        if missing:
+            raise self._fail(f"missing {', '.join(missing)}")
+        options: dict[str, Any] = dict(IDENTITY_RETRY)
+        authority = str(self._extra.get("authority_host") or "").strip().rstrip("/")
+        if authority:
+            # A custom authority has no entry in Microsoft's instance-discovery list.
+            options.update(authority=authority, disable_instance_discovery=True)
+        try:
+            return ClientSecretCredential(tenant, client_id, secret, **options)
+        except ValueError as err:  # e.g. malformed tenant id; the message holds no secret
+            raise self._fail(str(err)) from None
+
+    def _service(self) -> BlobServiceClient:
+        return BlobServiceClient(
+            self.account_uri,
+            credential=self._credential(),
+            retry_policy=_Retry(**RETRY),
+            **TIMEOUTS,
+        )
+
+    # ----- StorageHook ----------------------------------------------------------------------------
+    def _upload_stream(self, key: str, reader: IO[bytes]) -> None:
+        """Stage ``BLOCK_SIZE`` blocks, then commit the list: the blob exists only after the commit."""
+        blob = self._service().get_blob_client(self.bucket, key)
+        upload_id = uuid.uuid4().hex  # unique block ids: a retried export never reuses stale blocks
+        block_ids: list[str] = []
+        while chunk := _read_full(reader, BLOCK_SIZE):
+            block_id = base64.b64encode(f"{upload_id}-{len(block_ids):06d}".encode()).decode()
+            blob.stage_block(block_id, chunk, length=len(chunk))
+            block_ids.append(block_id)
+            if len(chunk) < BLOCK_SIZE:
+                break
+        # Uncommitted blocks of an abandoned upload are discarded by the service after a week.
+        blob.commit_block_list(block_ids, content_settings=ContentSettings(content_type=CONTENT_TYPE))
+
+    def describe(self) -> dict[str, Any]:
+        return {"azureBlobStorageContainer": {"storageAccountUri": self.account_uri, "containerName": self.bucket}}
+
+    def explain(self, err: BaseException) -> str:
+        if isinstance(err, ClientAuthenticationError) and getattr(err, "response", None) is None:
+            # Raised by azure-identity (no storage response): the token request itself failed.
+            if "Unable to get authority configuration" in str(err):
+                tenant = self._extra.get("tenant_id")
+                return (
+                    f"Microsoft Entra ID does not know tenant '{tenant}' (or the authority host is wrong): "
+                    "check extra 'tenant_id' and 'authority_host'"
+                )
+            return f"Microsoft Entra ID rejected the client credentials ({_aad_reason(err)})"
+        if isinstance(err, HttpResponseError):
+            code = getattr(err, "error_code", None) or ""
+            if code == "ContainerNotFound":
+                return f"container '{self.bucket}' does not exist in {self.account_uri}"
+            if code in ("AuthorizationPermissionMismatch", "AuthorizationFailure"):
+                return (
+                    f"permission denied ({code}): assign the service principal the 'Storage Blob Data "
+                    f"Contributor' role on container '{self.bucket}'"
+                )
+            if code in ("InvalidAuthenticationInfo", "AuthenticationFailed"):
+                return f"the storage account rejected the access token ({code}): check tenant_id and host"
+            if code == "ResourceNotFound" or (err.status_code == 404 and not code):
+                return f"storage account {self.account_uri} not found"
+            return f"{err.status_code} {code or err.reason}".strip()
+        if isinstance(err, ServiceRequestError):
+            return f"cannot reach {self.account_uri} or the token endpoint ({_first_line(err)})"
+        if isinstance(err, ValueError) and "authority" in str(err).lower():
+            return f"cannot use the authority / tenant ({_first_line(err)})"
+        return super().explain(err)
+
+
+class _Retry(ExponentialRetry):
+    """Storage's retry policy retries *any* Azure error, including a rejected client secret; not here."""
+
+    def increment(self, settings: Any, request: Any, response: Any = None, error: Any = None) -> bool:
+        if isinstance(error, ClientAuthenticationError):
+            return False
+        return super().increment(settings, request, response=response, error=error)
+
+
+def _read_full(reader: IO[bytes], size: int) -> bytes:
+    """Read ``size`` bytes, fewer only at EOF; EOF always costs an empty read, where an abort raises.
+
+    (Same as ``gcs.read_full``; duplicated so each extra installs without the other's SDK.)
+    """
+    parts: list[bytes] = []
+    remaining = size
+    while remaining:
+        data = reader.read(remaining)
+        if not data:
+            break
+        parts.append(data)
+        remaining -= len(data)
+    return b"".join(parts)
+
+
+def _aad_reason(err: BaseException) -> str:
+    """The ``AADSTSnnnnn: ...`` sentence of an Entra ID error, without trace ids and timestamps."""
+    text = str(getattr(err, "message", None) or err)
+    start = text.find("AADSTS")
+    if start >= 0:
+        reason = text[start:].splitlines()[0]
+        return reason.split(" Trace ID:")[0].strip()[:300]
+    return _first_line(err)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:300]

@@ -1,0 +1,125 @@
+"""What every fault test does: produce numbered events, plan, run (or kill) an export, and count.
+
+Each event carries a unique ``seq``; the closing check counts the ``seq`` values in the bucket's
+data files: every produced one present, none twice, and the group's offsets at the end offsets.
+The check prints one ``FAULT-TABLE`` row (scenario, produced, found, duplicates, missing).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from typing import Any
+
+from tests.exporting import data_files
+from tests.servers import StorageTarget
+
+_counter = itertools.count()
+RUNNER = [sys.executable, "-m", "tests.faults.runner"]
+
+
+def unique(name: str) -> str:
+    return f"{name}{os.getpid()}x{next(_counter)}"
+
+
+def seq_events(start: int, count: int, pad: int = 40) -> list[dict[str, Any]]:
+    """Events numbered ``start..start+count-1``; ``pad`` bytes of filler make them a realistic size."""
+    return [{"seq": i, "url": f"https://example.com/{i}", "pad": "x" * pad} for i in range(start, start + count)]
+
+
+def plan_sets(group: str, topic: str, *, sets: int = 1, kafka_conn_id: str = "strm_kafka_default") -> list[dict]:
+    """What the DAG's ``plan`` task puts in XCom for this exporter now (one dict per partition set)."""
+    from strm_provider.hooks.kafka import StrmKafkaHook
+    from strm_provider.planning import plan_stream, split_sets
+
+    consumer = StrmKafkaHook(kafka_conn_id).consumer(group)
+    try:
+        plan = plan_stream(consumer, topic, include_existing_events=True)
+    finally:
+        consumer.close()
+    return [s.to_xcom() for s in split_sets(plan.ranges, sets)]
+
+
+def task_spec(topic: str, group: str, prefix: str, partition_set: dict | None, **operator: Any) -> dict[str, Any]:
+    return {
+        "operator": {
+            "stream": topic,
+            "data_connector": "dc",
+            "group_id": group,
+            "path_prefix": prefix,
+            "partition_set": partition_set,
+            **operator,
+        }
+    }
+
+
+def run_task(spec: dict[str, Any], *, phase: str | None = None, timeout: float = 120, **extra: Any) -> dict | None:
+    """Run the export task in a subprocess; with ``phase``, SIGKILL it there and return None.
+
+    Without a phase, return the task's result; raise ``AssertionError`` with its output if it failed.
+    """
+    spec = {**spec, "phase": phase, **extra}
+    errors = tempfile.TemporaryFile("w+")  # a pipe nobody drains would block the chatty task
+    proc = subprocess.Popen(
+        [*RUNNER, json.dumps(spec)],
+        stdout=subprocess.PIPE,
+        stderr=errors,
+        text=True,
+        env=os.environ.copy(),
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    )
+    if phase is not None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.strip() == f"PHASE {phase}":
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(30)
+                assert proc.returncode == -signal.SIGKILL
+                return None
+        proc.wait(30)
+        raise AssertionError(f"task ended (rc={proc.returncode}) before phase {phase}: {_tail(errors)}")
+    out, _ = proc.communicate(timeout=timeout)
+    err = _tail(errors)
+    results = [line[7:] for line in out.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not results:
+        raise AssertionError(f"export task failed (rc={proc.returncode}):\n{err}")
+    return json.loads(results[-1])
+
+
+def _tail(file: Any, size: int = 4000) -> str:
+    file.seek(0)
+    return file.read()[-size:]
+
+
+def seqs_in(storage: StorageTarget, prefix: str) -> Counter:
+    """How many times each ``seq`` appears in the data files under ``prefix``."""
+    files = data_files(storage.objects(prefix))
+    return Counter(json.loads(line)["seq"] for body in files.values() for line in body.splitlines())
+
+
+def check_exactly_once(
+    scenario: str, kafka: Any, storage: StorageTarget, prefix: str, topic: str, group: str, produced: int
+) -> dict[str, int]:
+    """Assert the closing condition of every fault test and print its table row."""
+    seen = seqs_in(storage, prefix)
+    row = {
+        "produced": produced,
+        "found": sum(seen.values()),
+        "unique": len(seen),
+        "duplicates": sum(n - 1 for n in seen.values() if n > 1),
+        "missing": len(set(range(produced)) - set(seen)),
+        "unexpected": len(set(seen) - set(range(produced))),
+    }
+    print(
+        f"FAULT-TABLE | {scenario} | {row['produced']} | {row['found']} | {row['duplicates']} | {row['missing']} |",
+        flush=True,
+    )
+    assert row["duplicates"] == 0 and row["missing"] == 0 and row["unexpected"] == 0, (scenario, row)
+    assert kafka.committed(group, topic) == kafka.end_offsets(topic), scenario
+    return row

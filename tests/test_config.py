@@ -1,0 +1,80 @@
+"""Exporter config files: defaults, and bad files that become import errors without breaking the others."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from strm_provider.config import ConfigError, ExporterConfig, load_exporter, parse_interval
+
+
+def test_defaults_follow_the_seed() -> None:
+    cfg = ExporterConfig(stream="demo", data_connector="s3")
+    assert cfg.name == "s3-demo"  # <data_connector>-<stream>, as the seed names it
+    assert cfg.interval == 60 and cfg.partition_sets == 1 and cfg.path_prefix == ""
+    assert cfg.kafka_connection == "strm_kafka_default" and cfg.include_existing_events is False
+    assert cfg.dag_id == "strm_export_s3-demo" and cfg.group_id == "strm-exporter-s3-demo"
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("5m", 300), ("1h", 3600), ("60", 60), (45, 45)])
+def test_intervals(text: str | int, seconds: int) -> None:
+    assert parse_interval(text) == seconds
+
+
+def _bag(folder: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[dict, dict]:
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("STRM_EXPORTERS_DIR", str(folder))
+    bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    return bag.dags, bag.import_errors
+
+
+BAD = {
+    "missing.yaml": ("data_connector: s3\n", "field 'stream': required field is missing"),
+    "unknown.yaml": ("stream: a\ndata_connector: s3\ncolour: red\n", "field 'colour': unknown field"),
+    "interval.yaml": (
+        "stream: a\ndata_connector: s3\nname: i\ninterval: 10x\n",
+        "field 'interval': expected a duration",
+    ),
+    "dotdot.yaml": ("stream: a\ndata_connector: s3\nname: d\npath_prefix: a/../b\n", "field 'path_prefix'"),
+    "slash.yaml": ("stream: a\ndata_connector: s3\nname: s\npath_prefix: /abs\n", "field 'path_prefix'"),
+    "notyaml.yaml": ("stream: [unclosed\n", "not readable YAML"),
+    "python.yaml": ("!!python/object/apply:os.system ['true']\n", "not readable YAML"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_file_is_refused_naming_file_and_field(tmp_path: Path, name: str) -> None:
+    text, expected = BAD[name]
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_exporter(tmp_path / name)
+    assert str(tmp_path / name) in str(err.value) and expected in str(err.value)
+
+
+def test_bad_files_are_import_errors_and_good_dags_still_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "good.yaml").write_text("stream: clicks\ndata_connector: s3\npath_prefix: events\n")
+    for name, (text, _) in BAD.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "dup.yaml").write_text("stream: clicks\ndata_connector: s3\n")  # same default name as good.yaml
+    dags, errors = _bag(tmp_path, monkeypatch)
+    assert "strm_export_s3-clicks" in dags
+    assert dags["strm_export_s3-clicks"].max_active_runs == 1
+    assert not any(d.startswith("strm_exporter_config") for d in dags)
+    message = "\n".join(errors.values())
+    for name, (_, expected) in BAD.items():
+        assert name in message and expected in message, (name, message)
+    assert "dup.yaml" in message and "duplicate exporter name 's3-clicks'" in message
+
+
+def test_all_good_means_no_import_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a.yaml").write_text("stream: a\ndata_connector: s3\ninterval: 5m\npartition_sets: 3\n")
+    dags, errors = _bag(tmp_path, monkeypatch)
+    dag = dags["strm_export_s3-a"]
+    assert errors == {}
+    assert dag.schedule == timedelta(minutes=5)
+    assert [t.task_id for t in dag.tasks] == ["plan", "export"]
+    assert "strm" in dag.tags and dag.catchup is False

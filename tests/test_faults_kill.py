@@ -1,0 +1,71 @@
+"""Fault 1: the export task's process SIGKILLed at each phase, then Airflow's retry, then the next run.
+
+The task runs in a subprocess (tests/faults/runner.py) that stops at the phase and is SIGKILLed
+there, as an OOM kill or a lost worker would. The retry re-runs the same partition set (what the
+plan task left in XCom); the next run plans afresh through the real DAG. Nothing may be missing
+or doubled at the end, and every object present right after the kill must be complete.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.exporting import connections, data_files, run_exporter, write_exporter
+from tests.faults.scenario import check_exactly_once, plan_sets, run_task, seq_events, task_spec, unique
+
+MiB = 1024 * 1024
+#: phase -> (events, filler bytes per event, operator settings, runner settings)
+CASES: dict[str, tuple[int, int, dict[str, Any], dict[str, Any]]] = {
+    "reading": (6000, 40, {"max_file_events": 1000}, {}),
+    # ~17 MiB in 5 MiB parts, files of 8 MiB: the first completes, the second is killed mid-multipart
+    "mid-upload": (
+        60_000,
+        250,
+        {"max_file_bytes": 8 * MiB},
+        {"part_size": 5 * MiB, "pause_file": 1, "pause_after_bytes": 5 * MiB + 1},
+    ),
+    "before-commit": (6000, 40, {"max_file_events": 1000}, {}),
+    "after-commit": (6000, 40, {"max_file_events": 1000}, {}),
+}
+
+
+@pytest.mark.parametrize("phase", list(CASES))
+def test_sigkill_then_retry_then_next_run(kafka: Any, s3_target: Any, phase: str) -> None:
+    count, pad, settings, runner = CASES[phase]
+    name, prefix = unique(f"kill-{phase}"), unique("kill")
+    group = f"strm-exporter-{name}"
+    topic = kafka.create_topic(name, 5)
+    kafka.produce(topic, seq_events(0, count, pad))
+    with connections(strm_kafka_default=kafka.connection(), dc=s3_target.connection(prefix)):
+        path = write_exporter(
+            name=name, stream=topic, data_connector="dc", path_prefix=prefix, include_existing_events=True, **settings
+        )
+        (work,) = plan_sets(group, topic)
+        spec = task_spec(topic, group, prefix, work, **settings)
+
+        assert run_task(spec, phase=phase, **runner) is None  # SIGKILLed at the phase
+        after_kill = data_files(s3_target.objects(prefix))
+        committed = kafka.committed(group, topic)
+        if phase == "after-commit":
+            assert committed == kafka.end_offsets(topic)
+        else:
+            planned_from = {r["partition"]: r["committed"] for r in work["ranges"]}
+            assert committed == planned_from, "nothing may be committed before every file is uploaded"
+        if phase == "mid-upload":
+            assert len(after_kill) == 1, "the first file completed; the one being uploaded must not exist yet"
+
+        # Airflow's retry: the same partition set from XCom, run to the end
+        result = run_task(spec, **runner)
+        assert result is not None and result["committed"] and result["events"] == count
+        after_retry = data_files(s3_target.objects(prefix))
+        for key, body in after_kill.items():
+            assert after_retry[key] == body, f"{key} was present after the kill but not complete"
+        assert set(after_retry) == set(result["files"])
+        assert kafka.committed(group, topic) == kafka.end_offsets(topic)
+
+        # the next scheduled run: a fresh plan through the real DAG
+        kafka.produce(topic, seq_events(count, 500, pad))
+        assert run_exporter(path).state == "success"
+    check_exactly_once(f"SIGKILL {phase}, retry, next run", kafka, s3_target, prefix, topic, group, count + 500)

@@ -1,0 +1,68 @@
+"""The provider as Airflow sees it: registered, its connection types usable from the CLI and the UI form."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+TYPES = ["strm_kafka", "strm_s3", "strm_s3_compatible", "strm_gcs", "strm_azure_blob"]
+
+
+def airflow(*args: str) -> str:
+    done = subprocess.run([AIRFLOW, *args], capture_output=True, text=True, env=os.environ.copy(), timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_providers_list_shows_the_provider() -> None:
+    providers = json.loads(airflow("providers", "list", "-o", "json"))
+    ours = [p for p in providers if p["package_name"] == "strm-airflow-provider"]
+    assert ours and ours[0]["version"] == "0.1.0"
+
+
+def test_connection_types_are_registered_with_their_hooks() -> None:
+    hooks = json.loads(airflow("providers", "hooks", "-o", "json"))
+    by_type = {h["connection_type"]: h for h in hooks}
+    for conn_type in TYPES:
+        assert by_type[conn_type]["package_name"] == "strm-airflow-provider", by_type.get(conn_type)
+        assert by_type[conn_type]["class"].startswith("strm_provider.hooks.")
+
+
+def test_connections_add_accepts_our_conn_type() -> None:
+    airflow(
+        "connections",
+        "add",
+        "provider_test_s3",
+        "--conn-type",
+        "strm_s3",
+        "--conn-login",
+        "AKIDEXAMPLE",
+        "--conn-password",
+        "SECRET-canary-provider",
+        "--conn-extra",
+        json.dumps({"bucket": "b"}),
+    )
+    listed = json.loads(airflow("connections", "list", "-o", "json"))
+    ours = [c for c in listed if c["conn_id"] == "provider_test_s3"]
+    assert ours and ours[0]["conn_type"] == "strm_s3"
+    airflow("connections", "delete", "provider_test_s3")
+
+
+def test_ui_form_has_labels_hidden_fields_and_secret_extras() -> None:
+    from airflow.providers_manager import ProvidersManager
+
+    manager = ProvidersManager()
+    behaviours = manager.field_behaviours
+    assert "host" in behaviours["strm_s3"]["hidden_fields"]
+    assert behaviours["strm_s3"]["relabeling"]["login"] == "AWS access key ID"
+    assert behaviours["strm_azure_blob"]["relabeling"]["host"] == "Storage account URI"
+    assert behaviours["strm_kafka"]["placeholders"]["host"] == "broker1:9092,broker2:9092"
+    widgets = manager.connection_form_widgets
+    assert widgets["extra__strm_s3__bucket"].field["schema"]["title"] == "Bucket"
+    assert widgets["extra__strm_s3__credentials_json"].is_sensitive
+    assert widgets["extra__strm_gcs__keyfile_dict"].is_sensitive
+    assert not widgets["extra__strm_gcs__bucket"].is_sensitive
