@@ -39,6 +39,19 @@ SERVERS = {
 }
 CONNECTOR = {"s3": "s3", "s3-compatible": "s3", "gcs": "gcs", "azure": "azure"}
 EVENTS = 10_000
+#: how a user would list the bucket and print a file, per kind
+LISTING = {
+    "s3": ("aws s3 ls {bucket}/events/", "aws s3 cp s3://{bucket}/{key} -"),
+    "s3-compatible": (
+        "aws s3 ls {bucket}/events/ --endpoint-url ...",
+        "aws s3 cp s3://{bucket}/{key} - --endpoint-url ...",
+    ),
+    "gcs": ("gsutil ls -l gs://{bucket}/events/", "gsutil cat gs://{bucket}/{key}"),
+    "azure": (
+        "az storage blob list -c {bucket} --prefix events/",
+        "az storage blob download -c {bucket} -n {key} -f /dev/stdout",
+    ),
+}
 
 
 def start_storage(kind: str, workdir: Path) -> contextlib.AbstractContextManager[StorageTarget]:
@@ -102,6 +115,7 @@ def main() -> None:
             broker.produce("demo", (random_event(rng) for _ in range(args.events)))
 
         connector = CONNECTOR[args.storage]
+        env.update(os.environ)  # what the storage server set up (e.g. Azurite's CA bundle)
         env[conn_env("strm_kafka_default")] = json.dumps(broker.connection())
         env[conn_env(connector)] = json.dumps(storage.connection("events"))
         (work / "exporters" / f"{connector}-demo.yaml").write_text(
@@ -114,7 +128,8 @@ def main() -> None:
             airflow(env, "dags", "test", f"strm_export_{connector}-demo")
 
         objects = storage.objects("events")
-        print(f"\n$ aws s3 ls {storage.bucket}/events/    # ({args.storage})")
+        ls, cat = LISTING[args.storage]
+        print(f"\n$ {ls.format(bucket=storage.bucket)}")
         now = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
         for key in sorted(objects):
             print(f"{now} {len(objects[key]):>10} {key.removeprefix('events/')}")
@@ -123,7 +138,7 @@ def main() -> None:
             raise SystemExit("no file was exported")
         lines = objects[exported[0]].splitlines()
         total = sum(len(objects[k].splitlines()) for k in exported)
-        print(f"\n$ aws s3 cp s3://{storage.bucket}/{exported[0]} - | head -1")
+        print(f"\n$ {cat.format(bucket=storage.bucket, key=exported[0])} | head -1")
         print(json.dumps(json.loads(lines[0]), indent=2))
         print(f"\n{total:,} events exported in {len(exported)} file(s); {args.events:,} produced.")
         if total != args.events:

@@ -9,7 +9,6 @@ both are bounded here.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import uuid
 from functools import cached_property
@@ -24,7 +23,7 @@ from strm_provider.hooks.storage import StorageError, StorageHook, extra_json
 
 #: Size of one staged block: bounds the memory an upload holds (Azure allows up to 50,000 blocks).
 BLOCK_SIZE = 8 * 1024 * 1024
-CONTENT_TYPE = "application/jsonl"
+CONTENT_TYPE = "application/x-ndjson"  # as the S3 hooks write
 #: Storage requests: 3 retries after 1 s, ~3 s, ~5 s; a 4xx (bad secret, no container) is not retried.
 RETRY = {"initial_backoff": 1, "increment_base": 2, "retry_total": 3, "random_jitter_range": 1}
 #: Token requests to Entra ID: retried on 5xx/429/connection errors only, twice.
@@ -50,17 +49,6 @@ class StrmAzureBlobHook(StorageHook):
     hook_name = "STRM Azure Blob Storage"
     default_conn_name = "strm_azure_blob_default"
     asset_scheme = "wasbs"
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["schema", "port"],
-            "relabeling": {"host": "Storage account URI", "login": "Client ID", "password": "Client secret"},
-            "placeholders": {
-                "host": "https://foo.blob.core.windows.net",
-                "extra": json.dumps({"container": "my-container", "tenant_id": "<tenant id>", "test_prefix": ""}),
-            },
-        }
 
     # ----- connection ---------------------------------------------------------------------------
     @cached_property
@@ -115,7 +103,9 @@ class StrmAzureBlobHook(StorageHook):
         except ValueError as err:  # e.g. malformed tenant id; the message holds no secret
             raise self._fail(str(err)) from None
 
-    def _service(self) -> BlobServiceClient:
+    @cached_property
+    def service(self) -> BlobServiceClient:
+        """One client per hook: the credential caches its token across uploads (clients are thread-safe)."""
         return BlobServiceClient(
             self.account_uri,
             credential=self._credential(),
@@ -126,7 +116,7 @@ class StrmAzureBlobHook(StorageHook):
     # ----- StorageHook ----------------------------------------------------------------------------
     def _upload_stream(self, key: str, reader: IO[bytes]) -> None:
         """Stage ``BLOCK_SIZE`` blocks, then commit the list: the blob exists only after the commit."""
-        blob = self._service().get_blob_client(self.bucket, key)
+        blob = self.service.get_blob_client(self.bucket, key)
         upload_id = uuid.uuid4().hex  # unique block ids: a retried export never reuses stale blocks
         block_ids: list[str] = []
         while chunk := _read_full(reader, BLOCK_SIZE):

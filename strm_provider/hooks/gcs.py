@@ -7,7 +7,6 @@ or Storage Object Creator) does not allow. This hook only ever creates objects.
 
 from __future__ import annotations
 
-import json
 from functools import cached_property
 from pathlib import Path
 from typing import IO, Any
@@ -29,7 +28,7 @@ SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
 RETRY_SECONDS = 60.0
 #: (connect, read) timeout of each HTTP request.
 TIMEOUT = (10.0, 120.0)
-CONTENT_TYPE = "application/jsonl"
+CONTENT_TYPE = "application/x-ndjson"  # as the S3 hooks write
 
 
 class StrmGcsHook(StorageHook):
@@ -43,19 +42,6 @@ class StrmGcsHook(StorageHook):
     hook_name = "STRM Google Cloud Storage"
     default_conn_name = "strm_gcs_default"
     asset_scheme = "gs"
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Only the extra matters: host/login/password would invite pasting the key in the wrong place."""
-        return {
-            "hidden_fields": ["host", "schema", "port", "login", "password"],
-            "relabeling": {},
-            "placeholders": {
-                "extra": json.dumps(
-                    {"bucket": "my-bucket", "keyfile_dict": "<service account key JSON>", "test_prefix": "events"}
-                )
-            },
-        }
 
     # ----- connection ---------------------------------------------------------------------------
     @cached_property
@@ -92,7 +78,9 @@ class StrmGcsHook(StorageHook):
             raise StorageError(f"{where}: the key is not a service-account key ({detail})")
         return info
 
-    def _client(self) -> storage.Client:
+    @cached_property
+    def client(self) -> storage.Client:
+        """One client per hook: its token is fetched once and shared by every upload (thread-safe)."""
         info = self._key_info()
         try:
             credentials = service_account.Credentials.from_service_account_info(info, scopes=SCOPES)
@@ -114,7 +102,7 @@ class StrmGcsHook(StorageHook):
     def _upload_stream(self, key: str, reader: IO[bytes]) -> None:
         """Resumable upload, one chunk at a time; the object is finalized only by ``close()`` at EOF."""
         bucket = self.bucket
-        blob = self._client().bucket(bucket).blob(key)  # bucket(), not get_bucket(): no read needed
+        blob = self.client.bucket(bucket).blob(key)  # bucket(), not get_bucket(): no read needed
         out = blob.open(
             "wb",
             chunk_size=CHUNK_SIZE,
@@ -170,7 +158,7 @@ def _abandon(out: Any) -> None:
     """Cancel the resumable session and make sure nothing can finalize it later.
 
     ``BlobWriter`` is an ``io`` object: garbage collection calls ``close()``, which would finalize
-    whatever was buffered. Closing its buffer first turns that into a no-op.
+    whatever was buffered. With its buffer closed that call does nothing, even if the cancel failed.
     """
     try:
         out.terminate()  # DELETE on the session URL; GCS also expires abandoned sessions in a week

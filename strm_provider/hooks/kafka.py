@@ -41,18 +41,6 @@ class StrmKafkaHook(BaseHook):
         self.kafka_conn_id = kafka_conn_id
         self._config: dict[str, Any] | None = None
 
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden-fields": ["schema", "port"],
-            "relabeling": {
-                "host": "Bootstrap servers",
-                "login": "SASL username",
-                "password": "SASL password",
-            },
-            "placeholders": {"host": "broker1:9092,broker2:9092", "login": "(only with SASL)"},
-        }
-
     @property
     def bootstrap_servers(self) -> str:
         return self.client_config()["bootstrap_servers"]

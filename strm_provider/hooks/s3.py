@@ -22,9 +22,14 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from strm_provider.hooks.storage import StorageError, StorageHook, extra_json, parse_json_field
 
 PART_SIZE = 16 * 1024 * 1024
+#: A pipe is not seekable, so s3transfer buffers parts in memory: cap them (10 x 16 MiB by default).
 TRANSFER = TransferConfig(
-    multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE, max_concurrency=4, use_threads=True
+    multipart_threshold=PART_SIZE,
+    multipart_chunksize=PART_SIZE,
+    max_concurrency=4,
+    use_threads=True,
 )
+TRANSFER.max_in_memory_upload_chunks = 3  # an s3transfer setting boto3's constructor does not take
 CONTENT_TYPE = "application/x-ndjson"
 #: Bounded retries: a wrong key or a dead endpoint fails in seconds, not minutes.
 RETRIES = {"max_attempts": 4, "mode": "standard"}
@@ -85,14 +90,6 @@ class StrmS3Hook(StorageHook):
     default_conn_name = "strm_s3_default"
     asset_scheme = "s3"
 
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden-fields": ["host", "schema", "port", "extra"],
-            "relabeling": {"login": "AWS access key ID", "password": "AWS secret access key"},
-            "placeholders": {"login": "AKIA...", "password": "(or paste credentials JSON below)"},
-        }
-
     # ----- settings ---------------------------------------------------------------------------
     @cached_property
     def settings(self) -> S3Settings:
@@ -152,6 +149,9 @@ class StrmS3Hook(StorageHook):
             signature_version=s.signature,
             s3={"addressing_style": s.addressing if s.addressing in ("path", "virtual") else "auto"},
         )
+        # The hook reads its botocore Config from the wrapper it is given (``conn_config``), not from
+        # its ``config`` argument: without this the retries, timeouts and addressing style were ignored.
+        wrapper.botocore_config = config
         return _ConnectionS3Hook(wrapper, region_name=region or "us-east-1", config=config).get_conn()
 
     def discover_region(self) -> str:
@@ -199,14 +199,6 @@ class StrmS3CompatibleHook(StrmS3Hook):
     conn_type = "strm_s3_compatible"
     hook_name = "STRM S3-compatible storage"
     default_conn_name = "strm_s3_compatible_default"
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden-fields": ["schema", "port", "extra"],
-            "relabeling": {"host": "Service URL", "login": "Access key", "password": "Secret key"},
-            "placeholders": {"host": "https://storage.googleapis.com", "login": "GOOG1E..."},
-        }
 
     def _settings(self, conn: Any, extra: dict[str, Any]) -> S3Settings:
         creds: dict[str, Any] = {}

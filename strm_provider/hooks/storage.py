@@ -170,7 +170,7 @@ class StorageHook(BaseHook, abc.ABC):
             key = self.write_test_file()
         except Exception as err:
             return False, str(self._as_storage_error(err, "<test file>"))
-        return True, f"Wrote {self.asset_scheme}://{self.bucket}/{key}"
+        return True, f"Wrote {self.asset_uri(key)}"
 
     def _as_storage_error(self, err: BaseException, key: str) -> StorageError:
         """Turn an SDK error into one line naming the connection, the object and the cause."""
@@ -178,7 +178,7 @@ class StorageHook(BaseHook, abc.ABC):
             return err
         return StorageError(
             f"data connector '{self.conn_id}' ({self.conn_type}) could not write "
-            f"{self.asset_scheme}://{self.bucket}/{key}: {self.explain(err)}"
+            f"{self.asset_uri(key)}: {self.explain(err)}"
         )
 
     def explain(self, err: BaseException) -> str:

@@ -239,14 +239,14 @@ class AzureTarget(StorageTarget):
         }
 
 
-@pytest.fixture(scope="session")
-def azure_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzureTarget]:
+@contextlib.contextmanager
+def start_azurite(root: Path) -> Iterator[AzureTarget]:
     """Azurite over HTTPS with ``--oauth basic`` and the token endpoint, for the whole session.
 
     Sets ``REQUESTS_CA_BUNDLE`` (session-wide, restored afterwards) so the hook trusts both.
     """
     azurite = ensure_azurite()
-    root = tmp_path_factory.mktemp("azurite")
+    root.mkdir(parents=True, exist_ok=True)
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1", "localhost")
     cert_file, key_file, bundle = root / "server.pem", root / "server.key", root / "ca-bundle.pem"
@@ -281,6 +281,12 @@ def azure_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzureTarg
         env.setenv("REQUESTS_CA_BUNDLE", str(bundle))
         target = AzureTarget(f"https://127.0.0.1:{port}/{ACCOUNT}", entra, bundle)
         _create_container(target)
+        yield target
+
+
+@pytest.fixture(scope="session")
+def azure_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzureTarget]:
+    with start_azurite(tmp_path_factory.mktemp("azure_target")) as target:
         yield target
 
 

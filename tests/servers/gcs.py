@@ -195,10 +195,10 @@ class GcsTarget(StorageTarget):
             return json.loads(r.read() or b"{}")
 
 
-@pytest.fixture(scope="session")
-def gcs_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsTarget]:
+@contextlib.contextmanager
+def start_gcs(root: Path) -> Iterator[GcsTarget]:
     """fake-gcs-server (filesystem backend under a tmp dir) and its token endpoint, for the session."""
-    root = tmp_path_factory.mktemp("fake-gcs")
+    root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     good, wrong = rsa_pem(), rsa_pem()
@@ -220,6 +220,12 @@ def gcs_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsTarget]:
         target = GcsTarget(endpoint, tokens, good, wrong)
         _wait_ready(target)
         target.create_bucket(BUCKET)
+        yield target
+
+
+@pytest.fixture(scope="session")
+def gcs_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsTarget]:
+    with start_gcs(tmp_path_factory.mktemp("gcs_target")) as target:
         yield target
 
 

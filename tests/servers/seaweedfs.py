@@ -10,6 +10,7 @@ SeaweedFS evaluates attached policies like AWS: that user can write ``*.jsonl`` 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
@@ -141,10 +142,10 @@ def weed_command(root: Path, s3_port: int, config: Path) -> list[str]:
     return [str(weed_binary()), "mini", *(f"-{k}={v}" for k, v in flags.items())]
 
 
-@pytest.fixture(scope="session")
-def s3_compatible_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedTarget]:
+@contextlib.contextmanager
+def start_seaweedfs(root: Path) -> Iterator[SeaweedTarget]:
     """SeaweedFS with IAM enforced, one bucket, for the whole session."""
-    root = tmp_path_factory.mktemp("seaweedfs")
+    root.mkdir(parents=True, exist_ok=True)
     admin = {"AccessKeyId": f"admin{uuid.uuid4().hex[:12]}", "SecretAccessKey": uuid.uuid4().hex}
     config = root / "s3.json"
     config.write_text(
@@ -164,6 +165,12 @@ def s3_compatible_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     with running(weed_command(root, port, config), log=root / "weed.log", port=port, timeout=60):
         target = SeaweedTarget(f"http://127.0.0.1:{port}", admin)
         _wait_for_bucket(target)
+        yield target
+
+
+@pytest.fixture(scope="session")
+def s3_compatible_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedTarget]:
+    with start_seaweedfs(tmp_path_factory.mktemp("s3_compatible_target")) as target:
         yield target
 
 
