@@ -232,9 +232,18 @@ def stored_row(env: dict[str, str], conn_id: str) -> dict[str, Any] | None:
 def s3_connector(strm: Cli, tmp_path: Path, s3_target: Any, name: str, prefix: str, *extra: str) -> Result:
     creds = aws_credentials(tmp_path, s3_target, prefix)
     return strm(
-        "create", "data-connector", "s3", name, s3_target.bucket, f"--credentials-file={creds}",
-        "--endpoint-url", s3_target.endpoint, "--test-prefix", prefix, *extra,
-    )  # fmt: skip
+        "create",
+        "data-connector",
+        "s3",
+        name,
+        s3_target.bucket,
+        f"--credentials-file={creds}",
+        "--endpoint-url",
+        s3_target.endpoint,
+        "--test-prefix",
+        prefix,
+        *extra,
+    )
 
 
 def add_kafka(strm: Cli, kafka: Any, conn_id: str = "strm_kafka_default") -> None:
@@ -284,8 +293,18 @@ def test_failed_validation_says_why_and_creates_nothing(strm: Cli, tmp_path: Pat
     wrong = "wrong-secret-" + uuid.uuid4().hex
     SECRETS.add(wrong)
     creds = aws_credentials(tmp_path, s3_target, prefix, secret=wrong)
-    args = ["create", "data-connector", "s3", "bad-s3", s3_target.bucket, f"--credentials-file={creds}",
-            "--endpoint-url", s3_target.endpoint, "--test-prefix", prefix]  # fmt: skip
+    args = [
+        "create",
+        "data-connector",
+        "s3",
+        "bad-s3",
+        s3_target.bucket,
+        f"--credentials-file={creds}",
+        "--endpoint-url",
+        s3_target.endpoint,
+        "--test-prefix",
+        prefix,
+    ]
     line = strm.bad(*args, code=1)
     assert "data connector 'bad-s3'" in line and "SignatureDoesNotMatch" in line and "nothing was created" in line
     # the policy only allows the prefix: validating at the bucket root is refused
@@ -310,11 +329,21 @@ def test_s3_compatible_credentials_are_detected(strm: Cli, tmp_path: Path, s3_ta
                 "secretKey": user["SecretAccessKey"],
                 "api": "s3v4",
                 "path": "path",
-            }  # fmt: skip
+            }
         )
     )
-    res = strm("create", "data-connector", "s3", "compat", s3_target.bucket, f"--credentials-file={creds}",
-               "--region", "eu-west-1", "--test-prefix", prefix)  # fmt: skip
+    res = strm(
+        "create",
+        "data-connector",
+        "s3",
+        "compat",
+        s3_target.bucket,
+        f"--credentials-file={creds}",
+        "--region",
+        "eu-west-1",
+        "--test-prefix",
+        prefix,
+    )
     assert res.json() == {"ref": {"name": "compat"}, "s3Bucket": {"bucketName": s3_target.bucket}}
     row = stored_row(strm.env, "compat")
     assert row and row["conn_type"] == "strm_s3_compatible" and row["host"] == s3_target.endpoint
@@ -323,17 +352,37 @@ def test_s3_compatible_credentials_are_detected(strm: Cli, tmp_path: Path, s3_ta
 
 def test_gcs_and_azure_connectors_have_the_seed_shapes(strm: Cli, tmp_path: Path) -> None:
     key = gcs_key(tmp_path)
-    gcs = strm("create", "data-connector", "gcs", "my-gcs", "strmprivacy-export-demo",
-               f"--credentials-file={key}", "--no-validate")  # fmt: skip
+    gcs = strm(
+        "create",
+        "data-connector",
+        "gcs",
+        "my-gcs",
+        "strmprivacy-export-demo",
+        f"--credentials-file={key}",
+        "--no-validate",
+    )
     assert gcs.json() == {
         "ref": {"name": "my-gcs"},
         "googleCloudStorageBucket": {"bucketName": "strmprivacy-export-demo"},
     }
     secret = "azure-secret-" + uuid.uuid4().hex
     SECRETS.add(secret)
-    azure = strm("create", "data-connector", "azure-blob-storage", "azure", "strmprivacy-export-demo",
-                 "--storage-account-uri", "https://foo.blob.core.windows.net", "--tenant-id", "t-1",
-                 "--client-id", "c-1", "--client-secret", secret, "--no-validate")  # fmt: skip
+    azure = strm(
+        "create",
+        "data-connector",
+        "azure-blob-storage",
+        "azure",
+        "strmprivacy-export-demo",
+        "--storage-account-uri",
+        "https://foo.blob.core.windows.net",
+        "--tenant-id",
+        "t-1",
+        "--client-id",
+        "c-1",
+        "--client-secret",
+        secret,
+        "--no-validate",
+    )
     assert azure.json() == {
         "ref": {"name": "azure"},
         "azureBlobStorageContainer": {
@@ -378,7 +427,7 @@ def test_bad_connector_input_exits_2_naming_the_argument(strm: Cli, tmp_path: Pa
             "c",
             "--client-secret",
             "s",
-        ): "'--storage-account-uri'",  # fmt: skip
+        ): "'--storage-account-uri'",
         (*base, "gcs", "x", "bucket", f"--credentials-file={key}", "--tenant-id", "t"): "'--tenant-id'",
         ("get", "data-connector", "nope"): "'NAME'",
         ("delete", "data-connector", "nope"): "'NAME'",
@@ -423,11 +472,30 @@ def test_batch_exporter_pins_end_offsets_writes_yaml_and_has_the_seed_shape(
     folder = Path(strm.env["STRM_EXPORTERS_DIR"])
     assert sorted(p.name for p in folder.iterdir()) == [f"s3-{stream}.yaml"]
     data = yaml.safe_load((folder / f"s3-{stream}.yaml").read_text())
-    assert data == {"name": f"s3-{stream}", "stream": stream, "data_connector": "s3", "path_prefix": prefix,
-                    "interval": "60s"}  # fmt: skip
+    assert data == {
+        "name": f"s3-{stream}",
+        "stream": stream,
+        "data_connector": "s3",
+        "path_prefix": prefix,
+        "interval": "60s",
+    }
 
-    named = strm("create", "batch-exporter", stream, "--data-connector", "s3", "--name", "five-minutes",
-                 "--interval", "300", "--path-prefix", prefix, "--include-existing-events", "--partition-sets", "2")  # fmt: skip
+    named = strm(
+        "create",
+        "batch-exporter",
+        stream,
+        "--data-connector",
+        "s3",
+        "--name",
+        "five-minutes",
+        "--interval",
+        "300",
+        "--path-prefix",
+        prefix,
+        "--include-existing-events",
+        "--partition-sets",
+        "2",
+    )
     assert named.json()["interval"] == "300s" and named.json()["ref"] == {"name": "five-minutes"}
     assert kafka.committed("strm-exporter-five-minutes", stream) == dict.fromkeys(range(3))
     assert strm("get", "batch-exporter", "five-minutes").json() == named.json()
@@ -443,8 +511,9 @@ def test_batch_exporter_pins_end_offsets_writes_yaml_and_has_the_seed_shape(
     assert "'--name'" in strm.bad(*bad, "--path-prefix", prefix)  # s3-<stream> exists
     assert "'--name'" in strm.bad(*bad, "--name", "no spaces")
     assert "'--data-connector'" in strm.bad("create", "batch-exporter", stream, "--data-connector", "nope")
-    assert "'STREAM'" in strm.bad("create", "batch-exporter", "no-such-stream", "--data-connector", "s3",
-                                  "--path-prefix", prefix)  # fmt: skip
+    assert "'STREAM'" in strm.bad(
+        "create", "batch-exporter", "no-such-stream", "--data-connector", "s3", "--path-prefix", prefix
+    )
     assert "'--kafka-connection'" in strm.bad(*bad, "--name", "x2", "--kafka-connection", "nope")
     denied = strm.bad(*bad, "--name", "x3", "--path-prefix", "elsewhere", code=1)
     assert "AccessDenied" in denied and "nothing was created" in denied
@@ -481,15 +550,27 @@ def test_delete_refuses_with_dependents_then_recursive(strm: Cli, tmp_path: Path
 
 def test_simulate_random_events(strm: Cli, kafka: Any) -> None:
     stream = unique("sim")
-    res = strm("simulate", "random-events", stream, "--bootstrap-servers", kafka.bootstrap, "--count", "60",
-               "--rate", "500", "--partitions", "3")  # fmt: skip
+    res = strm(
+        "simulate",
+        "random-events",
+        stream,
+        "--bootstrap-servers",
+        kafka.bootstrap,
+        "--count",
+        "60",
+        "--rate",
+        "500",
+        "--partitions",
+        "3",
+    )
     assert f"sent 60 events to stream '{stream}'" in res.err
     ends = kafka.end_offsets(stream)
     assert sorted(ends) == [0, 1, 2] and sum(ends.values()) == 60 and set(ends.values()) == {20}
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(stream, bootstrap_servers=kafka.bootstrap, auto_offset_reset="earliest",
-                             consumer_timeout_ms=3000)  # fmt: skip
+    consumer = KafkaConsumer(
+        stream, bootstrap_servers=kafka.bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=3000
+    )
     events = [json.loads(m.value) for m in consumer]
     consumer.close()
     assert len(events) == 60
@@ -537,27 +618,59 @@ def test_remote_airflow_through_the_rest_api(
     assert row and row["conn_type"] == "strm_s3" and row["is_encrypted"]
     assert session_strm("get", "data-connector", name).json() == created.json()
 
-    token_cli = Cli({**{k: v for k, v in remote.env.items() if not k.startswith("STRM_AIRFLOW_")},
-                     "STRM_AIRFLOW_TOKEN": api_server.token}, remote.outputs)  # fmt: skip
+    token_cli = Cli(
+        {
+            **{k: v for k, v in remote.env.items() if not k.startswith("STRM_AIRFLOW_")},
+            "STRM_AIRFLOW_TOKEN": api_server.token,
+        },
+        remote.outputs,
+    )
     token_cli.env["STRM_EXPORTERS_DIR"] = remote.env["STRM_EXPORTERS_DIR"]
     url = ["--airflow-url", api_server.url]
     assert created.json() in token_cli(*url, "list", "data-connectors", "-o", "json").json()["dataConnectors"]
     assert token_cli(*url, "get", "data-connector", name).json() == created.json()
-    assert "already exists" in remote.bad("create", "data-connector", "s3", name, s3_target.bucket,
-                                          f"--credentials-file={aws_credentials(tmp_path, s3_target, prefix)}")  # fmt: skip
+    assert "already exists" in remote.bad(
+        "create",
+        "data-connector",
+        "s3",
+        name,
+        s3_target.bucket,
+        f"--credentials-file={aws_credentials(tmp_path, s3_target, prefix)}",
+    )
 
     # a batch exporter: the Kafka connection is read through the API, validation runs on the server
     kafka_id = unique("kafka")
     add_kafka(session_strm, kafka, kafka_id)
     stream = kafka.create_topic(unique("remote"), partitions=2)
     probes = len([k for k in s3_target.objects(prefix) if TEST_FILE_RE.match(k)])
-    exp = remote("create", "batch-exporter", stream, "--data-connector", name, "--path-prefix", prefix,
-                 "--kafka-connection", kafka_id)  # fmt: skip
+    exp = remote(
+        "create",
+        "batch-exporter",
+        stream,
+        "--data-connector",
+        name,
+        "--path-prefix",
+        prefix,
+        "--kafka-connection",
+        kafka_id,
+    )
     assert exp.json()["dataConnectorRef"] == {"name": name}
     assert len([k for k in s3_target.objects(prefix) if TEST_FILE_RE.match(k)]) == probes + 1
     assert kafka.committed(f"strm-exporter-{name}-{stream}", stream) == kafka.end_offsets(stream)
-    denied = remote.bad("create", "batch-exporter", stream, "--data-connector", name, "--path-prefix", "nope",
-                        "--kafka-connection", kafka_id, "--name", "denied", code=1)  # fmt: skip
+    denied = remote.bad(
+        "create",
+        "batch-exporter",
+        stream,
+        "--data-connector",
+        name,
+        "--path-prefix",
+        "nope",
+        "--kafka-connection",
+        kafka_id,
+        "--name",
+        "denied",
+        code=1,
+    )
     assert "AccessDenied" in denied
 
     assert "--recursive" in remote.bad("delete", "data-connector", name)

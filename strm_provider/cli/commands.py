@@ -76,18 +76,27 @@ def simulate() -> None:
 @click.argument("kind", metavar="TYPE", type=click.Choice(dc.KINDS))
 @click.argument("name")
 @click.argument("bucket", metavar="BUCKET")
-@click.option("--credentials-file", type=click.Path(dir_okay=False), help="s3: aws iam create-access-key output "
-              "or S3-compatible JSON; gcs: service-account key")
+@click.option(
+    "--credentials-file",
+    type=click.Path(dir_okay=False),
+    help="s3: aws iam create-access-key output or S3-compatible JSON; gcs: service-account key",
+)
 @click.option("--assume-role-arn", help="s3: a role to assume for writing")
 @click.option("--endpoint-url", help="s3/gcs: a private endpoint (or a local test server)")
 @click.option("--region", help="s3: the bucket's region (else found with GetBucketLocation)")
 @click.option("--storage-account-uri", help="azure-blob-storage: e.g. https://foo.blob.core.windows.net")
 @click.option("--tenant-id", help="azure-blob-storage: the tenant ID")
 @click.option("--client-id", help="azure-blob-storage: the application (client) ID")
-@click.option("--client-secret", envvar="STRM_AZURE_CLIENT_SECRET", help="azure-blob-storage: the client secret "
-              "(or env STRM_AZURE_CLIENT_SECRET)")
-@click.option("--test-prefix", default="", help="Where validation writes (and Airflow's Test button): the path "
-              "prefix your policy allows")
+@click.option(
+    "--client-secret",
+    envvar="STRM_AZURE_CLIENT_SECRET",
+    help="azure-blob-storage: the client secret (or env STRM_AZURE_CLIENT_SECRET)",
+)
+@click.option(
+    "--test-prefix",
+    default="",
+    help="Where validation writes (and Airflow's Test button): the path prefix your policy allows",
+)
 @NO_VALIDATE
 @OUTPUT
 @click.pass_context
@@ -111,7 +120,9 @@ def create_data_connector(ctx: click.Context, kind: str, name: str, bucket: str,
             region=opts["region"],
         )
     elif kind == "gcs":
-        spec = dc.gcs_spec(name, bucket, dc.read_credentials(opts["credentials_file"]), endpoint_url=opts["endpoint_url"])
+        spec = dc.gcs_spec(
+            name, bucket, dc.read_credentials(opts["credentials_file"]), endpoint_url=opts["endpoint_url"]
+        )
     else:
         spec = dc.azure_spec(
             name,
@@ -125,7 +136,9 @@ def create_data_connector(ctx: click.Context, kind: str, name: str, bucket: str,
         spec.extra["test_prefix"] = test_prefix
     target = store(ctx)
     if target.get(name) is not None:
-        raise click.BadParameter(f"a connection named '{name}' already exists in the {target.where}", param_hint="'NAME'")
+        raise click.BadParameter(
+            f"a connection named '{name}' already exists in the {target.where}", param_hint="'NAME'"
+        )
     if opts["validate"]:
         from strm_provider.cli.store import validate_new
 
@@ -133,8 +146,9 @@ def create_data_connector(ctx: click.Context, kind: str, name: str, bucket: str,
     try:
         target.create(spec)
     except Duplicate:
-        raise click.BadParameter(f"a connection named '{name}' already exists in the {target.where}",
-                                 param_hint="'NAME'") from None
+        raise click.BadParameter(
+            f"a connection named '{name}' already exists in the {target.where}", param_hint="'NAME'"
+        ) from None
     _show(spec.describe(), opts["output"] or "json", _connector_table)
 
 
@@ -215,7 +229,11 @@ def _connector(target: ConnectorStore, name: str, hint: str = "'NAME'") -> dc.Co
     spec = target.get(name)
     if spec is None or spec.conn_type not in dc.CONN_TYPES:
         names = ", ".join(s.name for s in target.list()) or "none"
-        what = "no data connector" if spec is None else f"connection '{name}' (type {spec.conn_type}) is not a data connector;"
+        what = (
+            "no data connector"
+            if spec is None
+            else f"connection '{name}' (type {spec.conn_type}) is not a data connector;"
+        )
         raise click.BadParameter(
             f"{what} named '{name}' in the {target.where} (data connectors: {names})"
             if spec is None
@@ -242,9 +260,7 @@ def delete_data_connector(ctx: click.Context, name: str, recursive: bool) -> Non
     """Delete data connector NAME; refuses while batch exporters use it, unless --recursive."""
     target = store(ctx)
     _connector(target, name)
-    dependents = sorted(
-        (cfg.name, path) for path, cfg in bx.load().configs.values() if cfg.data_connector == name
-    )
+    dependents = sorted((cfg.name, path) for path, cfg in bx.load().configs.values() if cfg.data_connector == name)
     if dependents and not recursive:
         raise click.BadParameter(
             f"data connector '{name}' is used by batch exporters {', '.join(n for n, _ in dependents)}; "
@@ -255,7 +271,9 @@ def delete_data_connector(ctx: click.Context, name: str, recursive: bool) -> Non
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
     target.delete(name)
-    click.echo("Data Connector and dependent entities have been deleted" if dependents else "Data Connector has been deleted")
+    click.echo(
+        "Data Connector and dependent entities have been deleted" if dependents else "Data Connector has been deleted"
+    )
 
 
 # ----- batch exporters --------------------------------------------------------------------------
@@ -265,10 +283,18 @@ def delete_data_connector(ctx: click.Context, name: str, recursive: bool) -> Non
 @click.option("--path-prefix", default="", help="Prefix of the file names in the bucket, e.g. events")
 @click.option("--interval", default="60s", show_default=True, help="Seconds (60) or a duration (60s, 5m, 1h)")
 @click.option("--name", help="Name of the exporter (default: <data connector>-<stream>)")
-@click.option("--partition-sets", type=click.IntRange(1, 1000), default=1, show_default=True,
-              help="Parallel export tasks (files) per run")
-@click.option("--include-existing-events/--no-include-existing-events", default=False,
-              help="Also export what the stream holds already (default: only events from now on)")
+@click.option(
+    "--partition-sets",
+    type=click.IntRange(1, 1000),
+    default=1,
+    show_default=True,
+    help="Parallel export tasks (files) per run",
+)
+@click.option(
+    "--include-existing-events/--no-include-existing-events",
+    default=False,
+    help="Also export what the stream holds already (default: only events from now on)",
+)
 @KAFKA_CONNECTION
 @NO_VALIDATE
 @OUTPUT
@@ -326,9 +352,10 @@ def create_batch_exporter(ctx: click.Context, stream: str, **opts: Any) -> None:
             param_hint="'--name'",
         )
     spec = _connector(target, cfg.data_connector, "'--data-connector'")
-    from strm_provider.cli.kafka import kafka_hook, pin_start
+    from strm_provider.cli.kafka import check_stream, kafka_hook, pin_start
 
     hook = kafka_hook(target, cfg.kafka_connection)
+    check_stream(hook, cfg.stream)
     if opts["validate"]:
         _validated(lambda: target.write_test_file(spec, cfg.path_prefix), spec.name, "--path-prefix")
     pin_start(hook, cfg.stream, cfg.group_id, include_existing_events=cfg.include_existing_events)
@@ -417,8 +444,9 @@ def _admin(hook: Any, bootstrap: str) -> Any:
         raise
 
 
-BOOTSTRAP = click.option("--bootstrap-servers", metavar="HOST:PORT,...", help="Use these brokers instead of the "
-                         "Kafka connection (PLAINTEXT)")
+BOOTSTRAP = click.option(
+    "--bootstrap-servers", metavar="HOST:PORT,...", help="Use these brokers instead of the Kafka connection (PLAINTEXT)"
+)
 STREAM_NAME = click.argument("stream")
 
 
@@ -459,8 +487,13 @@ def create_stream_cmd(
 @STREAM_NAME
 @click.option("--rate", type=click.FloatRange(min=0.001), default=10.0, show_default=True, help="Events per second")
 @click.option("--count", type=click.IntRange(min=1), help="Stop after this many events (default: until Ctrl-C)")
-@click.option("--partitions", type=click.IntRange(1, 10_000), default=5, show_default=True,
-              help="Partitions of the stream when it has to be created")
+@click.option(
+    "--partitions",
+    type=click.IntRange(1, 10_000),
+    default=5,
+    show_default=True,
+    help="Partitions of the stream when it has to be created",
+)
 @KAFKA_CONNECTION
 @BOOTSTRAP
 @click.pass_context

@@ -181,7 +181,7 @@ def s3_spec(
             name, "strm_s3_compatible", host=url, login=creds["accessKey"], password=creds["secretKey"], extra=extra
         )
     raise click.BadParameter(
-        "expected the output of `aws iam create-access-key` ({\"AccessKey\": {\"AccessKeyId\", "
+        'expected the output of `aws iam create-access-key` ({"AccessKey": {"AccessKeyId", '
         '"SecretAccessKey"}}) or an S3-compatible file with url, accessKey, secretKey, api, path',
         param_hint=CREDS,
     )

@@ -42,6 +42,21 @@ def partitions_of(consumer: Any, stream: str) -> list[int]:
     return sorted(consumer.partitions_for_topic(stream) or ())
 
 
+def check_stream(hook: Any, stream: str) -> None:
+    """Refuse (exit 2) before anything is written when the stream does not exist."""
+    consumer = _consumer(hook)
+    try:
+        if not partitions_of(consumer, stream):
+            raise click.BadParameter(
+                f"stream '{stream}' does not exist on the Kafka cluster at {hook.bootstrap_servers}; "
+                f"create it first (`strm create stream {stream}`)",
+                param_hint="'STREAM'",
+            )
+    finally:
+        with contextlib.suppress(Exception):
+            consumer.close()
+
+
 def pin_start(hook: Any, stream: str, group_id: str, *, include_existing_events: bool) -> dict[int, int]:
     """Commit where a new exporter starts, so its first run neither skips nor repeats anything.
 
@@ -70,7 +85,9 @@ def pin_start(hook: Any, stream: str, group_id: str, *, include_existing_events:
         if is_new:
             return {}
         target = beginning if include_existing_events else end
-        consumer.commit({TopicPartition(stream, p): OffsetAndMetadata(o, "strm:created", -1) for p, o in target.items()})
+        consumer.commit(
+            {TopicPartition(stream, p): OffsetAndMetadata(o, "strm:created", -1) for p, o in target.items()}
+        )
         return dict(target)
     finally:
         with contextlib.suppress(Exception):

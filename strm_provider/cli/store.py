@@ -264,7 +264,10 @@ class RemoteStore(ConnectorStore):
 
     def write_test_file(self, spec: ConnectorSpec, prefix: str) -> str:
         """Ask the server to test the stored connection, writing below ``prefix`` (needs test_connection)."""
-        body = {"connection_id": spec.name, "conn_type": spec.conn_type, "extra": json.dumps({"test_prefix": prefix})}
+        # The server restores masked ("***") values of the extra from the stored connection, but keeps
+        # only the keys sent: send the whole extra as the API showed it, with the test prefix changed.
+        extra = {**spec.extra, "test_prefix": prefix}
+        body = {"connection_id": spec.name, "conn_type": spec.conn_type, "extra": json.dumps(extra)}
         resp = self._send("POST", "/api/v2/connections/test", json=body)
         if resp.status_code == 403 and "disabled" in resp.text.lower():
             raise StoreError(
