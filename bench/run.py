@@ -13,7 +13,8 @@ per method; it is read from ``wait4()``, i.e. the largest resident set of the pr
 - ``naive_airflow``: ``airflow dags test`` of bench/dags/naive_airflow.py
   (``ConsumeFromTopicOperator`` + ``S3Hook.load_string``).
 
-Figures, not assertions. MB are 10^6 bytes of record values (the JSON events, without newlines).
+``BENCH_PROFILE=1`` runs the in-process workers under cProfile (``<method>.json.prof`` in the working
+directory). Figures, not assertions. MB are 10^6 bytes of record values (the JSON events, without newlines).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import json
 import os
 import platform
 import random
+import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,8 +55,8 @@ LABELS = {
 KAFKA_PYTHON_TUNED = {
     "check_crcs": False,
     "max_partition_fetch_bytes": 16 * 1024 * 1024,
-    "fetch_max_bytes": 128 * 1024 * 1024,
-    "max_poll_records": 500_000,
+    "fetch_max_bytes": 64 * 1024 * 1024,
+    "max_poll_records": 10_000,
 }
 
 
@@ -74,7 +77,7 @@ def events(count: int, seed: int = 6) -> Iterator[bytes]:
         yield orjson.dumps(event)
 
 
-def produce(bootstrap: str, count: int) -> int:
+def produce(bootstrap: str, count: int, partitions: int = PARTITIONS) -> int:
     """Produce ``count`` events round-robin over the partitions; return the bytes of all values."""
     from confluent_kafka import Producer
 
@@ -93,7 +96,7 @@ def produce(bootstrap: str, count: int) -> int:
         total += len(value)
         while True:
             try:
-                producer.produce(TOPIC, value, partition=i % PARTITIONS)
+                producer.produce(TOPIC, value, partition=i % partitions)
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -110,27 +113,37 @@ def _done(spec: dict[str, Any], events_read: int, value_bytes: int, seconds: flo
 
 
 def worker_kafka_python(spec: dict[str, Any]) -> None:
-    """Raw kafka-python: every partition assigned, read to its end offset, values counted."""
+    """Raw kafka-python: partitions read one after another to their end offsets, values counted.
+
+    One partition at a time, as the export reads: noida-db answers a fetch with the partition's whole
+    backlog whatever ``max_partition_fetch_bytes`` says, so a fetch over 8 partitions of 1M events
+    is a ~600 MB frame that kafka-python refuses (``InvalidReceiveError``).
+    """
     from kafka import KafkaConsumer, TopicPartition
 
     start = time.perf_counter()
     consumer = KafkaConsumer(bootstrap_servers=spec["bootstrap"], enable_auto_commit=False, **KAFKA_PYTHON_TUNED)
-    tps = [TopicPartition(TOPIC, p) for p in range(PARTITIONS)]
-    consumer.assign(tps)
-    consumer.seek_to_beginning(*tps)
-    ends = consumer.end_offsets(tps)
     count = size = 0
-    while any(consumer.position(tp) < ends[tp] for tp in tps):
-        for records in consumer.poll(timeout_ms=1000).values():
-            count += len(records)
-            size += sum(len(r.value) for r in records)
+    for partition in range(spec["partitions"]):
+        tp = TopicPartition(TOPIC, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, 0)
+        end = consumer.end_offsets([tp])[tp]
+        while consumer.position(tp) < end:
+            for records in consumer.poll(timeout_ms=1000).values():
+                count += len(records)
+                size += sum(len(r.value) for r in records)
     seconds = time.perf_counter() - start
     consumer.close()
     _done(spec, count, size, seconds)
 
 
 def worker_confluent(spec: dict[str, Any]) -> None:
-    """Raw confluent-kafka: every partition assigned from the beginning, consumed in batches."""
+    """Raw confluent-kafka: every partition assigned from the beginning, consumed in batches.
+
+    librdkafka fetches all partitions at once; the frame limit is raised because noida-db ignores
+    fetch byte limits (see :func:`worker_kafka_python`).
+    """
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     start = time.perf_counter()
@@ -139,12 +152,13 @@ def worker_confluent(spec: dict[str, Any]) -> None:
             "bootstrap.servers": spec["bootstrap"],
             "group.id": "bench-confluent-raw",
             "enable.auto.commit": False,
+            "receive.message.max.bytes": 2_000_000_000,
             "fetch.max.bytes": 128 * 1024 * 1024,
             "max.partition.fetch.bytes": 16 * 1024 * 1024,
             "queued.max.messages.kbytes": 256 * 1024,
         }
     )
-    consumer.assign([TopicPartition(TOPIC, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+    consumer.assign([TopicPartition(TOPIC, p, OFFSET_BEGINNING) for p in range(spec["partitions"])])
     count = size = 0
     target = spec["events"]
     while count < target:
@@ -181,15 +195,56 @@ WORKERS = {"kafka_python_raw": worker_kafka_python, "confluent_raw": worker_conf
 
 
 # ----- orchestration ----------------------------------------------------------------------------------
-def run_measured(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, float, int]:
-    """Run ``cmd`` to completion; return (wall seconds, peak RSS MB of its process tree, exit code)."""
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [pid, *(child.pid for child in root.children(recursive=True))]
+    except psutil.Error:
+        return []
+
+
+def _memory_kb(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of one process in kB; VmHWM is its own high-water mark since its last exec."""
+    rss = hwm = 0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+            elif line.startswith("VmHWM:"):
+                hwm = int(line.split()[1])
+    except OSError:
+        pass
+    return rss, hwm
+
+
+def run_measured(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, float, float, int]:
+    """Run ``cmd``; return (wall s, peak RSS MB of its process tree, CPU s of the tree, exit code).
+
+    Peak RSS is polled from /proc (each process's own VmHWM, and the sum of the tree's VmRSS every
+    20 ms): ``ru_maxrss`` is useless here because a child inherits its parent's high-water mark at
+    fork and keeps it across exec.
+    """
+    peak_kb = 0
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with log.open("ab") as out:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
-        _, status, usage = os.wait4(proc.pid, 0)
+        hwm: dict[int, int] = {}
+        while proc.poll() is None:
+            total = 0
+            for pid in _tree(proc.pid):
+                rss, high = _memory_kb(pid)
+                total += rss
+                hwm[pid] = max(hwm.get(pid, 0), high)
+            peak_kb = max(peak_kb, total, *hwm.values(), 0)
+            time.sleep(0.02)
         wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return wall, usage.ru_maxrss / 1024, proc.returncode
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return wall, peak_kb / 1024, cpu, proc.returncode
 
 
 def bucket_bytes(s3: Any, prefix: str) -> tuple[int, int]:
@@ -223,10 +278,14 @@ def airflow_env(home: Path) -> dict[str, str]:
     return env
 
 
-def result_row(events_read: int, value_bytes: int, seconds: float, rss_mb: float, **more: Any) -> dict[str, Any]:
+def result_row(
+    events_read: int, value_bytes: int, seconds: float, rss_mb: float, cpu: float, **more: Any
+) -> dict[str, Any]:
+    """One method's figures; ``cpu_s`` is the CPU time of its process tree (steadier than wall time)."""
     return {
         "events": events_read,
         "seconds": round(seconds, 3),
+        "cpu_s": round(cpu, 2),
         "events_per_s": round(events_read / seconds, 1),
         "mb_per_s": round(value_bytes / seconds / 1e6, 2),
         "peak_rss_mb": round(rss_mb, 1),
@@ -258,12 +317,12 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         stack.enter_context(start_broker(work / "kafka", port))
         broker = Broker(port, work / "kafka")
         s3 = stack.enter_context(start_moto(work / "moto"))
-        broker.create_topic(TOPIC, PARTITIONS)
+        broker.create_topic(TOPIC, args.partitions)
         started = time.perf_counter()
-        total_bytes = produce(broker.bootstrap, args.events)
+        total_bytes = produce(broker.bootstrap, args.events, args.partitions)
         print(
             f"produced {args.events:,} events ({total_bytes / 1e6:,.0f} MB, {total_bytes / args.events:.0f} B/event) "
-            f"over {PARTITIONS} partitions in {time.perf_counter() - started:.1f}s",
+            f"over {args.partitions} partitions in {time.perf_counter() - started:.1f}s",
             flush=True,
         )
         broker.reset_clients()
@@ -281,6 +340,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                     "group.id": "bench-naive",
                     "auto.offset.reset": "earliest",
                     "enable.auto.commit": "false",
+                    # noida-db answers a fetch with whole partition backlogs (~600 MB for 1M events)
+                    "receive.message.max.bytes": 2_000_000_000,
                 },
             },
         }
@@ -302,58 +363,82 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             }
         )
         if {"dag_run", "naive_airflow"} & set(methods):
-            subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env=env, check=True,
-                           capture_output=True)
+            subprocess.run(
+                [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+                env=env,
+                check=True,
+                capture_output=True,
+            )
 
         expected_file_bytes = total_bytes + args.events  # one newline per event
         for method in methods:
             print(f"measuring {LABELS[method]} ...", flush=True)
-            if method in WORKERS:
-                spec = {"bootstrap": broker.bootstrap, "events": args.events, "result": str(work / f"{method}.json")}
-                cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", method, "--spec", json.dumps(spec)]
-                wall, rss, code = run_measured(cmd, env, log)
-                if code:
-                    raise RuntimeError(f"{method} failed (exit {code}); see {log}")
-                out = json.loads(Path(spec["result"]).read_text())
-                more: dict[str, Any] = {}
-                if method == "export_task":
-                    files, size = bucket_bytes(s3, "task")
-                    if size != expected_file_bytes:
-                        raise RuntimeError(f"export_task wrote {size} bytes, expected {expected_file_bytes}")
-                    more = {"files": files, "process_wall_s": round(wall, 2)}
-                results[method] = result_row(out["events"], out["bytes"], out["seconds"], rss, **more)
-            elif method == "dag_run":
-                variants = {}
-                for sets in (1, 2):
-                    name = f"bench-dag{sets}"
-                    (home / "exporters" / f"{name}.yaml").write_text(
-                        yaml.safe_dump(
-                            {
-                                "name": name,
-                                "stream": TOPIC,
-                                "data_connector": f"bench_s3_dag{sets}",
-                                "path_prefix": f"dag{sets}",
-                                "kafka_connection": "bench_kafka",
-                                "partition_sets": sets,
-                                "include_existing_events": True,
-                            }
+            try:
+                if method in WORKERS:
+                    spec = {
+                        "bootstrap": broker.bootstrap,
+                        "events": args.events,
+                        "partitions": args.partitions,
+                        "result": str(work / f"{method}.json"),
+                    }
+                    cmd = [
+                        sys.executable,
+                        str(Path(__file__).resolve()),
+                        "--worker",
+                        method,
+                        "--spec",
+                        json.dumps(spec),
+                    ]
+                    wall, rss, cpu, code = run_measured(cmd, env, log)
+                    if code:
+                        raise RuntimeError(f"{method} failed (exit {code}); see {log}")
+                    out = json.loads(Path(spec["result"]).read_text())
+                    more: dict[str, Any] = {}
+                    if method == "export_task":
+                        files, size = bucket_bytes(s3, "task")
+                        if size != expected_file_bytes:
+                            raise RuntimeError(f"export_task wrote {size} bytes, expected {expected_file_bytes}")
+                        more = {"files": files, "process_wall_s": round(wall, 2)}
+                    results[method] = result_row(out["events"], out["bytes"], out["seconds"], rss, cpu, **more)
+                elif method == "dag_run":
+                    variants = {}
+                    for sets in (1, 2):
+                        name = f"bench-dag{sets}"
+                        (home / "exporters" / f"{name}.yaml").write_text(
+                            yaml.safe_dump(
+                                {
+                                    "name": name,
+                                    "stream": TOPIC,
+                                    "data_connector": f"bench_s3_dag{sets}",
+                                    "path_prefix": f"dag{sets}",
+                                    "kafka_connection": "bench_kafka",
+                                    "partition_sets": sets,
+                                    "include_existing_events": True,
+                                }
+                            )
                         )
-                    )
-                    cmd = [str(Path(sys.executable).parent / "airflow"), "dags", "test", f"strm_export_{name}"]
-                    wall, rss, code = run_measured(cmd, env, log)
-                    files, size = bucket_bytes(s3, f"dag{sets}")
+                        cmd = [str(Path(sys.executable).parent / "airflow"), "dags", "test", f"strm_export_{name}"]
+                        wall, rss, cpu, code = run_measured(cmd, env, log)
+                        files, size = bucket_bytes(s3, f"dag{sets}")
+                        if code or size != expected_file_bytes:
+                            raise RuntimeError(f"dag_run partition_sets={sets}: exit {code}, {size} bytes; see {log}")
+                        variants[f"partition_sets_{sets}"] = result_row(
+                            args.events, total_bytes, wall, rss, cpu, files=files
+                        )
+                    results[method] = {**variants["partition_sets_1"], "partition_sets": 1, "variants": variants}
+                elif method == "naive_airflow":
+                    naive_env = {**env, "AIRFLOW__CORE__DAGS_FOLDER": str(BENCH / "dags")}
+                    cmd = [str(Path(sys.executable).parent / "airflow"), "dags", "test", "bench_naive_airflow"]
+                    wall, rss, cpu, code = run_measured(cmd, naive_env, log)
+                    files, size = bucket_bytes(s3, "naive")
                     if code or size != expected_file_bytes:
-                        raise RuntimeError(f"dag_run partition_sets={sets}: exit {code}, {size} bytes; see {log}")
-                    variants[f"partition_sets_{sets}"] = result_row(args.events, total_bytes, wall, rss, files=files)
-                results[method] = {**variants["partition_sets_1"], "partition_sets": 1, "variants": variants}
-            elif method == "naive_airflow":
-                naive_env = {**env, "AIRFLOW__CORE__DAGS_FOLDER": str(BENCH / "dags")}
-                cmd = [str(Path(sys.executable).parent / "airflow"), "dags", "test", "bench_naive_airflow"]
-                wall, rss, code = run_measured(cmd, naive_env, log)
-                files, size = bucket_bytes(s3, "naive")
-                if code or size != expected_file_bytes:
-                    raise RuntimeError(f"naive_airflow: exit {code}, {size} bytes in the bucket; see {log}")
-                results[method] = result_row(args.events, total_bytes, wall, rss, files=files)
+                        raise RuntimeError(f"naive_airflow: exit {code}, {size} bytes in the bucket; see {log}")
+                    results[method] = result_row(args.events, total_bytes, wall, rss, cpu, files=files)
+            except Exception as err:  # one broken method must not lose the others' figures
+                print(f"  {method} failed: {err}", flush=True)
+                results[method] = {"error": str(err)}
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)  # the broker's data file alone is ~4x the backlog
     return {
         "machine": {
             "cpus": os.cpu_count(),
@@ -363,13 +448,13 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         },
         "events": args.events,
         "event_bytes_avg": round(total_bytes / args.events, 1),
-        "partitions": PARTITIONS,
+        "partitions": args.partitions,
         "methods": results,
     }
 
 
 def ratios(results: dict[str, Any]) -> dict[str, float]:
-    rate = {k: v["events_per_s"] for k, v in results.items()}
+    rate = {k: v["events_per_s"] for k, v in results.items() if "error" not in v}
     pairs = {
         "c/a": ("export_task", "kafka_python_raw"),
         "c/b": ("export_task", "confluent_raw"),
@@ -382,6 +467,9 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
 def table(report: dict[str, Any]) -> str:
     rows = ["| method | events/s | MB/s | peak RSS MB | seconds |", "|---|---:|---:|---:|---:|"]
     for method, row in report["methods"].items():
+        if "error" in row:
+            rows.append(f"| {LABELS[method]} | failed: {row['error'][:80]} | | | |")
+            continue
         variants = row.get("variants") or {"": row}
         for variant, v in variants.items():
             label = LABELS[method] + (f", {variant.replace('_', ' ').replace('sets ', 'sets=')}" if variant else "")
@@ -403,6 +491,8 @@ def chart(report: dict[str, Any], path: Path) -> None:
 
     labels, rates, rss = [], [], []
     for method, row in report["methods"].items():
+        if "error" in row:
+            continue
         for variant, v in (row.get("variants") or {"": row}).items():
             labels.append(LABELS[method] + (f"\n{variant.replace('_', ' ')}" if variant else ""))
             rates.append(v["events_per_s"] / 1000)
@@ -431,13 +521,21 @@ def chart(report: dict[str, Any], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000, help="backlog size (default 1,000,000)")
+    parser.add_argument("--partitions", type=int, default=PARTITIONS, help="partitions of the topic (default 8)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
     parser.add_argument("--out", type=Path, default=BENCH / "results.json", help="results JSON (chart beside it)")
+    parser.add_argument("--keep", action="store_true", help="keep the working directory (logs, broker data)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        WORKERS[args.worker](json.loads(args.spec))
+        spec = json.loads(args.spec)
+        if os.environ.get("BENCH_PROFILE"):  # cProfile the worker: <result>.prof beside its result
+            import cProfile
+
+            cProfile.runctx("WORKERS[args.worker](spec)", globals(), locals(), filename=spec["result"] + ".prof")
+        else:
+            WORKERS[args.worker](spec)
         return
     started = time.perf_counter()
     report = bench(args)

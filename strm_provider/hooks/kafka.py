@@ -16,7 +16,8 @@ FAST_READ = {
     "check_crcs": False,
     "max_partition_fetch_bytes": 16 * 1024 * 1024,
     "fetch_max_bytes": 64 * 1024 * 1024,
-    "max_poll_records": 100_000,
+    # 10k records (~6 MB) per poll: as fast as 100k in bench/, and far fewer live record objects.
+    "max_poll_records": 10_000,
 }
 
 
