@@ -61,7 +61,9 @@ class _RollingFile:
         key_for: Callable[[int, dict[int, int]], str],
         max_bytes: int,
         max_events: int | None,
+        before_close: Callable[[], None] | None = None,
     ) -> None:
+        self._before_close = before_close
         self._storage = storage
         self._key_for = key_for
         self._max_bytes = max_bytes
@@ -94,7 +96,13 @@ class _RollingFile:
         self.total_events += 1
 
     def close(self) -> None:
-        """Finish the current upload; the object appears now."""
+        """Finish the current upload; the object appears now (unless ``before_close`` refuses: then abort)."""
+        if self._cm is not None and self._before_close is not None:
+            try:
+                self._before_close()
+            except BaseException as err:
+                self.abort(err)
+                raise
         cm, self._cm, self._out = self._cm, None, None
         if cm is not None:
             cm.__exit__(None, None, None)
@@ -138,9 +146,30 @@ def export_ranges(
     def key_for(dead: bool) -> Callable[[int, dict[int, int]], str]:
         return lambda ts, starts: object_key(path_prefix, stream, ts, starts, set_partitions, dead_letter=dead)
 
-    files = _RollingFile(storage, key_for(False), max_file_bytes, max_file_events)
-    dead = _RollingFile(storage, key_for(True), max_file_bytes, max_file_events)
     result = ExportResult()
+    if _already_covered(consumer, stream, ranges, TopicPartition):
+        result.committed = True
+        result.partitions = [
+            {
+                "partition": r.partition,
+                "start": r.start,
+                "end": r.end,
+                "events": 0,
+                "dead_letters": 0,
+                "lost_to_retention": r.lost_to_retention,
+                "already_committed": True,
+            }
+            for r in ranges
+        ]
+        return result
+
+    def guard() -> None:
+        """Before a file completes: refuse if another run moved the group meanwhile (see :func:`_check_group`)."""
+        if any(_check_group(consumer, stream, ranges, TopicPartition)):
+            raise ExportError("another run of the same exporter committed these offsets meanwhile; not overwriting")
+
+    files = _RollingFile(storage, key_for(False), max_file_bytes, max_file_events, guard)
+    dead = _RollingFile(storage, key_for(True), max_file_bytes, max_file_events, guard)
     try:
         for rng in ranges:
             before = (files.total_events, dead.total_events, len(files.keys))
@@ -252,3 +281,44 @@ def _commit(consumer: Any, stream: str, ranges: list[PartitionRange], metadata: 
         offsets[tp] = oam(rng.end, metadata, -1)
     if offsets:
         consumer.commit(offsets)
+
+
+def _check_group(consumer: Any, stream: str, ranges: list[PartitionRange], tp_cls: Any) -> list[bool | None]:
+    """Per range, whether the group already holds at least its end; raise if it holds anything unexpected.
+
+    A range is exportable while the group still holds the offset this run planned from. If the group
+    holds the range's end or beyond, every offset of the range was exported and committed (by an
+    earlier attempt of this plan, or by a later run: commits only move forward from a plan's start).
+    Anything else means another run moved the group into the middle of the range: writing now would
+    duplicate events or overwrite a newer file with an older subset, so nothing is written.
+    """
+    covered = []
+    for rng in ranges:
+        current = consumer.committed(tp_cls(stream, rng.partition))
+        if not rng.size and (current == rng.committed or (current is not None and current >= rng.end)):
+            covered.append(None)  # nothing to export here either way
+        elif current == rng.committed:
+            covered.append(False)
+        elif current is not None and current >= rng.end:
+            covered.append(True)
+        else:
+            raise ExportError(
+                f"partition {rng.partition}: the group's committed offset is {current}, but this run planned "
+                f"offsets {rng.start}..{rng.end} from {rng.committed} (another run of the same exporter moved "
+                "it); nothing written, nothing committed: the next run continues from the group's offset"
+            )
+    return covered
+
+
+def _already_covered(consumer: Any, stream: str, ranges: list[PartitionRange], tp_cls: Any) -> bool:
+    """True if every range was already exported and committed: a retry after the commit has nothing to do."""
+    covered = [c for c in _check_group(consumer, stream, ranges, tp_cls) if c is not None]
+    if covered and all(covered):
+        log.info("every planned range is already committed (by an earlier attempt or a later run): nothing to do")
+        return True
+    if any(covered):
+        raise ExportError(
+            "some partitions of this set are already committed while others are not; not exporting a set "
+            "that another run has partly committed"
+        )
+    return False

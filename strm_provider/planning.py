@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,14 @@ def plan_ranges(
     end: Mapping[int, int],
     *,
     include_existing_events: bool,
+    pending: Mapping[int, int] | None = None,
 ) -> Plan:
     """Plan ``[start, end)`` per partition from the group's committed offsets.
+
+    - ``pending`` holds the end a previous run planned from the same committed offset and did not
+      finish (its intent, kept in the commit metadata): that range is replayed as it was, so the
+      files it may already have uploaded are rewritten under the same names, never duplicated by
+      files cut at other rotation points.
 
     - A new exporter (no committed offset at all) starts at the end offsets when
       ``include_existing_events`` is false, else at the earliest retained offset. That start is
@@ -106,6 +112,10 @@ def plan_ranges(
             start = low
         else:
             start = done
+            unfinished = (pending or {}).get(p)
+            if unfinished is not None and done < unfinished <= high:
+                log.info("partition %s: replaying the unfinished plan %s..%s", p, done, unfinished)
+                high = unfinished
         ranges.append(PartitionRange(p, start, high, done, lost))
     return Plan(ranges, pin, new_exporter)
 
@@ -129,8 +139,10 @@ def split_sets(ranges: list[PartitionRange], sets: int) -> list[PartitionSet]:
     return result
 
 
-def read_offsets(consumer: Any, stream: str) -> tuple[dict[int, int | None], dict[int, int], dict[int, int]]:
-    """Committed (per the consumer's group), earliest and end offsets of every partition of ``stream``."""
+PLAN_METADATA = "strm:plan:"
+
+
+def _read(consumer: Any, stream: str) -> tuple[dict[int, Any], dict[int, int], dict[int, int]]:
     from kafka import TopicPartition
 
     partitions = consumer.partitions_for_topic(stream)
@@ -139,20 +151,41 @@ def read_offsets(consumer: Any, stream: str) -> tuple[dict[int, int | None], dic
     tps = [TopicPartition(stream, p) for p in sorted(partitions)]
     end = {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
     beginning = {tp.partition: off for tp, off in consumer.beginning_offsets(tps).items()}
-    committed = {tp.partition: consumer.committed(tp) for tp in tps}
+    committed = {tp.partition: consumer.committed(tp, metadata=True) for tp in tps}
     return committed, beginning, end
 
 
+def read_offsets(consumer: Any, stream: str) -> tuple[dict[int, int | None], dict[int, int], dict[int, int]]:
+    """Committed (per the consumer's group), earliest and end offsets of every partition of ``stream``."""
+    committed, beginning, end = _read(consumer, stream)
+    return {p: (c.offset if c is not None else None) for p, c in committed.items()}, beginning, end
+
+
 def plan_stream(consumer: Any, stream: str, *, include_existing_events: bool) -> Plan:
-    """Read the offsets of ``stream`` and plan a run; commits the pin of a brand-new exporter."""
+    """Read the offsets of ``stream``, plan a run, and record the plan in Kafka before anything is read.
+
+    One commit carries the pin of a brand-new exporter and, for every range with events, the
+    range's start with its planned end as metadata (:data:`PLAN_METADATA`). The offsets do not
+    move; if the run never completes, the next run finds the intent and replays the same range.
+    """
     from kafka import TopicPartition
     from kafka.structs import OffsetAndMetadata
 
-    committed, beginning, end = read_offsets(consumer, stream)
-    plan = plan_ranges(committed, beginning, end, include_existing_events=include_existing_events)
+    raw, beginning, end = _read(consumer, stream)
+    committed = {p: (c.offset if c is not None else None) for p, c in raw.items()}
+    pending = {
+        p: int(c.metadata.removeprefix(PLAN_METADATA))
+        for p, c in raw.items()
+        if c is not None
+        and (c.metadata or "").startswith(PLAN_METADATA)
+        and c.metadata.removeprefix(PLAN_METADATA).isdigit()
+    }
+    plan = plan_ranges(committed, beginning, end, include_existing_events=include_existing_events, pending=pending)
+    offsets = {p: OffsetAndMetadata(o, "strm:created", -1) for p, o in plan.pin.items()}
+    offsets |= {r.partition: OffsetAndMetadata(r.start, f"{PLAN_METADATA}{r.end}", -1) for r in plan.ranges if r.size}
+    if offsets:
+        consumer.commit({TopicPartition(stream, p): o for p, o in offsets.items()})
     if plan.pin:
-        consumer.commit(
-            {TopicPartition(stream, p): OffsetAndMetadata(o, "strm:created", -1) for p, o in plan.pin.items()}
-        )
-        log.info("new exporter: pinned its start at the end offsets %s", plan.pin)
-    return plan
+        log.info("new exporter: pinned its start at %s", plan.pin)
+    ranges = [replace(r, committed=r.start) if r.size else r for r in plan.ranges]
+    return replace(plan, ranges=ranges)

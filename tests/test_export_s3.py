@@ -130,3 +130,39 @@ def test_validation_file_after_failed_run(kafka: Any, s3_target: MotoS3) -> None
     objects = s3_target.objects(prefix)
     assert sum(bool(TEST_FILE_RE.match(k)) for k in objects) == 2
     assert sorted(e["seq"] for e in events_of(data_files(objects))) == list(range(10))
+
+
+def test_failed_run_is_replayed_not_recut(kafka: Any, s3_target: MotoS3, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that uploaded rotated files and then failed for good is replayed as planned by the next run:
+    the same files under the same names, so newer events never shift its rotation points into duplicates."""
+    topic, prefix = kafka.create_topic(unique("replay"), 2), unique("replay")
+    produce_seq(kafka, topic, 0, 200)
+
+    def always_fail(self: KafkaToStorageOperator, context: Any) -> None:
+        raise RuntimeError("injected: storage outage outlasting the retries")
+
+    with connections(strm_kafka_default=kafka.connection(), dc=s3_target.connection(prefix)):
+        path = write_exporter(
+            stream=topic,
+            data_connector="dc",
+            path_prefix=prefix,
+            include_existing_events=True,
+            max_file_events=30,
+            retries=0,
+        )
+        with monkeypatch.context() as patch:
+            patch.setattr(KafkaToStorageOperator, "before_commit", always_fail)
+            assert run_exporter(path).state == "failed"
+        failed = data_files(s3_target.objects(prefix))
+        assert len(failed) == 7  # 200 events in files of 30, uploaded before the failure
+
+        produce_seq(kafka, topic, 200, 100)  # the next run sees a larger end...
+        assert run_exporter(path).state == "success"
+        replayed = data_files(s3_target.objects(prefix))
+        assert replayed == failed  # ...but replays the unfinished plan: same names, same content
+        assert Counter(e["seq"] for e in events_of(replayed)) == Counter(range(200))
+
+        assert run_exporter(path).state == "success"
+    files = data_files(s3_target.objects(prefix))
+    assert Counter(e["seq"] for e in events_of(files)) == Counter(range(300))
+    assert kafka.committed(f"strm-exporter-dc-{topic}", topic) == kafka.end_offsets(topic)

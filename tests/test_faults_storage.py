@@ -74,7 +74,11 @@ class Scenario:
         """Produce more, run the exporter's DAG as the next scheduled run, and check the totals."""
         with connections(**self.conns):
             path = write_exporter(
-                name=self.name, stream=self.topic, data_connector="dc", path_prefix=self.prefix, include_existing_events=True
+                name=self.name,
+                stream=self.topic,
+                data_connector="dc",
+                path_prefix=self.prefix,
+                include_existing_events=True,
             )
             self.kafka.produce(self.topic, seq_events(self.produced, 300))
             self.produced += 300
@@ -141,7 +145,10 @@ def test_storage_keeps_failing(kafka: Any, s3_target: Any, proxy: TcpProxy, faul
         if fault == "hangs":
             proxy.on_upstream_bytes = (proxy.upstream_bytes + 512 * 1024, lambda: setattr(proxy, "hang", True))
         else:
-            proxy.on_upstream_bytes = (proxy.upstream_bytes + 512 * 1024, lambda: setattr(proxy, "cut_after", 64 * 1024))
+            proxy.on_upstream_bytes = (
+                proxy.upstream_bytes + 512 * 1024,
+                lambda: setattr(proxy, "cut_after", 64 * 1024),
+            )
         started = time.monotonic()
         with pytest.raises(StorageError) as err:
             execute(spec)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -47,12 +49,29 @@ def running(cmd: list[str], *, log: Path, port: int, timeout: float = 30.0, **po
         wait_for_port(port, timeout, proc)
         yield proc
     finally:
-        proc.terminate()
+        stop_group(proc)
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """Stop a server and everything it started (some launchers hand off to a child and exit).
+
+    SIGINT first, as Ctrl-C would: noida-db's broker ignores SIGTERM but saves and stops on SIGINT.
+    """
+    for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
         try:
-            proc.wait(10)
+            proc.wait(wait)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            continue
+        # the leader is gone; give the rest of its group a moment, then make sure
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
 
 
 class StorageTarget(abc.ABC):

@@ -1,0 +1,170 @@
+"""Faults 4, 6 and 7: the broker restarts or is unreachable, partitions are added, retention deletes data.
+
+The restart test runs its own broker (same port and data dir across the restart); the others use
+the session broker with their own topics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import TopicPartition
+
+import strm_provider.operators as operators
+from strm_provider.hooks.kafka import KafkaUnavailable
+from strm_provider.operators import KafkaExportPlanOperator, KafkaToStorageOperator
+from tests.exporting import connections, run_exporter, write_exporter
+from tests.faults.scenario import check_exactly_once, plan_sets, seq_events, task_spec, unique, xcom_values
+from tests.servers import free_port
+from tests.servers.kafka import Broker, start_broker
+
+#: noida-db writes to disk about 2 s after an ack: wait longer than that before stopping it
+PERSIST_SECONDS = 3
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[tuple[Broker, contextlib.ExitStack]]:
+    """A broker for this test only, so restarting it disturbs no other test."""
+    port = free_port()
+    stack = contextlib.ExitStack()
+    stack.enter_context(start_broker(tmp_path, port))
+    broker = Broker(port, tmp_path)
+    yield broker, stack
+    broker.reset_clients()
+    stack.close()
+
+
+def test_broker_restarted_mid_run(own_broker: tuple[Broker, contextlib.ExitStack], s3_target: Any, monkeypatch) -> None:
+    """Fault 4a: the broker stops and comes back while the task reads: the task finishes, exactly once."""
+    kafka, stack = own_broker
+    name, prefix = unique("restart"), unique("restart")
+    group = f"strm-exporter-{name}"
+    topic = kafka.create_topic(name, 3)
+    kafka.produce(topic, seq_events(0, 3000))
+    restarts = []
+
+    class RestartingConsumer:
+        """Restarts the broker (same port, same data) right after the first batch was polled."""
+
+        def __init__(self, consumer: Any) -> None:
+            self._consumer = consumer
+
+        def poll(self, *args: Any, **kwargs: Any) -> Any:
+            result = self._consumer.poll(*args, **kwargs)
+            if any(result.values()) and not restarts:
+                restarts.append(time.monotonic())
+                stack.close()  # broker process terminated
+                kafka.reset_clients()
+                time.sleep(1)
+                stack.enter_context(start_broker(kafka.data_dir, kafka.port))
+            return result
+
+        def __getattr__(self, attr: str) -> Any:
+            return getattr(self._consumer, attr)
+
+    with connections(strm_kafka_default=kafka.connection(), dc=s3_target.connection(prefix)):
+        (work,) = plan_sets(group, topic)
+        time.sleep(PERSIST_SECONDS)  # the produced events and the pinned start are on disk
+        real = operators.StrmKafkaHook.consumer
+        monkeypatch.setattr(
+            operators.StrmKafkaHook, "consumer", lambda self, *a, **k: RestartingConsumer(real(self, *a, **k))
+        )
+        spec = task_spec(topic, group, prefix, work)
+        result = KafkaToStorageOperator(task_id="export", **spec["operator"]).execute({"run_id": "manual__restart"})
+        monkeypatch.undo()
+        assert restarts and result["committed"] and result["events"] == 3000
+
+        path = write_exporter(
+            name=name, stream=topic, data_connector="dc", path_prefix=prefix, include_existing_events=True
+        )
+        kafka.produce(topic, seq_events(3000, 300))
+        assert run_exporter(path).state == "success"
+    check_exactly_once("broker restarted mid-run", kafka, s3_target, prefix, topic, group, 3300)
+
+
+def test_broker_unreachable_at_start(s3_target: Any) -> None:
+    """Fault 4b: nothing listens at the bootstrap servers: one clear line naming them, no chained traceback."""
+    bootstrap = f"127.0.0.1:{free_port()}"
+    name = unique("nobroker")
+    conn = {"conn_type": "strm_kafka", "host": bootstrap, "extra": {"security_protocol": "PLAINTEXT"}}
+    with connections(strm_kafka_default=conn, dc=s3_target.connection("nobroker")):
+        started = time.monotonic()
+        with pytest.raises(KafkaUnavailable) as err:
+            KafkaExportPlanOperator(
+                task_id="plan", stream=name, data_connector="dc", group_id=f"strm-exporter-{name}"
+            ).execute({"run_id": "manual__nobroker"})
+        assert time.monotonic() - started < 60
+        message = str(err.value)
+        assert message.startswith(f"Kafka connection 'strm_kafka_default': no broker reachable at {bootstrap} ("), (
+            message
+        )
+        assert "\n" not in message
+        assert err.value.__cause__ is None and err.value.__suppress_context__, "no chained traceback"
+
+
+def test_partitions_added_between_runs(kafka: Any, s3_target: Any) -> None:
+    """Fault 6: partitions added between runs are exported from their first offset."""
+    name, prefix = unique("grow"), unique("grow")
+    group = f"strm-exporter-{name}"
+    topic = kafka.create_topic(name, 2)
+    kafka.produce(topic, seq_events(0, 200))
+    with connections(strm_kafka_default=kafka.connection(), dc=s3_target.connection(prefix)):
+        path = write_exporter(
+            name=name, stream=topic, data_connector="dc", path_prefix=prefix, include_existing_events=True
+        )
+        assert run_exporter(path).state == "success"
+        kafka.add_partitions(topic, 4)
+        deadline = time.monotonic() + 10
+        while len(kafka.partitions(topic)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        kafka.reset_clients()  # a fresh producer sees the new partitions
+        sent = kafka.produce(topic, seq_events(200, 400), partitions=4)
+        assert {p for p, _ in sent} == {0, 1, 2, 3}
+        run = run_exporter(path)
+        assert run.state == "success"
+        (result,) = xcom_values(run, "export")
+        assert {e["partition"]: e["start"] for e in result["partitions"]} == {0: 100, 1: 100, 2: 0, 3: 0}
+    check_exactly_once("partitions added between runs", kafka, s3_target, prefix, topic, group, 600)
+
+
+def test_committed_offset_lost_to_retention(kafka: Any, s3_target: Any) -> None:
+    """Fault 7: data deleted past the committed offset: the run reports the loss, goes on, and succeeds."""
+    name, prefix = unique("retention"), unique("retention")
+    group = f"strm-exporter-{name}"
+    topic = kafka.create_topic(name, 3)
+    kafka.produce(topic, seq_events(0, 300))
+    with connections(strm_kafka_default=kafka.connection(), dc=s3_target.connection(prefix)):
+        path = write_exporter(
+            name=name, stream=topic, data_connector="dc", path_prefix=prefix, include_existing_events=True
+        )
+        assert run_exporter(path).state == "success"  # committed: 100 per partition
+        sent = kafka.produce(topic, seq_events(300, 300))  # offsets 100..199 per partition
+        kafka.admin.delete_records({TopicPartition(topic, 0): 150})  # retention took 50 unexported offsets
+        deleted = {300 + i for i, (p, o) in enumerate(sent) if p == 0 and o < 150}
+        assert len(deleted) == 50
+
+        run = run_exporter(path)
+        assert run.state == "success"
+        (plan,) = xcom_values(run, "plan")
+        (result,) = xcom_values(run, "export")
+        lost = {e["partition"]: e["lost_to_retention"] for e in result["partitions"]}
+        assert lost == {0: 50, 1: 0, 2: 0}
+        assert plan[0]["ranges"][0]["lost_to_retention"] == 50
+
+        kafka.produce(topic, seq_events(600, 30))
+        assert run_exporter(path).state == "success"  # and it does not keep failing or re-reporting
+    check_exactly_once(
+        "retention deleted 50 unexported offsets (reported, not expected)",
+        kafka,
+        s3_target,
+        prefix,
+        topic,
+        group,
+        630,
+        expected=set(range(630)) - deleted,
+    )
