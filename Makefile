@@ -28,12 +28,15 @@ system-deps:  ## Debian packages the browser and compose tests drive (chromium, 
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium docker-compose; }
 
 test: venv system-deps  ## the whole suite, against real servers started by the tests
-	.venv/bin/ruff check strm_provider dags tests scripts
+	.venv/bin/ruff check strm_provider dags tests scripts bench docker
 	.venv/bin/pytest -p no:cacheprovider
 
 lint: venv
-	.venv/bin/ruff check strm_provider dags tests scripts
-	.venv/bin/ruff format --check strm_provider dags tests scripts
+	.venv/bin/ruff check strm_provider dags tests scripts bench docker
+	.venv/bin/ruff format --check strm_provider dags tests scripts bench docker
+
+bench: venv  ## throughput and memory benchmark, ~10 min (bench/results.json + .png); EVENTS=100000 for a quick run
+	.venv/bin/python bench/run.py $(if $(EVENTS),--events $(EVENTS))
 
 up: venv  ## the live local stack: Airflow UI (http://127.0.0.1:8080), Kafka, S3, a demo exporter every 30s
 	.venv/bin/python scripts/stack.py up

@@ -118,11 +118,14 @@ class Stack:
         ui = self.ports["ui"]
         return {
             "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "4",  # LocalExecutor forks this many workers
             "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+            # backport of apache/airflow#73298: the UI's Test button on connections without a port
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "docker" / "airflow_plugins"),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(ui),
@@ -137,7 +140,10 @@ class Stack:
         }
 
     def full_env(self) -> dict[str, str]:
-        return {**os.environ, **self.env()}
+        """The caller's environment without its Airflow/STRM settings (another AIRFLOW_HOME, database or
+        ``AIRFLOW_CONN_*`` would leak into the stack), plus the stack's own."""
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "STRM_"))}
+        return {**inherited, **self.env()}
 
     # ----- processes --------------------------------------------------------------------------
     def pid_file(self, name: str) -> Path:
@@ -335,10 +341,10 @@ def prepare(stack: Stack) -> None:
     )  # fmt: skip
     shown_create = f"$ strm create data-connector s3 {CONNECTOR} {BUCKET} --credentials-file=s3.json"
     try:
+        # one after the other: two CLIs writing the SQLite database at once can trip each other up
         importing = launch(stack, [str(VENV_BIN / "airflow"), "connections", "import", "--overwrite", str(conns)])
-        creating = launch(stack, create)
         finish(importing, f"connection strm_kafka_default: the broker on {kafka['host']}")
-        code, out = finish(creating, shown_create, check=False)
+        code, out = finish(launch(stack, create), shown_create, check=False)
     finally:
         conns.unlink()
     if code and "already exists" in out:
@@ -349,12 +355,22 @@ def prepare(stack: Stack) -> None:
         raise SystemExit(f"[stack] {shown_create} failed:\n{out.strip()}")
 
 
+def create_stream(stack: Stack) -> None:
+    """``strm create stream``: the Kafka topic the demo exports (kept by the broker across ``up``s)."""
+    shown = f"$ strm create stream {STREAM} --partitions {PARTITIONS}"
+    code, out = finish(
+        launch(stack, strm_cmd("create", "stream", STREAM, "--partitions", str(PARTITIONS))), shown, False
+    )
+    if code and "exists" not in out:
+        raise SystemExit(f"[stack] {shown} failed:\n{out.strip()}")
+
+
 def create_exporter(stack: Stack) -> None:
     """``strm create batch-exporter``: the YAML file the DAG processor turns into a DAG (unpaused)."""
     args = ("--data-connector", CONNECTOR, "--path-prefix", PREFIX, "--interval", INTERVAL)
     shown = f"$ strm create batch-exporter {STREAM} {' '.join(args)}"
     code, out = finish(launch(stack, strm_cmd("create", "batch-exporter", STREAM, *args)), shown, check=False)
-    if code and "already exists" not in out:
+    if code and "exists" not in out:
         raise SystemExit(f"[stack] {shown} failed:\n{out.strip()}")
 
 
@@ -409,7 +425,8 @@ def up(stack: Stack, ports: str, rate: float, wait_files: int) -> None:
         prepare(stack)
         proc = start_airflow(stack)
         say(f"airflow standalone starting (log: {stack.logs / 'airflow.log'})")
-        start_producer(stack, rate)  # creates the stream (5 partitions) when missing
+        create_stream(stack)  # while Airflow boots
+        start_producer(stack, rate)
         create_exporter(stack)
         wait_until("Airflow", lambda: airflow_health(stack), 240, proc)
     except BaseException:

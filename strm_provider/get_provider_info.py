@@ -85,7 +85,7 @@ def get_provider_info() -> dict[str, Any]:
                 "ui-field-behaviour": {
                     "hidden-fields": ["host", "schema", "port", "extra"],
                     "relabeling": {"login": "AWS access key ID", "password": "AWS secret access key"},
-                    "placeholders": {"login": "AKIA...", "password": "(or paste the credentials JSON below)"},
+                    "placeholders": {"login": "AKIA...", "password": "(or paste Credentials JSON under Extra Fields)"},
                 },
                 "conn-fields": {
                     "bucket": _field("Bucket", "Name of the S3 bucket (required)"),

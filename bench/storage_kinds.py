@@ -1,0 +1,83 @@
+"""Events per second one export task moves to each storage kind (figures, not assertions).
+
+``.venv/bin/python bench/storage_kinds.py [--events N]`` starts the broker and, one after another,
+moto S3, SeaweedFS, fake-gcs-server and Azurite on 127.0.0.1, produces ``N`` seed-shaped events of
+about 600 bytes over 8 partitions once, and times one ``KafkaToStorageOperator.execute`` of the
+whole backlog into each (read, upload, commit). Every kind reads the same backlog with its own
+consumer group. The emulators are not the clouds: compare kinds on this machine only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.run import PARTITIONS, TOPIC, produce  # noqa: E402
+from tests.exporting import conn_env  # noqa: E402
+from tests.servers import free_port  # noqa: E402
+from tests.servers.kafka import Broker, start_broker  # noqa: E402
+
+SERVERS = {
+    "s3": ("tests.servers.moto", "start_moto"),
+    "s3-compatible": ("tests.servers.seaweedfs", "start_seaweedfs"),
+    "gcs": ("tests.servers.gcs", "start_gcs"),
+    "azure": ("tests.servers.azurite", "start_azurite"),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--kinds", default=",".join(SERVERS))
+    args = parser.parse_args()
+    os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="strm-kinds-airflow-"))
+    from strm_provider.operators import KafkaToStorageOperator
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="strm-kinds-") as tmp, contextlib.ExitStack() as stack:
+        work, port = Path(tmp), free_port()
+        (work / "kafka").mkdir()
+        stack.enter_context(start_broker(work / "kafka", port))
+        broker = Broker(port, work / "kafka")
+        broker.create_topic(TOPIC, PARTITIONS)
+        value_bytes = produce(broker.bootstrap, args.events)
+        os.environ[conn_env("bench_kafka")] = json.dumps(broker.connection())
+        for kind in args.kinds.split(","):
+            module, func = SERVERS[kind]
+            with getattr(importlib.import_module(module), func)(work / kind) as target:
+                os.environ[conn_env("bench_dc")] = json.dumps(target.connection("kinds"))
+                operator = KafkaToStorageOperator(
+                    task_id="export",
+                    stream=TOPIC,
+                    data_connector="bench_dc",
+                    path_prefix="kinds",
+                    group_id=f"strm-exporter-kinds-{kind}",
+                    kafka_conn_id="bench_kafka",
+                    include_existing_events=True,
+                )
+                began = time.perf_counter()
+                summary = operator.execute(context={"run_id": "bench"})  # type: ignore[arg-type]
+                seconds = time.perf_counter() - began
+                rows.append((kind, summary["events"], seconds, value_bytes / seconds / 1e6))
+                print(
+                    f"{kind:>14}: {summary['events']:,} events in {seconds:.1f}s = "
+                    f"{summary['events'] / seconds:,.0f} events/s, {rows[-1][3]:.1f} MB/s",
+                    flush=True,
+                )
+    print("\n| storage kind | events | seconds | events/s | MB/s |\n|---|---:|---:|---:|---:|")
+    for kind, count, seconds, mbps in rows:
+        print(f"| {kind} | {count:,} | {seconds:.1f} | {count / seconds:,.0f} | {mbps:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

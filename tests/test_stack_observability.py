@@ -1,0 +1,80 @@
+"""Observability of an exporter's DAG, in-process: the export task's XCom summary and the Asset it updates.
+
+The Celery test checks the same in a real deployment (scheduler, workers, Asset-triggered downstream
+DAG); these run in a second and pin the details: summary fields, no secrets, the Asset URI from the
+data connector, the pinned ``asset_uri`` and the fallback when the connector cannot be resolved at
+DAG-parse time.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from strm_provider.config import ExporterConfig
+from strm_provider.dag_factory import asset_uri, build_dag
+from tests.exporting import connections, load_dag, run_exporter, write_exporter
+
+
+def xcom_values(dag_run: Any, task_id: str) -> list[Any]:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.scalars(
+            select(XComModel).where(
+                XComModel.dag_id == dag_run.dag_id,
+                XComModel.run_id == dag_run.run_id,
+                XComModel.task_id == task_id,
+                XComModel.key == "return_value",
+            )
+        ).all()
+        return [XComModel.deserialize_value(row) for row in rows]
+
+
+def outlet_uris(dag: Any) -> list[str]:
+    return [outlet.uri for outlet in dag.get_task("export").outlets]
+
+
+def test_export_summary_is_in_xcom_without_secrets_and_the_dag_updates_the_bucket_asset(
+    kafka: Any, s3_target: Any
+) -> None:
+    topic = kafka.create_topic(f"obs-{uuid.uuid4().hex[:8]}", partitions=3)
+    kafka.produce(topic, [{"seq": i} for i in range(30)])
+    prefix = f"obs/{topic}"
+    conn = s3_target.connection(prefix)
+    with connections(strm_kafka_default=kafka.connection(), obs_s3=conn):
+        path = write_exporter(
+            stream=topic, data_connector="obs_s3", path_prefix=prefix, include_existing_events=True, partition_sets=2
+        )
+        cfg = ExporterConfig.model_validate({"stream": topic, "data_connector": "obs_s3", "path_prefix": prefix})
+        assert outlet_uris(load_dag(cfg.dag_id)) == [f"s3://{s3_target.bucket}/{prefix}"]
+        run = run_exporter(path)
+    assert str(run.state).endswith("success")
+    summaries = xcom_values(run, "export")
+    assert len(summaries) == 2
+    assert sum(s["events"] for s in summaries) == 30
+    files = set(s3_target.objects(prefix))
+    for summary in summaries:
+        assert summary["bytes"] > 0 and summary["committed"] is True
+        assert set(summary["files"]) <= files
+        for part in summary["partitions"]:
+            assert {"partition", "start", "end", "lag_left"} <= set(part)
+            assert part["lag_left"] == 0
+        text = json.dumps(summary)
+        assert conn["password"] not in text and conn["login"] not in text
+
+
+def test_a_pinned_asset_uri_wins_and_an_unresolvable_connector_falls_back_without_breaking_the_dag() -> None:
+    pinned = ExporterConfig(stream="s", data_connector="nowhere", path_prefix="p", asset_uri="s3://pinned/p")
+    assert asset_uri(pinned) == "s3://pinned/p"
+    loose = ExporterConfig(stream="s", data_connector="nowhere", path_prefix="a/b")
+    assert asset_uri(loose) == "strm://nowhere/a/b"
+    assert outlet_uris(build_dag(loose)) == ["strm://nowhere/a/b"]
+
+
+def test_the_example_downstream_dag_is_scheduled_on_the_demo_exporters_asset() -> None:
+    dag = load_dag("example_strm_downstream")
+    assert [asset.uri for asset in dag.timetable.asset_condition.objects] == ["s3://strmprivacy-export-demo/events"]
