@@ -49,6 +49,7 @@ def main() -> None:
         (work / "kafka").mkdir()
         stack.enter_context(start_broker(work / "kafka", port))
         broker = Broker(port, work / "kafka")
+        stack.callback(broker.reset_clients)  # close the admin client before the broker stops
         broker.create_topic(TOPIC, PARTITIONS)
         value_bytes = produce(broker.bootstrap, args.events)
         os.environ[conn_env("bench_kafka")] = json.dumps(broker.connection())
