@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -101,9 +102,16 @@ def check_bucket(stack: Any, module: ModuleType, at_least: int) -> list[str]:
     return files
 
 
-def test_make_up_exports_every_interval_and_make_down_stops_exactly_what_it_started(tmp_path: Path) -> None:
-    module = stack_module()
+@pytest.fixture
+def root(tmp_path: Path) -> Iterator[Path]:
+    """The stack's folder; whatever a failed assertion leaves running is stopped afterwards."""
     root = tmp_path / "stack"
+    yield root
+    subprocess.run([sys.executable, str(SCRIPT), "down", "--root", str(root)], capture_output=True, timeout=300)
+
+
+def test_make_up_exports_every_interval_and_make_down_stops_exactly_what_it_started(root: Path) -> None:
+    module = stack_module()
     stack = module.Stack(root)
 
     first = stack_cli(root, "up", "--ports", "auto", "--wait-files", "2").stdout
