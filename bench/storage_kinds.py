@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import json
 import os
 import sys
@@ -24,15 +23,8 @@ sys.path.insert(0, str(REPO))
 
 from bench.run import PARTITIONS, TOPIC, produce  # noqa: E402
 from tests.exporting import conn_env  # noqa: E402
-from tests.servers import free_port  # noqa: E402
+from tests.servers import SERVERS, free_port, start_storage  # noqa: E402
 from tests.servers.kafka import Broker, start_broker  # noqa: E402
-
-SERVERS = {
-    "s3": ("tests.servers.moto", "start_moto"),
-    "s3-compatible": ("tests.servers.seaweedfs", "start_seaweedfs"),
-    "gcs": ("tests.servers.gcs", "start_gcs"),
-    "azure": ("tests.servers.azurite", "start_azurite"),
-}
 
 
 def main() -> None:
@@ -54,8 +46,7 @@ def main() -> None:
         value_bytes = produce(broker.bootstrap, args.events)
         os.environ[conn_env("bench_kafka")] = json.dumps(broker.connection())
         for kind in args.kinds.split(","):
-            module, func = SERVERS[kind]
-            with getattr(importlib.import_module(module), func)(work / kind) as target:
+            with start_storage(kind, work / kind) as target:
                 os.environ[conn_env("bench_dc")] = json.dumps(target.connection("kinds"))
                 operator = KafkaToStorageOperator(
                     task_id="export",

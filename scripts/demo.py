@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import json
 import os
 import random
@@ -27,16 +26,9 @@ sys.path.insert(0, str(REPO))
 
 from strm_provider.simulate import random_event  # noqa: E402
 from tests.exporting import FILE_RE, conn_env  # noqa: E402
-from tests.servers import StorageTarget, free_port  # noqa: E402
+from tests.servers import SERVERS, free_port, start_storage  # noqa: E402
 from tests.servers.kafka import Broker, start_broker  # noqa: E402
 
-#: storage kind -> (module, context manager starting its server and yielding a StorageTarget)
-SERVERS = {
-    "s3": ("tests.servers.moto", "start_moto"),
-    "s3-compatible": ("tests.servers.seaweedfs", "start_seaweedfs"),
-    "gcs": ("tests.servers.gcs", "start_gcs"),
-    "azure": ("tests.servers.azurite", "start_azurite"),
-}
 CONNECTOR = {"s3": "s3", "s3-compatible": "s3", "gcs": "gcs", "azure": "azure"}
 EVENTS = 10_000
 #: how a user would list the bucket and print a file, per kind
@@ -52,11 +44,6 @@ LISTING = {
         "az storage blob download -c {bucket} -n {key} -f /dev/stdout",
     ),
 }
-
-
-def start_storage(kind: str, workdir: Path) -> contextlib.AbstractContextManager[StorageTarget]:
-    module, func = SERVERS[kind]
-    return getattr(importlib.import_module(module), func)(workdir)
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, 
 from azure.identity import ClientSecretCredential
 from azure.storage.blob import BlobServiceClient, ContentSettings, ExponentialRetry
 
-from strm_provider.hooks.storage import StorageError, StorageHook, extra_json
+from strm_provider.hooks.storage import StorageError, StorageHook, extra_json, read_full
 
 #: Size of one staged block: bounds the memory an upload holds (Azure allows up to 50,000 blocks).
 BLOCK_SIZE = 8 * 1024 * 1024
@@ -119,7 +119,7 @@ class StrmAzureBlobHook(StorageHook):
         blob = self.service.get_blob_client(self.bucket, key)
         upload_id = uuid.uuid4().hex  # unique block ids: a retried export never reuses stale blocks
         block_ids: list[str] = []
-        while chunk := _read_full(reader, BLOCK_SIZE):
+        while chunk := read_full(reader, BLOCK_SIZE):
             block_id = base64.b64encode(f"{upload_id}-{len(block_ids):06d}".encode()).decode()
             blob.stage_block(block_id, chunk, length=len(chunk))
             block_ids.append(block_id)
@@ -169,22 +169,6 @@ class _Retry(ExponentialRetry):
         if isinstance(error, ClientAuthenticationError):
             return False
         return super().increment(settings, request, response=response, error=error)
-
-
-def _read_full(reader: IO[bytes], size: int) -> bytes:
-    """Read ``size`` bytes, fewer only at EOF; EOF always costs an empty read, where an abort raises.
-
-    (Same as ``gcs.read_full``; duplicated so each extra installs without the other's SDK.)
-    """
-    parts: list[bytes] = []
-    remaining = size
-    while remaining:
-        data = reader.read(remaining)
-        if not data:
-            break
-        parts.append(data)
-        remaining -= len(data)
-    return b"".join(parts)
 
 
 def _aad_reason(err: BaseException) -> str:

@@ -17,7 +17,7 @@ from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 from google.oauth2 import service_account
 
-from strm_provider.hooks.storage import StorageError, StorageHook, extra_json, parse_json_field
+from strm_provider.hooks.storage import StorageError, StorageHook, extra_json, parse_json_field, read_full
 
 #: Resumable-upload chunk: a multiple of 256 KiB; bounds the memory one upload holds.
 CHUNK_SIZE = 8 * 1024 * 1024
@@ -166,23 +166,6 @@ def _abandon(out: Any) -> None:
         pass
     finally:
         out._buffer.close()
-
-
-def read_full(reader: IO[bytes], size: int) -> bytes:
-    """Read ``size`` bytes, fewer only at EOF.
-
-    Reaching EOF always takes one empty ``read()``, which is where an abandoned export raises,
-    so a short (final) chunk is never mistaken for the end of a good file.
-    """
-    parts: list[bytes] = []
-    remaining = size
-    while remaining:
-        data = reader.read(remaining)
-        if not data:
-            break
-        parts.append(data)
-        remaining -= len(data)
-    return b"".join(parts)
 
 
 def _first_line(err: BaseException) -> str:

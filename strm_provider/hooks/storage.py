@@ -186,6 +186,23 @@ class StorageHook(BaseHook, abc.ABC):
         return f"{type(err).__name__}: {err}"
 
 
+def read_full(reader: IO[bytes], size: int) -> bytes:
+    """Read ``size`` bytes, fewer only at EOF.
+
+    Reaching EOF always takes one empty ``read()``, which is where an abandoned export raises
+    (:class:`_AbortableReader`), so a short final chunk is never mistaken for the end of a good file.
+    """
+    parts: list[bytes] = []
+    remaining = size
+    while remaining:
+        data = reader.read(remaining)
+        if not data:
+            break
+        parts.append(data)
+        remaining -= len(data)
+    return b"".join(parts)
+
+
 class _AbortableReader:
     """Reader that raises instead of returning EOF when the writer side failed.
 

@@ -105,3 +105,20 @@ class StorageTarget(abc.ABC):
         extra = dict(conn.get("extra") or {})
         extra["container" if self.kind == "azure" else "bucket"] = "no-such-bucket-strm"
         return {**conn, "extra": extra}
+
+
+#: storage kind -> (module, context manager that starts its server and yields a :class:`StorageTarget`)
+SERVERS = {
+    "s3": ("tests.servers.moto", "start_moto"),
+    "s3-compatible": ("tests.servers.seaweedfs", "start_seaweedfs"),
+    "gcs": ("tests.servers.gcs", "start_gcs"),
+    "azure": ("tests.servers.azurite", "start_azurite"),
+}
+
+
+def start_storage(kind: str, workdir: Path) -> contextlib.AbstractContextManager[StorageTarget]:
+    """Start the server of a storage kind (for the demo and the benchmarks, outside pytest)."""
+    import importlib
+
+    module, func = SERVERS[kind]
+    return getattr(importlib.import_module(module), func)(workdir)
