@@ -77,3 +77,21 @@ def data_files(objects: dict[str, bytes]) -> dict[str, bytes]:
 
 def events_in(objects: dict[str, bytes]) -> list[dict[str, Any]]:
     return [json.loads(line) for body in data_files(objects).values() for line in body.splitlines()]
+
+
+def xcom_values(dag_run: Any, task_id: str) -> list[Any]:
+    """The XCom return values of ``task_id`` (every map index) in a finished DAG run, from the metadata DB."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.scalars(
+            select(XComModel).where(
+                XComModel.dag_id == dag_run.dag_id,
+                XComModel.run_id == dag_run.run_id,
+                XComModel.task_id == task_id,
+                XComModel.key == "return_value",
+            )
+        ).all()
+        return [XComModel.deserialize_value(row) for row in rows]

@@ -15,8 +15,8 @@ from kafka import KafkaProducer
 
 from strm_provider.export import ExportError
 from strm_provider.operators import KafkaToStorageOperator
-from tests.exporting import FILE_RE, connections, data_files, run_exporter, write_exporter
-from tests.faults.scenario import plan_sets, task_spec, unique, xcom_values
+from tests.exporting import FILE_RE, connections, data_files, run_exporter, write_exporter, xcom_values
+from tests.faults.scenario import plan_sets, task_spec, unique
 
 MiB = 1024 * 1024
 BIG = {"seq": 6, "blob": "x" * (5 * MiB)}

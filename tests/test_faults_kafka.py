@@ -18,8 +18,8 @@ from kafka import TopicPartition
 import strm_provider.operators as operators
 from strm_provider.hooks.kafka import KafkaUnavailable
 from strm_provider.operators import KafkaExportPlanOperator, KafkaToStorageOperator
-from tests.exporting import connections, run_exporter, write_exporter
-from tests.faults.scenario import check_exactly_once, plan_sets, seq_events, task_spec, unique, xcom_values
+from tests.exporting import connections, run_exporter, write_exporter, xcom_values
+from tests.faults.scenario import check_exactly_once, plan_sets, seq_events, task_spec, unique
 from tests.servers import free_port
 from tests.servers.kafka import Broker, start_broker
 

@@ -14,24 +14,7 @@ from typing import Any
 
 from strm_provider.config import ExporterConfig
 from strm_provider.dag_factory import asset_uri, build_dag
-from tests.exporting import connections, load_dag, run_exporter, write_exporter
-
-
-def xcom_values(dag_run: Any, task_id: str) -> list[Any]:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        rows = session.scalars(
-            select(XComModel).where(
-                XComModel.dag_id == dag_run.dag_id,
-                XComModel.run_id == dag_run.run_id,
-                XComModel.task_id == task_id,
-                XComModel.key == "return_value",
-            )
-        ).all()
-        return [XComModel.deserialize_value(row) for row in rows]
+from tests.exporting import connections, load_dag, run_exporter, write_exporter, xcom_values
 
 
 def outlet_uris(dag: Any) -> list[str]:

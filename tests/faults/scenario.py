@@ -103,24 +103,6 @@ def seqs_in(storage: StorageTarget, prefix: str) -> Counter:
     return Counter(json.loads(line)["seq"] for body in files.values() for line in body.splitlines())
 
 
-def xcom_values(dag_run: Any, task_id: str) -> list[Any]:
-    """The XCom return values of ``task_id`` (every map index) in a finished DAG run, from the metadata DB."""
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        rows = session.scalars(
-            select(XComModel).where(
-                XComModel.dag_id == dag_run.dag_id,
-                XComModel.run_id == dag_run.run_id,
-                XComModel.task_id == task_id,
-                XComModel.key == "return_value",
-            )
-        ).all()
-        return [XComModel.deserialize_value(row) for row in rows]
-
-
 def check_exactly_once(
     scenario: str,
     kafka: Any,

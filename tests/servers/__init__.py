@@ -11,7 +11,9 @@ import contextlib
 import os
 import signal
 import socket
+import socketserver
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,6 +74,18 @@ def stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
             except ProcessLookupError:
                 return
             time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def serving(server: socketserver.BaseServer, name: str) -> Iterator[Any]:
+    """Serve ``server`` (a local token endpoint) from a daemon thread for the duration of the block."""
+    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 class StorageTarget(abc.ABC):

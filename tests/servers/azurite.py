@@ -20,7 +20,6 @@ import json
 import shutil
 import ssl
 import subprocess
-import threading
 import time
 import urllib.parse
 import uuid
@@ -34,7 +33,7 @@ import pytest
 import trustme
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from . import StorageTarget, free_port, running
+from . import StorageTarget, free_port, running, serving
 
 NODE_DIR = Path(__file__).resolve().parent.parent / "node"
 AZURITE = NODE_DIR / "node_modules" / ".bin" / "azurite-blob"
@@ -181,14 +180,8 @@ class _EntraServer(http.server.ThreadingHTTPServer):
 
 @contextlib.contextmanager
 def entra_server(ssl_context: ssl.SSLContext, tenant: str, client_id: str, secret: str) -> Iterator[_EntraServer]:
-    server = _EntraServer(ssl_context, tenant, client_id, secret)
-    thread = threading.Thread(target=server.serve_forever, name="entra-token-endpoint", daemon=True)
-    thread.start()
-    try:
+    with serving(_EntraServer(ssl_context, tenant, client_id, secret), "entra-token-endpoint") as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 class AzureTarget(StorageTarget):

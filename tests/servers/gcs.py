@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -25,7 +24,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from . import StorageTarget, free_port, running
+from . import StorageTarget, free_port, running, serving
 
 BUCKET = "strm-gcs-bucket"
 PROJECT = "strm-test-project"
@@ -108,14 +107,8 @@ class _TokenServer(http.server.ThreadingHTTPServer):
 
 @contextlib.contextmanager
 def token_server(public_key: bytes, client_email: str) -> Iterator[_TokenServer]:
-    server = _TokenServer(public_key, client_email)
-    thread = threading.Thread(target=server.serve_forever, name="gcs-token-endpoint", daemon=True)
-    thread.start()
-    try:
+    with serving(_TokenServer(public_key, client_email), "gcs-token-endpoint") as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 class GcsTarget(StorageTarget):
