@@ -152,7 +152,12 @@ class StrmS3Hook(StorageHook):
         # The hook reads its botocore Config from the wrapper it is given (``conn_config``), not from
         # its ``config`` argument: without this the retries, timeouts and addressing style were ignored.
         wrapper.botocore_config = config
-        return _ConnectionS3Hook(wrapper, region_name=region or "us-east-1", config=config).get_conn()
+        hook = _ConnectionS3Hook(wrapper, region_name=region or "us-east-1", config=config)
+        # The provider's session (credentials, role assumption), but not its ``get_conn()``: that builds a
+        # user-agent string from ``inspect.stack()``, which took seconds per client in a deep call stack.
+        return hook.get_session(region_name=region or "us-east-1").client(
+            "s3", endpoint_url=wrapper.get_service_endpoint_url("s3"), config=config, verify=hook.verify
+        )
 
     def discover_region(self) -> str:
         """The bucket's region, via GetBucketLocation (the one non-write permission we need)."""
