@@ -27,7 +27,6 @@ class Broker:
         self.data_dir = data_dir
         self.bootstrap = f"127.0.0.1:{port}"
         self._admin: KafkaAdminClient | None = None
-        self._producer: KafkaProducer | None = None
 
     def connection(self) -> dict[str, Any]:
         """The ``strm_kafka`` Airflow connection for this broker."""
@@ -39,19 +38,12 @@ class Broker:
             self._admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
         return self._admin
 
-    @property
-    def producer(self) -> KafkaProducer:
-        if self._producer is None:
-            self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, batch_size=256 * 1024)
-        return self._producer
-
     def reset_clients(self) -> None:
         """Forget cached clients (after a broker restart)."""
-        for client in (self._producer, self._admin):
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    client.close()
-        self._admin = self._producer = None
+        if self._admin is not None:
+            with contextlib.suppress(Exception):
+                self._admin.close()
+        self._admin = None
 
     def create_topic(self, name: str, partitions: int = 5, configs: dict[str, str] | None = None) -> str:
         self.admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs or {})])
@@ -76,12 +68,18 @@ class Broker:
     ) -> list[tuple[int, int]]:
         """Send values round-robin over ``partitions`` (or the topic's); return (partition, offset) of each."""
         count = partitions or len(self.partitions(topic))
-        futures = []
-        for i, value in enumerate(values):
-            payload = json.dumps(value).encode() if isinstance(value, dict) else value
-            futures.append(self.producer.send(topic, value=payload, partition=i % count))
-        self.producer.flush()
-        return [(m.partition, m.offset) for m in (f.get(timeout=30) for f in futures)]
+        # A producer per call: a session-long kafka-python producer's network thread was seen spinning
+        # with the GIL held late in the session, slowing every in-process DAG run after it.
+        producer = KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, batch_size=256 * 1024)
+        try:
+            futures = []
+            for i, value in enumerate(values):
+                payload = json.dumps(value).encode() if isinstance(value, dict) else value
+                futures.append(producer.send(topic, value=payload, partition=i % count))
+            producer.flush()
+            return [(m.partition, m.offset) for m in (f.get(timeout=30) for f in futures)]
+        finally:
+            producer.close(timeout=10)
 
     def partitions(self, topic: str) -> list[int]:
         consumer = KafkaConsumer(bootstrap_servers=self.bootstrap)
