@@ -35,6 +35,18 @@ def minimal_policy(bucket: str, prefix: str) -> dict[str, Any]:
     }
 
 
+def minimal_user(iam: Any, name: str, bucket: str, prefix: str) -> dict[str, str]:
+    """Create IAM user ``name`` holding only :func:`minimal_policy`; return its key (as create-access-key prints)."""
+    iam.create_user(UserName=name)
+    iam.put_user_policy(
+        UserName=name,
+        PolicyName="strm-bucket-write-access",
+        PolicyDocument=json.dumps(minimal_policy(bucket, prefix)),
+    )
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return {"AccessKeyId": key["AccessKeyId"], "SecretAccessKey": key["SecretAccessKey"], "UserName": name}
+
+
 class MotoS3(StorageTarget):
     kind = "s3"
     conn_type = "strm_s3"
@@ -58,20 +70,9 @@ class MotoS3(StorageTarget):
     def user_for(self, prefix: str) -> dict[str, str]:
         """An IAM user holding only the minimal policy for ``prefix`` (what ``aws iam create-access-key`` gives)."""
         if prefix not in self._users:
-            iam = self.client("iam")
-            name = f"strm-export-{len(self._users)}"
-            iam.create_user(UserName=name)
-            iam.put_user_policy(
-                UserName=name,
-                PolicyName="strm-bucket-write-access",
-                PolicyDocument=json.dumps(minimal_policy(self.bucket, prefix)),
+            self._users[prefix] = minimal_user(
+                self.client("iam"), f"strm-export-{len(self._users)}", self.bucket, prefix
             )
-            key = iam.create_access_key(UserName=name)["AccessKey"]
-            self._users[prefix] = {
-                "AccessKeyId": key["AccessKeyId"],
-                "SecretAccessKey": key["SecretAccessKey"],
-                "UserName": name,
-            }
         return self._users[prefix]
 
     def connection(self, prefix: str = "", *, secret: str | None = None) -> dict[str, Any]:

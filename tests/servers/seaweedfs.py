@@ -25,7 +25,7 @@ import pytest
 from botocore.config import Config
 
 from . import StorageTarget, free_port, running
-from .moto import minimal_policy
+from .moto import minimal_user
 
 BUCKET = "strm-seaweed-bucket"
 REGION = "us-east-1"
@@ -66,20 +66,8 @@ class SeaweedTarget(StorageTarget):
         """An IAM user whose only permissions are the seed's minimal policy for ``prefix``."""
         prefix = prefix.strip("/")
         if prefix not in self._users:
-            iam = self.client("iam")
             name = f"strm-export-{uuid.uuid4().hex[:8]}"
-            iam.create_user(UserName=name)
-            iam.put_user_policy(
-                UserName=name,
-                PolicyName="strm-bucket-write-access",
-                PolicyDocument=json.dumps(minimal_policy(self.bucket, prefix)),
-            )
-            key = iam.create_access_key(UserName=name)["AccessKey"]
-            self._users[prefix] = {
-                "AccessKeyId": key["AccessKeyId"],
-                "SecretAccessKey": key["SecretAccessKey"],
-                "UserName": name,
-            }
+            self._users[prefix] = minimal_user(self.client("iam"), name, self.bucket, prefix)
         return self._users[prefix]
 
     def connection(self, prefix: str = "", *, secret: str | None = None) -> dict[str, Any]:
