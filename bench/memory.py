@@ -1,128 +1,72 @@
-"""Peak memory of one export task as the backlog grows: 250 MB and 2 GB (figures, not assertions).
+"""Peak memory of one export task as the backlog grows (figures, not assertions).
 
-``.venv/bin/python bench/memory.py [--sizes 250M,2G] [--value-bytes 1000]`` starts the noida-db
-broker and moto_server S3 (IAM enforced, the seed's minimal policy) on 127.0.0.1 in a temp dir,
-produces each backlog to its own 5-partition topic, then runs the export task
-(``KafkaToStorageOperator.execute`` of the whole backlog, via tests/faults/runner.py) in a fresh
-process and reads that process's peak RSS from ``wait4()``. Files rotate at the default 128 MiB.
-If memory is bounded, the two peaks are about the same. It takes a few minutes.
+``.venv/bin/python bench/memory.py [--events 1000000,4000000]`` runs :mod:`bench.run` once per
+backlog size with the two export methods (kafka-python and confluent readers), each in a fresh
+process whose peak RSS is polled from /proc, and prints one table. If the export's memory is
+bounded, the peaks are the same for every size.
+
+What bounds it on our side: batches of 10,000 records, files streamed to storage through a pipe
+(S3: at most 3 parts of 16 MiB in memory), librdkafka's queue capped at 64 MiB. What does not,
+here: noida-db answers a fetch with the partition's whole backlog whatever the fetch limits say,
+so the client must hold one partition's backlog at once; the ``largest fetch`` column shows it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import tempfile
-import time
-from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
-import tests.conftest  # noqa: E402,F401 - isolated AIRFLOW_HOME before Airflow is imported
-from tests.servers import free_port  # noqa: E402
-from tests.servers.kafka import Broker, start_broker  # noqa: E402
-from tests.servers.moto import start_moto  # noqa: E402
+from bench import run  # noqa: E402
 
-UNITS = {"K": 10**3, "M": 10**6, "G": 10**9}
-
-
-def parse_size(text: str) -> int:
-    text = text.strip().upper()
-    return int(float(text[:-1]) * UNITS[text[-1]]) if text[-1] in UNITS else int(text)
-
-
-def produce_backlog(broker: Broker, topic: str, total_bytes: int, value_bytes: int) -> int:
-    """Produce ``total_bytes`` of JSON events of about ``value_bytes`` each; return the event count."""
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(
-        bootstrap_servers=broker.bootstrap, linger_ms=50, batch_size=1 << 20, max_request_size=8 << 20
-    )
-    pad = "x" * max(value_bytes - 40, 0)
-    count = total_bytes // value_bytes
-    for seq in range(count):
-        producer.send(topic, f'{{"seq":{seq},"pad":"{pad}"}}'.encode(), partition=seq % 5)
-    producer.flush()
-    producer.close()
-    return count
-
-
-def export_peak_rss(spec: dict) -> tuple[float, int, dict]:
-    """Run the export task in a child process; return (seconds, peak RSS bytes, task result)."""
-    started = time.monotonic()
-    out = tempfile.TemporaryFile("w+")  # noqa: SIM115 - read after the child exits
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.faults.runner", json.dumps(spec)],
-        cwd=REPO,
-        env=os.environ.copy(),
-        stdout=out,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.monotonic() - started
-    out.seek(0)
-    results = [line[7:] for line in out.read().splitlines() if line.startswith("RESULT ")]
-    if status != 0 or not results:
-        raise SystemExit(f"export failed (status {status})")
-    return seconds, usage.ru_maxrss * 1024, json.loads(results[-1])
+METHODS = ("export_task", "export_task_confluent")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="250M,2G")
-    parser.add_argument("--value-bytes", type=int, default=1000)
+    parser.add_argument("--events", default="1000000,4000000", help="comma-separated backlog sizes in events")
+    parser.add_argument("--partitions", type=int, default=run.PARTITIONS)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "memory.json")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="strm-memory-"))
-    rows = []
-    with ExitStack() as stack:
-        port = free_port()
-        (work / "kafka").mkdir()
-        stack.enter_context(start_broker(work / "kafka", port))
-        broker = Broker(port, work / "kafka")
-        s3 = stack.enter_context(start_moto(work))
-        os.environ["AIRFLOW_CONN_STRM_KAFKA_DEFAULT"] = json.dumps(broker.connection())
-        os.environ["AIRFLOW_CONN_DC"] = json.dumps(s3.connection("memory"))
-        for size in args.sizes.split(","):
-            topic = broker.create_topic(f"backlog-{size.lower()}", 5)
-            t0 = time.monotonic()
-            events = produce_backlog(broker, topic, parse_size(size), args.value_bytes)
-            produce_s = time.monotonic() - t0
-            spec = {
-                "operator": {
-                    "stream": topic,
-                    "data_connector": "dc",
-                    "group_id": f"memory-{topic}",
-                    "path_prefix": "memory",
-                    "include_existing_events": True,
-                }
-            }
-            seconds, peak, result = export_peak_rss(spec)
-            row = {
-                "backlog": size,
-                "events": events,
-                "exported": result["events"],
-                "bytes": result["bytes"],
-                "files": len(result["files"]),
-                "produce_s": round(produce_s, 1),
-                "export_s": round(seconds, 1),
-                "export_MB_s": round(result["bytes"] / 1e6 / seconds, 1),
-                "peak_rss_MiB": round(peak / 2**20, 1),
-            }
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-        broker.reset_clients()
-    print("\n| backlog | events | files | export s | MB/s | peak RSS MiB |\n|---|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['backlog']} | {r['exported']} | {r['files']} | {r['export_s']} | {r['export_MB_s']} "
-            f"| {r['peak_rss_MiB']} |"
+    rows: list[dict[str, Any]] = []
+    for events in (int(n) for n in args.events.split(",")):
+        report = run.bench(
+            argparse.Namespace(
+                events=events,
+                partitions=args.partitions,
+                methods=",".join(METHODS),
+                keep=False,
+                out=None,
+            )
         )
+        backlog_mb = report["event_bytes_avg"] * events / 1e6
+        for method in METHODS:
+            row = report["methods"][method]
+            rows.append(
+                {
+                    "events": events,
+                    "backlog_mb": round(backlog_mb),
+                    "largest_fetch_mb": round(backlog_mb / args.partitions),
+                    "method": method,
+                    **{k: row.get(k) for k in ("events_per_s", "peak_rss_mb", "error")},
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+    args.out.write_text(json.dumps({"machine": report["machine"], "rows": rows}, indent=2) + "\n")
+    print("\n| events | backlog MB | largest fetch MB | reader | events/s | peak RSS MB |")
+    print("|---:|---:|---:|---|---:|---:|")
+    for r in rows:
+        reader = "confluent" if r["method"].endswith("confluent") else "kafka-python"
+        rate = f"{r['events_per_s']:,.0f}" if r.get("events_per_s") else f"failed: {r.get('error')}"
+        rss = f"{r['peak_rss_mb']:,.0f}" if r.get("peak_rss_mb") else ""
+        print(f"| {r['events']:,} | {r['backlog_mb']:,} | {r['largest_fetch_mb']:,} | {reader} | {rate} | {rss} |")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

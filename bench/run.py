@@ -3,23 +3,29 @@
 ``make bench`` (or ``.venv/bin/python bench/run.py [--events N]``) starts the noida-db broker and
 moto_server S3 on 127.0.0.1, produces ``N`` seed-shaped events of about 600 bytes over 8
 partitions, and measures, on the same backlog, each method in a fresh process (so peak RSS is
-per method; it is read from ``wait4()``, i.e. the largest resident set of the process tree):
+per method: each process's own high-water mark and the tree's total, polled from /proc):
 
 - ``kafka_python_raw``: kafka-python tuned (no CRC checks, large fetches, big polls), values only;
 - ``confluent_raw``: confluent-kafka (librdkafka), values only;
-- ``export_task``: one ``KafkaToStorageOperator.execute`` of the whole backlog, upload included;
+- ``export_task``: one ``KafkaToStorageOperator.execute`` of the whole backlog, upload included,
+  with the default kafka-python reader;
+- ``export_task_confluent``: the same with the ``confluent`` reader (the Kafka connection's
+  ``reader`` extra);
 - ``dag_run``: ``airflow dags test`` of the exporter's DAG, ``partition_sets`` 1 and 2
   (wall time of the CLI: Airflow start-up, DAG parse and the run);
 - ``naive_airflow``: ``airflow dags test`` of bench/dags/naive_airflow.py
   (``ConsumeFromTopicOperator`` + ``S3Hook.load_string``).
 
 ``BENCH_PROFILE=1`` runs the in-process workers under cProfile (``<method>.json.prof`` in the working
-directory). Figures, not assertions. MB are 10^6 bytes of record values (the JSON events, without newlines).
+directory). Before each method the broker and S3 server are left to go idle (noida-db rewrites its
+data file for a while after a big produce). Figures, not assertions. MB are 10^6 bytes of record
+values (the JSON events, without newlines).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -43,11 +49,12 @@ if str(REPO) not in sys.path:
 TOPIC = "bench"
 PARTITIONS = 8
 EVENT_BYTES = 600
-METHODS = ("kafka_python_raw", "confluent_raw", "export_task", "dag_run", "naive_airflow")
+METHODS = ("kafka_python_raw", "confluent_raw", "export_task", "export_task_confluent", "dag_run", "naive_airflow")
 LABELS = {
     "kafka_python_raw": "(a) kafka-python raw",
     "confluent_raw": "(b) confluent-kafka raw",
     "export_task": "(c) export task",
+    "export_task_confluent": "(c') export task, confluent reader",
     "dag_run": "(d) DAG run",
     "naive_airflow": "(e) naive Airflow",
 }
@@ -162,7 +169,8 @@ def worker_confluent(spec: dict[str, Any]) -> None:
     count = size = 0
     target = spec["events"]
     while count < target:
-        for msg in consumer.consume(num_messages=10_000, timeout=1.0):
+        # consume() waits until it has num_messages (or the timeout): never ask for more than remain
+        for msg in consumer.consume(num_messages=min(10_000, target - count), timeout=1.0):
             if msg.error():
                 continue
             count += 1
@@ -173,16 +181,20 @@ def worker_confluent(spec: dict[str, Any]) -> None:
 
 
 def worker_export(spec: dict[str, Any]) -> None:
-    """One KafkaToStorageOperator export of the whole backlog (plan, read, upload, commit)."""
+    """One KafkaToStorageOperator export of the whole backlog (plan, read, upload, commit).
+
+    ``spec["reader"]`` picks the Kafka connection, i.e. the reader: kafka-python (default) or confluent.
+    """
     from strm_provider.operators import KafkaToStorageOperator
 
+    confluent = spec.get("reader") == "confluent"
     operator = KafkaToStorageOperator(
         task_id="export",
         stream=TOPIC,
-        data_connector="bench_s3_task",
-        group_id="strm-exporter-bench-task",
-        path_prefix="task",
-        kafka_conn_id="bench_kafka",
+        data_connector="bench_s3_task_confluent" if confluent else "bench_s3_task",
+        group_id=f"strm-exporter-bench-task-{'confluent' if confluent else 'kafka-python'}",
+        path_prefix=PREFIXES["export_task_confluent" if confluent else "export_task"],
+        kafka_conn_id="bench_kafka_confluent" if confluent else "bench_kafka",
         include_existing_events=True,
     )
     start = time.perf_counter()
@@ -191,7 +203,14 @@ def worker_export(spec: dict[str, Any]) -> None:
     _done(spec, summary["events"], summary["bytes"] - summary["events"], seconds, files=len(summary["files"]))
 
 
-WORKERS = {"kafka_python_raw": worker_kafka_python, "confluent_raw": worker_confluent, "export_task": worker_export}
+WORKERS = {
+    "kafka_python_raw": worker_kafka_python,
+    "confluent_raw": worker_confluent,
+    "export_task": worker_export,
+    "export_task_confluent": worker_export,
+}
+#: where each export method writes in the bucket
+PREFIXES = {"export_task": "task", "export_task_confluent": "task-confluent"}
 
 
 # ----- orchestration ----------------------------------------------------------------------------------
@@ -204,6 +223,35 @@ def _tree(pid: int) -> list[int]:
         return [pid, *(child.pid for child in root.children(recursive=True))]
     except psutil.Error:
         return []
+
+
+def settle(pids: list[int], idle: float = 0.1, limit: float = 120.0) -> float:
+    """Wait until the servers (``pids`` and their children) use under ``idle`` of a core over a second.
+
+    noida-db rewrites its JSON data file (about 4x the backlog) for a while after a big produce; a
+    method measured during that would share the machine's two cores with it. Returns the seconds waited.
+    """
+    import psutil
+
+    started = time.monotonic()
+    procs = [psutil.Process(pid) for pid in pids for pid in _tree(pid)]
+
+    def cpu() -> float:
+        total = 0.0
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        return total
+
+    before = cpu()
+    while time.monotonic() - started < limit:
+        time.sleep(1.0)
+        now = cpu()
+        if now - before < idle:
+            break
+        before = now
+    return time.monotonic() - started
 
 
 def _memory_kb(pid: int) -> tuple[int, int]:
@@ -314,9 +362,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with ExitStack() as stack:
         port = free_port()
-        stack.enter_context(start_broker(work / "kafka", port))
+        servers = [stack.enter_context(start_broker(work / "kafka", port)).pid]
         broker = Broker(port, work / "kafka")
         s3 = stack.enter_context(start_moto(work / "moto"))
+        servers.append(s3.pid)
         broker.create_topic(TOPIC, args.partitions)
         started = time.perf_counter()
         total_bytes = produce(broker.bootstrap, args.events, args.partitions)
@@ -330,7 +379,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         kafka_conn = broker.connection()
         conns = {
             "bench_kafka": kafka_conn,
+            "bench_kafka_confluent": {**kafka_conn, "extra": {**kafka_conn["extra"], "reader": "confluent"}},
             "bench_s3_task": s3.connection("task"),
+            "bench_s3_task_confluent": s3.connection("task-confluent"),
             "bench_s3_dag1": s3.connection("dag1"),
             "bench_s3_dag2": s3.connection("dag2"),
             "bench_kafka_naive": {
@@ -372,7 +423,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 
         expected_file_bytes = total_bytes + args.events  # one newline per event
         for method in methods:
-            print(f"measuring {LABELS[method]} ...", flush=True)
+            waited = settle(servers)
+            print(f"measuring {LABELS[method]} (servers idle after {waited:.0f}s) ...", flush=True)
             try:
                 if method in WORKERS:
                     spec = {
@@ -380,6 +432,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                         "events": args.events,
                         "partitions": args.partitions,
                         "result": str(work / f"{method}.json"),
+                        "reader": "confluent" if method == "export_task_confluent" else "kafka-python",
                     }
                     cmd = [
                         sys.executable,
@@ -394,10 +447,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                         raise RuntimeError(f"{method} failed (exit {code}); see {log}")
                     out = json.loads(Path(spec["result"]).read_text())
                     more: dict[str, Any] = {}
-                    if method == "export_task":
-                        files, size = bucket_bytes(s3, "task")
+                    if method in PREFIXES:
+                        files, size = bucket_bytes(s3, PREFIXES[method])
                         if size != expected_file_bytes:
-                            raise RuntimeError(f"export_task wrote {size} bytes, expected {expected_file_bytes}")
+                            raise RuntimeError(f"{method} wrote {size} bytes, expected {expected_file_bytes}")
                         more = {"files": files, "process_wall_s": round(wall, 2)}
                     results[method] = result_row(out["events"], out["bytes"], out["seconds"], rss, cpu, **more)
                 elif method == "dag_run":
@@ -459,6 +512,10 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
         "c/a": ("export_task", "kafka_python_raw"),
         "c/b": ("export_task", "confluent_raw"),
         "c/e": ("export_task", "naive_airflow"),
+        "c'/a": ("export_task_confluent", "kafka_python_raw"),
+        "c'/b": ("export_task_confluent", "confluent_raw"),
+        "c'/c": ("export_task_confluent", "export_task"),
+        "c'/e": ("export_task_confluent", "naive_airflow"),
         "d/e": ("dag_run", "naive_airflow"),
     }
     return {name: round(rate[x] / rate[y], 3) for name, (x, y) in pairs.items() if x in rate and y in rate}
@@ -489,7 +546,15 @@ def chart(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels, rates, rss = [], [], []
+    palette = {
+        "kafka_python_raw": "#888888",
+        "confluent_raw": "#555555",
+        "export_task": "#2e86c1",
+        "export_task_confluent": "#1b4f72",
+        "dag_run": "#5dade2",
+        "naive_airflow": "#e67e22",
+    }
+    labels, rates, rss, colors = [], [], [], []
     for method, row in report["methods"].items():
         if "error" in row:
             continue
@@ -497,8 +562,8 @@ def chart(report: dict[str, Any], path: Path) -> None:
             labels.append(LABELS[method] + (f"\n{variant.replace('_', ' ')}" if variant else ""))
             rates.append(v["events_per_s"] / 1000)
             rss.append(v["peak_rss_mb"])
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
-    colors = ["#888888", "#555555", "#2e86c1", "#5dade2", "#5dade2", "#e67e22"][: len(labels)]
+            colors.append(palette[method])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5))
     left.barh(labels, rates, color=colors)
     left.set_xlabel("thousand events/s (higher is better)")
     right.barh(labels, rss, color=colors)

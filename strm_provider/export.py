@@ -16,15 +16,19 @@ from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_right
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from itertools import accumulate, repeat
+from operator import add
 from typing import IO, Any
 
-from strm_provider.events import InvalidEvent, dead_letter_line, to_line
+from strm_provider.events import InvalidEvent, dead_letter_line, to_block, to_line
 from strm_provider.hooks.storage import StorageHook
 from strm_provider.naming import object_key
 from strm_provider.planning import PartitionRange
+from strm_provider.readers import Batch, RecordReader
 
 log = logging.getLogger(__name__)
 
@@ -76,24 +80,45 @@ class _RollingFile:
         self.total_bytes = 0
         self.total_events = 0
 
-    def write(self, line: bytes, timestamp_ms: int, cursor: dict[int, int]) -> None:
-        """Append one line; ``cursor`` (next offset per partition) names a file this line opens."""
-        if self._out is not None and (
-            self._bytes + len(line) > self._max_bytes
-            or (self._max_events is not None and self._events >= self._max_events)
-        ):
-            self.close()
-        if self._out is None:
-            key = self._key_for(timestamp_ms, dict(cursor))
-            self._cm = self._storage.open_writer(key)
-            self._out = self._cm.__enter__()
-            self._bytes = self._events = 0
-            self.keys.append(key)
-        self._out.write(line)
-        self._bytes += len(line)
-        self._events += 1
-        self.total_bytes += len(line)
-        self.total_events += 1
+    def write_block(self, block: bytes, ends: list[int], batch: Batch, first: int, cursor: dict[int, int]) -> None:
+        """Append the lines of ``block`` (line ``i`` ends at byte ``ends[i]``), made from ``batch``'s
+        records ``first, first+1, ...``, rotating files where needed.
+
+        Equivalent to appending the lines one at a time (a file takes lines while it stays within
+        ``max_bytes`` and ``max_events``, and always takes its first line), but the cut points are
+        found by bisection and each run of lines goes out as one slice of the block. A file a line
+        opens is named from that record's timestamp and ``cursor`` with the record's own offset.
+        """
+        view = memoryview(block)
+        done = 0
+        while done < len(ends):
+            if self._out is None:
+                offset, timestamp, _ = batch.meta(first + done)
+                key = self._key_for(timestamp, {**cursor, batch.partition: offset})
+                self._cm = self._storage.open_writer(key)
+                self._out = self._cm.__enter__()
+                self._bytes = self._events = 0
+                self.keys.append(key)
+            base = ends[done - 1] if done else 0
+            take = bisect_right(ends, base + self._max_bytes - self._bytes, lo=done) - done
+            if self._max_events is not None:
+                take = min(take, self._max_events - self._events)
+            if take <= 0:
+                if self._events:
+                    self.close()
+                    continue
+                take = 1  # an empty file always takes its first line, however long
+            size = ends[done + take - 1] - base
+            self._out.write(view[base : base + size])
+            self._bytes += size
+            self._events += take
+            self.total_bytes += size
+            self.total_events += take
+            done += take
+
+    def write_lines(self, lines: list[bytes], batch: Batch, first: int, cursor: dict[int, int]) -> None:
+        """:meth:`write_block` for separate lines."""
+        self.write_block(b"".join(lines), list(accumulate(map(len, lines))), batch, first, cursor)
 
     def close(self) -> None:
         """Finish the current upload; the object appears now (unless ``before_close`` refuses: then abort)."""
@@ -119,6 +144,7 @@ class _RollingFile:
 
 def export_ranges(
     consumer: Any,
+    reader: RecordReader,
     storage: StorageHook,
     *,
     stream: str,
@@ -133,7 +159,8 @@ def export_ranges(
 ) -> ExportResult:
     """Export ``ranges`` of ``stream`` (one partition set) and commit their end offsets.
 
-    ``consumer`` is a kafka-python consumer whose ``group_id`` is the exporter's group.
+    ``consumer`` is a kafka-python consumer whose ``group_id`` is the exporter's group: it checks
+    and commits offsets. ``reader`` reads the records (either client, see :mod:`strm_provider.readers`).
     ``before_commit`` is a test seam for fault injection between upload and commit.
     """
     from kafka import TopicPartition
@@ -175,8 +202,8 @@ def export_ranges(
             before = (files.total_events, dead.total_events, len(files.keys))
             if rng.size:
                 _read_partition(
-                    consumer,
-                    TopicPartition(stream, rng.partition),
+                    reader,
+                    stream,
                     rng,
                     cursor,
                     files,
@@ -220,47 +247,59 @@ def export_ranges(
 
 
 def _read_partition(
-    consumer: Any,
-    tp: Any,
+    reader: RecordReader,
+    stream: str,
     rng: PartitionRange,
     cursor: dict[int, int],
     files: _RollingFile,
     dead: _RollingFile,
     on_invalid_event: str,
 ) -> None:
-    """Read ``[rng.start, rng.end)`` of one partition into the files.
+    """Read ``[rng.start, rng.end)`` of one partition into the files, a batch at a time.
 
-    Offsets may have gaps (transaction markers, compaction), so the loop ends on the consumer's
-    position, not on a count of records.
+    Valid events go out in runs (one write per run); an invalid one ends a run and becomes a dead
+    letter (or fails the task), so files and dead letters keep offset order either way.
     """
-    consumer.assign([tp])
-    consumer.seek(tp, rng.start)
     last_progress = time.monotonic()
-    while True:
-        batch = consumer.poll(timeout_ms=1000).get(tp, [])
-        for record in batch:
-            if record.offset >= rng.end:
-                break
-            cursor[rng.partition] = record.offset
-            try:
-                files.write(to_line(record.value), record.timestamp, cursor)
-            except InvalidEvent as err:
-                if on_invalid_event == "fail":
-                    raise ExportError(
-                        f"partition {rng.partition} offset {record.offset}: {err} "
-                        "(on_invalid_event: fail; nothing was committed)"
-                    ) from None
-                dead.write(dead_letter_line(record, str(err)), record.timestamp, cursor)
-            cursor[rng.partition] = record.offset + 1
-        if batch:
+    for batch in reader.batches(stream, rng.partition, rng.start, rng.end):
+        values = batch.values
+        if values:
             last_progress = time.monotonic()
-        if cursor[rng.partition] >= rng.end or consumer.position(tp) >= rng.end:
-            return
-        if time.monotonic() - last_progress > STALL_SECONDS:
+        elif time.monotonic() - last_progress > STALL_SECONDS:
             raise ExportError(
                 f"partition {rng.partition}: no records for {STALL_SECONDS:.0f}s at offset "
                 f"{cursor[rng.partition]} while {rng.end} is the planned end (broker down?)"
             )
+        block = to_block(values) if values else None
+        if block is not None:  # the common case: a batch of one-line JSON objects, handled whole
+            files.write_block(block, list(accumulate(map(add, map(len, values), repeat(1)))), batch, 0, cursor)
+            cursor[rng.partition] = batch.meta(len(values) - 1)[0] + 1
+            continue
+        first = 0
+        while first < len(values):
+            lines: list[bytes] = []
+            error = None
+            for value in values[first:] if first else values:
+                try:
+                    lines.append(to_line(value))
+                except InvalidEvent as err:
+                    error = err
+                    break
+            if lines:
+                files.write_lines(lines, batch, first, cursor)
+            bad = first + len(lines)
+            if error is not None:
+                offset, timestamp, key = batch.meta(bad)
+                if on_invalid_event == "fail":
+                    raise ExportError(
+                        f"partition {rng.partition} offset {offset}: {error} "
+                        "(on_invalid_event: fail; nothing was committed)"
+                    )
+                line = dead_letter_line(rng.partition, offset, timestamp, key, values[bad], str(error))
+                dead.write_lines([line], batch, bad, cursor)
+                bad += 1
+            first = bad
+            cursor[rng.partition] = batch.meta(first - 1)[0] + 1
 
 
 def _commit(consumer: Any, stream: str, ranges: list[PartitionRange], metadata: str, oam: Any, tp_cls: Any) -> None:

@@ -11,6 +11,7 @@ from strm_provider.export import export_ranges
 from strm_provider.hooks import storage_hook
 from strm_provider.hooks.kafka import StrmKafkaHook
 from strm_provider.planning import PartitionSet, plan_stream, split_sets
+from strm_provider.readers import RecordReader
 
 
 def _previous_run_failed(context: Context) -> bool:
@@ -123,7 +124,9 @@ class KafkaToStorageOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         storage = storage_hook(self.data_connector)
-        consumer = StrmKafkaHook(self.kafka_conn_id).consumer(self.group_id)
+        kafka = StrmKafkaHook(self.kafka_conn_id)
+        consumer = kafka.consumer(self.group_id)
+        reader: RecordReader | None = None
         try:
             if self.partition_set is None:
                 plan = plan_stream(consumer, self.stream, include_existing_events=self.include_existing_events)
@@ -135,8 +138,10 @@ class KafkaToStorageOperator(BaseOperator):
             else:
                 work = PartitionSet.from_xcom(self.partition_set)
             run_id = context.get("run_id", "")
+            reader = kafka.reader(self.group_id)
             result = export_ranges(
                 consumer,
+                reader,
                 storage,
                 stream=self.stream,
                 path_prefix=self.path_prefix,
@@ -150,6 +155,8 @@ class KafkaToStorageOperator(BaseOperator):
             )
             _add_lag(consumer, self.stream, result.partitions)
         finally:
+            if reader is not None:
+                reader.close()
             consumer.close()
         summary = result.as_dict()
         self.log.info(

@@ -18,11 +18,16 @@ from strm_provider.operators import KafkaToStorageOperator
 from tests.exporting import FILE_RE, connections, data_files, run_exporter, write_exporter, xcom_values
 from tests.faults.scenario import plan_sets, task_spec, unique
 
+#: Exactly-once must hold whichever client reads (the connection's ``reader`` extra).
+pytestmark = pytest.mark.usefixtures("each_reader")
+
 MiB = 1024 * 1024
+#: a one-line event is kept byte for byte: spacing, 1.50 and an integer beyond 64 bits survive
+ONE_LINE = b'{"seq": 0, "price": 1.50, "id": 123456789012345678901234567890}'
 BIG = {"seq": 6, "blob": "x" * (5 * MiB)}
 #: (value, what the bucket must show): an event line (its seq) or a dead letter (a word of its error)
 RECORDS: list[tuple[bytes | None, Any]] = [
-    (b'{"seq": 0}', 0),
+    (ONE_LINE, 0),
     (b"{not json", "not valid UTF-8 JSON"),
     (b'{"seq": 2, "name": "\xff\xfe"}', "not valid UTF-8 JSON"),
     (b"[1, 2, 3]", "JSON value is a list"),
@@ -69,7 +74,8 @@ def test_bad_input_becomes_dead_letters(kafka: Any, s3_target: Any) -> None:
     lines = [line for body in files.values() for line in body.split(b"\n") if line]
     events = [json.loads(line) for line in lines]
     assert [e["seq"] for e in events] == [want for _, want in RECORDS if isinstance(want, int)]
-    assert events[1] == {"seq": 5, "nested": {"a": [1, 2]}}, "pretty-printed JSON becomes one compact line"
+    assert lines[0] == ONE_LINE, "a one-line event is written as produced"
+    assert lines[1] == b'{"seq":5,"nested":{"a":[1,2]}}', "pretty-printed JSON becomes one compact line"
     assert events[2] == BIG and len(lines[2]) > 5 * MiB
     assert all(body.endswith(b"\n") and body.count(b"\n") == len(body.splitlines()) for body in files.values())
 

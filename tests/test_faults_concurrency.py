@@ -18,6 +18,10 @@ import strm_provider.operators as operators
 from strm_provider.export import ExportError
 from tests.exporting import connections, data_files, load_dag, run_exporter, write_exporter
 from tests.faults.scenario import check_exactly_once, plan_sets, seq_events, task_spec, unique
+from tests.faults.seams import on_batches
+
+#: Exactly-once must hold whichever client reads (the connection's ``reader`` extra).
+pytestmark = pytest.mark.usefixtures("each_reader")
 
 
 def execute(spec: dict[str, Any], run_id: str) -> dict[str, Any]:
@@ -101,23 +105,12 @@ def test_two_runs_at_once(kafka: Any, s3_target: Any, monkeypatch: pytest.Monkey
     """Two runs read at the same time; one commits while the other is mid-file: the other writes nothing."""
     ex = Exporter(kafka, s3_target, f"twice-{winner}")
     paused, release = threading.Event(), threading.Event()
-    real = operators.StrmKafkaHook.consumer
+    real = operators.StrmKafkaHook.reader
 
-    class Pausing:
-        def __init__(self, consumer: Any) -> None:
-            self._consumer, self._polls = consumer, 0
-
-        def poll(self, *args: Any, **kwargs: Any) -> Any:
-            result = self._consumer.poll(*args, **kwargs)
-            if any(result.values()):
-                self._polls += 1
-                if self._polls == 1:
-                    paused.set()
-                    release.wait(60)
-            return result
-
-        def __getattr__(self, attr: str) -> Any:
-            return getattr(self._consumer, attr)
+    def pause(batches: int) -> None:
+        if batches == 1:
+            paused.set()
+            release.wait(60)
 
     with connections(**ex.conns):
         small, big = ex.plans()
@@ -130,11 +123,11 @@ def test_two_runs_at_once(kafka: Any, s3_target: Any, monkeypatch: pytest.Monkey
             except Exception as err:
                 outcome["error"] = err
 
-        monkeypatch.setattr(operators.StrmKafkaHook, "consumer", lambda self, *a, **k: Pausing(real(self, *a, **k)))
+        on_batches(pause, monkeypatch)
         thread = threading.Thread(target=loser)
         thread.start()
         assert paused.wait(60), "the losing run started reading"
-        monkeypatch.setattr(operators.StrmKafkaHook, "consumer", real)
+        monkeypatch.setattr(operators.StrmKafkaHook, "reader", real)
         won = execute(first, "winner")  # runs to its commit while the loser holds an open file
         assert won["committed"]
         before = ex.s3.objects(ex.prefix)

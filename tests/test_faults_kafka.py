@@ -15,13 +15,16 @@ from typing import Any
 import pytest
 from kafka import TopicPartition
 
-import strm_provider.operators as operators
 from strm_provider.hooks.kafka import KafkaUnavailable
 from strm_provider.operators import KafkaExportPlanOperator, KafkaToStorageOperator
 from tests.exporting import connections, run_exporter, write_exporter, xcom_values
 from tests.faults.scenario import check_exactly_once, plan_sets, seq_events, task_spec, unique
+from tests.faults.seams import on_batches
 from tests.servers import free_port
 from tests.servers.kafka import Broker, start_broker
+
+#: Exactly-once must hold whichever client reads (the connection's ``reader`` extra).
+pytestmark = pytest.mark.usefixtures("each_reader")
 
 #: noida-db writes to disk about 2 s after an ack: wait longer than that before stopping it
 PERSIST_SECONDS = 3
@@ -48,32 +51,19 @@ def test_broker_restarted_mid_run(own_broker: tuple[Broker, contextlib.ExitStack
     kafka.produce(topic, seq_events(0, 3000))
     restarts = []
 
-    class RestartingConsumer:
-        """Restarts the broker (same port, same data) right after the first batch was polled."""
-
-        def __init__(self, consumer: Any) -> None:
-            self._consumer = consumer
-
-        def poll(self, *args: Any, **kwargs: Any) -> Any:
-            result = self._consumer.poll(*args, **kwargs)
-            if any(result.values()) and not restarts:
-                restarts.append(time.monotonic())
-                stack.close()  # broker process terminated
-                kafka.reset_clients()
-                time.sleep(1)
-                stack.enter_context(start_broker(kafka.data_dir, kafka.port))
-            return result
-
-        def __getattr__(self, attr: str) -> Any:
-            return getattr(self._consumer, attr)
+    def restart(batches: int) -> None:
+        """Restarts the broker (same port, same data) right after the first batch was read."""
+        if not restarts:
+            restarts.append(time.monotonic())
+            stack.close()  # broker process terminated
+            kafka.reset_clients()
+            time.sleep(1)
+            stack.enter_context(start_broker(kafka.data_dir, kafka.port))
 
     with connections(strm_kafka_default=kafka.connection(), dc=s3_target.connection(prefix)):
         (work,) = plan_sets(group, topic)
         time.sleep(PERSIST_SECONDS)  # the produced events and the pinned start are on disk
-        real = operators.StrmKafkaHook.consumer
-        monkeypatch.setattr(
-            operators.StrmKafkaHook, "consumer", lambda self, *a, **k: RestartingConsumer(real(self, *a, **k))
-        )
+        on_batches(restart, monkeypatch)
         spec = task_spec(topic, group, prefix, work)
         result = KafkaToStorageOperator(task_id="export", **spec["operator"]).execute({"run_id": "manual__restart"})
         monkeypatch.undo()

@@ -5,7 +5,7 @@ partition set exactly as the plan task put it in XCom), an optional ``phase`` at
 prints ``PHASE <name>`` and then blocks until killed, and an optional S3 ``part_size``.
 
 Phases:
-- ``reading``: after the second batch polled from Kafka (files are open, nothing committed);
+- ``reading``: after the second batch read from Kafka (files are open, nothing committed);
 - ``mid-upload``: an upload has sent ``pause_after_bytes`` of a file and the multipart upload is open;
 - ``before-commit``: every file is uploaded, offsets are not committed (the operator's seam);
 - ``after-commit``: right after the offsets were committed, before the task reports success.
@@ -33,20 +33,11 @@ def reached(phase: str) -> None:
 
 
 class _PausingConsumer:
-    """A kafka-python consumer that pauses the process at ``reading`` or ``after-commit``."""
+    """The group's kafka-python consumer, pausing the process right after the commit at ``after-commit``."""
 
     def __init__(self, consumer: Any, phase: str | None) -> None:
         self._consumer = consumer
         self._phase = phase
-        self._batches = 0
-
-    def poll(self, *args: Any, **kwargs: Any) -> Any:
-        result = self._consumer.poll(*args, **kwargs)
-        if any(result.values()):
-            self._batches += 1
-            if self._phase == "reading" and self._batches == 2:
-                reached("reading")
-        return result
 
     def commit(self, *args: Any, **kwargs: Any) -> Any:
         out = self._consumer.commit(*args, **kwargs)
@@ -83,6 +74,7 @@ def main(spec: dict[str, Any]) -> None:
 
     import strm_provider.hooks.s3 as s3
     import strm_provider.operators as operators
+    from tests.faults.seams import on_batches
 
     phase = spec.get("phase")
     if spec.get("part_size"):
@@ -91,6 +83,8 @@ def main(spec: dict[str, Any]) -> None:
 
     real_consumer = operators.StrmKafkaHook.consumer
     operators.StrmKafkaHook.consumer = lambda self, *a, **kw: _PausingConsumer(real_consumer(self, *a, **kw), phase)
+    if phase == "reading":
+        on_batches(lambda n: reached("reading") if n == 2 else None)
 
     if phase == "mid-upload":
         limit = int(spec.get("pause_after_bytes", 6 * 1024 * 1024))

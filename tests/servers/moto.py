@@ -56,6 +56,7 @@ class MotoS3(StorageTarget):
         self.bucket = bucket
         self.admin = admin
         self._users: dict[str, dict[str, str]] = {}
+        self.pid: int | None = None  # the server process (benchmarks wait for it to go idle)
 
     def client(self, service: str = "s3", creds: dict[str, str] | None = None) -> Any:
         creds = creds or self.admin
@@ -98,7 +99,7 @@ def start_moto(workdir: Path) -> Iterator[MotoS3]:
     """moto_server with a bucket in eu-west-1 (so region discovery matters) and IAM enforced."""
     port = free_port()
     binary = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
-    with running([binary, "-H", "127.0.0.1", "-p", str(port)], log=workdir / "moto.log", port=port):
+    with running([binary, "-H", "127.0.0.1", "-p", str(port)], log=workdir / "moto.log", port=port) as proc:
         endpoint = f"http://127.0.0.1:{port}"
         boot = boto3.client(
             "iam", endpoint_url=endpoint, region_name=REGION, aws_access_key_id="boot", aws_secret_access_key="boot"
@@ -113,6 +114,7 @@ def start_moto(workdir: Path) -> Iterator[MotoS3]:
         )
         admin = boot.create_access_key(UserName="admin")["AccessKey"]
         target = MotoS3(endpoint, "strmprivacy-export-demo", admin)
+        target.pid = proc.pid
         target.client().create_bucket(Bucket=target.bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
         requests.post(f"{endpoint}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
         yield target

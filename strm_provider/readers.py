@@ -1,0 +1,157 @@
+"""Readers: the export's data path out of Kafka, one per client library, behind one small interface.
+
+The export reads a partition from a planned start to a planned end and never touches group
+offsets while doing so (the kafka-python consumer of :class:`~strm_provider.hooks.kafka.StrmKafkaHook`
+plans and commits). Keeping the read behind :class:`RecordReader` lets the connection choose the
+client: ``kafka-python`` (pure Python, the default) or ``confluent`` (librdkafka, the
+``[confluent]`` extra), which fetches and decodes in its own threads, off the GIL.
+
+Readers hand out :class:`Batch` objects, column lists rather than record objects, so the export
+handles a poll's worth of values at once. Clients are built by the hook; readers only wrap them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+#: The reader names a ``strm_kafka`` connection's ``reader`` extra accepts.
+READERS = ("kafka-python", "confluent")
+#: Records per poll/consume call: a batch is a few MB of values.
+BATCH_RECORDS = 10_000
+
+
+class Batch:
+    """Records of one partition, in offset order, all inside the requested range (possibly none).
+
+    ``values`` is a plain list (the export validates and writes them in one go); the rest of a
+    record is looked up only where the export needs it (a file's first record, a dead letter).
+    """
+
+    __slots__ = ("_meta", "_records", "partition", "values")
+
+    def __init__(
+        self,
+        partition: int,
+        values: list[bytes | None],
+        records: list[Any],
+        meta: Callable[[Any], tuple[int, int, bytes | None]],
+    ) -> None:
+        self.partition = partition
+        self.values = values
+        self._records = records
+        self._meta = meta
+
+    def meta(self, index: int) -> tuple[int, int, bytes | None]:
+        """(offset, timestamp in ms, key) of record ``index``."""
+        return self._meta(self._records[index])
+
+
+class RecordReader(Protocol):
+    """Reads ``[start, end)`` of one partition; offsets may have gaps (transaction markers, compaction)."""
+
+    def batches(self, topic: str, partition: int, start: int, end: int) -> Iterator[Batch]:
+        """Yield batches until the partition's position reaches ``end``.
+
+        An empty batch means a poll returned nothing (about a second passed): the caller decides
+        when silence becomes a stall.
+        """
+        ...
+
+    def close(self) -> None: ...
+
+
+class KafkaPythonReader:
+    """kafka-python's ``KafkaConsumer`` (assign/seek/poll), with no group: it never commits."""
+
+    def __init__(self, consumer: Any) -> None:
+        self._consumer = consumer
+
+    def batches(self, topic: str, partition: int, start: int, end: int) -> Iterator[Batch]:
+        from kafka import TopicPartition
+
+        tp = TopicPartition(topic, partition)
+        self._consumer.assign([tp])
+        self._consumer.seek(tp, start)
+        while True:
+            records = self._consumer.poll(timeout_ms=1000).get(tp, [])
+            if records and records[-1].offset >= end:
+                records = [r for r in records if r.offset < end]
+            yield Batch(partition, [r.value for r in records], records, _kafka_python_meta)
+            if (records and records[-1].offset >= end - 1) or self._consumer.position(tp) >= end:
+                return
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class ConfluentReader:
+    """confluent-kafka's ``Consumer``: librdkafka prefetches the next batch while Python writes this one.
+
+    Partition EOF events tell where the log ends when the last planned offsets hold no record
+    (transaction markers): the range is done once the consumer's position reaches ``end``.
+    """
+
+    def __init__(self, consumer: Any) -> None:
+        self._consumer = consumer
+
+    def batches(self, topic: str, partition: int, start: int, end: int) -> Iterator[Batch]:
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+        self._consumer.assign([TopicPartition(topic, partition, start)])
+        position = start
+        try:
+            while True:
+                messages = self._take(max(1, min(BATCH_RECORDS, end - position)))
+                if messages and any(m.error() is not None for m in messages):
+                    kept = []
+                    for m in messages:
+                        err = m.error()
+                        if err is None:
+                            kept.append(m)
+                        elif err.code() == KafkaError._PARTITION_EOF:
+                            position = max(position, m.offset())
+                        elif err.fatal():
+                            raise KafkaException(err)
+                        else:  # transient (broker restarting, connection cut): librdkafka retries by itself
+                            log.warning("partition %s: %s (retrying)", partition, err.str())
+                    messages = kept
+                if messages:
+                    if messages[-1].offset() >= end:
+                        messages = [m for m in messages if m.offset() < end]
+                        position = end
+                    if messages:
+                        position = max(position, messages[-1].offset() + 1)
+                yield Batch(partition, [m.value() for m in messages], messages, _confluent_meta)
+                if position >= end:
+                    return
+        finally:
+            self._consumer.unassign()
+
+    def _take(self, wanted: int) -> list[Any]:
+        """What is queued now (up to ``wanted``), else the first message within a second and what came with it.
+
+        ``consume(n, timeout)`` waits until it has ``n`` messages, so a range's last, short batch
+        would cost the whole timeout; ``poll`` returns as soon as one message is there.
+        """
+        messages = self._consumer.consume(num_messages=wanted, timeout=0)
+        if messages:
+            return messages
+        first = self._consumer.poll(1.0)
+        if first is None:
+            return []
+        return [first, *self._consumer.consume(num_messages=wanted - 1, timeout=0)] if wanted > 1 else [first]
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def _kafka_python_meta(record: Any) -> tuple[int, int, bytes | None]:
+    return record.offset, record.timestamp, record.key
+
+
+def _confluent_meta(message: Any) -> tuple[int, int, bytes | None]:
+    return message.offset(), message.timestamp()[1], message.key()

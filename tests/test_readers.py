@@ -1,0 +1,139 @@
+"""The reader choice (the Kafka connection's ``reader`` extra) and the batch writer's file boundaries.
+
+The exactly-once scenarios run once per reader (``each_reader`` in the e2e, fault and bad-input
+modules); this module covers what is specific to the choice: both readers hand over the same
+records for the same range, gaps included, and a bad ``reader`` value is refused by name.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from kafka import KafkaProducer
+
+from strm_provider.export import _RollingFile
+from strm_provider.hooks.kafka import StrmKafkaHook
+from strm_provider.readers import READERS, Batch
+from tests.exporting import connections
+from tests.faults.scenario import unique
+
+
+def read_all(hook: StrmKafkaHook, topic: str, partition: int, start: int, end: int) -> list[tuple[int, bytes | None]]:
+    reader = hook.reader()
+    try:
+        return [
+            (batch.meta(i)[0], value)
+            for batch in reader.batches(topic, partition, start, end)
+            for i, value in enumerate(batch.values)
+        ]
+    finally:
+        reader.close()
+
+
+def test_both_readers_give_the_same_records_across_transaction_markers(kafka: Any) -> None:
+    """Committed transactions leave marker offsets; aborted ones must stay hidden (read_committed)."""
+    topic = kafka.create_topic(unique("readers"), 1)
+    plain = KafkaProducer(bootstrap_servers=kafka.bootstrap)
+    for i in range(5):
+        plain.send(topic, f'{{"n": {i}}}'.encode(), partition=0)
+    plain.flush()
+    plain.close()
+    txn = KafkaProducer(bootstrap_servers=kafka.bootstrap, transactional_id=unique("txn"))
+    txn.init_transactions()
+    txn.begin_transaction()
+    for i in range(5, 8):
+        txn.send(topic, f'{{"n": {i}}}'.encode(), partition=0)
+    txn.commit_transaction()
+    txn.begin_transaction()
+    txn.send(topic, b'{"n": "aborted"}', partition=0)
+    txn.flush()
+    txn.abort_transaction()
+    txn.close()
+    end = kafka.end_offsets(topic)[0]
+    assert end == 11, "5 plain, 3 committed, a commit marker, 1 aborted, an abort marker"
+
+    seen = {}
+    for name in READERS:
+        conn = {"conn_type": "strm_kafka", "host": kafka.bootstrap, "extra": {"reader": name}}
+        with connections(strm_kafka_default=conn):
+            hook = StrmKafkaHook()
+            assert hook.reader_name == name
+            seen[name] = read_all(hook, topic, 0, 0, end)
+            assert read_all(hook, topic, 0, 2, 7) == [(o, v) for o, v in seen[name] if 2 <= o < 7]
+    assert seen["confluent"] == seen["kafka-python"]
+    assert [json.loads(v)["n"] for _, v in seen["kafka-python"]] == list(range(8))
+
+
+@pytest.mark.parametrize("value", ["librdkafka", "Confluent-Kafka", 3])
+def test_unknown_reader_is_refused_naming_the_field(value: Any) -> None:
+    conn = {"conn_type": "strm_kafka", "host": "127.0.0.1:9", "extra": {"reader": value}}
+    with connections(strm_kafka_default=conn), pytest.raises(ValueError) as err:
+        StrmKafkaHook().reader()
+    assert str(err.value) == (
+        "Kafka connection 'strm_kafka_default': extra 'reader' must be one of kafka-python, confluent, "
+        f"got {str(value).lower()!r}"
+    )
+
+
+class _Memory:
+    """Storage that keeps what each open writer received (the rotation logic is ours, not a boundary)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    @contextmanager
+    def open_writer(self, key: str) -> Any:
+        parts: list[bytes] = []
+
+        class Writer:
+            def write(self, data: Any) -> int:
+                parts.append(bytes(data))
+                return len(data)
+
+        yield Writer()
+        self.objects[key] = b"".join(parts)
+
+
+def _one_at_a_time(lines: list[bytes], max_bytes: int, max_events: int | None) -> list[list[bytes]]:
+    """The rotation rule, line by line: a file takes a line while within both limits, and always its first."""
+    files: list[list[bytes]] = []
+    size = 0
+    for line in lines:
+        if files and (size + len(line) > max_bytes or (max_events is not None and len(files[-1]) >= max_events)):
+            files.append([])
+            size = 0
+        if not files:
+            files.append([])
+        files[-1].append(line)
+        size += len(line)
+    return [f for f in files if f]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_batched_writes_cut_files_where_line_by_line_writes_would(seed: int) -> None:
+    """Rotation points must not depend on how records were batched: a retry re-cuts the same files."""
+    rng = random.Random(seed)
+    lines = [b"x" * rng.choice([1, 5, 30, 200]) + b"\n" for _ in range(400)]
+    max_bytes = rng.choice([50, 300, 1000, 10**6])
+    max_events = rng.choice([None, 1, 7, 50])
+    expected = _one_at_a_time(lines, max_bytes, max_events)
+
+    storage = _Memory()
+    names = iter(range(10**6))
+    files = _RollingFile(storage, lambda ts, cursor: f"{next(names):04d}", max_bytes, max_events)  # type: ignore[arg-type]
+    offsets = list(range(len(lines)))
+    i = 0
+    while i < len(lines):  # batches of random sizes, written as blocks
+        n = rng.randint(1, 60)
+        chunk = lines[i : i + n]
+        batch = Batch(0, chunk, offsets[i : i + n], lambda o: (o, 0, None))
+        files.write_lines(chunk, batch, 0, {0: i})
+        i += n
+    files.close()
+    got = [storage.objects[k] for k in files.keys]
+    assert got == [b"".join(f) for f in expected]
+    assert files.total_events == len(lines) and files.total_bytes == sum(map(len, lines))
