@@ -102,6 +102,20 @@ def check_bucket(stack: Any, module: ModuleType, at_least: int) -> list[str]:
     return files
 
 
+def successful_runs(stack: Any, at_least: int, timeout: float = 90) -> list[dict[str, Any]]:
+    """The exporter DAG's successful runs, once there are ``at_least`` (or the timeout passed).
+
+    A file is uploaded before its run is marked successful, so a run whose file is already in the
+    bucket may still be finishing.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = [r for r in dag_runs(stack, "strm_export_s3-demo") if r["state"] == "success"]
+        if len(runs) >= at_least or time.monotonic() > deadline:
+            return runs
+        time.sleep(2)
+
+
 @pytest.fixture
 def root(tmp_path: Path) -> Iterator[Path]:
     """The stack's folder; whatever a failed assertion leaves running is stopped afterwards."""
@@ -124,16 +138,10 @@ def test_make_up_exports_every_interval_and_make_down_stops_exactly_what_it_star
     first_files = check_bucket(stack, module, 2)
 
     # the files come from the scheduler's own runs: nobody triggered anything
-    # (a file is uploaded before its run is marked successful: give the second run time to finish)
-    deadline = time.monotonic() + 90
-    while True:
-        runs = dag_runs(stack, "strm_export_s3-demo")
-        succeeded = sum(r["state"] == "success" for r in runs)
-        if succeeded >= 2 or time.monotonic() > deadline:
-            break
-        time.sleep(2)
+    runs = successful_runs(stack, at_least=2)
+    succeeded = len(runs)
     assert succeeded >= 2
-    assert {r["run_type"] for r in runs} == {"scheduled"}
+    assert {r["run_type"] for r in dag_runs(stack, "strm_export_s3-demo")} == {"scheduled"}
 
     processes = family(stack)
     ports = dict(stack.ports)
@@ -148,7 +156,7 @@ def test_make_up_exports_every_interval_and_make_down_stops_exactly_what_it_star
     try:
         assert set(stack.running()) == {"broker", "s3", "airflow", "producer"}
         assert not set(check_bucket(stack, module, 1)) & set(first_files)
-        assert sum(r["state"] == "success" for r in dag_runs(stack, "strm_export_s3-demo")) > succeeded
+        assert len(successful_runs(stack, at_least=succeeded + 1)) > succeeded
     finally:
         processes = family(stack)
         stack_cli(root, "down")
