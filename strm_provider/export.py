@@ -15,6 +15,7 @@ guarantee rests on:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from bisect import bisect_right
 from collections.abc import Callable
@@ -76,6 +77,7 @@ class _RollingFile:
         self._out: IO[bytes] | None = None
         self._bytes = 0
         self._events = 0
+        self._finishing: tuple[threading.Thread, list[BaseException]] | None = None
         self.keys: list[str] = []
         self.total_bytes = 0
         self.total_events = 0
@@ -105,7 +107,7 @@ class _RollingFile:
                 take = min(take, self._max_events - self._events)
             if take <= 0:
                 if self._events:
-                    self.close()
+                    self.close(wait=False)
                     continue
                 take = 1  # an empty file always takes its first line, however long
             size = ends[done + take - 1] - base
@@ -120,8 +122,13 @@ class _RollingFile:
         """:meth:`write_block` for separate lines."""
         self.write_block(b"".join(lines), list(accumulate(map(len, lines))), batch, first, cursor)
 
-    def close(self) -> None:
-        """Finish the current upload; the object appears now (unless ``before_close`` refuses: then abort)."""
+    def close(self, wait: bool = True) -> None:
+        """Finish the current upload (unless ``before_close`` refuses: then abort it).
+
+        A rotation passes ``wait=False``: the file's last parts upload in the background while the
+        next file fills (at most one file finishes that way at a time). The final ``close()``, which
+        comes before any commit, waits for every upload and raises the first failure.
+        """
         if self._cm is not None and self._before_close is not None:
             try:
                 self._before_close()
@@ -129,8 +136,30 @@ class _RollingFile:
                 self.abort(err)
                 raise
         cm, self._cm, self._out = self._cm, None, None
-        if cm is not None:
+        self._wait_finishing()
+        if cm is None:
+            return
+        if wait:
             cm.__exit__(None, None, None)
+            return
+        errors: list[BaseException] = []
+
+        def finish() -> None:
+            try:
+                cm.__exit__(None, None, None)
+            except BaseException as err:  # raised in the exporting thread by _wait_finishing
+                errors.append(err)
+
+        thread = threading.Thread(target=finish, name="finish-upload", daemon=True)
+        thread.start()
+        self._finishing = (thread, errors)
+
+    def _wait_finishing(self) -> None:
+        if self._finishing is not None:
+            (thread, errors), self._finishing = self._finishing, None
+            thread.join()
+            if errors:
+                raise errors[0]
 
     def abort(self, err: BaseException) -> None:
         """Abandon the current upload: no object appears under its name."""
@@ -140,6 +169,10 @@ class _RollingFile:
                 cm.__exit__(type(err), err, err.__traceback__)
             except BaseException:
                 log.debug("abandoned upload raised", exc_info=True)
+        try:
+            self._wait_finishing()  # a file already complete on our side finishes; nothing is committed
+        except BaseException:
+            log.debug("background upload raised", exc_info=True)
 
 
 def export_ranges(
@@ -198,8 +231,11 @@ def export_ranges(
     files = _RollingFile(storage, key_for(False), max_file_bytes, max_file_events, guard)
     dead = _RollingFile(storage, key_for(True), max_file_bytes, max_file_events, guard)
     try:
-        for rng in ranges:
+        for i, rng in enumerate(ranges):
             before = (files.total_events, dead.total_events, len(files.keys))
+            following = next((r for r in ranges[i + 1 :] if r.size), None)
+            if rng.size and following is not None:
+                reader.prefetch(stream, following.partition, following.start)
             if rng.size:
                 _read_partition(
                     reader,

@@ -61,6 +61,10 @@ class RecordReader(Protocol):
         """
         ...
 
+    def prefetch(self, topic: str, partition: int, start: int) -> None:
+        """A hint: the export reads this range next (a reader may start fetching it now)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -84,28 +88,48 @@ class KafkaPythonReader:
             if (records and records[-1].offset >= end - 1) or self._consumer.position(tp) >= end:
                 return
 
+    def prefetch(self, topic: str, partition: int, start: int) -> None:
+        """One consumer reads one partition at a time here: nothing to start early."""
+
     def close(self) -> None:
         self._consumer.close()
 
 
 class ConfluentReader:
-    """confluent-kafka's ``Consumer``: librdkafka prefetches the next batch while Python writes this one.
+    """confluent-kafka's ``Consumer``: librdkafka fetches the next batch while Python writes this one.
+
+    Two consumers at most: the one reading the current range and, after :meth:`prefetch`, one
+    already fetching the next, so a partition switch does not wait for the broker.
 
     Partition EOF events tell where the log ends when the last planned offsets hold no record
     (transaction markers): the range is done once the consumer's position reaches ``end``.
     """
 
-    def __init__(self, consumer: Any) -> None:
-        self._consumer = consumer
+    def __init__(self, new_consumer: Callable[[], Any]) -> None:
+        self._new_consumer = new_consumer
+        self._idle: list[Any] = []
+        self._ahead: dict[tuple[str, int, int], Any] = {}
+
+    def _assigned(self, topic: str, partition: int, start: int) -> Any:
+        from confluent_kafka import TopicPartition
+
+        consumer = self._idle.pop() if self._idle else self._new_consumer()
+        consumer.assign([TopicPartition(topic, partition, start)])
+        return consumer
+
+    def prefetch(self, topic: str, partition: int, start: int) -> None:
+        """Start fetching the range the export reads next, on a second consumer, while it reads this one."""
+        if (topic, partition, start) not in self._ahead:
+            self._ahead[topic, partition, start] = self._assigned(topic, partition, start)
 
     def batches(self, topic: str, partition: int, start: int, end: int) -> Iterator[Batch]:
-        from confluent_kafka import KafkaError, KafkaException, TopicPartition
+        from confluent_kafka import KafkaError, KafkaException
 
-        self._consumer.assign([TopicPartition(topic, partition, start)])
+        consumer = self._ahead.pop((topic, partition, start), None) or self._assigned(topic, partition, start)
         position = start
         try:
             while True:
-                messages = self._take(max(1, min(BATCH_RECORDS, end - position)))
+                messages = _take(consumer, max(1, min(BATCH_RECORDS, end - position)))
                 if messages and any(m.error() is not None for m in messages):
                     kept = []
                     for m in messages:
@@ -129,24 +153,28 @@ class ConfluentReader:
                 if position >= end:
                     return
         finally:
-            self._consumer.unassign()
-
-    def _take(self, wanted: int) -> list[Any]:
-        """What is queued now (up to ``wanted``), else the first message within a second and what came with it.
-
-        ``consume(n, timeout)`` waits until it has ``n`` messages, so a range's last, short batch
-        would cost the whole timeout; ``poll`` returns as soon as one message is there.
-        """
-        messages = self._consumer.consume(num_messages=wanted, timeout=0)
-        if messages:
-            return messages
-        first = self._consumer.poll(1.0)
-        if first is None:
-            return []
-        return [first, *self._consumer.consume(num_messages=wanted - 1, timeout=0)] if wanted > 1 else [first]
+            consumer.unassign()
+            self._idle.append(consumer)
 
     def close(self) -> None:
-        self._consumer.close()
+        for consumer in [*self._idle, *self._ahead.values()]:
+            consumer.close()
+        self._idle, self._ahead = [], {}
+
+
+def _take(consumer: Any, wanted: int) -> list[Any]:
+    """What is queued now (up to ``wanted``), else the first message within a second and what came with it.
+
+    ``consume(n, timeout)`` waits until it has ``n`` messages, so a range's last, short batch
+    would cost the whole timeout; ``poll`` returns as soon as one message is there.
+    """
+    messages = consumer.consume(num_messages=wanted, timeout=0)
+    if messages:
+        return messages
+    first = consumer.poll(1.0)
+    if first is None:
+        return []
+    return [first, *consumer.consume(num_messages=wanted - 1, timeout=0)] if wanted > 1 else [first]
 
 
 def _kafka_python_meta(record: Any) -> tuple[int, int, bytes | None]:

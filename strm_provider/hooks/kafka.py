@@ -170,10 +170,14 @@ class StrmKafkaHook(BaseHook):
             "isolation.level": "read_committed",
             **CONFLUENT_READ,
         }
-        try:
-            return ConfluentReader(Consumer(settings))
-        except KafkaException as err:
-            raise self._unreachable(err) from None
+
+        def new_consumer() -> Any:
+            try:
+                return Consumer(settings)
+            except KafkaException as err:
+                raise self._unreachable(err) from None
+
+        return ConfluentReader(new_consumer)
 
     def producer(self, **overrides: Any) -> Any:
         from kafka import KafkaProducer

@@ -25,6 +25,9 @@ class BatchSeam:
                 self._on_batch(self._count)
             yield batch
 
+    def prefetch(self, *args: Any) -> None:
+        self._reader.prefetch(*args)
+
     def close(self) -> None:
         self._reader.close()
 
