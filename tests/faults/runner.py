@@ -27,7 +27,10 @@ PHASES = ("reading", "mid-upload", "before-commit", "after-commit")
 
 def reached(phase: str) -> None:
     """Announce the phase and block: the test SIGKILLs this process now."""
-    print(f"PHASE {phase}", flush=True)
+    # one write, starting on a fresh line: print() writes the text and its newline separately, and a
+    # log line from another thread (an upload finishing) could land between them
+    sys.stdout.write(f"\nPHASE {phase}\n")
+    sys.stdout.flush()
     while True:
         time.sleep(60)
 

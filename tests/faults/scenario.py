@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections import Counter
 from typing import Any
 
@@ -76,12 +77,17 @@ def run_task(spec: dict[str, Any], *, phase: str | None = None, timeout: float =
     )
     if phase is not None:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.strip() == f"PHASE {phase}":
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(30)
-                assert proc.returncode == -signal.SIGKILL
-                return None
+        watchdog = threading.Timer(timeout, proc.kill)  # never wait forever for a phase
+        watchdog.start()
+        try:
+            for line in proc.stdout:
+                if line.strip() == f"PHASE {phase}":
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.wait(30)
+                    assert proc.returncode == -signal.SIGKILL
+                    return None
+        finally:
+            watchdog.cancel()
         proc.wait(30)
         raise AssertionError(f"task ended (rc={proc.returncode}) before phase {phase}: {_tail(errors)}")
     out, _ = proc.communicate(timeout=timeout)
