@@ -19,6 +19,9 @@ FAST_READ = {
     "fetch_max_bytes": 64 * 1024 * 1024,
     # 10k records (~6 MB) per poll: as fast as 100k in bench/, and far fewer live record objects.
     "max_poll_records": BATCH_RECORDS,
+    # A cap on one response, as for the confluent reader below: brokers that ignore fetch limits
+    # send a partition's whole backlog, which the 100 MB default refuses (InvalidReceiveError).
+    "receive_message_max_bytes": 1024 * 1024 * 1024,
 }
 
 #: librdkafka settings of the ``confluent`` reader: the same fetch sizes as :data:`FAST_READ`.
