@@ -7,6 +7,8 @@ per method: each process's own high-water mark and the tree's total, polled from
 
 - ``kafka_python_raw``: kafka-python tuned (no CRC checks, large fetches, big polls), values only;
 - ``confluent_raw``: confluent-kafka (librdkafka), values only;
+- ``s3_ingest``: the backlog's JSON Lines uploaded from a local file through the same S3 hook, no
+  Kafka at all: the S3 server's own ingest ceiling, which bounds every method that uploads;
 - ``export_task``: one ``KafkaToStorageOperator.execute`` of the whole backlog, upload included,
   with the default kafka-python reader;
 - ``export_task_confluent``: the same with the ``confluent`` reader (the Kafka connection's
@@ -15,6 +17,10 @@ per method: each process's own high-water mark and the tree's total, polled from
   (wall time of the CLI: Airflow start-up, DAG parse and the run);
 - ``naive_airflow``: ``airflow dags test`` of bench/dags/naive_airflow.py
   (``ConsumeFromTopicOperator`` + ``S3Hook.load_string``).
+
+Each worker method also reports the CPU seconds of its own process during the measured work
+(``work_cpu_s``, every thread) and of the broker and S3 server meanwhile (``server_cpu_s``): on a
+shared 2-core machine these say where the time goes more steadily than wall time does.
 
 ``BENCH_PROFILE=1`` runs the in-process workers under cProfile (``<method>.json.prof`` in the working
 directory). Before each method the broker and S3 server are left to go idle (noida-db rewrites its
@@ -49,10 +55,19 @@ if str(REPO) not in sys.path:
 TOPIC = "bench"
 PARTITIONS = 8
 EVENT_BYTES = 600
-METHODS = ("kafka_python_raw", "confluent_raw", "export_task", "export_task_confluent", "dag_run", "naive_airflow")
+METHODS = (
+    "kafka_python_raw",
+    "confluent_raw",
+    "s3_ingest",
+    "export_task",
+    "export_task_confluent",
+    "dag_run",
+    "naive_airflow",
+)
 LABELS = {
     "kafka_python_raw": "(a) kafka-python raw",
     "confluent_raw": "(b) confluent-kafka raw",
+    "s3_ingest": "(f) S3 upload only",
     "export_task": "(c) export task",
     "export_task_confluent": "(c') export task, confluent reader",
     "dag_run": "(d) DAG run",
@@ -84,8 +99,11 @@ def events(count: int, seed: int = 6) -> Iterator[bytes]:
         yield orjson.dumps(event)
 
 
-def produce(bootstrap: str, count: int, partitions: int = PARTITIONS) -> int:
-    """Produce ``count`` events round-robin over the partitions; return the bytes of all values."""
+def produce(bootstrap: str, count: int, partitions: int = PARTITIONS, spool: Path | None = None) -> int:
+    """Produce ``count`` events round-robin over the partitions; return the bytes of all values.
+
+    ``spool`` also gets them as JSON Lines (what the exports write), for the upload-only method.
+    """
     from confluent_kafka import Producer
 
     producer = Producer(
@@ -99,23 +117,45 @@ def produce(bootstrap: str, count: int, partitions: int = PARTITIONS) -> int:
         }
     )
     total = 0
+    out = spool.open("wb") if spool else None
     for i, value in enumerate(events(count)):
         total += len(value)
+        if out:
+            out.write(value + b"\n")
         while True:
             try:
                 producer.produce(TOPIC, value, partition=i % partitions)
                 break
             except BufferError:
                 producer.poll(0.05)
+    if out:
+        out.close()
     if producer.flush(120):
         raise RuntimeError("producer could not deliver every event")
     return total
 
 
 # ----- workers (each runs in its own process) -------------------------------------------------------
+def _start(spec: dict[str, Any]) -> float:
+    """Mark the start of a worker's measured work (imports and set-up excluded); return the wall clock."""
+    spec["cpu0"], spec["server_cpu0"] = time.process_time(), tree_cpu(spec["servers"])
+    return time.perf_counter()
+
+
 def _done(spec: dict[str, Any], events_read: int, value_bytes: int, seconds: float, **more: Any) -> None:
+    """Write a worker's figures; besides events, bytes and seconds, the CPU seconds since :func:`_start`
+    of its own process (``work_cpu_s``, every thread) and of the broker and S3 server (``server_cpu_s``)."""
     Path(spec["result"]).write_text(
-        json.dumps({"events": events_read, "bytes": value_bytes, "seconds": seconds, **more})
+        json.dumps(
+            {
+                "events": events_read,
+                "bytes": value_bytes,
+                "seconds": seconds,
+                "work_cpu_s": round(time.process_time() - spec["cpu0"], 2),
+                "server_cpu_s": round(tree_cpu(spec["servers"]) - spec["server_cpu0"], 2),
+                **more,
+            }
+        )
     )
 
 
@@ -128,7 +168,7 @@ def worker_kafka_python(spec: dict[str, Any]) -> None:
     """
     from kafka import KafkaConsumer, TopicPartition
 
-    start = time.perf_counter()
+    start = _start(spec)
     consumer = KafkaConsumer(bootstrap_servers=spec["bootstrap"], enable_auto_commit=False, **KAFKA_PYTHON_TUNED)
     count = size = 0
     for partition in range(spec["partitions"]):
@@ -153,7 +193,7 @@ def worker_confluent(spec: dict[str, Any]) -> None:
     """
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    start = time.perf_counter()
+    start = _start(spec)
     consumer = Consumer(
         {
             "bootstrap.servers": spec["bootstrap"],
@@ -181,36 +221,63 @@ def worker_confluent(spec: dict[str, Any]) -> None:
 
 
 def worker_export(spec: dict[str, Any]) -> None:
-    """One KafkaToStorageOperator export of the whole backlog (plan, read, upload, commit).
+    """One KafkaToStorageOperator export of the whole backlog (read, upload, commit), as the DAG runs it.
 
     ``spec["reader"]`` picks the Kafka connection, i.e. the reader: kafka-python (default) or confluent.
+    The plan comes first, untimed, as the DAG's own ``plan`` task: it commits the new exporter's start,
+    and noida-db answers any commit by rewriting its whole data file (~4x the backlog: a core for
+    seconds, where Apache Kafka appends a few bytes to ``__consumer_offsets``), so the broker is left
+    to go idle before the export is timed.
     """
-    from strm_provider.operators import KafkaToStorageOperator
+    from strm_provider.operators import KafkaExportPlanOperator, KafkaToStorageOperator
 
     confluent = spec.get("reader") == "confluent"
-    operator = KafkaToStorageOperator(
-        task_id="export",
-        stream=TOPIC,
-        data_connector="bench_s3_task_confluent" if confluent else "bench_s3_task",
-        group_id=f"strm-exporter-bench-task-{'confluent' if confluent else 'kafka-python'}",
-        path_prefix=PREFIXES["export_task_confluent" if confluent else "export_task"],
-        kafka_conn_id="bench_kafka_confluent" if confluent else "bench_kafka",
-        include_existing_events=True,
-    )
-    start = time.perf_counter()
-    summary = operator.execute(context={"run_id": "bench"})  # type: ignore[arg-type]
+    common = {
+        "stream": TOPIC,
+        "data_connector": "bench_s3_task_confluent" if confluent else "bench_s3_task",
+        "group_id": f"strm-exporter-bench-task-{'confluent' if confluent else 'kafka-python'}",
+        "path_prefix": PREFIXES["export_task_confluent" if confluent else "export_task"],
+        "kafka_conn_id": "bench_kafka_confluent" if confluent else "bench_kafka",
+    }
+    context: Any = {"run_id": "bench"}
+    [partition_set] = KafkaExportPlanOperator(task_id="plan", include_existing_events=True, **common).execute(context)
+    settle(spec["servers"])
+    operator = KafkaToStorageOperator(task_id="export", partition_set=partition_set, **common)
+    start = _start(spec)
+    summary = operator.execute(context)
     seconds = time.perf_counter() - start
     _done(spec, summary["events"], summary["bytes"] - summary["events"], seconds, files=len(summary["files"]))
+
+
+def worker_s3_ingest(spec: dict[str, Any]) -> None:
+    """The exports' upload alone: the JSON Lines of the backlog, from a local file, through the same hook.
+
+    Every method that uploads shares the machine with the S3 server, whose CPU per byte received is
+    the same whoever sends: this is the fastest any export into it can be.
+    """
+    from strm_provider.hooks import storage_hook
+
+    storage = storage_hook("bench_s3_ingest")
+    storage.client  # noqa: B018  (region lookup and client set-up, outside the measured time)
+    size = 0
+    start = _start(spec)
+    with open(spec["spool"], "rb") as src, storage.open_writer(f"{PREFIXES['s3_ingest']}/backlog.jsonl") as out:
+        while chunk := src.read(8 * 1024 * 1024):
+            out.write(chunk)
+            size += len(chunk)
+    seconds = time.perf_counter() - start
+    _done(spec, spec["events"], size - spec["events"], seconds, files=1)
 
 
 WORKERS = {
     "kafka_python_raw": worker_kafka_python,
     "confluent_raw": worker_confluent,
+    "s3_ingest": worker_s3_ingest,
     "export_task": worker_export,
     "export_task_confluent": worker_export,
 }
 #: where each export method writes in the bucket
-PREFIXES = {"export_task": "task", "export_task_confluent": "task-confluent"}
+PREFIXES = {"export_task": "task", "export_task_confluent": "task-confluent", "s3_ingest": "ingest"}
 
 
 # ----- orchestration ----------------------------------------------------------------------------------
@@ -225,29 +292,31 @@ def _tree(pid: int) -> list[int]:
         return []
 
 
+def tree_cpu(pids: list[int]) -> float:
+    """CPU seconds used so far by ``pids`` and their children (the broker and the S3 server)."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        for member in _tree(pid):
+            with contextlib.suppress(psutil.Error):
+                times = psutil.Process(member).cpu_times()
+                total += times.user + times.system
+    return total
+
+
 def settle(pids: list[int], idle: float = 0.1, limit: float = 120.0) -> float:
     """Wait until the servers (``pids`` and their children) use under ``idle`` of a core over a second.
 
     noida-db rewrites its JSON data file (about 4x the backlog) for a while after a big produce; a
     method measured during that would share the machine's two cores with it. Returns the seconds waited.
     """
-    import psutil
 
     started = time.monotonic()
-    procs = [psutil.Process(pid) for pid in pids for pid in _tree(pid)]
-
-    def cpu() -> float:
-        total = 0.0
-        for proc in procs:
-            with contextlib.suppress(psutil.Error):
-                times = proc.cpu_times()
-                total += times.user + times.system
-        return total
-
-    before = cpu()
+    before = tree_cpu(pids)
     while time.monotonic() - started < limit:
         time.sleep(1.0)
-        now = cpu()
+        now = tree_cpu(pids)
         if now - before < idle:
             break
         before = now
@@ -368,7 +437,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         servers.append(s3.pid)
         broker.create_topic(TOPIC, args.partitions)
         started = time.perf_counter()
-        total_bytes = produce(broker.bootstrap, args.events, args.partitions)
+        spool = work / "backlog.jsonl"
+        total_bytes = produce(broker.bootstrap, args.events, args.partitions, spool if "s3_ingest" in methods else None)
         print(
             f"produced {args.events:,} events ({total_bytes / 1e6:,.0f} MB, {total_bytes / args.events:.0f} B/event) "
             f"over {args.partitions} partitions in {time.perf_counter() - started:.1f}s",
@@ -382,6 +452,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             "bench_kafka_confluent": {**kafka_conn, "extra": {**kafka_conn["extra"], "reader": "confluent"}},
             "bench_s3_task": s3.connection("task"),
             "bench_s3_task_confluent": s3.connection("task-confluent"),
+            "bench_s3_ingest": s3.connection("ingest"),
             "bench_s3_dag1": s3.connection("dag1"),
             "bench_s3_dag2": s3.connection("dag2"),
             "bench_kafka_naive": {
@@ -433,6 +504,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                         "partitions": args.partitions,
                         "result": str(work / f"{method}.json"),
                         "reader": "confluent" if method == "export_task_confluent" else "kafka-python",
+                        "spool": str(spool),
+                        "servers": servers,
                     }
                     cmd = [
                         sys.executable,
@@ -452,6 +525,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                         if size != expected_file_bytes:
                             raise RuntimeError(f"{method} wrote {size} bytes, expected {expected_file_bytes}")
                         more = {"files": files, "process_wall_s": round(wall, 2)}
+                    more |= {"work_cpu_s": out["work_cpu_s"], "server_cpu_s": out["server_cpu_s"]}
                     results[method] = result_row(out["events"], out["bytes"], out["seconds"], rss, cpu, **more)
                 elif method == "dag_run":
                     variants = {}
@@ -517,22 +591,27 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
         "c'/c": ("export_task_confluent", "export_task"),
         "c'/e": ("export_task_confluent", "naive_airflow"),
         "d/e": ("dag_run", "naive_airflow"),
+        "c/f": ("export_task", "s3_ingest"),
+        "c'/f": ("export_task_confluent", "s3_ingest"),
     }
     return {name: round(rate[x] / rate[y], 3) for name, (x, y) in pairs.items() if x in rate and y in rate}
 
 
 def table(report: dict[str, Any]) -> str:
-    rows = ["| method | events/s | MB/s | peak RSS MB | seconds |", "|---|---:|---:|---:|---:|"]
+    rows = [
+        "| method | events/s | MB/s | peak RSS MB | seconds | CPU s | servers' CPU s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for method, row in report["methods"].items():
         if "error" in row:
-            rows.append(f"| {LABELS[method]} | failed: {row['error'][:80]} | | | |")
+            rows.append(f"| {LABELS[method]} | failed: {row['error'][:80]} | | | | | |")
             continue
         variants = row.get("variants") or {"": row}
         for variant, v in variants.items():
             label = LABELS[method] + (f", {variant.replace('_', ' ').replace('sets ', 'sets=')}" if variant else "")
             rows.append(
                 f"| {label} | {v['events_per_s']:,.0f} | {v['mb_per_s']:,.1f} | {v['peak_rss_mb']:,.0f} | "
-                f"{v['seconds']:,.1f} |"
+                f"{v['seconds']:,.1f} | {v.get('work_cpu_s', v['cpu_s']):,.1f} | {v.get('server_cpu_s', '')} |"
             )
     text = "\n".join(rows)
     if report.get("ratios"):
@@ -551,6 +630,7 @@ def chart(report: dict[str, Any], path: Path) -> None:
         "confluent_raw": "#555555",
         "export_task": "#2e86c1",
         "export_task_confluent": "#1b4f72",
+        "s3_ingest": "#aaaaaa",
         "dag_run": "#5dade2",
         "naive_airflow": "#e67e22",
     }
