@@ -1,12 +1,12 @@
 """Peak memory of one export task as the backlog grows (figures, not assertions).
 
 ``.venv/bin/python bench/memory.py [--events 1000000,4000000]`` runs :mod:`bench.run` once per
-backlog size with the two export methods (kafka-python and confluent readers), each in a fresh
-process whose peak RSS is polled from /proc, and prints one table. If the export's memory is
+backlog size with the export task method, in a fresh process whose peak RSS is polled from /proc,
+and prints one table. If the export's memory is
 bounded, the peaks are the same for every size.
 
 What bounds it on our side: batches of 10,000 records, files streamed to storage through a pipe
-(S3: at most 3 parts of 16 MiB in memory), librdkafka's queue capped at 64 MiB. What does not,
+(S3: at most 3 parts of 16 MiB in memory per file being uploaded). What does not,
 here: noida-db answers a fetch with the partition's whole backlog whatever the fetch limits say,
 so the client must hold one partition's backlog at once; the ``largest fetch`` column shows it.
 """
@@ -25,7 +25,7 @@ if str(REPO) not in sys.path:
 
 from bench import run  # noqa: E402
 
-METHODS = ("export_task", "export_task_confluent")
+METHODS = ("export_task",)
 
 
 def main() -> None:
@@ -59,13 +59,12 @@ def main() -> None:
             )
             print(json.dumps(rows[-1]), flush=True)
     args.out.write_text(json.dumps({"machine": report["machine"], "rows": rows}, indent=2) + "\n")
-    print("\n| events | backlog MB | largest fetch MB | reader | events/s | peak RSS MB |")
-    print("|---:|---:|---:|---|---:|---:|")
+    print("\n| events | backlog MB | largest fetch MB | events/s | peak RSS MB |")
+    print("|---:|---:|---:|---:|---:|")
     for r in rows:
-        reader = "confluent" if r["method"].endswith("confluent") else "kafka-python"
         rate = f"{r['events_per_s']:,.0f}" if r.get("events_per_s") else f"failed: {r.get('error')}"
         rss = f"{r['peak_rss_mb']:,.0f}" if r.get("peak_rss_mb") else ""
-        print(f"| {r['events']:,} | {r['backlog_mb']:,} | {r['largest_fetch_mb']:,} | {reader} | {rate} | {rss} |")
+        print(f"| {r['events']:,} | {r['backlog_mb']:,} | {r['largest_fetch_mb']:,} | {rate} | {rss} |")
     print(f"wrote {args.out}")
 
 

@@ -11,8 +11,6 @@ per method: each process's own high-water mark and the tree's total, polled from
   Kafka at all: the S3 server's own ingest ceiling, which bounds every method that uploads;
 - ``export_task``: one ``KafkaToStorageOperator.execute`` of the whole backlog, upload included,
   with the default kafka-python reader;
-- ``export_task_confluent``: the same with the ``confluent`` reader (the Kafka connection's
-  ``reader`` extra);
 - ``dag_run``: ``airflow dags test`` of the exporter's DAG, ``partition_sets`` 1 and 2
   (wall time of the CLI: Airflow start-up, DAG parse and the run);
 - ``naive_airflow``: ``airflow dags test`` of bench/dags/naive_airflow.py
@@ -60,7 +58,6 @@ METHODS = (
     "confluent_raw",
     "s3_ingest",
     "export_task",
-    "export_task_confluent",
     "dag_run",
     "naive_airflow",
 )
@@ -69,7 +66,6 @@ LABELS = {
     "confluent_raw": "(b) confluent-kafka raw",
     "s3_ingest": "(f) S3 upload only",
     "export_task": "(c) export task",
-    "export_task_confluent": "(c') export task, confluent reader",
     "dag_run": "(d) DAG run",
     "naive_airflow": "(e) naive Airflow",
 }
@@ -223,7 +219,6 @@ def worker_confluent(spec: dict[str, Any]) -> None:
 def worker_export(spec: dict[str, Any]) -> None:
     """One KafkaToStorageOperator export of the whole backlog (read, upload, commit), as the DAG runs it.
 
-    ``spec["reader"]`` picks the Kafka connection, i.e. the reader: kafka-python (default) or confluent.
     The plan comes first, untimed, as the DAG's own ``plan`` task: it commits the new exporter's start,
     and noida-db answers any commit by rewriting its whole data file (~4x the backlog: a core for
     seconds, where Apache Kafka appends a few bytes to ``__consumer_offsets``), so the broker is left
@@ -231,13 +226,12 @@ def worker_export(spec: dict[str, Any]) -> None:
     """
     from strm_provider.operators import KafkaExportPlanOperator, KafkaToStorageOperator
 
-    confluent = spec.get("reader") == "confluent"
     common = {
         "stream": TOPIC,
-        "data_connector": "bench_s3_task_confluent" if confluent else "bench_s3_task",
-        "group_id": f"strm-exporter-bench-task-{'confluent' if confluent else 'kafka-python'}",
-        "path_prefix": PREFIXES["export_task_confluent" if confluent else "export_task"],
-        "kafka_conn_id": "bench_kafka_confluent" if confluent else "bench_kafka",
+        "data_connector": "bench_s3_task",
+        "group_id": "strm-exporter-bench-task",
+        "path_prefix": PREFIXES["export_task"],
+        "kafka_conn_id": "bench_kafka",
     }
     context: Any = {"run_id": "bench"}
     [partition_set] = KafkaExportPlanOperator(task_id="plan", include_existing_events=True, **common).execute(context)
@@ -274,10 +268,9 @@ WORKERS = {
     "confluent_raw": worker_confluent,
     "s3_ingest": worker_s3_ingest,
     "export_task": worker_export,
-    "export_task_confluent": worker_export,
 }
 #: where each export method writes in the bucket
-PREFIXES = {"export_task": "task", "export_task_confluent": "task-confluent", "s3_ingest": "ingest"}
+PREFIXES = {"export_task": "task", "s3_ingest": "ingest"}
 
 
 # ----- orchestration ----------------------------------------------------------------------------------
@@ -449,9 +442,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         kafka_conn = broker.connection()
         conns = {
             "bench_kafka": kafka_conn,
-            "bench_kafka_confluent": {**kafka_conn, "extra": {**kafka_conn["extra"], "reader": "confluent"}},
             "bench_s3_task": s3.connection("task"),
-            "bench_s3_task_confluent": s3.connection("task-confluent"),
             "bench_s3_ingest": s3.connection("ingest"),
             "bench_s3_dag1": s3.connection("dag1"),
             "bench_s3_dag2": s3.connection("dag2"),
@@ -503,7 +494,6 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                         "events": args.events,
                         "partitions": args.partitions,
                         "result": str(work / f"{method}.json"),
-                        "reader": "confluent" if method == "export_task_confluent" else "kafka-python",
                         "spool": str(spool),
                         "servers": servers,
                     }
@@ -586,13 +576,8 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
         "c/a": ("export_task", "kafka_python_raw"),
         "c/b": ("export_task", "confluent_raw"),
         "c/e": ("export_task", "naive_airflow"),
-        "c'/a": ("export_task_confluent", "kafka_python_raw"),
-        "c'/b": ("export_task_confluent", "confluent_raw"),
-        "c'/c": ("export_task_confluent", "export_task"),
-        "c'/e": ("export_task_confluent", "naive_airflow"),
         "d/e": ("dag_run", "naive_airflow"),
         "c/f": ("export_task", "s3_ingest"),
-        "c'/f": ("export_task_confluent", "s3_ingest"),
     }
     return {name: round(rate[x] / rate[y], 3) for name, (x, y) in pairs.items() if x in rate and y in rate}
 
@@ -629,7 +614,6 @@ def chart(report: dict[str, Any], path: Path) -> None:
         "kafka_python_raw": "#888888",
         "confluent_raw": "#555555",
         "export_task": "#2e86c1",
-        "export_task_confluent": "#1b4f72",
         "s3_ingest": "#aaaaaa",
         "dag_run": "#5dade2",
         "naive_airflow": "#e67e22",

@@ -233,11 +233,8 @@ def export_ranges(
     dead = _RollingFile(storage, key_for(True), max_file_bytes, max_file_events, guard)
     with _frozen_heap():
         try:
-            for i, rng in enumerate(ranges):
+            for rng in ranges:
                 before = (files.total_events, dead.total_events, len(files.keys))
-                following = next((r for r in ranges[i + 1 :] if r.size), None)
-                if rng.size and following is not None:
-                    reader.prefetch(stream, following.partition, following.start)
                 if rng.size:
                     _read_partition(
                         reader,
@@ -290,8 +287,8 @@ def _frozen_heap() -> Iterator[None]:
 
     An Airflow task process holds ~200,000 objects from its imports, and reading allocates a few
     objects per record (kafka-python: a record, a tuple and a list each): the collector's full passes
-    rescanned that whole heap every few hundred thousand allocations, about a third of the export's
-    time with kafka-python (bench/run.py). Frozen objects are skipped; records are still collected.
+    rescanned that whole heap again and again, about 30% more CPU for a kafka-python export (bench/run.py).
+    Frozen objects are skipped; the records are still collected.
     """
     gc.freeze()
     try:

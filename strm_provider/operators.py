@@ -138,7 +138,7 @@ class KafkaToStorageOperator(BaseOperator):
             else:
                 work = PartitionSet.from_xcom(self.partition_set)
             run_id = context.get("run_id", "")
-            reader = kafka.reader(self.group_id)
+            reader = kafka.reader()
             result = export_ranges(
                 consumer,
                 reader,

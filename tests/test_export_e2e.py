@@ -17,7 +17,6 @@ from tests.exporting import FILE_RE, TEST_FILE_RE, connections, data_files, run_
 from tests.servers import StorageTarget
 
 #: Exactly-once must hold whichever client reads (the connection's ``reader`` extra).
-pytestmark = pytest.mark.usefixtures("each_reader")
 
 KINDS = {"s3": "s3_target", "s3-compatible": "s3_compatible_target", "gcs": "gcs_target", "azure": "azure_target"}
 _counter = itertools.count()

@@ -21,7 +21,6 @@ from tests.faults.scenario import check_exactly_once, plan_sets, seq_events, tas
 from tests.faults.seams import on_batches
 
 #: Exactly-once must hold whichever client reads (the connection's ``reader`` extra).
-pytestmark = pytest.mark.usefixtures("each_reader")
 
 
 def execute(spec: dict[str, Any], run_id: str) -> dict[str, Any]:

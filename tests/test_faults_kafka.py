@@ -24,7 +24,6 @@ from tests.servers import free_port
 from tests.servers.kafka import Broker, start_broker
 
 #: Exactly-once must hold whichever client reads (the connection's ``reader`` extra).
-pytestmark = pytest.mark.usefixtures("each_reader")
 
 #: noida-db writes to disk about 2 s after an ack: wait longer than that before stopping it
 PERSIST_SECONDS = 3

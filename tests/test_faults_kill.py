@@ -16,7 +16,6 @@ from tests.exporting import connections, data_files, run_exporter, write_exporte
 from tests.faults.scenario import check_exactly_once, plan_sets, run_task, seq_events, task_spec, unique
 
 #: Exactly-once must hold whichever client reads (the connection's ``reader`` extra).
-pytestmark = pytest.mark.usefixtures("each_reader")
 
 MiB = 1024 * 1024
 #: phase -> (events, filler bytes per event, operator settings, runner settings)

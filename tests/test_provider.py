@@ -66,5 +66,5 @@ def test_ui_form_has_labels_hidden_fields_and_secret_extras() -> None:
     assert widgets["extra__strm_s3__credentials_json"].is_sensitive
     assert widgets["extra__strm_gcs__keyfile_dict"].is_sensitive
     assert not widgets["extra__strm_gcs__bucket"].is_sensitive
-    reader = widgets["extra__strm_kafka__reader"].field["schema"]
-    assert reader["title"] == "Reader" and reader["enum"] == ["kafka-python", "confluent", None]
+    protocol = widgets["extra__strm_kafka__security_protocol"].field["schema"]
+    assert protocol["title"] == "Security protocol" and "SASL_SSL" in protocol["enum"]

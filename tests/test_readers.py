@@ -1,9 +1,4 @@
-"""The reader choice (the Kafka connection's ``reader`` extra) and the batch writer's file boundaries.
-
-The exactly-once scenarios run once per reader (``each_reader`` in the e2e, fault and bad-input
-modules); this module covers what is specific to the choice: both readers hand over the same
-records for the same range, gaps included, and a bad ``reader`` value is refused by name.
-"""
+"""The reader's ranges (gaps from transaction markers included) and the batch writer's file boundaries."""
 
 from __future__ import annotations
 
@@ -17,7 +12,7 @@ from kafka import KafkaProducer
 
 from strm_provider.export import _RollingFile
 from strm_provider.hooks.kafka import StrmKafkaHook
-from strm_provider.readers import READERS, Batch
+from strm_provider.readers import Batch
 from tests.exporting import connections
 from tests.faults.scenario import unique
 
@@ -34,7 +29,7 @@ def read_all(hook: StrmKafkaHook, topic: str, partition: int, start: int, end: i
         reader.close()
 
 
-def test_both_readers_give_the_same_records_across_transaction_markers(kafka: Any) -> None:
+def test_reader_reads_ranges_across_transaction_markers(kafka: Any) -> None:
     """Committed transactions leave marker offsets; aborted ones must stay hidden (read_committed)."""
     topic = kafka.create_topic(unique("readers"), 1)
     plain = KafkaProducer(bootstrap_servers=kafka.bootstrap)
@@ -56,27 +51,13 @@ def test_both_readers_give_the_same_records_across_transaction_markers(kafka: An
     end = kafka.end_offsets(topic)[0]
     assert end == 11, "5 plain, 3 committed, a commit marker, 1 aborted, an abort marker"
 
-    seen = {}
-    for name in READERS:
-        conn = {"conn_type": "strm_kafka", "host": kafka.bootstrap, "extra": {"reader": name}}
-        with connections(strm_kafka_default=conn):
-            hook = StrmKafkaHook()
-            assert hook.reader_name == name
-            seen[name] = read_all(hook, topic, 0, 0, end)
-            assert read_all(hook, topic, 0, 2, 7) == [(o, v) for o, v in seen[name] if 2 <= o < 7]
-    assert seen["confluent"] == seen["kafka-python"]
-    assert [json.loads(v)["n"] for _, v in seen["kafka-python"]] == list(range(8))
-
-
-@pytest.mark.parametrize("value", ["librdkafka", "Confluent-Kafka", 3])
-def test_unknown_reader_is_refused_naming_the_field(value: Any) -> None:
-    conn = {"conn_type": "strm_kafka", "host": "127.0.0.1:9", "extra": {"reader": value}}
-    with connections(strm_kafka_default=conn), pytest.raises(ValueError) as err:
-        StrmKafkaHook().reader()
-    assert str(err.value) == (
-        "Kafka connection 'strm_kafka_default': extra 'reader' must be one of kafka-python, confluent, "
-        f"got {str(value).lower()!r}"
-    )
+    with connections(strm_kafka_default=kafka.connection()):
+        hook = StrmKafkaHook()
+        everything = read_all(hook, topic, 0, 0, end)
+        assert [json.loads(v)["n"] for _, v in everything] == list(range(8))
+        assert [o for o, _ in everything] == list(range(8))
+        assert read_all(hook, topic, 0, 2, 7) == everything[2:7]
+        assert read_all(hook, topic, 0, 8, end) == [], "only a marker and an aborted record are left"
 
 
 class _Memory:

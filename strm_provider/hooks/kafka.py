@@ -7,7 +7,7 @@ from typing import Any
 from airflow.sdk import BaseHook
 
 from strm_provider.hooks.storage import extra_json
-from strm_provider.readers import BATCH_RECORDS, READERS, ConfluentReader, KafkaPythonReader, RecordReader
+from strm_provider.readers import BATCH_RECORDS, KafkaPythonReader, RecordReader
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -19,19 +19,9 @@ FAST_READ = {
     "fetch_max_bytes": 64 * 1024 * 1024,
     # 10k records (~6 MB) per poll: as fast as 100k in bench/, and far fewer live record objects.
     "max_poll_records": BATCH_RECORDS,
-    # A cap on one response, as for the confluent reader below: brokers that ignore fetch limits
-    # send a partition's whole backlog, which the 100 MB default refuses (InvalidReceiveError).
+    # A cap on one response, not an allocation: brokers that ignore fetch limits (noida-db) send a
+    # partition's whole backlog, which the 100 MB default refuses (InvalidReceiveError).
     "receive_message_max_bytes": 1024 * 1024 * 1024,
-}
-
-#: librdkafka settings of the ``confluent`` reader: the same fetch sizes as :data:`FAST_READ`.
-CONFLUENT_READ = {
-    "fetch.max.bytes": 64 * 1024 * 1024,
-    "max.partition.fetch.bytes": 16 * 1024 * 1024,
-    "queued.max.messages.kbytes": 64 * 1024,
-    # A cap on one response, not an allocation. Brokers that ignore fetch limits (noida-db) answer
-    # with a partition's whole backlog; librdkafka's 100 MB default would refuse that outright.
-    "receive.message.max.bytes": 1024 * 1024 * 1024,
 }
 
 
@@ -43,9 +33,7 @@ class StrmKafkaHook(BaseHook):
     """Kafka cluster from an Airflow connection.
 
     host = bootstrap servers (``h1:9092,h2:9092``), login/password = SASL credentials, extra =
-    ``security_protocol``, ``sasl_mechanism``, ``ssl_cafile`` and ``reader`` (``kafka-python`` or
-    ``confluent``: the client the export reads records with; planning and commits always use
-    kafka-python).
+    ``security_protocol``, ``sasl_mechanism``, ``ssl_cafile``.
     """
 
     conn_name_attr = "kafka_conn_id"
@@ -53,21 +41,10 @@ class StrmKafkaHook(BaseHook):
     conn_type = "strm_kafka"
     hook_name = "STRM Kafka"
 
-    #: kafka-python setting -> librdkafka property, for the ``confluent`` reader.
-    _LIBRDKAFKA = {
-        "bootstrap_servers": "bootstrap.servers",
-        "security_protocol": "security.protocol",
-        "sasl_mechanism": "sasl.mechanism",
-        "sasl_plain_username": "sasl.username",
-        "sasl_plain_password": "sasl.password",
-        "ssl_cafile": "ssl.ca.location",
-    }
-
     def __init__(self, kafka_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.kafka_conn_id = kafka_conn_id
         self._config: dict[str, Any] | None = None
-        self._reader: str | None = None
 
     @property
     def bootstrap_servers(self) -> str:
@@ -105,20 +82,8 @@ class StrmKafkaHook(BaseHook):
             }
         if extra.get("ssl_cafile"):
             config["ssl_cafile"] = extra["ssl_cafile"]
-        reader = str(extra.get("reader") or READERS[0]).lower()
-        if reader not in READERS:
-            raise ValueError(
-                f"Kafka connection '{self.kafka_conn_id}': extra 'reader' must be one of {', '.join(READERS)}, "
-                f"got {reader!r}"
-            )
-        self._config, self._reader = config, reader
+        self._config = config
         return config
-
-    @property
-    def reader_name(self) -> str:
-        """The client the export reads with: the connection's ``reader`` extra (default ``kafka-python``)."""
-        self.client_config()
-        return self._reader or READERS[0]
 
     def _unreachable(self, err: Exception) -> KafkaUnavailable:
         return KafkaUnavailable(
@@ -147,40 +112,9 @@ class StrmKafkaHook(BaseHook):
         except KafkaError as err:
             raise self._unreachable(err) from None
 
-    def reader(self, group_id: str | None = None) -> RecordReader:
-        """The export's data reader, as the connection chooses; it reads only and never commits.
-
-        librdkafka looks up a group coordinator even for assigned partitions, so the ``confluent``
-        reader names the exporter's own group (which the credentials may use anyway) when given.
-        """
-        if self.reader_name == "kafka-python":
-            return KafkaPythonReader(self.consumer(None))
-        try:
-            from confluent_kafka import Consumer, KafkaException
-        except ImportError:
-            raise ValueError(
-                f"Kafka connection '{self.kafka_conn_id}': extra 'reader' is 'confluent', which needs "
-                "confluent-kafka: pip install 'strm-airflow-provider[confluent]'"
-            ) from None
-        settings = {self._LIBRDKAFKA[k]: v for k, v in self.client_config().items() if k in self._LIBRDKAFKA}
-        settings |= {
-            # librdkafka wants a group even for assign(); nothing is ever committed through this client
-            "group.id": group_id or "strm-reader",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-            **CONFLUENT_READ,
-        }
-
-        def new_consumer() -> Any:
-            try:
-                return Consumer(settings)
-            except KafkaException as err:
-                raise self._unreachable(err) from None
-
-        return ConfluentReader(new_consumer)
+    def reader(self) -> RecordReader:
+        """The export's data reader: a consumer with no group, so it reads only and never commits."""
+        return KafkaPythonReader(self.consumer(None))
 
     def producer(self, **overrides: Any) -> Any:
         from kafka import KafkaProducer

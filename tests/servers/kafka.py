@@ -16,15 +16,11 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewPartitions, NewTopic
 
-from strm_provider.readers import READERS
 from tests.servers import free_port, running
 
 
 class Broker:
     """A running broker and the few things tests do with it."""
-
-    #: The ``reader`` extra of :meth:`connection` (the ``each_reader`` fixture switches it per test).
-    reader = READERS[0]
 
     def __init__(self, port: int, data_dir: Path) -> None:
         self.port = port
@@ -37,7 +33,7 @@ class Broker:
         return {
             "conn_type": "strm_kafka",
             "host": self.bootstrap,
-            "extra": {"security_protocol": "PLAINTEXT", "reader": self.reader},
+            "extra": {"security_protocol": "PLAINTEXT"},
         }
 
     @property
@@ -160,13 +156,3 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         broker = Broker(port, data_dir)
         yield broker
         broker.reset_clients()
-
-
-@pytest.fixture(params=READERS)
-def each_reader(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Run a test once per reader: the exactly-once tests must hold whichever client reads."""
-    Broker.reader = request.param
-    try:
-        yield request.param
-    finally:
-        Broker.reader = READERS[0]
