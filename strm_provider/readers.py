@@ -12,7 +12,7 @@ handles a poll's worth of values at once. The consumer is built by the hook; the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 #: Records per poll/consume call: a batch is a few MB of values.
@@ -23,26 +23,21 @@ class Batch:
     """Records of one partition, in offset order, all inside the requested range (possibly none).
 
     ``values`` is a plain list (the export validates and writes them in one go); the rest of a
-    record is looked up only where the export needs it (a file's first record, a dead letter).
+    record (kafka-python's ``ConsumerRecord``) is looked up only where the export needs it (a file's
+    first record, a dead letter).
     """
 
-    __slots__ = ("_meta", "_records", "partition", "values")
+    __slots__ = ("_records", "partition", "values")
 
-    def __init__(
-        self,
-        partition: int,
-        values: list[bytes | None],
-        records: list[Any],
-        meta: Callable[[Any], tuple[int, int, bytes | None]],
-    ) -> None:
+    def __init__(self, partition: int, records: list[Any]) -> None:
         self.partition = partition
-        self.values = values
+        self.values: list[bytes | None] = [r.value for r in records]
         self._records = records
-        self._meta = meta
 
     def meta(self, index: int) -> tuple[int, int, bytes | None]:
         """(offset, timestamp in ms, key) of record ``index``."""
-        return self._meta(self._records[index])
+        record = self._records[index]
+        return record.offset, record.timestamp, record.key
 
 
 class RecordReader(Protocol):
@@ -75,13 +70,9 @@ class KafkaPythonReader:
             records = self._consumer.poll(timeout_ms=1000).get(tp, [])
             if records and records[-1].offset >= end:
                 records = [r for r in records if r.offset < end]
-            yield Batch(partition, [r.value for r in records], records, _kafka_python_meta)
+            yield Batch(partition, records)
             if (records and records[-1].offset >= end - 1) or self._consumer.position(tp) >= end:
                 return
 
     def close(self) -> None:
         self._consumer.close()
-
-
-def _kafka_python_meta(record: Any) -> tuple[int, int, bytes | None]:
-    return record.offset, record.timestamp, record.key

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -106,12 +107,12 @@ def test_batched_writes_cut_files_where_line_by_line_writes_would(seed: int) -> 
     storage = _Memory()
     names = iter(range(10**6))
     files = _RollingFile(storage, lambda ts, cursor: f"{next(names):04d}", max_bytes, max_events)  # type: ignore[arg-type]
-    offsets = list(range(len(lines)))
+    records = [SimpleNamespace(offset=o, timestamp=0, key=None, value=line) for o, line in enumerate(lines)]
     i = 0
     while i < len(lines):  # batches of random sizes, written as blocks
         n = rng.randint(1, 60)
         chunk = lines[i : i + n]
-        batch = Batch(0, chunk, offsets[i : i + n], lambda o: (o, 0, None))
+        batch = Batch(0, records[i : i + n])
         files.write_lines(chunk, batch, 0, {0: i})
         i += n
     files.close()
