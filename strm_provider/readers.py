@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-#: Records per poll/consume call: a batch is a few MB of values.
+#: Records per poll (kafka-python's ``max_poll_records``): a batch is a few MB of values.
 BATCH_RECORDS = 10_000
 
 
