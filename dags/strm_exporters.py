@@ -1,8 +1,8 @@
 """Every STRM batch exporter as an Airflow DAG: copy this file into your DAGs folder.
 
 Exporters are YAML files in ``$STRM_EXPORTERS_DIR`` (default: ``exporters/`` beside this file);
-``strm create batch-exporter`` writes them there. Broken files show up as import errors naming the
-file and the field; the other exporters keep running.
+``strm create batch-exporter`` writes them there. A broken file becomes a DAG of its own whose run
+fails naming the file, the field and the reason; the other exporters keep their schedule.
 """
 
 from pathlib import Path

@@ -166,9 +166,23 @@ def load_exporter(path: Path) -> ExporterConfig:
 
 
 @dataclass(frozen=True)
+class BrokenExporter:
+    """An exporter file that cannot run: its message names the file, the field and what was expected."""
+
+    path: Path
+    error: str
+    #: the file's own interval when that field is readable, so its failing DAG keeps the exporter's pace
+    interval: int
+
+
+@dataclass(frozen=True)
 class LoadResult:
     configs: dict[str, tuple[Path, ExporterConfig]]
-    errors: list[str]
+    broken: list[BrokenExporter]
+
+    @property
+    def errors(self) -> list[str]:
+        return [b.error for b in self.broken]
 
 
 def exporters_dir(beside: Path | None = None) -> Path:
@@ -190,23 +204,46 @@ def exporter_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.y*ml") if p.suffix in (".yaml", ".yml") and not p.name.startswith("."))
 
 
+def _readable_interval(path: Path) -> int:
+    default: int = ExporterConfig.model_fields["interval"].default
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return parse_interval(data["interval"]) if isinstance(data, dict) and "interval" in data else default
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError):
+        return default
+
+
 def load_exporters(folder: Path | None = None) -> LoadResult:
-    """Every valid exporter in ``folder`` by name, and one message per broken file."""
+    """Every valid exporter in ``folder`` by name, and every broken file with its reason.
+
+    When two files claim one name, the file named ``<name>.yaml`` (as ``strm create batch-exporter``
+    writes it) keeps it, else the first in file-name order: a stray copy added later never takes
+    over a running exporter.
+    """
     folder = folder or exporters_dir()
     configs: dict[str, tuple[Path, ExporterConfig]] = {}
-    errors: list[str] = []
+    broken: list[BrokenExporter] = []
     if not folder.is_dir():
-        return LoadResult(configs, errors)
+        return LoadResult(configs, broken)
+    claims: dict[str, list[tuple[Path, ExporterConfig]]] = {}
     for path in exporter_files(folder):
         try:
             cfg = load_exporter(path)
         except ConfigError as err:
-            errors.append(str(err))
+            broken.append(BrokenExporter(path, str(err), _readable_interval(path)))
             continue
-        if cfg.name in configs:
-            errors.append(
-                f"{path}: field 'name': duplicate exporter name {cfg.name!r} (also in {configs[cfg.name][0]})"
+        claims.setdefault(cfg.name, []).append((path, cfg))
+    for name, claimants in claims.items():
+        owner = next((pc for pc in claimants if pc[0].stem == name), claimants[0])
+        configs[name] = owner
+        broken.extend(
+            BrokenExporter(
+                path,
+                f"{path}: field 'name': duplicate exporter name {name!r} (also in {owner[0]})",
+                cfg.interval,
             )
-            continue
-        configs[cfg.name] = (path, cfg)
-    return LoadResult(configs, errors)
+            for path, cfg in claimants
+            if path != owner[0]
+        )
+    broken.sort(key=lambda b: b.path)
+    return LoadResult(configs, broken)

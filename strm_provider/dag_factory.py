@@ -1,36 +1,29 @@
 """One DAG per exporter config file.
 
-Broken config files must not break the other exporters' DAGs. Airflow records import errors per
-Python file, so every broken config is reported through one placeholder DAG whose validation
-fails: Airflow files its message (naming each YAML file and field) as an import error of the DAG
-file, and bags every valid exporter's DAG as usual.
+A broken file must cost only its own exporter. Raising from the DAG file would file an import
+error against the whole Python file, and Airflow then stops scheduling every DAG in it; so a
+broken file gets a DAG of its own instead, ``strm_export_<file name>`` (the exporter's usual DAG
+when the file is ``<name>.yaml``), whose one task fails every interval with the file, the field
+and the reason. It shows as a failing exporter in the UI and in failure alerts, its offsets are
+left untouched, and fixing the file turns it back into the exporter at the next parse.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, Asset
+from airflow.sdk import DAG, Asset, task
+from airflow.sdk.exceptions import AirflowFailException
 
-from strm_provider.config import ExporterConfig, exporters_dir, load_exporters
+from strm_provider.config import BrokenExporter, ExporterConfig, exporters_dir, load_exporters
 from strm_provider.operators import KafkaExportPlanOperator, KafkaToStorageOperator
 
 START_DATE = datetime(2024, 1, 1, tzinfo=UTC)
 log = logging.getLogger(__name__)
-
-
-class ExporterConfigErrors(ValueError):
-    """Raised (at DAG bagging) to report broken exporter files as an import error."""
-
-
-class _BrokenExporters(DAG):
-    """Placeholder carrying the config errors; its ``validate`` raises them."""
-
-    def validate(self) -> None:
-        raise ExporterConfigErrors(self.doc_md or "invalid exporter config")
 
 
 def asset_uri(cfg: ExporterConfig) -> str:
@@ -99,17 +92,43 @@ def build_dag(cfg: ExporterConfig, source: Path | None = None) -> DAG:
     return dag
 
 
+def build_broken_dag(broken: BrokenExporter, dag_id: str) -> DAG:
+    """The DAG standing in for a broken exporter file: its ``check_config`` task fails with the reason."""
+    with DAG(
+        dag_id=dag_id,
+        description=broken.error[:400],
+        schedule=timedelta(seconds=broken.interval),
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        is_paused_upon_creation=False,
+        tags=["strm"],
+        doc_md=f"**This exporter file is invalid; nothing is exported until it is fixed.**\n\n```\n{broken.error}\n```",
+    ) as dag:
+
+        @task(task_id="check_config", retries=0)
+        def check_config(error: str) -> None:
+            raise AirflowFailException(f"invalid exporter file: {error}")
+
+        check_config(broken.error)
+    return dag
+
+
+def broken_dag_id(path: Path, taken: set[str]) -> str:
+    """``strm_export_<stem>``, or with the suffix too when a valid exporter already has that id."""
+    for key in (path.stem, path.name):
+        dag_id = "strm_export_" + re.sub(r"[^A-Za-z0-9._-]", "_", key)
+        if dag_id not in taken:
+            return dag_id
+    return "strm_export_invalid_" + re.sub(r"[^A-Za-z0-9._-]", "_", path.name)
+
+
 def build_dags(folder: Path | None = None, *, beside: Path | None = None) -> dict[str, DAG]:
-    """DAGs of every exporter in ``folder`` (default: :func:`exporters_dir`), by DAG id."""
+    """DAGs of every exporter in ``folder`` (default: :func:`exporters_dir`), by DAG id, broken ones included."""
     result = load_exporters(folder or exporters_dir(beside))
     dags = {cfg.dag_id: build_dag(cfg, path) for path, cfg in result.configs.values()}
-    if result.errors:
-        broken = _BrokenExporters(
-            dag_id="strm_exporter_config_errors",
-            schedule=None,
-            start_date=START_DATE,
-            doc_md="\n".join(result.errors),
-            tags=["strm"],
-        )
-        dags[broken.dag_id] = broken
+    for broken in result.broken:
+        log.warning("invalid exporter file, its DAG fails until fixed: %s", broken.error)
+        dag_id = broken_dag_id(broken.path, set(dags))
+        dags[dag_id] = build_broken_dag(broken, dag_id)
     return dags

@@ -1,4 +1,8 @@
-"""Exporter config files: defaults, and bad files that become import errors without breaking the others."""
+"""Exporter config files: defaults, and bad files that become failing DAGs of their own without breaking the others.
+
+That the scheduler keeps running the valid exporters meanwhile is proven on the real DAG processor and
+scheduler in ``test_stack.py``.
+"""
 
 from __future__ import annotations
 
@@ -55,19 +59,27 @@ def test_bad_file_is_refused_naming_file_and_field(tmp_path: Path, name: str) ->
     assert str(tmp_path / name) in str(err.value) and expected in str(err.value)
 
 
-def test_bad_files_are_import_errors_and_good_dags_still_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "good.yaml").write_text("stream: clicks\ndata_connector: s3\npath_prefix: events\n")
+def test_bad_files_are_failing_dags_and_good_dags_still_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "s3-clicks.yaml").write_text("stream: clicks\ndata_connector: s3\npath_prefix: events\n")
     for name, (text, _) in BAD.items():
         (tmp_path / name).write_text(text)
-    (tmp_path / "dup.yaml").write_text("stream: clicks\ndata_connector: s3\n")  # same default name as good.yaml
+    # claims the same default name; sorts first, yet the file named after the exporter keeps it
+    (tmp_path / "dup.yaml").write_text("stream: clicks\ndata_connector: s3\npath_prefix: elsewhere\n")
     dags, errors = _bag(tmp_path, monkeypatch)
-    assert "strm_export_s3-clicks" in dags
-    assert dags["strm_export_s3-clicks"].max_active_runs == 1
-    assert not any(d.startswith("strm_exporter_config") for d in dags)
-    message = "\n".join(errors.values())
-    for name, (_, expected) in BAD.items():
-        assert name in message and expected in message, (name, message)
-    assert "dup.yaml" in message and "duplicate exporter name 's3-clicks'" in message
+    assert errors == {}
+    good = dags["strm_export_s3-clicks"]
+    assert good.max_active_runs == 1 and [t.task_id for t in good.tasks] == ["plan", "export"]
+    assert good.get_task("export").partial_kwargs["path_prefix"] == "events"
+    for name, (_, expected) in {**BAD, "dup.yaml": ("", "field 'name': duplicate exporter name 's3-clicks'")}.items():
+        dag = dags[f"strm_export_{Path(name).stem}"]
+        assert [t.task_id for t in dag.tasks] == ["check_config"], name
+        assert dag.schedule == timedelta(seconds=60) and not dag.catchup
+        (error,) = dag.get_task("check_config").op_args
+        assert str(tmp_path / name) in error and expected in error, (name, error)
+        assert expected in dag.description
+    # the broken file's own interval paces its failing DAG when that field is readable
+    (tmp_path / "paced.yaml").write_text("stream: a\ninterval: 5m\n")
+    assert _bag(tmp_path, monkeypatch)[0]["strm_export_paced"].schedule == timedelta(minutes=5)
 
 
 def test_all_good_means_no_import_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

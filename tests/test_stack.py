@@ -84,6 +84,8 @@ def dag_runs(stack: Any, dag_id: str) -> list[dict[str, Any]]:
         headers={"Authorization": f"Bearer {token(stack)}"},
         timeout=30,
     )
+    if reply.status_code == 404:  # not parsed yet
+        return []
     reply.raise_for_status()
     return reply.json()["dag_runs"]
 
@@ -102,7 +104,15 @@ def check_bucket(stack: Any, module: ModuleType, at_least: int) -> list[str]:
     return files
 
 
-def successful_runs(stack: Any, at_least: int, timeout: float = 90) -> list[dict[str, Any]]:
+def api(stack: Any, path: str) -> Any:
+    reply = httpx.get(f"{stack.ui_url}/api/v2/{path}", headers={"Authorization": f"Bearer {token(stack)}"}, timeout=30)
+    reply.raise_for_status()
+    return reply.json()
+
+
+def successful_runs(
+    stack: Any, at_least: int, timeout: float = 90, dag_id: str = "strm_export_s3-demo"
+) -> list[dict[str, Any]]:
     """The exporter DAG's successful runs, once there are ``at_least`` (or the timeout passed).
 
     A file is uploaded before its run is marked successful, so a run whose file is already in the
@@ -110,7 +120,7 @@ def successful_runs(stack: Any, at_least: int, timeout: float = 90) -> list[dict
     """
     deadline = time.monotonic() + timeout
     while True:
-        runs = [r for r in dag_runs(stack, "strm_export_s3-demo") if r["state"] == "success"]
+        runs = [r for r in dag_runs(stack, dag_id) if r["state"] == "success"]
         if len(runs) >= at_least or time.monotonic() > deadline:
             return runs
         time.sleep(2)
@@ -161,3 +171,62 @@ def test_make_up_exports_every_interval_and_make_down_stops_exactly_what_it_star
         processes = family(stack)
         stack_cli(root, "down")
     assert alive(processes) == []
+
+
+def failed_check_log(stack: Any, dag_id: str, timeout: float = 120) -> str:
+    """The task log of the first failed run of a broken exporter's DAG, as the UI's log view gets it."""
+    deadline = time.monotonic() + timeout
+    while not (failed := [r for r in dag_runs(stack, dag_id) if r["state"] == "failed"]):
+        assert time.monotonic() < deadline, f"no failed run of {dag_id}: {dag_runs(stack, dag_id)}"
+        time.sleep(2)
+    run_id = failed[0]["dag_run_id"]
+    return json.dumps(api(stack, f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/check_config/logs/1"))
+
+
+def test_a_broken_exporter_file_costs_only_its_own_exporter(root: Path) -> None:
+    """On the real DAG processor and scheduler: broken files beside a running exporter, then a fix."""
+    module = stack_module()
+    stack = module.Stack(root)
+    stack_cli(root, "up", "--ports", "auto", "--wait-files", "1")
+    try:
+        before = len(successful_runs(stack, at_least=1))
+        files_before = set(module.data_files(stack))
+        (stack.exporters / "broken.yaml").write_text("path_prefix: events/\ninterval: 10x\n")
+        (stack.exporters / "notyaml.yaml").write_text("stream: [unclosed\n")
+        # a copy claiming the running exporter's name, sorted before its file: it must not take over
+        (stack.exporters / "copy.yaml").write_text(
+            "name: s3-demo\nstream: demo\ndata_connector: s3\npath_prefix: events/copy\ninterval: 30s\n"
+        )
+        expected = {
+            "strm_export_broken": [
+                "broken.yaml",
+                "field 'stream': required field is missing",
+                "field 'interval': expected a duration like 30s, 5m or 1h, got '10x'",
+                "field 'path_prefix': must not start or end with '/'",
+            ],
+            "strm_export_notyaml": ["notyaml.yaml", "not readable YAML"],
+            "strm_export_copy": ["copy.yaml", "field 'name': duplicate exporter name 's3-demo'"],
+        }
+        for dag_id, parts in expected.items():
+            log = failed_check_log(stack, dag_id)
+            assert all(part in log for part in parts), (dag_id, log[-3000:])
+            assert parts[1] in api(stack, f"dags/{dag_id}")["description"]
+        assert api(stack, "importErrors")["import_errors"] == []
+
+        # meanwhile the valid exporter keeps its schedule, writing where its own file says
+        assert len(successful_runs(stack, at_least=before + 2, timeout=150)) >= before + 2
+        new = set(check_bucket(stack, module, len(files_before) + 1)) - files_before
+        assert new and not [key for key in new if key.startswith("events/copy/")]
+
+        # fixing the file, without a restart, turns it into an exporter that runs
+        (stack.exporters / "broken.yaml").write_text(
+            "name: broken\nstream: demo\ndata_connector: s3\npath_prefix: events/fixed\ninterval: 30s\n"
+            "include_existing_events: true\n"
+        )
+        assert successful_runs(stack, at_least=1, timeout=150, dag_id="strm_export_broken")
+        fixed = [key for key in module.data_files(stack) if key.startswith("events/fixed/")]
+        assert fixed and all(FILE_RE.match(key) for key in fixed)
+        running = len(successful_runs(stack, at_least=1))
+        assert len(successful_runs(stack, at_least=running + 1, timeout=90)) > running
+    finally:
+        stack_cli(root, "down")
