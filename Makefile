@@ -4,10 +4,10 @@ UV_VERSION := 0.13.8
 PY ?= python3
 STORAGE ?= s3
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
-# Airflow imports ~3x faster with bytecode: keep it in one gitignored folder even where the
-# environment says not to write any (every airflow/strm subprocess of the tests benefits).
+# Airflow imports 2-3x faster from bytecode (strm list: 2.8 s instead of 6.7 s): the venv is
+# compiled at install, and the project's own files may write theirs even where the environment
+# says not to.
 unexport PYTHONDONTWRITEBYTECODE
-export PYTHONPYCACHEPREFIX := $(CURDIR)/.cache/pycache
 UV := $(CURDIR)/.tools/bin/uv
 
 .PHONY: venv demo test lint bench up down clean system-deps
@@ -17,7 +17,7 @@ $(UV):
 	.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 venv: $(UV)
-	$(UV) sync --frozen --all-extras --quiet
+	$(UV) sync --frozen --all-extras --compile-bytecode --quiet
 
 demo: venv  ## a real export on the embedded defaults (STORAGE=s3|s3-compatible|gcs|azure)
 	.venv/bin/python scripts/demo.py --storage $(STORAGE)

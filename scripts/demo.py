@@ -126,6 +126,8 @@ def main() -> None:
         lines = objects[exported[0]].splitlines()
         total = sum(len(objects[k].splitlines()) for k in exported)
         print(f"\n$ {cat.format(bucket=storage.bucket, key=exported[0])} | head -1")
+        print(lines[0].decode())
+        print("\n(the same event pretty-printed; in the file it is the one line above)")
         print(json.dumps(json.loads(lines[0]), indent=2))
         print(f"\n{total:,} events exported in {len(exported)} file(s); {args.events:,} produced.")
         if total != args.events:

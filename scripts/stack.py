@@ -339,7 +339,9 @@ def prepare(stack: Stack) -> None:
         "create", "data-connector", "s3", CONNECTOR, BUCKET, f"--credentials-file={stack.root / 's3.json'}",
         f"--endpoint-url={stack.s3_url}", f"--test-prefix={PREFIX}",
     )  # fmt: skip
-    shown_create = f"$ strm create data-connector s3 {CONNECTOR} {BUCKET} --credentials-file=s3.json"
+    shown_create = "$ " + " ".join(["strm", *create[1:]]).replace(
+        str(stack.root / "s3.json"), shown(stack.root / "s3.json")
+    )
     try:
         # one after the other: two CLIs writing the SQLite database at once can trip each other up
         importing = launch(stack, [str(VENV_BIN / "airflow"), "connections", "import", "--overwrite", str(conns)])
@@ -493,8 +495,14 @@ def ls(stack: Stack) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["up", "down", "status", "ls"])
-    parser.add_argument("--root", type=Path, default=REPO / ".stack", help="stack directory (default: .stack/)")
-    parser.add_argument("--ports", default="fixed", help="'fixed' (8080/9092/9000, or STACK_*_PORT) or 'auto'")
+    parser.add_argument(
+        "--root", type=Path, default=Path(os.environ.get("STACK_ROOT") or REPO / ".stack"),
+        help="stack directory (default: $STACK_ROOT, else .stack/)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--ports", default=os.environ.get("STACK_PORTS", "fixed"),
+        help="'fixed' (8080/9092/9000, or STACK_*_PORT) or 'auto' (default: $STACK_PORTS, else fixed)",
+    )  # fmt: skip
     parser.add_argument("--rate", type=float, default=10.0, help="events per second the producer sends")
     parser.add_argument("--wait-files", type=int, default=0, help="after start-up, wait for N exported files")
     args = parser.parse_args(argv)

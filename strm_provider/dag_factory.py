@@ -128,7 +128,6 @@ def build_dags(folder: Path | None = None, *, beside: Path | None = None) -> dic
     result = load_exporters(folder or exporters_dir(beside))
     dags = {cfg.dag_id: build_dag(cfg, path) for path, cfg in result.configs.values()}
     for broken in result.broken:
-        log.warning("invalid exporter file, its DAG fails until fixed: %s", broken.error)
         dag_id = broken_dag_id(broken.path, set(dags))
         dags[dag_id] = build_broken_dag(broken, dag_id)
     return dags

@@ -40,9 +40,9 @@ def unique(prefix: str) -> str:
 
 def base_env() -> dict[str, str]:
     env = os.environ.copy()
-    # The venv holds no bytecode and the session forbids writing it there: cache it outside.
+    # the venv is compiled at install; the project's own files may write their bytecode even where the
+    # environment says not to
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["PYTHONPYCACHEPREFIX"] = str(Path(os.environ["AIRFLOW_HOME"]) / "pycache")
     for key in [k for k in env if k.startswith("AIRFLOW_CONN_") or k.startswith("STRM_AIRFLOW")]:
         del env[key]
     return env
@@ -535,16 +535,18 @@ def test_delete_refuses_with_dependents_then_recursive(strm: Cli, tmp_path: Path
     assert "'NAME'" in strm.bad("delete", "batch-exporter", "a", "nope")  # nothing deleted
     assert len(strm("list", "batch-exporters", "-o", "json").json()["batchExporters"]) == 3
 
-    assert strm("delete", "batch-exporter", "a").out == "Batch Exporter has been deleted\n"
+    assert strm("delete", "batch-exporter", "a").out == "Batch Exporter has been deleted: a\n"
     assert strm("delete", "data-connector", "s3", "--recursive").out == (
-        "Data Connector and dependent entities have been deleted\n"
+        "Data Connector and dependent entities have been deleted: s3 (batch exporters b, c)\n"
     )
+    empty = strm("list", "batch-exporters")
+    assert f"No batch exporters in {strm.env['STRM_EXPORTERS_DIR']}" in empty.err
     assert strm("list", "batch-exporters", "-o", "json").json() == {"batchExporters": []}
     assert strm("list", "data-connectors", "-o", "json").json() == {"dataConnectors": []}
     assert list(Path(strm.env["STRM_EXPORTERS_DIR"]).iterdir()) == []
 
     s3_connector(strm, tmp_path, s3_target, "lonely", prefix)
-    assert strm("delete", "data-connector", "lonely").out == "Data Connector has been deleted\n"
+    assert strm("delete", "data-connector", "lonely").out == "Data Connector has been deleted: lonely\n"
     assert stored_row(strm.env, "lonely") is None
 
 

@@ -33,6 +33,17 @@ def test_minimal_policy_allows_test_connection_and_refuses_elsewhere(s3_target: 
     assert s3_target.objects("elsewhere") == {}
 
 
+def test_a_wrong_bucket_names_the_call_and_the_bucket(s3_target: MotoS3) -> None:
+    """Under the minimal policy a misspelled bucket is refused like a missing grant: the message says so."""
+    conn = s3_target.connection("allowed")
+    conn["extra"]["bucket"] = "strmprivacy-expotr-demo"
+    with connections(dc=conn):
+        ok, message = storage_hook("dc").test_connection()
+    assert not ok
+    assert "GetBucketLocation of bucket 'strmprivacy-expotr-demo' failed: AccessDenied" in message
+    assert "misspelled or missing bucket" in message and "s3:PutObject" not in message
+
+
 def test_credentials_json_as_aws_prints_it(s3_target: MotoS3) -> None:
     """The JSON of ``aws iam create-access-key`` is accepted as-is in extra ``credentials_json``."""
     user = s3_target.user_for("creds")

@@ -271,9 +271,11 @@ def delete_data_connector(ctx: click.Context, name: str, recursive: bool) -> Non
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
     target.delete(name)
-    click.echo(
-        "Data Connector and dependent entities have been deleted" if dependents else "Data Connector has been deleted"
-    )
+    if dependents:
+        names = ", ".join(n for n, _ in dependents)
+        click.echo(f"Data Connector and dependent entities have been deleted: {name} (batch exporters {names})")
+    else:
+        click.echo(f"Data Connector has been deleted: {name}")
 
 
 # ----- batch exporters --------------------------------------------------------------------------
@@ -385,6 +387,8 @@ def list_batch_exporters(output: str | None) -> None:
     loaded = bx.load()
     _warn_broken(loaded.errors)
     items = [bx.describe(cfg) for _, cfg in sorted(loaded.configs.values(), key=lambda pc: pc[1].name)]
+    if not items:
+        click.echo(f"No batch exporters in {bx.folder()} (the folder set by STRM_EXPORTERS_DIR)", err=True)
     if (output or "table") == "json":
         emit_json({"batchExporters": items})
     else:
@@ -415,7 +419,8 @@ def delete_batch_exporter(names: tuple[str, ...]) -> None:
     for path in paths:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-    click.echo("Batch Exporter has been deleted" if len(paths) == 1 else "Batch Exporters have been deleted")
+    deleted = ", ".join(dict.fromkeys(names))
+    click.echo(f"Batch Exporter{' has' if len(paths) == 1 else 's have'} been deleted: {deleted}")
 
 
 # ----- streams and demo events --------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from airflow.sdk import BaseHook
@@ -45,6 +46,11 @@ class StrmKafkaHook(BaseHook):
         super().__init__(**kwargs)
         self.kafka_conn_id = kafka_conn_id
         self._config: dict[str, Any] | None = None
+        # A task log tells the export's story (plan, files, summary): kafka-python's INFO lines on every
+        # connection and metadata refresh stay out, unless Airflow's logging config sets a level for them.
+        library_log = logging.getLogger("kafka")
+        if library_log.level == logging.NOTSET:
+            library_log.setLevel(logging.WARNING)
 
     @property
     def bootstrap_servers(self) -> str:

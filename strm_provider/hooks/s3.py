@@ -171,8 +171,22 @@ class StrmS3Hook(StorageHook):
             try:
                 region = self.discover_region()
             except (ClientError, BotoCoreError) as err:
-                raise self._as_storage_error(err, "(GetBucketLocation)") from None
+                raise self._location_error(err) from None
         return self._client_for(region)
+
+    def _location_error(self, err: BaseException) -> StorageError:
+        """GetBucketLocation refused: under the minimal policy a wrong bucket name is refused the same way."""
+        cause = self.explain(err)
+        if isinstance(err, ClientError) and err.response.get("Error", {}).get("Code") == "AccessDenied":
+            cause = (
+                f"AccessDenied: the key may not call s3:GetBucketLocation on arn:aws:s3:::{self.bucket}. Under the "
+                "minimal policy a misspelled or missing bucket is refused the same way: check the bucket name and "
+                "the policy (or set the connection's region, which skips this call)"
+            )
+        return StorageError(
+            f"data connector '{self.conn_id}' ({self.conn_type}): GetBucketLocation of bucket '{self.bucket}' "
+            f"failed: {cause}"
+        )
 
     # ----- StorageHook ----------------------------------------------------------------------------
     def _upload_stream(self, key: str, reader: IO[bytes]) -> None:
