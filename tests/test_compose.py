@@ -196,7 +196,16 @@ def test_airflow_runs_celery_on_postgres_and_redis_with_two_distinct_workers() -
         assert command_of(services()[name]) == command
     dockerfile = (REPO / "docker" / "Dockerfile").read_text()
     assert re.search(r"^ARG AIRFLOW_IMAGE=apache/airflow:3\.3\.\d+", dockerfile, re.M)
-    assert "/opt/strm-airflow-provider[all]" in dockerfile
+    assert "pip install --no-cache-dir --no-deps /opt/strm-airflow-provider " in dockerfile
+    locked = (REPO / "docker" / "requirements.txt").read_text()
+    for package in (
+        "apache-airflow-providers-celery",
+        "psycopg2-binary",
+        "boto3",
+        "google-cloud-storage",
+        "azure-storage-blob",
+    ):
+        assert f"\n{package}==" in locked, package  # every data connector type, Celery and PostgreSQL
 
 
 def test_kafka_runs_in_kraft_mode_without_zookeeper() -> None:
@@ -214,3 +223,23 @@ def test_the_demo_exporter_is_created_with_the_cli_and_fed_by_a_producer() -> No
     assert command_of(services()["demo-producer"]).startswith("strm simulate random-events demo")
     policy = command_of(services()["minio-init"])
     assert "s3:GetBucketLocation" in policy and "s3:PutObject" in policy and "/events/*.jsonl" in policy
+
+
+def test_the_image_installs_the_locked_versions_and_owns_the_exporters_folder() -> None:
+    """The image runs what the tests ran: the lock exported, installed without resolving again."""
+    exported = subprocess.run(
+        [str(REPO / ".tools" / "bin" / "uv"), "export", "--frozen", "--no-dev", "--group", "deploy",
+         "--all-extras", "--no-emit-project", "--no-hashes", "--quiet"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    committed = (REPO / "docker" / "requirements.txt").read_text()
+    body = [line for line in committed.splitlines() if not line.startswith("#")]
+    assert body == [line for line in exported.splitlines() if not line.startswith("#")], (
+        "docker/requirements.txt is stale: re-export it from uv.lock (see its first lines)"
+    )
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text()
+    assert "pip install --no-cache-dir --no-deps -r /opt/strm-airflow-provider/docker/requirements.txt" in dockerfile
+    assert "mkdir -p /opt/airflow/exporters" in dockerfile
+    assert "!docker/requirements.txt" in (REPO / "docker" / "Dockerfile.dockerignore").read_text()
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    assert "exporters:/opt/airflow/exporters" in services["airflow-init"]["volumes"]
