@@ -22,10 +22,19 @@ venv: $(UV)
 demo: venv  ## a real export on the embedded defaults (STORAGE=s3|s3-compatible|gcs|azure)
 	.venv/bin/python scripts/demo.py --storage $(STORAGE)
 
-system-deps:  ## Debian packages the browser and compose tests drive (chromium, docker-compose), installed when missing
-	@command -v chromium >/dev/null && command -v docker-compose >/dev/null || { \
-	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium docker-compose; }
+system-deps:  ## Debian packages the tests drive, installed when missing: Chromium, docker-compose, PostgreSQL, Redis, Java 17+ and Maven (Apache Kafka)
+	@missing=""; \
+	  command -v chromium >/dev/null || missing="$$missing chromium"; \
+	  command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	  command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	  java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])' || missing="$$missing openjdk-17-jre-headless"; \
+	  command -v mvn >/dev/null || missing="$$missing maven"; \
+	  if [ -n "$$missing" ]; then \
+	    SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	    echo "installing:$$missing"; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
+	  fi
 
 test: venv system-deps  ## the whole suite, against real servers started by the tests
 	.venv/bin/ruff check strm_provider dags tests scripts bench docker

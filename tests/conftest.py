@@ -31,7 +31,7 @@ os.environ.update(
 
 pytest_plugins = [
     f"tests.servers.{name}"
-    for name in ("kafka", "moto", "gcs", "azurite", "seaweedfs")
+    for name in ("kafka", "moto", "gcs", "azurite", "seaweedfs", "postgres", "redis")
     if (REPO / "tests" / "servers" / f"{name}.py").exists()
 ]
 

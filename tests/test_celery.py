@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -28,13 +27,12 @@ import pytest
 
 from tests.exporting import FILE_RE, data_files, events_in, write_exporter
 from tests.servers import free_port, wait_for_port
+from tests.servers.postgres import Postgres
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
-REDIS = "redis://127.0.0.1:6379/0"
 WORKERS = ("worker-1", "worker-2")
 
 
@@ -45,16 +43,8 @@ def worker_hostname() -> str:
     return f"{os.environ.get('STRM_TEST_WORKER', 'unknown')}@{socket.getfqdn()}"
 
 
-def pg(dbname: str = "postgres") -> Any:
-    import psycopg2
-
-    conn = psycopg2.connect(dbname=dbname, **PG)
-    conn.autocommit = True
-    return conn
-
-
-def query(dbname: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    conn = pg(dbname)
+def query(server: Postgres, dbname: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    conn = server.connect(dbname)
     try:
         with conn.cursor() as cur:
             cur.execute(sql, args)
@@ -64,10 +54,10 @@ def query(dbname: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
 
 
 @pytest.fixture
-def database() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test's Airflow, dropped afterwards."""
+def database(postgres: Postgres) -> Iterator[str]:
+    """A fresh database on the tests' own PostgreSQL for this test's Airflow, dropped afterwards."""
     name = f"strm_celery_{uuid.uuid4().hex[:10]}"
-    conn = pg()
+    conn = postgres.connect()
     with conn.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
     try:
@@ -109,7 +99,13 @@ def wait_for(what: str, check: Any, timeout: float, logs: Path) -> Any:
 
 
 def test_mapped_exports_run_on_both_celery_workers(
-    kafka: Any, s3_target: Any, database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kafka: Any,
+    s3_target: Any,
+    postgres: Postgres,
+    redis_url: str,
+    database: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # the data: 8 partitions, 400 events, exported by 4 partition sets
     topic = kafka.create_topic(f"celery-{uuid.uuid4().hex[:8]}", partitions=8)
@@ -138,9 +134,9 @@ def test_mapped_exports_run_on_both_celery_workers(
         **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "STRM_"))},
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}",
-        "AIRFLOW__CELERY__BROKER_URL": REDIS,
-        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://postgres@127.0.0.1:5432/{database}",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres.url(database),
+        "AIRFLOW__CELERY__BROKER_URL": redis_url,
+        "AIRFLOW__CELERY__RESULT_BACKEND": postgres.url(database, driver="db+postgresql"),
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
         "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
@@ -175,27 +171,31 @@ def test_mapped_exports_run_on_both_celery_workers(
                 process([*cmd, "--skip-serve-logs"], {**env, "STRM_TEST_WORKER": worker}, logs / f"{worker}.log")
             )
         wait_for_port(api_port, timeout=120)
-        run = wait_for("the exporter's scheduled run", lambda: run_state_of(database, dag_id), 200, logs)
+        run = wait_for("the exporter's scheduled run", lambda: run_state_of(postgres, database, dag_id), 200, logs)
         assert run == "success"
         tis = query(
+            postgres,
             database,
             "SELECT map_index, state, hostname FROM task_instance WHERE dag_id = %s AND task_id = 'export'",
             dag_id,
         )
         downstream = wait_for(
             "the downstream DAG triggered by the Asset",
-            lambda: run_state_of(database, "example_strm_downstream"),
+            lambda: run_state_of(postgres, database, "example_strm_downstream"),
             90,
             logs,
         )
-        xcoms = query(database, "SELECT map_index, value FROM xcom WHERE dag_id = %s AND task_id = 'export'", dag_id)
+        xcoms = query(
+            postgres, database, "SELECT map_index, value FROM xcom WHERE dag_id = %s AND task_id = 'export'", dag_id
+        )
         events = query(
+            postgres,
             database,
             "SELECT a.uri, count(*) FROM asset_event e JOIN asset a ON a.id = e.asset_id "
             "WHERE e.source_dag_id = %s GROUP BY a.uri",
             dag_id,
         )
-    assert len(query(database, "SELECT 1 FROM dag_run WHERE dag_id = %s", dag_id)) == 1
+    assert len(query(postgres, database, "SELECT 1 FROM dag_run WHERE dag_id = %s", dag_id)) == 1
 
     # the four mapped exports ran, and both workers took some
     assert sorted(m for m, _, _ in tis) == [0, 1, 2, 3]
@@ -225,14 +225,6 @@ def test_mapped_exports_run_on_both_celery_workers(
     assert downstream == "success"
 
 
-def run_state_of(database: str, dag_id: str) -> str | None:
-    rows = query(database, "SELECT state FROM dag_run WHERE dag_id = %s", dag_id)
+def run_state_of(server: Postgres, database: str, dag_id: str) -> str | None:
+    rows = query(server, database, "SELECT state FROM dag_run WHERE dag_id = %s", dag_id)
     return rows[0][0] if rows and rows[0][0] in ("success", "failed") else None
-
-
-def test_postgres_and_redis_are_there() -> None:
-    """The engines this machine (and CI) runs; the scale-out test needs them."""
-    assert shutil.which("pg_isready") is None or subprocess.run(["pg_isready", "-h", "127.0.0.1"]).returncode == 0
-    import redis
-
-    assert redis.Redis.from_url(REDIS).ping()
