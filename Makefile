@@ -3,6 +3,7 @@ SHELL := /bin/bash
 UV_VERSION := 0.13.8
 PY ?= python3
 STORAGE ?= s3
+BROKER ?= embedded
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
 # Airflow imports 2-3x faster from bytecode (strm list: 2.8 s instead of 6.7 s): the venv is
 # compiled at install, and the project's own files may write theirs even where the environment
@@ -10,7 +11,7 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
 unexport PYTHONDONTWRITEBYTECODE
 UV := $(CURDIR)/.tools/bin/uv
 
-.PHONY: venv demo test lint bench up down clean system-deps
+.PHONY: venv kafka demo test lint bench up down clean system-deps
 
 $(UV):
 	$(PY) -m venv .tools
@@ -19,8 +20,11 @@ $(UV):
 venv: $(UV)
 	$(UV) sync --frozen --all-extras --compile-bytecode --quiet
 
-demo: venv  ## a real export on the embedded defaults (STORAGE=s3|s3-compatible|gcs|azure)
-	.venv/bin/python scripts/demo.py --storage $(STORAGE)
+kafka: venv system-deps  ## Apache Kafka (pinned in tests/servers/apache_kafka.py) from Maven Central into .cache/, once
+	.venv/bin/python -m tests.servers.apache_kafka fetch
+
+demo: venv  ## a real export on the embedded defaults (STORAGE=s3|s3-compatible|gcs|azure, BROKER=embedded|apache)
+	.venv/bin/python scripts/demo.py --storage $(STORAGE) --broker $(BROKER)
 
 system-deps:  ## Debian packages the tests drive, installed when missing: Chromium, docker-compose, PostgreSQL, Redis, Java 17+ and Maven (Apache Kafka)
 	@missing=""; \
@@ -36,7 +40,7 @@ system-deps:  ## Debian packages the tests drive, installed when missing: Chromi
 	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
 	  fi
 
-test: venv system-deps  ## the whole suite, against real servers started by the tests
+test: venv system-deps kafka  ## the whole suite, against real servers started by the tests
 	.venv/bin/ruff check strm_provider dags tests scripts bench docker
 	.venv/bin/pytest -p no:cacheprovider
 
@@ -44,10 +48,10 @@ lint: venv
 	.venv/bin/ruff check strm_provider dags tests scripts bench docker
 	.venv/bin/ruff format --check strm_provider dags tests scripts bench docker
 
-bench: venv  ## throughput and memory benchmark, ~10 min (bench/results.json + .png); EVENTS=100000 for a quick run
+bench: venv kafka  ## throughput and memory benchmark, ~10 min (bench/results.json + .png); EVENTS=100000 for a quick run
 	.venv/bin/python bench/run.py $(if $(EVENTS),--events $(EVENTS))
 
-up: venv  ## the live local stack: Airflow UI (http://127.0.0.1:8080), Kafka, S3, a demo exporter every 30s
+up: venv kafka  ## the live local stack: Airflow UI (http://127.0.0.1:8080), Kafka, S3, a demo exporter every 30s
 	.venv/bin/python scripts/stack.py up
 
 down: venv  ## stop exactly what `make up` started (its PID files); keeps .stack/ for the next `make up`

@@ -5,10 +5,10 @@ backlog size with the export task method, in a fresh process whose peak RSS is p
 and prints one table. If the export's memory is
 bounded, the peaks are the same for every size.
 
-What bounds it on our side: batches of 10,000 records, files streamed to storage through a pipe
-(S3: at most 3 parts of 16 MiB in memory per file being uploaded). What does not,
-here: noida-db answers a fetch with the partition's whole backlog whatever the fetch limits say,
-so the client must hold one partition's backlog at once; the ``largest fetch`` column shows it.
+What bounds it: one partition read at a time with fetches of at most ``max_partition_fetch_bytes``
+(16 MiB), polls of 10,000 records, files streamed to storage through a pipe (S3: at most 3 parts of
+16 MiB in memory per file being uploaded). Writes ``bench/memory.json``:
+``{"broker": "apache-kafka <version>", "sizes": {"<events>": {"peak_rss_mb", "events_per_s"}}}``.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "memory.json")
     args = parser.parse_args()
     rows: list[dict[str, Any]] = []
+    broker = ""
     for events in (int(n) for n in args.events.split(",")):
         report = run.bench(
             argparse.Namespace(
@@ -45,6 +46,7 @@ def main() -> None:
                 out=None,
             )
         )
+        broker = report["broker"]
         backlog_mb = report["event_bytes_avg"] * events / 1e6
         for method in METHODS:
             row = report["methods"][method]
@@ -52,19 +54,20 @@ def main() -> None:
                 {
                     "events": events,
                     "backlog_mb": round(backlog_mb),
-                    "largest_fetch_mb": round(backlog_mb / args.partitions),
                     "method": method,
                     **{k: row.get(k) for k in ("events_per_s", "peak_rss_mb", "error")},
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
-    args.out.write_text(json.dumps({"machine": report["machine"], "rows": rows}, indent=2) + "\n")
-    print("\n| events | backlog MB | largest fetch MB | events/s | peak RSS MB |")
-    print("|---:|---:|---:|---:|---:|")
+    sizes = {str(r["events"]): {k: r.get(k) for k in ("peak_rss_mb", "events_per_s", "backlog_mb")} for r in rows}
+    out = {"broker": broker, "machine": report["machine"], "sizes": sizes}
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"\n{broker}\n| events | backlog MB | events/s | peak RSS MB |")
+    print("|---:|---:|---:|---:|")
     for r in rows:
         rate = f"{r['events_per_s']:,.0f}" if r.get("events_per_s") else f"failed: {r.get('error')}"
         rss = f"{r['peak_rss_mb']:,.0f}" if r.get("peak_rss_mb") else ""
-        print(f"| {r['events']:,} | {r['backlog_mb']:,} | {r['largest_fetch_mb']:,} | {rate} | {rss} |")
+        print(f"| {r['events']:,} | {r['backlog_mb']:,} | {rate} | {rss} |")
     print(f"wrote {args.out}")
 
 

@@ -1,9 +1,10 @@
 """``make demo``: one real export on the embedded defaults, start to finish, then everything stops.
 
-Starts the Kafka-compatible broker and a storage server on 127.0.0.1, creates the 5-partition topic
-``demo``, produces 10,000 random clickstream events shaped like the seed's example, runs one export
-through Airflow (``airflow dags test``), lists the bucket like ``aws s3 ls`` and prints the first
-event of one file.
+Starts a broker (by default the embedded Kafka-compatible broker of the ``noida-db`` wheel, which
+needs nothing but Python; ``--broker apache`` for Apache Kafka, which needs Java 17+) and a storage
+server on 127.0.0.1, creates the 5-partition topic ``demo``, produces 10,000 random clickstream
+events shaped like the seed's example, runs one export through Airflow (``airflow dags test``),
+lists the bucket like ``aws s3 ls`` and prints the first event of one file.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ sys.path.insert(0, str(REPO))
 from strm_provider.simulate import random_event  # noqa: E402
 from tests.exporting import FILE_RE, conn_env  # noqa: E402
 from tests.servers import SERVERS, free_port, start_storage  # noqa: E402
-from tests.servers.kafka import Broker, start_broker  # noqa: E402
+from tests.servers.kafka import Broker, start_broker, start_embedded_broker  # noqa: E402
 
 CONNECTOR = {"s3": "s3", "s3-compatible": "s3", "gcs": "gcs", "azure": "azure"}
 EVENTS = 10_000
@@ -68,6 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--storage", choices=sorted(SERVERS), default="s3")
     parser.add_argument("--events", type=int, default=EVENTS)
+    parser.add_argument("--broker", choices=["embedded", "apache"], default="embedded")
     args = parser.parse_args()
 
     began = time.monotonic()
@@ -86,11 +88,12 @@ def main() -> None:
     os.environ.update({k: env[k] for k in ("AIRFLOW_HOME", "STRM_EXPORTERS_DIR")})
 
     with contextlib.ExitStack() as stack:
-        with step("starting the Kafka-compatible broker and the storage server on 127.0.0.1"):
+        what = "Apache Kafka" if args.broker == "apache" else "the embedded Kafka-compatible broker"
+        with step(f"starting {what} and the storage server on 127.0.0.1"):
             data = work / "kafka"
             data.mkdir()
             port = free_port()
-            stack.enter_context(start_broker(data, port))
+            stack.enter_context((start_broker if args.broker == "apache" else start_embedded_broker)(data, port))
             broker = Broker(port, data)
             stack.callback(broker.reset_clients)
             storage = stack.enter_context(start_storage(args.storage, work / "storage"))

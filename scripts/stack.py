@@ -2,7 +2,7 @@
 
 ``up`` starts, each as a detached process with a PID file under ``.stack/pids/``:
 
-- ``broker``: the embedded Kafka-compatible broker (noida-db), data in ``.stack/kafka``;
+- ``broker``: Apache Kafka (one KRaft node, fetched by ``make kafka``), data in ``.stack/kafka``;
 - ``s3``: moto_server (S3 + IAM, policies enforced), a bucket and an IAM user holding only the
   seed's minimal policy, its key in ``.stack/s3.json`` (what ``aws iam create-access-key`` prints);
 - ``airflow``: ``airflow standalone`` (API server + UI, scheduler, DAG processor, triggerer) with
@@ -36,6 +36,7 @@ import httpx
 import psutil
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # the dev servers' package (tests.servers)
 VENV_BIN = Path(sys.executable).parent
 BUCKET = "strmprivacy-export-demo"
 REGION = "eu-west-1"
@@ -240,13 +241,15 @@ def choose_ports(requested: str) -> dict[str, int]:
 
 
 def start_broker(stack: Stack) -> None:
+    """Apache Kafka, one KRaft node; a later ``up`` restarts it on the same log dirs."""
+    from tests.servers.apache_kafka import VERSION, Listeners, controller_port, prepare, wait_ready
+
     port = stack.ports["kafka"]
     data = stack.root / "kafka"
-    data.mkdir(parents=True, exist_ok=True)
-    cmd = [str(VENV_BIN / "noida-db"), "start", "--data-dir", str(data), "--only", "kafka"]
-    proc = stack.spawn("broker", [*cmd, "--kafka-port", str(port), "--host", "127.0.0.1"])
-    wait_until("Kafka broker", lambda: port_open(port), 30, proc)
-    say(f"Kafka broker on 127.0.0.1:{port} (data in {data})")
+    proc = stack.spawn("broker", prepare(data, Listeners(port, controller_port(data))))
+    wait_until("Kafka broker", lambda: port_open(port), 60, proc)
+    wait_ready(f"127.0.0.1:{port}", 60, proc.is_running, stack.logs / "broker.log")
+    say(f"Apache Kafka {VERSION} on 127.0.0.1:{port} (data in {data})")
 
 
 def _iam_client(stack: Stack, service: str, key: dict[str, str]) -> Any:

@@ -1,6 +1,6 @@
 """The ``strm`` command line, run as a subprocess against a real Airflow metadata DB and a real api-server.
 
-Storage and Kafka are the real test servers (moto with IAM enforced, the noida-db broker). Every
+Storage and Kafka are the real test servers (moto with IAM enforced, Apache Kafka). Every
 output of every command is checked for the credentials the test handed it.
 """
 

@@ -1,12 +1,15 @@
 """Faults 4, 6 and 7: the broker restarts or is unreachable, partitions are added, retention deletes data.
 
-The restart test runs its own broker (same port and data dir across the restart); the others use
-the session broker with their own topics.
+The restart test runs its own broker and kills its JVM with SIGKILL mid-read, then starts it again
+on the same port and log dirs; the others use the session broker with their own topics.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,25 +28,24 @@ from tests.servers.kafka import Broker, start_broker
 
 #: Exactly-once must hold whichever client reads (the connection's ``reader`` extra).
 
-#: noida-db writes to disk about 2 s after an ack: wait longer than that before stopping it
-PERSIST_SECONDS = 3
-
 
 @pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[tuple[Broker, contextlib.ExitStack]]:
-    """A broker for this test only, so restarting it disturbs no other test."""
+def own_broker(tmp_path: Path) -> Iterator[tuple[Broker, contextlib.ExitStack, list[subprocess.Popen]]]:
+    """A broker for this test only, so killing it disturbs no other test."""
     port = free_port()
     stack = contextlib.ExitStack()
-    stack.enter_context(start_broker(tmp_path, port))
+    procs = [stack.enter_context(start_broker(tmp_path, port))]
     broker = Broker(port, tmp_path)
-    yield broker, stack
+    yield broker, stack, procs
     broker.reset_clients()
     stack.close()
 
 
-def test_broker_restarted_mid_run(own_broker: tuple[Broker, contextlib.ExitStack], s3_target: Any, monkeypatch) -> None:
-    """Fault 4a: the broker stops and comes back while the task reads: the task finishes, exactly once."""
-    kafka, stack = own_broker
+def test_broker_restarted_mid_run(
+    own_broker: tuple[Broker, contextlib.ExitStack, list[subprocess.Popen]], s3_target: Any, monkeypatch
+) -> None:
+    """Fault 4a: the broker's JVM is killed and comes back while the task reads: the task finishes, exactly once."""
+    kafka, stack, procs = own_broker
     name, prefix = unique("restart"), unique("restart")
     group = f"strm-exporter-{name}"
     topic = kafka.create_topic(name, 3)
@@ -51,17 +53,17 @@ def test_broker_restarted_mid_run(own_broker: tuple[Broker, contextlib.ExitStack
     restarts = []
 
     def restart(batches: int) -> None:
-        """Restarts the broker (same port, same data) right after the first batch was read."""
+        """SIGKILL of the broker's JVM right after the first batch was read, then a start on the same log dirs."""
         if not restarts:
             restarts.append(time.monotonic())
-            stack.close()  # broker process terminated
+            os.killpg(procs[-1].pid, signal.SIGKILL)
+            procs[-1].wait(30)
+            stack.close()
             kafka.reset_clients()
-            time.sleep(1)
-            stack.enter_context(start_broker(kafka.data_dir, kafka.port))
+            procs.append(stack.enter_context(start_broker(kafka.data_dir, kafka.port)))
 
     with connections(strm_kafka_default=kafka.connection(), dc=s3_target.connection(prefix)):
         (work,) = plan_sets(group, topic)
-        time.sleep(PERSIST_SECONDS)  # the produced events and the pinned start are on disk
         on_batches(restart, monkeypatch)
         spec = task_spec(topic, group, prefix, work)
         result = KafkaToStorageOperator(task_id="export", **spec["operator"]).execute({"run_id": "manual__restart"})

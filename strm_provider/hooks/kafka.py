@@ -13,21 +13,45 @@ from strm_provider.readers import BATCH_RECORDS, KafkaPythonReader, RecordReader
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
-#: Reader settings measured to move kafka-python 5x faster than its defaults (see bench/).
+#: Reader settings measured to move kafka-python 5x faster than its defaults (see bench/). They also
+#: bound the reader's memory: one partition is read at a time, so a fetch holds at most
+#: ``max_partition_fetch_bytes`` of it (Kafka returns a larger first record batch whole).
 FAST_READ = {
     "check_crcs": False,
     "max_partition_fetch_bytes": 16 * 1024 * 1024,
     "fetch_max_bytes": 64 * 1024 * 1024,
     # 10k records (~6 MB) per poll: as fast as 100k in bench/, and far fewer live record objects.
     "max_poll_records": BATCH_RECORDS,
-    # A cap on one response, not an allocation: brokers that ignore fetch limits (noida-db) send a
-    # partition's whole backlog, which the 100 MB default refuses (InvalidReceiveError).
-    "receive_message_max_bytes": 1024 * 1024 * 1024,
 }
 
 
 class KafkaUnavailable(Exception):
     """The brokers could not be reached; the message names the bootstrap servers, not the secret."""
+
+
+#: what kafka-python logs while it retries a refused bootstrap -> the cause a user can act on
+REFUSALS = {
+    "SaslAuthenticationFailed": "authentication failed (wrong user or password, or a SASL mechanism the listener "
+    "does not offer)",
+    "CERTIFICATE_VERIFY_FAILED": "certificate not trusted (the broker's certificate is not signed by a CA in "
+    "ssl_cafile)",
+    "WRONG_VERSION_NUMBER": "the listener does not speak TLS (security_protocol SSL/SASL_SSL on a plaintext port)",
+}
+
+
+class _Refusals(logging.Handler):
+    """Collects why the brokers refused: kafka-python retries a refused bootstrap until its timeout and
+    raises only ``KafkaTimeoutError``; the reason is in what it logs meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.causes: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        for marker, cause in REFUSALS.items():
+            if marker in text and cause not in self.causes:
+                self.causes.append(cause)
 
 
 class StrmKafkaHook(BaseHook):
@@ -91,16 +115,28 @@ class StrmKafkaHook(BaseHook):
         self._config = config
         return config
 
-    def _unreachable(self, err: Exception) -> KafkaUnavailable:
-        return KafkaUnavailable(
-            f"Kafka connection '{self.kafka_conn_id}': no broker reachable at {self.bootstrap_servers} "
-            f"({type(err).__name__})"
-        )
+    def _connect(self, client: Any, settings: dict[str, Any]) -> Any:
+        """``client(**settings)``, failing with the reason the brokers refused it, if they said one."""
+        from kafka.errors import KafkaError
+
+        refusals = _Refusals()
+        library_log = logging.getLogger("kafka")
+        library_log.addHandler(refusals)
+        try:
+            return client(**settings)
+        except KafkaError as err:
+            where = f"Kafka connection '{self.kafka_conn_id}'"
+            if refusals.causes:
+                raise KafkaUnavailable(f"{where}: {refusals.causes[0]} at {self.bootstrap_servers}") from None
+            raise KafkaUnavailable(
+                f"{where}: no broker reachable at {self.bootstrap_servers} ({type(err).__name__})"
+            ) from None
+        finally:
+            library_log.removeHandler(refusals)
 
     def consumer(self, group_id: str | None = None, **overrides: Any) -> Any:
         """A consumer with manual offsets only: nothing is committed unless we commit it."""
         from kafka import KafkaConsumer
-        from kafka.errors import KafkaError
 
         settings = {
             **self.client_config(),
@@ -113,10 +149,7 @@ class StrmKafkaHook(BaseHook):
             **FAST_READ,
             **overrides,
         }
-        try:
-            return KafkaConsumer(**settings)
-        except KafkaError as err:
-            raise self._unreachable(err) from None
+        return self._connect(KafkaConsumer, settings)
 
     def reader(self) -> RecordReader:
         """The export's data reader: a consumer with no group, so it reads only and never commits."""
@@ -124,21 +157,13 @@ class StrmKafkaHook(BaseHook):
 
     def producer(self, **overrides: Any) -> Any:
         from kafka import KafkaProducer
-        from kafka.errors import KafkaError
 
-        try:
-            return KafkaProducer(**{**self.client_config(), "linger_ms": 20, **overrides})
-        except KafkaError as err:
-            raise self._unreachable(err) from None
+        return self._connect(KafkaProducer, {**self.client_config(), "linger_ms": 20, **overrides})
 
     def admin(self) -> Any:
         from kafka import KafkaAdminClient
-        from kafka.errors import KafkaError
 
-        try:
-            return KafkaAdminClient(**self.client_config())
-        except KafkaError as err:
-            raise self._unreachable(err) from None
+        return self._connect(KafkaAdminClient, self.client_config())
 
     def test_connection(self) -> tuple[bool, str]:
         """Airflow's Test button: list the topics the credentials can see."""

@@ -1,4 +1,9 @@
-"""The Kafka-compatible broker from the ``noida-db`` wheel, on 127.0.0.1, with helpers the tests use."""
+"""Apache Kafka on 127.0.0.1 for the tests (``tests.servers.apache_kafka``), with helpers the tests use.
+
+The session broker also offers the secured listeners users run: SASL_PLAINTEXT with PLAIN, and
+SASL_SSL with SCRAM-SHA-512 behind a certificate from a CA the tests make. ``make demo``'s
+pip-only default, the embedded broker of the ``noida-db`` wheel, is :func:`start_embedded_broker`.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,23 +23,50 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewPartitions, NewTopic
 
 from tests.servers import free_port, running
+from tests.servers.apache_kafka import VERSION, Listeners, controller_port, start_kafka
+
+#: the users of the secured listeners (PLAIN on SASL_PLAINTEXT, SCRAM-SHA-512 on SASL_SSL)
+SASL_USER = "strm-exporter"
+SASL_PASSWORD = "kafka-test-password-7f3a"
+
+
+@dataclass
+class Secured:
+    """The session broker's secured listeners and what a client needs to trust them."""
+
+    sasl_plaintext: int
+    sasl_ssl: int
+    ca_file: Path
 
 
 class Broker:
     """A running broker and the few things tests do with it."""
 
-    def __init__(self, port: int, data_dir: Path) -> None:
+    version = VERSION
+
+    def __init__(self, port: int, data_dir: Path, secured: Secured | None = None) -> None:
         self.port = port
         self.data_dir = data_dir
         self.bootstrap = f"127.0.0.1:{port}"
+        self.secured = secured
         self._admin: KafkaAdminClient | None = None
 
-    def connection(self) -> dict[str, Any]:
-        """The ``strm_kafka`` Airflow connection for this broker."""
+    def connection(self, protocol: str = "PLAINTEXT", password: str = SASL_PASSWORD) -> dict[str, Any]:
+        """The ``strm_kafka`` Airflow connection for this broker, on the listener of ``protocol``."""
+        if protocol == "PLAINTEXT":
+            return {"conn_type": "strm_kafka", "host": self.bootstrap, "extra": {"security_protocol": "PLAINTEXT"}}
+        assert self.secured, "this broker has no secured listeners"
+        if protocol == "SASL_PLAINTEXT":
+            port, extra = self.secured.sasl_plaintext, {"sasl_mechanism": "PLAIN"}
+        else:
+            port = self.secured.sasl_ssl
+            extra = {"sasl_mechanism": "SCRAM-SHA-512", "ssl_cafile": str(self.secured.ca_file)}
         return {
             "conn_type": "strm_kafka",
-            "host": self.bootstrap,
-            "extra": {"security_protocol": "PLAINTEXT"},
+            "host": f"127.0.0.1:{port}",
+            "login": SASL_USER,
+            "password": password,
+            "extra": {"security_protocol": protocol, **extra},
         }
 
     @property
@@ -128,31 +161,65 @@ def clickstream_event(rng: random.Random, i: int) -> dict[str, Any]:
     }
 
 
-def start_broker(data_dir: Path, port: int | None = None) -> Any:
-    """Context manager running one broker process on ``port`` with data in ``data_dir``."""
+def start_broker(data_dir: Path, port: int | None = None) -> contextlib.AbstractContextManager[Any]:
+    """Context manager running one Apache Kafka node on ``port`` with data in ``data_dir`` (kept across restarts)."""
+    return start_kafka(data_dir, Listeners(port or free_port(), controller_port(data_dir)))
+
+
+@contextlib.contextmanager
+def start_secured_broker(data_dir: Path, port: int) -> Iterator[Secured]:
+    """A node with the PLAINTEXT listener and the two secured ones, its certificate from a CA made here."""
+    import trustme
+    from cryptography.hazmat.primitives import serialization
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    tls = data_dir / "tls"
+    tls.mkdir(parents=True, exist_ok=True)
+    ca.cert_pem.write_to_path(str(tls / "ca.pem"))
+    key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), password=None)
+    pkcs8 = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    (tls / "server.pem").write_bytes(pkcs8 + b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    secured = Secured(free_port(), free_port(), tls / "ca.pem")
+    plain_jaas = f'org.apache.kafka.common.security.plain.PlainLoginModule required user_{SASL_USER}="{SASL_PASSWORD}";'
+    listeners = Listeners(
+        port,
+        controller_port(data_dir),
+        sasl_plaintext=secured.sasl_plaintext,
+        sasl_ssl=secured.sasl_ssl,
+        extra={
+            "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-512",
+            "listener.name.sasl_plaintext.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config": plain_jaas,
+            "listener.name.sasl_ssl.sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            ),
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(tls / "server.pem"),
+        },
+    )
+    scram = f"SCRAM-SHA-512=[name={SASL_USER},password={SASL_PASSWORD}]"
+    with start_kafka(data_dir, listeners, format_args=("--add-scram", scram)):
+        yield secured
+
+
+def start_embedded_broker(data_dir: Path, port: int | None = None) -> contextlib.AbstractContextManager[Any]:
+    """The Kafka-compatible broker of the ``noida-db`` wheel: ``make demo``'s default, nothing but Python."""
     port = port or free_port()
     binary = shutil.which("noida-db", path=str(Path(sys.executable).parent)) or "noida-db"
-    cmd = [
-        binary,
-        "start",
-        "--data-dir",
-        str(data_dir),
-        "--only",
-        "kafka",
-        "--kafka-port",
-        str(port),
-        "--host",
-        "127.0.0.1",
-    ]
-    return running(cmd, log=data_dir / "broker.log", port=port)
+    cmd = [binary, "start", "--data-dir", str(data_dir), "--only", "kafka", "--kafka-port", str(port)]
+    return running([*cmd, "--host", "127.0.0.1"], log=data_dir / "broker.log", port=port)
 
 
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    """One broker for the session; tests use their own topics."""
+    """One Apache Kafka node for the session, secured listeners included; tests use their own topics."""
     data_dir = tmp_path_factory.mktemp("kafka")
     port = free_port()
-    with start_broker(data_dir, port):
-        broker = Broker(port, data_dir)
+    with start_secured_broker(data_dir, port) as secured:
+        broker = Broker(port, data_dir, secured)
         yield broker
         broker.reset_clients()
