@@ -424,29 +424,26 @@ def delete_batch_exporter(names: tuple[str, ...]) -> None:
 
 
 # ----- streams and demo events --------------------------------------------------------------------
-def _kafka_clients(ctx: click.Context, kafka_connection: str, bootstrap_servers: str | None) -> tuple[Any, str]:
-    """(hook or None, bootstrap) from --bootstrap-servers or the Kafka connection."""
-    if bootstrap_servers:
-        return None, bootstrap_servers
-    from strm_provider.cli.kafka import kafka_hook
+def _kafka_hook(ctx: click.Context, kafka_connection: str, bootstrap_servers: str | None) -> Any:
+    """The hook every Kafka client of a command comes from: the Kafka connection's, or PLAINTEXT brokers."""
+    from strm_provider.cli.kafka import kafka_hook, plaintext_hook
 
-    hook = kafka_hook(store(ctx), kafka_connection)
+    hook = plaintext_hook(bootstrap_servers) if bootstrap_servers else kafka_hook(store(ctx), kafka_connection)
     try:
-        return hook, hook.bootstrap_servers
+        hook.client_config()
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="'--kafka-connection'") from None
+    return hook
 
 
-def _admin(hook: Any, bootstrap: str) -> Any:
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
+def _kafka(make: Any) -> Any:
+    """``make()``, a Kafka client from the hook, with a refusal (unreachable, authentication, TLS) as one line."""
+    from strm_provider.hooks.kafka import KafkaUnavailable
 
     try:
-        return hook.admin() if hook else KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
-    except Exception as err:
-        if isinstance(err, KafkaError) or "reachable" in str(err):
-            raise click.ClickException(f"Kafka: no broker reachable at {bootstrap} ({type(err).__name__})") from None
-        raise
+        return make()
+    except KafkaUnavailable as err:
+        raise click.ClickException(f"Kafka: {err}") from None
 
 
 BOOTSTRAP = click.option(
@@ -478,10 +475,10 @@ def create_stream_cmd(
     from strm_provider.cli.kafka import create_stream
 
     _check_stream(stream)
-    hook, bootstrap = _kafka_clients(ctx, kafka_connection, bootstrap_servers)
-    admin = _admin(hook, bootstrap)
+    hook = _kafka_hook(ctx, kafka_connection, bootstrap_servers)
+    admin = _kafka(hook.admin)
     try:
-        if not create_stream(admin, bootstrap, stream, partitions):
+        if not create_stream(admin, stream, partitions):
             raise click.BadParameter(f"stream '{stream}' exists already", param_hint="'STREAM'")
     finally:
         admin.close()
@@ -512,32 +509,24 @@ def random_events(
     bootstrap_servers: str | None,
 ) -> None:
     """Send random events shaped like the seed's clickstream example to STREAM (created if missing)."""
-    from kafka import KafkaConsumer, KafkaProducer
-
-    from strm_provider.cli.kafka import create_stream, simulate
+    from strm_provider.cli.kafka import create_stream, partitions_of, simulate
 
     _check_stream(stream)
-    hook, bootstrap = _kafka_clients(ctx, kafka_connection, bootstrap_servers)
-    config = hook.client_config() if hook else {"bootstrap_servers": bootstrap}
+    hook = _kafka_hook(ctx, kafka_connection, bootstrap_servers)
+    consumer = _kafka(hook.consumer)
     try:
-        consumer = KafkaConsumer(**config)
-        existing = sorted(consumer.partitions_for_topic(stream) or ())
+        existing = partitions_of(consumer, stream)
+    finally:
         consumer.close()
-        if not existing:
-            admin = _admin(hook, bootstrap)
-            try:
-                create_stream(admin, bootstrap, stream, partitions)
-            finally:
-                admin.close()
-            click.echo(f"created stream '{stream}' with {partitions} partitions", err=True)
-            existing = list(range(partitions))
-        producer = KafkaProducer(**config, linger_ms=20)
-    except Exception as err:
-        from kafka.errors import KafkaError
-
-        if isinstance(err, KafkaError):
-            raise click.ClickException(f"Kafka: no broker reachable at {bootstrap} ({type(err).__name__})") from None
-        raise
+    if not existing:
+        admin = _kafka(hook.admin)
+        try:
+            create_stream(admin, stream, partitions)
+        finally:
+            admin.close()
+        click.echo(f"created stream '{stream}' with {partitions} partitions", err=True)
+        existing = list(range(partitions))
+    producer = _kafka(hook.producer)
     try:
         simulate(producer, stream, existing, rate=rate, count=count)
     finally:

@@ -34,6 +34,23 @@ def kafka_hook(store: ConnectorStore, conn_id: str, option: str = "'--kafka-conn
     return hook
 
 
+def plaintext_hook(bootstrap_servers: str) -> Any:
+    """A :class:`StrmKafkaHook` over PLAINTEXT brokers given on the command line (``--bootstrap-servers``)."""
+    from airflow.models import Connection
+
+    from strm_provider.hooks.kafka import StrmKafkaHook
+
+    conn = Connection(
+        conn_id="--bootstrap-servers",
+        conn_type="strm_kafka",
+        host=bootstrap_servers,
+        extra=json.dumps({"security_protocol": "PLAINTEXT"}),
+    )
+    hook = StrmKafkaHook(conn.conn_id)
+    hook.get_connection = lambda _conn_id: conn  # type: ignore[method-assign]
+    return hook
+
+
 def _client_error(err: Exception) -> click.ClickException:
     return click.ClickException(f"Kafka: {err}")
 
@@ -103,8 +120,8 @@ def _consumer(hook: Any, group_id: str | None = None) -> Any:
         raise _client_error(err) from None
 
 
-def create_stream(admin: Any, bootstrap: str, stream: str, partitions: int) -> bool:
-    """Create the topic; False if it exists already."""
+def create_stream(admin: Any, stream: str, partitions: int) -> bool:
+    """Create the topic and wait until the cluster serves its partitions; False if it exists already."""
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
@@ -113,16 +130,11 @@ def create_stream(admin: Any, bootstrap: str, stream: str, partitions: int) -> b
     except TopicAlreadyExistsError:
         return False
     deadline = time.monotonic() + 15
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    try:
-        while len(consumer.partitions_for_topic(stream) or ()) < partitions and time.monotonic() < deadline:
-            time.sleep(0.1)
-            consumer.close()
-            consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    finally:
-        consumer.close()
+    while time.monotonic() < deadline:
+        described = admin.describe_topics([stream])
+        if described and len(described[0].get("partitions") or ()) >= partitions:
+            break
+        time.sleep(0.1)
     return True
 
 
