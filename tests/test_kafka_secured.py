@@ -31,8 +31,7 @@ def test_cli_test_button_and_exporter_over_a_secured_listener(
     protocol: str,
     kafka: Any,
     s3_target: Any,
-    home: dict[str, str],
-    tmp_path: Path,  # noqa: F811
+    home: dict[str, str],  # noqa: F811
 ) -> None:
     secured = kafka.connection(protocol)
     stream = f"secured-{protocol.lower()}-{uuid.uuid4().hex[:6]}"
