@@ -23,6 +23,15 @@ from strm_provider.config import BrokenExporter, ExporterConfig, exporters_dir, 
 from strm_provider.operators import KafkaExportPlanOperator, KafkaToStorageOperator
 
 START_DATE = datetime(2024, 1, 1, tzinfo=UTC)
+#: what every exporter's DAG shares, a broken file's included: it runs on its interval from the moment
+#: it appears, one run at a time, without catching up
+EXPORTER_DAG = {
+    "start_date": START_DATE,
+    "catchup": False,
+    "max_active_runs": 1,
+    "is_paused_upon_creation": False,
+    "tags": ["strm"],
+}
 log = logging.getLogger(__name__)
 
 
@@ -60,12 +69,8 @@ def build_dag(cfg: ExporterConfig, source: Path | None = None) -> DAG:
     with DAG(
         dag_id=cfg.dag_id,
         schedule=timedelta(seconds=cfg.interval),
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        is_paused_upon_creation=False,
-        tags=["strm"],
         doc_md=doc,
+        **EXPORTER_DAG,
         default_args={"retries": cfg.retries, "retry_delay": timedelta(seconds=cfg.retry_delay)},
     ) as dag:
         common: dict[str, Any] = {
@@ -98,11 +103,7 @@ def build_broken_dag(broken: BrokenExporter, dag_id: str) -> DAG:
         dag_id=dag_id,
         description=broken.error[:400],
         schedule=timedelta(seconds=broken.interval),
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        is_paused_upon_creation=False,
-        tags=["strm"],
+        **EXPORTER_DAG,
         doc_md=f"**This exporter file is invalid; nothing is exported until it is fixed.**\n\n```\n{broken.error}\n```",
     ) as dag:
 
