@@ -41,19 +41,35 @@ REFUSALS = {
 }
 
 
+#: a SASL listener that closes every connection without a word: kafka-python over TLS often loses the
+#: broker's authentication error in the close (seen with a wrong SCRAM password on SASL_SSL)
+SILENT_SASL_REFUSAL = (
+    "authentication failed (the broker closed every connection while authenticating: a wrong user or "
+    "password, a SASL mechanism the listener does not offer, or a listener of another security_protocol)"
+)
+
+
 class _Refusals(logging.Handler):
     """Collects why the brokers refused: kafka-python retries a refused bootstrap until its timeout and
     raises only ``KafkaTimeoutError``; the reason is in what it logs meanwhile."""
 
-    def __init__(self) -> None:
+    def __init__(self, sasl: bool) -> None:
         super().__init__(logging.ERROR)
+        self.sasl = sasl
         self.causes: list[str] = []
+        self.closed_by_broker = False
 
     def emit(self, record: logging.LogRecord) -> None:
         text = record.getMessage()
+        self.closed_by_broker |= "socket disconnected" in text
         for marker, cause in REFUSALS.items():
             if marker in text and cause not in self.causes:
                 self.causes.append(cause)
+
+    def cause(self) -> str | None:
+        if self.causes:
+            return self.causes[0]
+        return SILENT_SASL_REFUSAL if self.sasl and self.closed_by_broker else None
 
 
 class StrmKafkaHook(BaseHook):
@@ -127,15 +143,15 @@ class StrmKafkaHook(BaseHook):
         """``client(**settings)``, failing with the reason the brokers refused it, if they said one."""
         from kafka.errors import KafkaError
 
-        refusals = _Refusals()
+        refusals = _Refusals(sasl=str(settings.get("security_protocol", "")).startswith("SASL"))
         library_log = logging.getLogger("kafka")
         library_log.addHandler(refusals)
         try:
             return client(**settings)
         except KafkaError as err:
             where = f"Kafka connection '{self.kafka_conn_id}'"
-            if refusals.causes:
-                raise KafkaUnavailable(f"{where}: {refusals.causes[0]} at {self.bootstrap_servers}") from None
+            if cause := refusals.cause():
+                raise KafkaUnavailable(f"{where}: {cause} at {self.bootstrap_servers}") from None
             raise KafkaUnavailable(
                 f"{where}: no broker reachable at {self.bootstrap_servers} ({type(err).__name__})"
             ) from None
