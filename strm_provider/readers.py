@@ -3,8 +3,7 @@
 The export reads a partition from a planned start to a planned end and never touches group
 offsets while doing so (a second kafka-python consumer of :class:`~strm_provider.hooks.kafka.StrmKafkaHook`
 plans and commits). The interface, :class:`RecordReader`, is what the export and the tests' fault
-seams see. A librdkafka reader behind it was measured (1.75x the export's throughput in bench/run.py)
-and dropped: the issue that asked for it kept it only at 3x, and every exactly-once test had to run twice.
+seams see.
 
 The reader hands out :class:`Batch` objects, column lists rather than record objects, so the export
 handles a poll's worth of values at once. The consumer is built by the hook; the reader only wraps it.
