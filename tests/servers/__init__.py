@@ -57,7 +57,7 @@ def running(cmd: list[str], *, log: Path, port: int, timeout: float = 30.0, **po
 def stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
     """Stop a server and everything it started (some launchers hand off to a child and exit).
 
-    SIGINT first, as Ctrl-C would: some servers (the embedded broker of noida-db) ignore SIGTERM.
+    SIGINT first, as Ctrl-C would: some servers ignore SIGTERM but stop cleanly on SIGINT.
     """
     for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
         with contextlib.suppress(ProcessLookupError):
