@@ -116,12 +116,12 @@ def build_broken_dag(broken: BrokenExporter, dag_id: str) -> DAG:
 
 
 def broken_dag_id(path: Path, taken: set[str]) -> str:
-    """``strm_export_<stem>``, or with the suffix too when a valid exporter already has that id."""
-    for key in (path.stem, path.name):
+    """``strm_export_<stem>``; with the suffix, then an ``invalid_`` mark, when a valid exporter has that id."""
+    for key in (path.stem, path.name, f"invalid_{path.name}"):
         dag_id = "strm_export_" + re.sub(r"[^A-Za-z0-9._-]", "_", key)
         if dag_id not in taken:
-            return dag_id
-    return "strm_export_invalid_" + re.sub(r"[^A-Za-z0-9._-]", "_", path.name)
+            break
+    return dag_id
 
 
 def build_dags(folder: Path | None = None, *, beside: Path | None = None) -> dict[str, DAG]:

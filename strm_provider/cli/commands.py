@@ -436,16 +436,6 @@ def _kafka_hook(ctx: click.Context, kafka_connection: str, bootstrap_servers: st
     return hook
 
 
-def _kafka(make: Any) -> Any:
-    """``make()``, a Kafka client from the hook, with a refusal (unreachable, authentication, TLS) as one line."""
-    from strm_provider.hooks.kafka import KafkaUnavailable
-
-    try:
-        return make()
-    except KafkaUnavailable as err:
-        raise click.ClickException(f"Kafka: {err}") from None
-
-
 BOOTSTRAP = click.option(
     "--bootstrap-servers", metavar="HOST:PORT,...", help="Use these brokers instead of the Kafka connection (PLAINTEXT)"
 )
@@ -472,11 +462,11 @@ def create_stream_cmd(
     ctx: click.Context, stream: str, partitions: int, kafka_connection: str, bootstrap_servers: str | None
 ) -> None:
     """Create STREAM (a Kafka topic) on the cluster of the Kafka connection."""
-    from strm_provider.cli.kafka import create_stream
+    from strm_provider.cli.kafka import client, create_stream
 
     _check_stream(stream)
     hook = _kafka_hook(ctx, kafka_connection, bootstrap_servers)
-    admin = _kafka(hook.admin)
+    admin = client(hook.admin)
     try:
         if not create_stream(admin, stream, partitions):
             raise click.BadParameter(f"stream '{stream}' exists already", param_hint="'STREAM'")
@@ -509,24 +499,24 @@ def random_events(
     bootstrap_servers: str | None,
 ) -> None:
     """Send random events shaped like the seed's clickstream example to STREAM (created if missing)."""
-    from strm_provider.cli.kafka import create_stream, partitions_of, simulate
+    from strm_provider.cli.kafka import client, create_stream, partitions_of, simulate
 
     _check_stream(stream)
     hook = _kafka_hook(ctx, kafka_connection, bootstrap_servers)
-    consumer = _kafka(hook.consumer)
+    consumer = client(hook.consumer)
     try:
         existing = partitions_of(consumer, stream)
     finally:
         consumer.close()
     if not existing:
-        admin = _kafka(hook.admin)
+        admin = client(hook.admin)
         try:
             create_stream(admin, stream, partitions)
         finally:
             admin.close()
         click.echo(f"created stream '{stream}' with {partitions} partitions", err=True)
         existing = list(range(partitions))
-    producer = _kafka(hook.producer)
+    producer = client(hook.producer)
     try:
         simulate(producer, stream, existing, rate=rate, count=count)
     finally:

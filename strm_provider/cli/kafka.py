@@ -7,6 +7,7 @@ import json
 import random
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -14,10 +15,17 @@ import click
 from strm_provider.cli.store import ConnectorStore
 
 
-def kafka_hook(store: ConnectorStore, conn_id: str, option: str = "'--kafka-connection'") -> Any:
-    """A :class:`StrmKafkaHook` over the connection as the store holds it."""
+def _hook_over(conn: Any) -> Any:
+    """A :class:`StrmKafkaHook` reading ``conn`` as given (the store's copy, not Airflow's lookup)."""
     from strm_provider.hooks.kafka import StrmKafkaHook
 
+    hook = StrmKafkaHook(conn.conn_id)
+    hook.get_connection = lambda _conn_id: conn  # type: ignore[method-assign]
+    return hook
+
+
+def kafka_hook(store: ConnectorStore, conn_id: str, option: str = "'--kafka-connection'") -> Any:
+    """A :class:`StrmKafkaHook` over the connection as the store holds it."""
     conn = store.connection(conn_id)
     if conn is None:
         raise click.BadParameter(
@@ -29,30 +37,32 @@ def kafka_hook(store: ConnectorStore, conn_id: str, option: str = "'--kafka-conn
         raise click.BadParameter(
             f"connection '{conn_id}' has type '{conn.conn_type}', expected 'strm_kafka'", param_hint=option
         )
-    hook = StrmKafkaHook(conn_id)
-    hook.get_connection = lambda _conn_id: conn  # type: ignore[method-assign]
-    return hook
+    return _hook_over(conn)
 
 
 def plaintext_hook(bootstrap_servers: str) -> Any:
     """A :class:`StrmKafkaHook` over PLAINTEXT brokers given on the command line (``--bootstrap-servers``)."""
     from airflow.models import Connection
 
-    from strm_provider.hooks.kafka import StrmKafkaHook
-
-    conn = Connection(
-        conn_id="--bootstrap-servers",
-        conn_type="strm_kafka",
-        host=bootstrap_servers,
-        extra=json.dumps({"security_protocol": "PLAINTEXT"}),
+    return _hook_over(
+        Connection(
+            conn_id="--bootstrap-servers",
+            conn_type="strm_kafka",
+            host=bootstrap_servers,
+            extra=json.dumps({"security_protocol": "PLAINTEXT"}),
+        )
     )
-    hook = StrmKafkaHook(conn.conn_id)
-    hook.get_connection = lambda _conn_id: conn  # type: ignore[method-assign]
-    return hook
 
 
-def _client_error(err: Exception) -> click.ClickException:
-    return click.ClickException(f"Kafka: {err}")
+def client(make: Callable[[], Any]) -> Any:
+    """``make()``, a Kafka client from a hook, with a refusal (unreachable, authentication, TLS, a bad
+    connection field) as one line."""
+    from strm_provider.hooks.kafka import KafkaUnavailable
+
+    try:
+        return make()
+    except (KafkaUnavailable, ValueError) as err:
+        raise click.ClickException(f"Kafka: {err}") from None
 
 
 def partitions_of(consumer: Any, stream: str) -> list[int]:
@@ -112,12 +122,7 @@ def pin_start(hook: Any, stream: str, group_id: str, *, include_existing_events:
 
 
 def _consumer(hook: Any, group_id: str | None = None) -> Any:
-    from strm_provider.hooks.kafka import KafkaUnavailable
-
-    try:
-        return hook.consumer(group_id, request_timeout_ms=15_000)
-    except (KafkaUnavailable, ValueError) as err:
-        raise _client_error(err) from None
+    return client(lambda: hook.consumer(group_id, request_timeout_ms=15_000))
 
 
 def create_stream(admin: Any, stream: str, partitions: int) -> bool:

@@ -56,19 +56,18 @@ class _Refusals(logging.Handler):
     def __init__(self, sasl: bool) -> None:
         super().__init__(logging.ERROR)
         self.sasl = sasl
-        self.causes: list[str] = []
+        self.named: str | None = None  # the first cause the library logged
         self.closed_by_broker = False
 
     def emit(self, record: logging.LogRecord) -> None:
         text = record.getMessage()
         self.closed_by_broker |= "socket disconnected" in text
-        for marker, cause in REFUSALS.items():
-            if marker in text and cause not in self.causes:
-                self.causes.append(cause)
+        if self.named is None:
+            self.named = next((cause for marker, cause in REFUSALS.items() if marker in text), None)
 
     def cause(self) -> str | None:
-        if self.causes:
-            return self.causes[0]
+        if self.named:
+            return self.named
         return SILENT_SASL_REFUSAL if self.sasl and self.closed_by_broker else None
 
 
