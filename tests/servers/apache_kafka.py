@@ -44,7 +44,7 @@ BINDING = """
     </dependency>"""
 
 
-class KafkaUnavailable(RuntimeError):
+class KafkaDistUnavailable(RuntimeError):
     """Java or Maven is missing, or Maven Central is unreachable: one line saying what to do."""
 
 
@@ -58,19 +58,23 @@ def java() -> str:
             match = re.search(r'version "(\d+)', out)
             if match and int(match.group(1)) >= 17:
                 return str(path)
-    raise KafkaUnavailable("Apache Kafka 4 needs Java 17 or newer: run `make system-deps` (openjdk-17-jre-headless)")
+    raise KafkaDistUnavailable(
+        "Apache Kafka 4 needs Java 17 or newer: run `make system-deps` (openjdk-17-jre-headless)"
+    )
 
 
 def _maven(pom: str, workdir: Path, target: Path) -> None:
     mvn = shutil.which("mvn")
     if mvn is None:
-        raise KafkaUnavailable("fetching Apache Kafka needs Maven: run `make system-deps` (Debian package maven)")
+        raise KafkaDistUnavailable("fetching Apache Kafka needs Maven: run `make system-deps` (Debian package maven)")
     (workdir / "pom.xml").write_text(pom)
     cmd = [mvn, "-B", "-q", "dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={target}"]
     done = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
     if done.returncode != 0:
         lines = [line for line in (done.stdout + done.stderr).splitlines() if "ERROR" in line] or ["(no output)"]
-        raise KafkaUnavailable(f"Maven could not fetch Apache Kafka {VERSION} from Maven Central: {lines[0].strip()}")
+        raise KafkaDistUnavailable(
+            f"Maven could not fetch Apache Kafka {VERSION} from Maven Central: {lines[0].strip()}"
+        )
 
 
 def fetch() -> Path:
@@ -221,5 +225,5 @@ if __name__ == "__main__":
         raise SystemExit("usage: python -m tests.servers.apache_kafka fetch")
     try:
         print(f"Apache Kafka {VERSION}: {fetch()}")
-    except KafkaUnavailable as err:
+    except KafkaDistUnavailable as err:
         raise SystemExit(f"error: {err}") from None
