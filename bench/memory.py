@@ -1,14 +1,15 @@
 """Peak memory of one export task as the backlog grows (figures, not assertions).
 
 ``.venv/bin/python bench/memory.py [--events 1000000,4000000]`` runs :mod:`bench.run` once per
-backlog size with the export task method, in a fresh process whose peak RSS is polled from /proc,
-and prints one table. If the export's memory is
+backlog size with both export task methods (the kafka-python and the confluent reader), each in a
+fresh process whose peak RSS is polled from /proc, and prints one table. If the export's memory is
 bounded, the peaks are the same for every size.
 
-What bounds it: one partition read at a time with fetches of at most ``max_partition_fetch_bytes``
-(16 MiB), polls of 10,000 records, files streamed to storage through a pipe (S3: at most 3 parts of
-16 MiB in memory per file being uploaded). Writes ``bench/memory.json``:
-``{"broker": "apache-kafka <version>", "sizes": {"<events>": {"peak_rss_mb", "events_per_s"}}}``.
+What bounds it: one partition read at a time (the confluent reader fetches the next one meanwhile)
+with fetches of at most 4 MiB per partition, polls of 10,000 records, files streamed to storage
+through a pipe (S3: at most 3 parts of 16 MiB in memory per file being uploaded). Writes
+``bench/memory.json``: ``{"broker": "apache-kafka <version>", "machine": {...},
+"methods": {"<method>": {"<events>": {"peak_rss_mb", "events_per_s", "backlog_mb"}}}}``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ if str(REPO) not in sys.path:
 
 from bench import run  # noqa: E402
 
-METHODS = ("export_task",)
+METHODS = ("export_task", "export_task_confluent")
 
 
 def main() -> None:
@@ -59,15 +60,22 @@ def main() -> None:
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
-    sizes = {str(r["events"]): {k: r.get(k) for k in ("peak_rss_mb", "events_per_s", "backlog_mb")} for r in rows}
-    out = {"broker": broker, "machine": report["machine"], "sizes": sizes}
+    methods = {
+        method: {
+            str(r["events"]): {k: r.get(k) for k in ("peak_rss_mb", "events_per_s", "backlog_mb")}
+            for r in rows
+            if r["method"] == method
+        }
+        for method in METHODS
+    }
+    out = {"broker": broker, "machine": report["machine"], "methods": methods}
     args.out.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"\n{broker}\n| events | backlog MB | events/s | peak RSS MB |")
-    print("|---:|---:|---:|---:|")
-    for r in rows:
+    print(f"\n{broker}\n| method | events | backlog MB | events/s | peak RSS MB |")
+    print("|---|---:|---:|---:|---:|")
+    for r in sorted(rows, key=lambda r: (METHODS.index(r["method"]), r["events"])):
         rate = f"{r['events_per_s']:,.0f}" if r.get("events_per_s") else f"failed: {r.get('error')}"
         rss = f"{r['peak_rss_mb']:,.0f}" if r.get("peak_rss_mb") else ""
-        print(f"| {r['events']:,} | {r['backlog_mb']:,} | {rate} | {rss} |")
+        print(f"| {run.LABELS[r['method']]} | {r['events']:,} | {r['backlog_mb']:,} | {rate} | {rss} |")
     print(f"wrote {args.out}")
 
 

@@ -10,9 +10,11 @@ per method: each process's own high-water mark and the tree's total, polled from
 - ``s3_ingest``: the backlog's JSON Lines uploaded from a local file through the same S3 hook, no
   Kafka at all: the S3 server's own ingest ceiling, which bounds every method that uploads;
 - ``export_task``: one ``KafkaToStorageOperator.execute`` of the whole backlog, upload included,
-  with the default kafka-python reader;
+  with the default kafka-python reader; ``export_task_confluent``: the same with the connection's
+  ``reader: confluent`` (librdkafka);
 - ``dag_run``: ``airflow dags test`` of the exporter's DAG, ``partition_sets`` 1 and 2
-  (wall time of the CLI: Airflow start-up, DAG parse and the run);
+  (wall time of the CLI: Airflow start-up, DAG parse and the run); ``dag_run_confluent``: the same
+  with the confluent reader;
 - ``naive_airflow``: ``airflow dags test`` of bench/dags/naive_airflow.py
   (``ConsumeFromTopicOperator`` + ``S3Hook.load_string``).
 
@@ -58,7 +60,9 @@ METHODS = (
     "confluent_raw",
     "s3_ingest",
     "export_task",
+    "export_task_confluent",
     "dag_run",
+    "dag_run_confluent",
     "naive_airflow",
 )
 LABELS = {
@@ -66,9 +70,13 @@ LABELS = {
     "confluent_raw": "(b) confluent-kafka raw",
     "s3_ingest": "(f) S3 upload only",
     "export_task": "(c) export task",
+    "export_task_confluent": "(c) export task, confluent reader",
     "dag_run": "(d) DAG run",
+    "dag_run_confluent": "(d) DAG run, confluent reader",
     "naive_airflow": "(e) naive Airflow",
 }
+#: (partition sets, prefix suffix) of the DAG runs: each reader, one and two mapped exports
+DAG_RUNS = [(sets, suffix) for suffix in ("", "-confluent") for sets in (1, 2)]
 #: kafka-python tuned as well as it goes (the ceiling of the client the export uses).
 KAFKA_PYTHON_TUNED = {
     "check_crcs": False,
@@ -215,12 +223,13 @@ def worker_export(spec: dict[str, Any]) -> None:
     """
     from strm_provider.operators import KafkaExportPlanOperator, KafkaToStorageOperator
 
+    method = spec["method"]
     common = {
         "stream": TOPIC,
-        "data_connector": "bench_s3_task",
-        "group_id": "strm-exporter-bench-task",
-        "path_prefix": PREFIXES["export_task"],
-        "kafka_conn_id": "bench_kafka",
+        "data_connector": f"bench_s3_{method}",
+        "group_id": f"strm-exporter-bench-{method}",
+        "path_prefix": PREFIXES[method],
+        "kafka_conn_id": KAFKA_CONNS[method],
     }
     context: Any = {"run_id": "bench"}
     [partition_set] = KafkaExportPlanOperator(task_id="plan", include_existing_events=True, **common).execute(context)
@@ -240,7 +249,7 @@ def worker_s3_ingest(spec: dict[str, Any]) -> None:
     """
     from strm_provider.hooks import storage_hook
 
-    storage = storage_hook("bench_s3_ingest")
+    storage = storage_hook("bench_s3_s3_ingest")
     storage.client  # noqa: B018  (region lookup and client set-up, outside the measured time)
     size = 0
     start = _start(spec)
@@ -257,9 +266,17 @@ WORKERS = {
     "confluent_raw": worker_confluent,
     "s3_ingest": worker_s3_ingest,
     "export_task": worker_export,
+    "export_task_confluent": worker_export,
 }
 #: where each export method writes in the bucket
-PREFIXES = {"export_task": "task", "s3_ingest": "ingest"}
+PREFIXES = {"export_task": "task", "export_task_confluent": "task-confluent", "s3_ingest": "ingest"}
+#: the Kafka connection of each exporting method: the confluent ones choose the reader there
+KAFKA_CONNS = {
+    "export_task": "bench_kafka",
+    "export_task_confluent": "bench_kafka_confluent",
+    "dag_run": "bench_kafka",
+    "dag_run_confluent": "bench_kafka_confluent",
+}
 
 
 # ----- orchestration ----------------------------------------------------------------------------------
@@ -431,10 +448,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         kafka_conn = broker.connection()
         conns = {
             "bench_kafka": kafka_conn,
-            "bench_s3_task": s3.connection("task"),
-            "bench_s3_ingest": s3.connection("ingest"),
-            "bench_s3_dag1": s3.connection("dag1"),
-            "bench_s3_dag2": s3.connection("dag2"),
+            "bench_kafka_confluent": {**kafka_conn, "extra": {**kafka_conn["extra"], "reader": "confluent"}},
+            **{f"bench_s3_{method}": s3.connection(prefix) for method, prefix in PREFIXES.items()},
+            **{f"bench_s3_dag{sets}{suffix}": s3.connection(f"dag{sets}{suffix}") for sets, suffix in DAG_RUNS},
             "bench_kafka_naive": {
                 "conn_type": "kafka",
                 "extra": {
@@ -477,6 +493,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 if method in WORKERS:
                     spec = {
+                        "method": method,
                         "bootstrap": broker.bootstrap,
                         "events": args.events,
                         "partitions": args.partitions,
@@ -504,18 +521,19 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                         more = {"files": files, "process_wall_s": round(wall, 2)}
                     more |= {"work_cpu_s": out["work_cpu_s"], "server_cpu_s": out["server_cpu_s"]}
                     results[method] = result_row(out["events"], out["bytes"], out["seconds"], rss, cpu, **more)
-                elif method == "dag_run":
+                elif method in ("dag_run", "dag_run_confluent"):
                     variants = {}
+                    suffix = "-confluent" if method == "dag_run_confluent" else ""
                     for sets in (1, 2):
-                        name = f"bench-dag{sets}"
+                        name = f"bench-dag{sets}{suffix}"
                         (home / "exporters" / f"{name}.yaml").write_text(
                             yaml.safe_dump(
                                 {
                                     "name": name,
                                     "stream": TOPIC,
-                                    "data_connector": f"bench_s3_dag{sets}",
-                                    "path_prefix": f"dag{sets}",
-                                    "kafka_connection": "bench_kafka",
+                                    "data_connector": f"bench_s3_dag{sets}{suffix}",
+                                    "path_prefix": f"dag{sets}{suffix}",
+                                    "kafka_connection": KAFKA_CONNS[method],
                                     "partition_sets": sets,
                                     "include_existing_events": True,
                                 }
@@ -523,9 +541,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                         )
                         cmd = [str(Path(sys.executable).parent / "airflow"), "dags", "test", f"strm_export_{name}"]
                         wall, rss, cpu, code = run_measured(cmd, env, log)
-                        files, size = bucket_bytes(s3, f"dag{sets}")
+                        files, size = bucket_bytes(s3, f"dag{sets}{suffix}")
                         if code or size != expected_file_bytes:
-                            raise RuntimeError(f"dag_run partition_sets={sets}: exit {code}, {size} bytes; see {log}")
+                            raise RuntimeError(f"{method} partition_sets={sets}: exit {code}, {size} bytes; see {log}")
                         variants[f"partition_sets_{sets}"] = result_row(
                             args.events, total_bytes, wall, rss, cpu, files=files
                         )
@@ -558,16 +576,29 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def ratios(results: dict[str, Any]) -> dict[str, float]:
+#: name -> (method, what it is compared with: one method or the slower of several, the ratio wanted)
+TARGETS = {
+    "export_task / kafka_python_raw": ("export_task", ("kafka_python_raw",), 0.8),
+    "export_task_confluent / min(confluent_raw, s3_ingest)": (
+        "export_task_confluent",
+        ("confluent_raw", "s3_ingest"),
+        0.6,
+    ),
+    "export_task_confluent / naive_airflow": ("export_task_confluent", ("naive_airflow",), 3.0),
+    "dag_run_confluent / naive_airflow": ("dag_run_confluent", ("naive_airflow",), 1.5),
+    "dag_run / naive_airflow": ("dag_run", ("naive_airflow",), 1.0),
+}
+
+
+def ratios(results: dict[str, Any]) -> dict[str, dict[str, float | bool]]:
+    """Each target ratio of events/s measured in this run, the ratio wanted and whether it was reached."""
     rate = {k: v["events_per_s"] for k, v in results.items() if "error" not in v}
-    pairs = {
-        "c/a": ("export_task", "kafka_python_raw"),
-        "c/b": ("export_task", "confluent_raw"),
-        "c/e": ("export_task", "naive_airflow"),
-        "d/e": ("dag_run", "naive_airflow"),
-        "c/f": ("export_task", "s3_ingest"),
-    }
-    return {name: round(rate[x] / rate[y], 3) for name, (x, y) in pairs.items() if x in rate and y in rate}
+    out: dict[str, dict[str, float | bool]] = {}
+    for name, (method, versus, wanted) in TARGETS.items():
+        if method in rate and all(v in rate for v in versus):
+            ratio = rate[method] / min(rate[v] for v in versus)
+            out[name] = {"ratio": round(ratio, 3), "target": wanted, "reached": ratio >= wanted}
+    return out
 
 
 def table(report: dict[str, Any]) -> str:
@@ -588,7 +619,10 @@ def table(report: dict[str, Any]) -> str:
             )
     text = "\n".join(rows)
     if report.get("ratios"):
-        text += "\n\nRatios (events/s): " + ", ".join(f"{k} = {v:.2f}" for k, v in report["ratios"].items())
+        text += "\n\n| ratio of events/s | measured | target |\n|---|---:|---:|\n" + "\n".join(
+            f"| {k} | {v['ratio']:.2f} | ≥ {v['target']} {'✓' if v['reached'] else '✗'} |"
+            for k, v in report["ratios"].items()
+        )
     return text
 
 
@@ -602,8 +636,10 @@ def chart(report: dict[str, Any], path: Path) -> None:
         "kafka_python_raw": "#888888",
         "confluent_raw": "#555555",
         "export_task": "#2e86c1",
+        "export_task_confluent": "#1a5276",
         "s3_ingest": "#aaaaaa",
         "dag_run": "#5dade2",
+        "dag_run_confluent": "#2874a6",
         "naive_airflow": "#e67e22",
     }
     labels, rates, rss, colors = [], [], [], []

@@ -235,8 +235,11 @@ def export_ranges(
     _return_large_buffers_to_the_os()
     with _frozen_heap():
         try:
-            for rng in ranges:
+            for i, rng in enumerate(ranges):
                 before = (files.total_events, dead.total_events, len(files.keys))
+                following = next((r for r in ranges[i + 1 :] if r.size), None)
+                if rng.size and following is not None:
+                    reader.prefetch(stream, following.partition, following.start)
                 if rng.size:
                     _read_partition(
                         reader,

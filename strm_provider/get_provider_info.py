@@ -76,6 +76,12 @@ def get_provider_info() -> dict[str, Any]:
                         },
                     ),
                     "ssl_cafile": _field("SSL CA file", "Path of the CA bundle that signed the brokers' certificates"),
+                    "reader": _field(
+                        "Reader",
+                        "Client the export reads with: kafka-python (default) or confluent "
+                        "(librdkafka, faster; needs the [confluent] extra)",
+                        {"type": ["string", "null"], "enum": ["kafka-python", "confluent", None]},
+                    ),
                 },
             },
             {

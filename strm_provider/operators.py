@@ -55,7 +55,9 @@ class KafkaExportPlanOperator(BaseOperator):
         self.include_existing_events = include_existing_events
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        consumer = StrmKafkaHook(self.kafka_conn_id).consumer(self.group_id)
+        kafka = StrmKafkaHook(self.kafka_conn_id)
+        kafka.check_reader()  # before anything is planned: every export task would fail the same way
+        consumer = kafka.consumer(self.group_id)
         try:
             plan = plan_stream(consumer, self.stream, include_existing_events=self.include_existing_events)
         finally:
@@ -138,7 +140,7 @@ class KafkaToStorageOperator(BaseOperator):
             else:
                 work = PartitionSet.from_xcom(self.partition_set)
             run_id = context.get("run_id", "")
-            reader = kafka.reader()
+            reader = kafka.reader(self.group_id)
             result = export_ranges(
                 consumer,
                 reader,

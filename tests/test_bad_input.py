@@ -19,6 +19,7 @@ from tests.exporting import FILE_RE, connections, data_files, run_exporter, writ
 from tests.faults.scenario import plan_sets, task_spec, unique
 
 #: Exactly-once must hold whichever client reads (the connection's ``reader`` extra).
+pytestmark = pytest.mark.usefixtures("each_reader")
 
 MiB = 1024 * 1024
 #: a one-line event is kept byte for byte: spacing, 1.50 and an integer beyond 64 bits survive

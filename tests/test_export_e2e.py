@@ -16,8 +16,6 @@ import pytest
 from tests.exporting import FILE_RE, TEST_FILE_RE, connections, data_files, run_exporter, write_exporter
 from tests.servers import StorageTarget
 
-#: Exactly-once must hold whichever client reads (the connection's ``reader`` extra).
-
 KINDS = {"s3": "s3_target", "s3-compatible": "s3_compatible_target", "gcs": "gcs_target", "azure": "azure_target"}
 _counter = itertools.count()
 
@@ -40,6 +38,7 @@ def produce_seq(kafka: Any, topic: str, start: int, count: int) -> list[tuple[in
     return kafka.produce(topic, [{"seq": i, "payload": "x" * (i % 50)} for i in range(start, start + count)])
 
 
+@pytest.mark.usefixtures("each_reader")
 def test_export_exactly_once_across_runs(kafka: Any, storage: StorageTarget) -> None:
     """N events in, N events out, each once, in partition offset order; then nothing; then exactly M more."""
     topic, prefix = kafka.create_topic(unique("clicks"), 5), unique("events")

@@ -96,6 +96,7 @@ def test_missing_bucket_is_explained(s3_target: MotoS3) -> None:
     assert "no-such-bucket-strm" in message
 
 
+@pytest.mark.usefixtures("each_reader")
 def test_failure_between_upload_and_commit(kafka: Any, s3_target: MotoS3, monkeypatch: pytest.MonkeyPatch) -> None:
     """Upload done, commit not: Airflow's retry re-exports the same range to the same name; no duplicate."""
     topic, prefix = kafka.create_topic(unique("crash"), 4), unique("crash")
@@ -143,6 +144,7 @@ def test_validation_file_after_failed_run(kafka: Any, s3_target: MotoS3) -> None
     assert sorted(e["seq"] for e in events_of(data_files(objects))) == list(range(10))
 
 
+@pytest.mark.usefixtures("each_reader")
 def test_failed_run_is_replayed_not_recut(kafka: Any, s3_target: MotoS3, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run that uploaded rotated files and then failed for good is replayed as planned by the next run:
     the same files under the same names, so newer events never shift its rotation points into duplicates."""

@@ -20,8 +20,6 @@ from tests.exporting import connections, data_files, load_dag, run_exporter, wri
 from tests.faults.scenario import check_exactly_once, plan_sets, seq_events, task_spec, unique
 from tests.faults.seams import on_batches
 
-#: Exactly-once must hold whichever client reads (the connection's ``reader`` extra).
-
 
 def execute(spec: dict[str, Any], run_id: str) -> dict[str, Any]:
     return operators.KafkaToStorageOperator(task_id="export", **spec["operator"]).execute({"run_id": run_id})

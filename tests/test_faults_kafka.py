@@ -26,8 +26,6 @@ from tests.faults.seams import on_batches
 from tests.servers import free_port
 from tests.servers.kafka import Broker, start_broker
 
-#: Exactly-once must hold whichever client reads (the connection's ``reader`` extra).
-
 
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[tuple[Broker, contextlib.ExitStack, list[subprocess.Popen]]]:
@@ -41,6 +39,7 @@ def own_broker(tmp_path: Path) -> Iterator[tuple[Broker, contextlib.ExitStack, l
     stack.close()
 
 
+@pytest.mark.usefixtures("each_reader")
 def test_broker_restarted_mid_run(
     own_broker: tuple[Broker, contextlib.ExitStack, list[subprocess.Popen]], s3_target: Any, monkeypatch
 ) -> None:
@@ -123,6 +122,7 @@ def test_partitions_added_between_runs(kafka: Any, s3_target: Any) -> None:
     check_exactly_once("partitions added between runs", kafka, s3_target, prefix, topic, group, 600)
 
 
+@pytest.mark.usefixtures("each_reader")
 def test_committed_offset_lost_to_retention(kafka: Any, s3_target: Any) -> None:
     """Fault 7: data deleted past the committed offset: the run reports the loss, goes on, and succeeds."""
     name, prefix = unique("retention"), unique("retention")

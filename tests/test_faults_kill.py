@@ -15,8 +15,6 @@ import pytest
 from tests.exporting import connections, data_files, run_exporter, write_exporter
 from tests.faults.scenario import check_exactly_once, plan_sets, run_task, seq_events, task_spec, unique
 
-#: Exactly-once must hold whichever client reads (the connection's ``reader`` extra).
-
 MiB = 1024 * 1024
 #: phase -> (events, filler bytes per event, operator settings, runner settings)
 CASES: dict[str, tuple[int, int, dict[str, Any], dict[str, Any]]] = {
@@ -33,6 +31,7 @@ CASES: dict[str, tuple[int, int, dict[str, Any], dict[str, Any]]] = {
 }
 
 
+@pytest.mark.usefixtures("each_reader")
 @pytest.mark.parametrize("phase", list(CASES))
 def test_sigkill_then_retry_then_next_run(kafka: Any, s3_target: Any, phase: str) -> None:
     count, pad, settings, runner = CASES[phase]

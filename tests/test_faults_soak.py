@@ -13,8 +13,6 @@ from kafka import KafkaProducer
 from tests.exporting import connections, run_exporter, write_exporter
 from tests.faults.scenario import check_exactly_once, unique
 
-#: Exactly-once must hold whichever client reads (the connection's ``reader`` extra).
-
 RUNS = 20
 RATE = 500  # events per second
 

@@ -1,9 +1,18 @@
-"""The reader's ranges (gaps from transaction markers included) and the batch writer's file boundaries."""
+"""The reader choice (the Kafka connection's ``reader`` extra) and the batch writer's file boundaries.
+
+The exactly-once scenarios run once per reader (``each_reader`` in the e2e, fault and bad-input
+modules); this module covers what is specific to the choice: both readers hand over the same records
+for the same range, gaps included, on plain and secured listeners; a bad ``reader`` value is refused
+by name; a missing library fails the plan task naming the extra to install.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
@@ -13,13 +22,14 @@ from kafka import KafkaProducer
 
 from strm_provider.export import _RollingFile
 from strm_provider.hooks.kafka import StrmKafkaHook
-from strm_provider.readers import Batch
-from tests.exporting import connections
+from strm_provider.readers import READERS, Batch
+from tests.conftest import REPO
+from tests.exporting import conn_env, connections
 from tests.faults.scenario import unique
 
 
 def read_all(hook: StrmKafkaHook, topic: str, partition: int, start: int, end: int) -> list[tuple[int, bytes | None]]:
-    reader = hook.reader()
+    reader = hook.reader("strm-exporter-readers-test")
     try:
         return [
             (batch.meta(i)[0], value)
@@ -30,7 +40,7 @@ def read_all(hook: StrmKafkaHook, topic: str, partition: int, start: int, end: i
         reader.close()
 
 
-def test_reader_reads_ranges_across_transaction_markers(kafka: Any) -> None:
+def test_both_readers_give_the_same_records_across_transaction_markers(kafka: Any) -> None:
     """Committed transactions leave marker offsets; aborted ones must stay hidden (read_committed)."""
     topic = kafka.create_topic(unique("readers"), 1)
     plain = KafkaProducer(bootstrap_servers=kafka.bootstrap)
@@ -52,13 +62,69 @@ def test_reader_reads_ranges_across_transaction_markers(kafka: Any) -> None:
     end = kafka.end_offsets(topic)[0]
     assert end == 11, "5 plain, 3 committed, a commit marker, 1 aborted, an abort marker"
 
-    with connections(strm_kafka_default=kafka.connection()):
-        hook = StrmKafkaHook()
-        everything = read_all(hook, topic, 0, 0, end)
-        assert [json.loads(v)["n"] for _, v in everything] == list(range(8))
-        assert [o for o, _ in everything] == list(range(8))
-        assert read_all(hook, topic, 0, 2, 7) == everything[2:7]
-        assert read_all(hook, topic, 0, 8, end) == [], "only a marker and an aborted record are left"
+    seen = {}
+    for name in READERS:
+        conn = {**kafka.connection(), "extra": {"reader": name}}
+        with connections(strm_kafka_default=conn):
+            hook = StrmKafkaHook()
+            assert hook.reader_name == name
+            seen[name] = everything = read_all(hook, topic, 0, 0, end)
+            assert [json.loads(v)["n"] for _, v in everything] == list(range(8))
+            assert [o for o, _ in everything] == list(range(8))
+            assert read_all(hook, topic, 0, 2, 7) == everything[2:7]
+            assert read_all(hook, topic, 0, 8, end) == [], "only a marker and an aborted record are left"
+    assert seen["confluent"] == seen["kafka-python"]
+
+
+@pytest.mark.parametrize("protocol", ["SASL_PLAINTEXT", "SASL_SSL"])
+def test_confluent_reader_reads_through_sasl_and_tls(kafka: Any, protocol: str) -> None:
+    """The connection's SASL user, password, mechanism and CA reach librdkafka as they reach kafka-python."""
+    topic = kafka.create_topic(unique("secured-read"), 1)
+    kafka.produce(topic, [{"n": i} for i in range(50)])
+    conn = kafka.connection(protocol)
+    conn["extra"]["reader"] = "confluent"
+    with connections(strm_kafka_default=conn):
+        got = read_all(StrmKafkaHook(), topic, 0, 0, 50)
+    assert [json.loads(v)["n"] for _, v in got] == list(range(50))
+
+
+@pytest.mark.parametrize("value", ["librdkafka", "Confluent-Kafka", 3])
+def test_unknown_reader_is_refused_naming_the_field(value: Any) -> None:
+    conn = {"conn_type": "strm_kafka", "host": "127.0.0.1:9", "extra": {"reader": value}}
+    with connections(strm_kafka_default=conn), pytest.raises(ValueError) as err:
+        StrmKafkaHook().reader("g")
+    assert str(err.value) == (
+        "Kafka connection 'strm_kafka_default': extra 'reader' must be one of kafka-python, confluent, "
+        f"got {str(value).lower()!r}"
+    )
+
+
+def test_confluent_reader_without_the_library_fails_the_plan_naming_the_extra(kafka: Any, s3_target: Any) -> None:
+    """A deployment without confluent-kafka: the plan task fails in one line, before reading or committing."""
+    topic, prefix = kafka.create_topic(unique("no-librdkafka"), 2), unique("no-librdkafka")
+    kafka.produce(topic, [{"n": i} for i in range(10)])
+    conn = {**kafka.connection(), "extra": {"reader": "confluent"}}
+    group = f"strm-exporter-{topic}"
+    script = (
+        "import sys; sys.modules['confluent_kafka'] = None  # as if not installed\n"
+        "from strm_provider.operators import KafkaExportPlanOperator\n"
+        f"KafkaExportPlanOperator(task_id='plan', stream={topic!r}, data_connector='dc', group_id={group!r},"
+        " include_existing_events=True).execute({})\n"
+    )
+    env = {
+        **os.environ,
+        conn_env("strm_kafka_default"): json.dumps(conn),
+        conn_env("dc"): json.dumps(s3_target.connection(prefix)),
+        "PYTHONPATH": str(REPO),
+    }
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1] == (
+        "ValueError: Kafka connection 'strm_kafka_default': extra 'reader' is 'confluent', which needs the "
+        "confluent-kafka library: pip install 'strm-airflow-provider[confluent]'"
+    )
+    assert kafka.committed(group, topic) == {0: None, 1: None}, "nothing planned, nothing pinned"
+    assert s3_target.objects(prefix) == {}, "not even the validation file"
 
 
 class _Memory:
@@ -107,12 +173,12 @@ def test_batched_writes_cut_files_where_line_by_line_writes_would(seed: int) -> 
     storage = _Memory()
     names = iter(range(10**6))
     files = _RollingFile(storage, lambda ts, cursor: f"{next(names):04d}", max_bytes, max_events)  # type: ignore[arg-type]
-    records = [SimpleNamespace(offset=o, timestamp=0, key=None, value=line) for o, line in enumerate(lines)]
+    records = [SimpleNamespace(offset=o, timestamp=0, key=None) for o in range(len(lines))]
     i = 0
     while i < len(lines):  # batches of random sizes, written as blocks
         n = rng.randint(1, 60)
         chunk = lines[i : i + n]
-        batch = Batch(0, records[i : i + n])
+        batch = Batch(0, chunk, records[i : i + n], lambda r: (r.offset, r.timestamp, r.key))  # type: ignore[arg-type]
         files.write_lines(chunk, batch, 0, {0: i})
         i += n
     files.close()

@@ -8,7 +8,7 @@ from typing import Any
 from airflow.sdk import BaseHook
 
 from strm_provider.hooks.storage import extra_json
-from strm_provider.readers import BATCH_RECORDS, KafkaPythonReader, RecordReader
+from strm_provider.readers import BATCH_RECORDS, READERS, ConfluentReader, KafkaPythonReader, RecordReader
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -24,6 +24,25 @@ FAST_READ = {
     "fetch_max_bytes": 8 * 1024 * 1024,
     # 10k records (~6 MB) per poll: as fast as 100k in bench/, and far fewer live record objects.
     "max_poll_records": BATCH_RECORDS,
+}
+
+#: librdkafka settings of the ``confluent`` reader: the fetch sizes of :data:`FAST_READ`, and a
+#: prefetch queue of a few fetches per consumer (librdkafka's default queues up to 64 MiB).
+CONFLUENT_READ = {
+    "check.crcs": False,
+    "max.partition.fetch.bytes": 4 * 1024 * 1024,
+    "fetch.max.bytes": 8 * 1024 * 1024,
+    "queued.max.messages.kbytes": 16 * 1024,
+}
+
+#: kafka-python setting -> librdkafka property, for the ``confluent`` reader
+_LIBRDKAFKA = {
+    "bootstrap_servers": "bootstrap.servers",
+    "security_protocol": "security.protocol",
+    "sasl_mechanism": "sasl.mechanism",
+    "sasl_plain_username": "sasl.username",
+    "sasl_plain_password": "sasl.password",
+    "ssl_cafile": "ssl.ca.location",
 }
 
 
@@ -75,7 +94,12 @@ class StrmKafkaHook(BaseHook):
     """Kafka cluster from an Airflow connection.
 
     host = bootstrap servers (``h1:9092,h2:9092``), login/password = SASL credentials, extra =
-    ``security_protocol``, ``sasl_mechanism``, ``ssl_cafile``.
+    ``security_protocol``, ``sasl_mechanism``, ``ssl_cafile`` and ``reader`` (``kafka-python`` or
+    ``confluent``: the client the export reads records with).
+
+    Planning and commits always go through kafka-python, whichever reader reads: the offsets the
+    exactly-once guarantee rests on have one code path, tested once, on the one client every
+    installation has.
     """
 
     conn_name_attr = "kafka_conn_id"
@@ -87,6 +111,7 @@ class StrmKafkaHook(BaseHook):
         super().__init__(**kwargs)
         self.kafka_conn_id = kafka_conn_id
         self._config: dict[str, Any] | None = None
+        self._reader = READERS[0]
         # A task log tells the export's story (plan, files, summary): kafka-python's INFO lines on every
         # connection and metadata refresh stay out, unless Airflow's logging config sets a level for them.
         library_log = logging.getLogger("kafka")
@@ -135,8 +160,32 @@ class StrmKafkaHook(BaseHook):
             }
         if extra.get("ssl_cafile"):
             config["ssl_cafile"] = extra["ssl_cafile"]
-        self._config = config
+        reader = str(extra.get("reader") or READERS[0]).lower()
+        if reader not in READERS:
+            raise ValueError(
+                f"Kafka connection '{self.kafka_conn_id}': extra 'reader' must be one of {', '.join(READERS)}, "
+                f"got {reader!r}"
+            )
+        self._config, self._reader = config, reader
         return config
+
+    @property
+    def reader_name(self) -> str:
+        """The client the export reads with: the connection's ``reader`` extra (default ``kafka-python``)."""
+        self.client_config()
+        return self._reader
+
+    def check_reader(self) -> None:
+        """Fail in one line, naming the extra to install, if the chosen reader's library is missing."""
+        if self.reader_name != "confluent":
+            return
+        try:
+            import confluent_kafka  # noqa: F401
+        except ImportError:
+            raise ValueError(
+                f"Kafka connection '{self.kafka_conn_id}': extra 'reader' is 'confluent', which needs the "
+                "confluent-kafka library: pip install 'strm-airflow-provider[confluent]'"
+            ) from None
 
     def _connect(self, client: Any, settings: dict[str, Any]) -> Any:
         """``client(**settings)``, failing with the reason the brokers refused it, if they said one."""
@@ -174,9 +223,29 @@ class StrmKafkaHook(BaseHook):
         }
         return self._connect(KafkaConsumer, settings)
 
-    def reader(self) -> RecordReader:
-        """The export's data reader: a consumer with no group, so it reads only and never commits."""
-        return KafkaPythonReader(self.consumer(None))
+    def reader(self, group_id: str) -> RecordReader:
+        """The export's data reader, as the connection chooses; it reads only and never commits.
+
+        librdkafka wants a group even for assigned partitions, so the ``confluent`` reader names the
+        exporter's own group (which the credentials may use anyway); it never joins or commits it.
+        """
+        self.check_reader()
+        if self.reader_name == "kafka-python":
+            return KafkaPythonReader(self.consumer(None))
+        from confluent_kafka import Consumer
+
+        settings = {_LIBRDKAFKA[k]: v for k, v in self.client_config().items() if k in _LIBRDKAFKA}
+        settings |= {
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            **CONFLUENT_READ,
+        }
+        library_log = logging.getLogger("confluent_kafka")
+        return ConfluentReader(lambda: Consumer(settings, logger=library_log))
 
     def producer(self, **overrides: Any) -> Any:
         from kafka import KafkaProducer

@@ -1,4 +1,4 @@
-"""A seam in the export's read path: run a callback as each batch leaves the reader."""
+"""A seam in the export's read path: run a callback as each batch leaves the reader, whichever client reads."""
 
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ class BatchSeam:
                 self._on_batch(self._count)
             yield batch
 
+    def prefetch(self, *args: Any) -> None:
+        self._reader.prefetch(*args)
+
     def close(self) -> None:
         self._reader.close()
 
@@ -33,8 +36,8 @@ def on_batches(on_batch: Callable[[int], None], monkeypatch: pytest.MonkeyPatch 
     """Make every reader the Kafka hook builds from now on call ``on_batch`` (undone with ``monkeypatch``)."""
     real = StrmKafkaHook.reader
 
-    def reader(self: StrmKafkaHook) -> BatchSeam:
-        return BatchSeam(real(self), on_batch)
+    def reader(self: StrmKafkaHook, group_id: str) -> BatchSeam:
+        return BatchSeam(real(self, group_id), on_batch)
 
     if monkeypatch is not None:
         monkeypatch.setattr(StrmKafkaHook, "reader", reader)

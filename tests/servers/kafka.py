@@ -22,6 +22,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewPartitions, NewTopic
 
+from strm_provider.readers import READERS
 from tests.servers import free_port, running
 from tests.servers.apache_kafka import VERSION, Listeners, controller_port, start_kafka
 
@@ -43,6 +44,8 @@ class Broker:
     """A running broker and the few things tests do with it."""
 
     version = VERSION
+    #: The ``reader`` extra of :meth:`connection` (the ``each_reader`` fixture switches it per test).
+    reader = READERS[0]
 
     def __init__(self, port: int, data_dir: Path, secured: Secured | None = None) -> None:
         self.port = port
@@ -54,7 +57,8 @@ class Broker:
     def connection(self, protocol: str = "PLAINTEXT", password: str = SASL_PASSWORD) -> dict[str, Any]:
         """The ``strm_kafka`` Airflow connection for this broker, on the listener of ``protocol``."""
         if protocol == "PLAINTEXT":
-            return {"conn_type": "strm_kafka", "host": self.bootstrap, "extra": {"security_protocol": "PLAINTEXT"}}
+            extra = {"security_protocol": "PLAINTEXT", "reader": self.reader}
+            return {"conn_type": "strm_kafka", "host": self.bootstrap, "extra": extra}
         assert self.secured, "this broker has no secured listeners"
         if protocol == "SASL_PLAINTEXT":
             port, extra = self.secured.sasl_plaintext, {"sasl_mechanism": "PLAIN"}
@@ -66,7 +70,7 @@ class Broker:
             "host": f"127.0.0.1:{port}",
             "login": SASL_USER,
             "password": password,
-            "extra": {"security_protocol": protocol, **extra},
+            "extra": {"security_protocol": protocol, "reader": self.reader, **extra},
         }
 
     @property
@@ -223,3 +227,13 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         broker = Broker(port, data_dir, secured)
         yield broker
         broker.reset_clients()
+
+
+@pytest.fixture(params=READERS)
+def each_reader(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run a test once per reader: exactly-once must hold whichever client reads."""
+    Broker.reader = request.param
+    try:
+        yield request.param
+    finally:
+        Broker.reader = READERS[0]
