@@ -23,8 +23,10 @@ Each worker method also reports the CPU seconds of its own process during the me
 shared 2-core machine these say where the time goes more steadily than wall time does.
 
 ``BENCH_PROFILE=1`` runs the in-process workers under cProfile (``<method>.json.prof`` in the working
-directory). Before each method the broker and S3 server are left to go idle (log segment flushes and
-the JVM's own work after a big produce). Figures, not assertions. MB are 10^6 bytes of record
+directory, with ``--keep``); ``BENCH_PROFILE=py-spy`` samples every measured process, all threads,
+into ``<method>.pyspy.txt`` (collapsed stacks) in the current directory (``BENCH_IDLE=1``: waits too).
+Before each method the broker and S3 server are left to go idle (log segment flushes and the JVM's
+own work after a big produce). Figures, not assertions. MB are 10^6 bytes of record
 values (the JSON events, without newlines).
 """
 
@@ -76,7 +78,7 @@ LABELS = {
     "naive_airflow": "(e) naive Airflow",
 }
 #: (partition sets, prefix suffix) of the DAG runs: each reader, one and two mapped exports
-DAG_RUNS = [(sets, suffix) for suffix in ("", "-confluent") for sets in (1, 2)]
+DAG_RUNS = [(sets, suffix) for suffix in ("", "_confluent") for sets in (1, 2)]
 #: kafka-python tuned as well as it goes (the ceiling of the client the export uses).
 KAFKA_PYTHON_TUNED = {
     "check_crcs": False,
@@ -336,7 +338,7 @@ def _memory_kb(pid: int) -> tuple[int, int]:
     return rss, hwm
 
 
-def run_measured(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, float, float, int]:
+def run_measured(cmd: list[str], env: dict[str, str], log: Path, name: str) -> tuple[float, float, float, int]:
     """Run ``cmd``; return (wall s, peak RSS MB of its process tree, CPU s of the tree, exit code).
 
     Peak RSS is polled from /proc (each process's own VmHWM, and the sum of the tree's VmRSS every
@@ -344,6 +346,12 @@ def run_measured(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float,
     fork and keeps it across exec.
     """
     peak_kb = 0
+    if os.environ.get("BENCH_PROFILE") == "1" and Path(cmd[0]).name == "airflow":  # the CLI's main thread
+        cmd = [sys.executable, "-m", "cProfile", "-o", str(Path.cwd() / f"{name}.prof"), *cmd]
+    if os.environ.get("BENCH_PROFILE") == "py-spy":  # BENCH_IDLE=1: waiting threads too
+        spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--threads", "--subprocesses", "--rate", "200"]
+        spy += ["--idle"] if os.environ.get("BENCH_IDLE") else []
+        cmd = [*spy, "--format", "raw", "--output", str(Path.cwd() / f"{name}.pyspy.txt"), "--", *cmd]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with log.open("ab") as out:
         start = time.perf_counter()
@@ -509,7 +517,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                         "--spec",
                         json.dumps(spec),
                     ]
-                    wall, rss, cpu, code = run_measured(cmd, env, log)
+                    wall, rss, cpu, code = run_measured(cmd, env, log, method)
                     if code:
                         raise RuntimeError(f"{method} failed (exit {code}); see {log}")
                     out = json.loads(Path(spec["result"]).read_text())
@@ -523,9 +531,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                     results[method] = result_row(out["events"], out["bytes"], out["seconds"], rss, cpu, **more)
                 elif method in ("dag_run", "dag_run_confluent"):
                     variants = {}
-                    suffix = "-confluent" if method == "dag_run_confluent" else ""
+                    suffix = "_confluent" if method == "dag_run_confluent" else ""
                     for sets in (1, 2):
-                        name = f"bench-dag{sets}{suffix}"
+                        name = f"bench-dag{sets}{suffix.replace('_', '-')}"
                         (home / "exporters" / f"{name}.yaml").write_text(
                             yaml.safe_dump(
                                 {
@@ -540,7 +548,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                             )
                         )
                         cmd = [str(Path(sys.executable).parent / "airflow"), "dags", "test", f"strm_export_{name}"]
-                        wall, rss, cpu, code = run_measured(cmd, env, log)
+                        wall, rss, cpu, code = run_measured(cmd, env, log, f"{method}_{sets}")
                         files, size = bucket_bytes(s3, f"dag{sets}{suffix}")
                         if code or size != expected_file_bytes:
                             raise RuntimeError(f"{method} partition_sets={sets}: exit {code}, {size} bytes; see {log}")
@@ -551,7 +559,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 elif method == "naive_airflow":
                     naive_env = {**env, "AIRFLOW__CORE__DAGS_FOLDER": str(BENCH / "dags")}
                     cmd = [str(Path(sys.executable).parent / "airflow"), "dags", "test", "bench_naive_airflow"]
-                    wall, rss, cpu, code = run_measured(cmd, naive_env, log)
+                    wall, rss, cpu, code = run_measured(cmd, naive_env, log, method)
                     files, size = bucket_bytes(s3, "naive")
                     if code or size != expected_file_bytes:
                         raise RuntimeError(f"naive_airflow: exit {code}, {size} bytes in the bucket; see {log}")
@@ -683,7 +691,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         spec = json.loads(args.spec)
-        if os.environ.get("BENCH_PROFILE"):  # cProfile the worker: <result>.prof beside its result
+        if os.environ.get("BENCH_PROFILE") == "1":  # cProfile the worker: <result>.prof beside its result
             import cProfile
 
             cProfile.runctx("WORKERS[args.worker](spec)", globals(), locals(), filename=spec["result"] + ".prof")

@@ -21,15 +21,17 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 
 from strm_provider.hooks.storage import StorageError, StorageHook, extra_json, parse_json_field
 
-PART_SIZE = 16 * 1024 * 1024
-#: A pipe is not seekable, so s3transfer buffers parts in memory: cap them (10 x 16 MiB by default).
+#: 8 MiB parts, at most 2 in memory per file (s3transfer's default is 10): a file being uploaded holds
+#: 16 MiB, and the confluent reader's export stayed as fast as with 3 x 16 MiB (bench/run.py).
+PART_SIZE = 8 * 1024 * 1024
+#: A pipe is not seekable, so s3transfer buffers parts in memory: cap them.
 TRANSFER = TransferConfig(
     multipart_threshold=PART_SIZE,
     multipart_chunksize=PART_SIZE,
     max_concurrency=4,
     use_threads=True,
 )
-TRANSFER.max_in_memory_upload_chunks = 3  # an s3transfer setting boto3's constructor does not take
+TRANSFER.max_in_memory_upload_chunks = 2  # an s3transfer setting boto3's constructor does not take
 CONTENT_TYPE = "application/x-ndjson"
 #: Bounded retries: a wrong key or a dead endpoint fails in seconds, not minutes.
 RETRIES = {"max_attempts": 4, "mode": "standard"}
