@@ -48,6 +48,8 @@ PARTITIONS = 5
 USER = "admin"
 #: stop order: what feeds others stops first
 PROCESSES = ("producer", "airflow", "s3", "broker")
+#: environment variable holding the token that marks a process (and its children) as started by ``up``
+TOKEN_VAR = "STRM_STACK_TOKEN"
 DEFAULT_PORTS = {"ui": 8080, "kafka": 9092, "s3": 9000}
 
 
@@ -151,25 +153,31 @@ class Stack:
         return self.pids / f"{name}.pid"
 
     def process(self, name: str) -> psutil.Process | None:
-        """The live process ``name`` recorded in its PID file, if it is still the one we started."""
+        """The live process ``name`` recorded in its PID file, if it is still the one we started.
+
+        Ours carry the token of their PID file in their environment (:data:`TOKEN_VAR`): unlike a start
+        time, which psutil gives in wall-clock seconds and which moves when the clock is stepped (NTP,
+        suspend/resume), a token cannot match a process that merely reuses the PID.
+        """
         path = self.pid_file(name)
         if not path.exists():
             return None
         record = json.loads(path.read_text())
         try:
             proc = psutil.Process(record["pid"])
-            if abs(proc.create_time() - record["created"]) > 1 or not proc.is_running():
-                return None  # the PID was reused by something else: not ours
             if proc.status() == psutil.STATUS_ZOMBIE:
                 return None
+            if proc.environ().get(TOKEN_VAR) != record["token"]:
+                return None  # the PID was reused by something else: not ours
             return proc
-        except psutil.NoSuchProcess:
+        except (psutil.NoSuchProcess, psutil.AccessDenied):  # gone, or another user's: not ours
             return None
 
     def spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> psutil.Process:
         """Start ``cmd`` detached (own session, output to ``.stack/logs/<name>.log``) and record its PID."""
         self.logs.mkdir(parents=True, exist_ok=True)
         self.pids.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_hex(16)
         with (self.logs / f"{name}.log").open("ab") as log:
             popen = subprocess.Popen(
                 cmd,
@@ -178,33 +186,38 @@ class Stack:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 cwd=self.root,
-                env=env or self.full_env(),
+                env={**(env or self.full_env()), TOKEN_VAR: token},
             )
-        proc = psutil.Process(popen.pid)
-        record = {"pid": popen.pid, "created": proc.create_time(), "cmd": cmd}
-        self.pid_file(name).write_text(json.dumps(record) + "\n")
-        return proc
+        self.pid_file(name).write_text(json.dumps({"pid": popen.pid, "token": token, "cmd": cmd}) + "\n")
+        return psutil.Process(popen.pid)
 
     def stop(self, name: str, timeout: float = 20.0) -> bool:
-        """Stop process ``name`` and every process it started (SIGTERM, then SIGKILL); drop its PID file."""
+        """Stop process ``name`` and every process it started (SIGTERM, then SIGKILL).
+
+        The PID file goes only once none of them is left: a ``down`` that could not stop everything
+        can be run again.
+        """
         proc = self.process(name)
-        stopped = False
-        if proc is not None:
-            try:
-                family = [proc, *proc.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                family = []
-            for member in family:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    member.send_signal(signal.SIGTERM)
-            _gone, alive = psutil.wait_procs(family, timeout=timeout)
-            for member in alive:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    member.kill()
-            psutil.wait_procs(alive, timeout=10)
-            stopped = True
-        self.pid_file(name).unlink(missing_ok=True)
-        return stopped
+        if proc is None:
+            self.pid_file(name).unlink(missing_ok=True)
+            return False
+        try:
+            family = [proc, *proc.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            family = []
+        for member in family:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.send_signal(signal.SIGTERM)
+        _gone, alive = psutil.wait_procs(family, timeout=timeout)
+        for member in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.kill()
+        _gone, alive = psutil.wait_procs(alive, timeout=10)
+        if alive:
+            say(f"{name}: pid(s) {', '.join(str(p.pid) for p in alive)} still running after SIGKILL; run down again")
+        else:
+            self.pid_file(name).unlink(missing_ok=True)
+        return True
 
     def running(self) -> dict[str, psutil.Process]:
         return {name: proc for name in PROCESSES if (proc := self.process(name)) is not None}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import time
@@ -133,6 +134,42 @@ def root(tmp_path: Path) -> Iterator[Path]:
     root = tmp_path / "stack"
     yield root
     subprocess.run([sys.executable, str(SCRIPT), "down", "--root", str(root)], capture_output=True, timeout=300)
+
+
+#: what each fake process runs: a child of its own, as ``airflow standalone`` has
+PARENT_AND_CHILD = (
+    "import subprocess, sys, time\n"
+    "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+    "time.sleep(600)\n"
+)
+
+
+def test_make_down_stops_what_up_started_after_the_clock_was_stepped(
+    root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """NTP or a resume steps the wall clock between ``up`` and ``down``: ``down`` still finds its processes.
+
+    The kernel then moves the boot time it reports, and with it every start time psutil gives in
+    wall-clock seconds; here the boot time moves by an hour, as a stepped clock moves it.
+    """
+    module = stack_module()
+    stack = module.Stack(root)
+    command = [sys.executable, "-c", PARENT_AND_CHILD]
+    started = [stack.spawn(name, command, dict(os.environ)) for name in module.PROCESSES]
+    deadline = time.monotonic() + 30
+    while not all(proc.children() for proc in started) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    family = [member for proc in started for member in (proc, *proc.children(recursive=True))]
+    assert len(family) == 2 * len(module.PROCESSES)
+
+    real_boot_time = psutil._pslinux.boot_time
+    monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: real_boot_time() + 3600)
+    module.down(stack)
+
+    assert capsys.readouterr().out == f"[stack] stopped: {', '.join(module.PROCESSES)}\n"
+    _gone, alive = psutil.wait_procs(family, timeout=5)
+    assert alive == []
+    assert list((root / "pids").iterdir()) == []
 
 
 def test_make_up_exports_every_interval_and_make_down_stops_exactly_what_it_started(root: Path) -> None:
