@@ -1,9 +1,9 @@
 """The README's flow from nothing to files in the bucket, run as the README prints it.
 
-It runs in a new folder holding what a clone has (``dags/strm_exporters.py``) and ``s3.json``; the
-only change to the text is the Kafka address (the test's broker instead of ``localhost:9092``). The
-S3 endpoint comes from ``AWS_ENDPOINT_URL``, as boto3 and the aws CLI read it, with an admin key for
-``aws s3 ls`` (the exporter's own key may only write).
+It runs in a new, empty folder holding only ``s3.json`` (the flow installs the DAG file with
+``strm install-dag``); the only change to the text is the Kafka address (the test's broker instead of
+``localhost:9092``). The S3 endpoint comes from ``AWS_ENDPOINT_URL``, as boto3 and the aws CLI read
+it, with an admin key for ``aws s3 ls`` (the exporter's own key may only write).
 """
 
 from __future__ import annotations
@@ -15,15 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from tests.exporting import FILE_RE, TEST_FILE_RE, events_in
-from tests.readme import REPO, readme_flow, run_flow
+from tests.readme import readme_flow, run_flow
 from tests.test_cli import aws_credentials
 
 
 def test_readme_flow_from_nothing(tmp_path: Path, s3_target: Any, kafka: Any) -> None:
     script = readme_flow("from-nothing")
     assert "localhost:9092" in script
-    (tmp_path / "dags").mkdir()
-    shutil.copy(REPO / "dags" / "strm_exporters.py", tmp_path / "dags")
     shutil.copy(aws_credentials(tmp_path, s3_target, "events"), tmp_path / "s3.json")
     out = run_flow(
         script.replace("localhost:9092", kafka.bootstrap),
@@ -49,4 +47,5 @@ def test_readme_flow_from_nothing(tmp_path: Path, s3_target: Any, kafka: Any) ->
     assert json.dumps({"dataConnectors": [connector]}, indent=2) in out
     assert "Batch Exporter has been deleted: s3-demo\n" in out
     assert out.endswith("Data Connector has been deleted: s3\n")
+    assert f"Wrote {tmp_path / 'airflow-home' / 'dags' / 'strm_exporters.py'}; it reads batch exporters" in out
     assert not (tmp_path / "airflow-home" / "dags" / "exporters" / "s3-demo.yaml").exists()

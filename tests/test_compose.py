@@ -240,6 +240,14 @@ def test_the_image_installs_the_locked_versions_and_owns_the_exporters_folder() 
     dockerfile = (REPO / "docker" / "Dockerfile").read_text()
     assert "pip install --no-cache-dir --no-deps -r /opt/strm-airflow-provider/docker/requirements.txt" in dockerfile
     assert "mkdir -p /opt/airflow/exporters" in dockerfile
+    # the DAG file comes from the installed package; the repository's dags/ holds only a symlink to it,
+    # which would dangle in a container that mounted the folder
+    assert "RUN strm install-dag /opt/airflow/dags" in dockerfile
+    assert not any(
+        volume.startswith("./dags")
+        for service in yaml.safe_load(COMPOSE.read_text())["services"].values()
+        for volume in service.get("volumes", [])
+    )
     assert "!docker/requirements.txt" in (REPO / "docker" / "Dockerfile.dockerignore").read_text()
     services = yaml.safe_load(COMPOSE.read_text())["services"]
     assert "exporters:/opt/airflow/exporters" in services["airflow-init"]["volumes"]

@@ -68,3 +68,52 @@ def test_ui_form_has_labels_hidden_fields_and_secret_extras() -> None:
     assert not widgets["extra__strm_gcs__bucket"].is_sensitive
     protocol = widgets["extra__strm_kafka__security_protocol"].field["schema"]
     assert protocol["title"] == "Security protocol" and "SASL_SSL" in protocol["enum"]
+
+
+WHEEL_CHECK = """
+import sys
+from pathlib import Path
+import strm_provider
+from airflow.dag_processing.dagbag import DagBag
+assert Path(strm_provider.__file__).is_relative_to(sys.argv[1]), strm_provider.__file__
+bag = DagBag(dag_folder=sys.argv[2])
+print(sorted(bag.dag_ids), dict(bag.import_errors))
+"""
+
+
+def test_the_wheel_ships_the_dag_file_and_strm_install_dag_puts_it_in_place(tmp_path: Path) -> None:
+    """A pip user has only the wheel: ``strm install-dag`` writes the DAG file, which Airflow parses."""
+    repo = Path(__file__).resolve().parent.parent
+    uv = str(repo / ".tools" / "bin" / "uv")
+    built = subprocess.run(
+        [uv, "build", "--wheel", "--out-dir", str(tmp_path / "dist"), str(repo)], capture_output=True, text=True
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("strm_airflow_provider-*.whl")
+    site = tmp_path / "site"
+    installed = subprocess.run(
+        [uv, "pip", "install", "--no-deps", "--target", str(site), "--python", sys.executable, str(wheel)],
+        capture_output=True,
+        text=True,
+    )
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    dags = tmp_path / "dags"
+    (dags / "exporters").mkdir(parents=True)
+    (dags / "exporters" / "clicks.yaml").write_text(
+        "name: clicks\nstream: clicks\ndata_connector: s3\npath_prefix: events\n"
+    )
+    # the wheel's package, not the repository's: run from elsewhere, the wheel's folder first
+    env = {k: v for k, v in os.environ.items() if k != "STRM_EXPORTERS_DIR"} | {"PYTHONPATH": str(site)}
+    cli = [sys.executable, "-c", "from strm_provider.cli import main; raise SystemExit(main())"]
+
+    done = subprocess.run([*cli, "install-dag", str(dags)], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == f"Wrote {dags / 'strm_exporters.py'}; it reads batch exporters from {dags / 'exporters'}\n"
+    shipped = site / "strm_provider" / "dags" / "strm_exporters.py"
+    assert (dags / "strm_exporters.py").read_bytes() == shipped.read_bytes()
+
+    parsed = subprocess.run(
+        [sys.executable, "-c", WHEEL_CHECK, str(site), str(dags)], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert parsed.returncode == 0, parsed.stderr[-2000:]
+    assert parsed.stdout.splitlines()[-1] == "['strm_export_clicks'] {}"

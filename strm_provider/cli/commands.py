@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Any
 
 import click
@@ -11,6 +12,10 @@ from strm_provider.cli import connectors as dc
 from strm_provider.cli import exporters as bx
 from strm_provider.cli.output import OUTPUT, emit_json, emit_table
 from strm_provider.cli.store import ConnectorStore, Duplicate, open_store
+from strm_provider.config import exporters_dir
+
+#: the DAG file ``strm install-dag`` copies, as this package ships it
+DAG_FILE = Path(__file__).resolve().parent.parent / "dags" / "strm_exporters.py"
 
 KAFKA_CONNECTION = click.option(
     "--kafka-connection",
@@ -521,3 +526,20 @@ def random_events(
         simulate(producer, stream, existing, rate=rate, count=count)
     finally:
         producer.close()
+
+
+@cli.command("install-dag")
+@click.argument("dags_folder", required=False, type=click.Path(file_okay=False, path_type=Path))
+def install_dag(dags_folder: Path | None) -> None:
+    """Copy the DAG file that runs every batch exporter into DAGS_FOLDER (default: Airflow's [core] dags_folder).
+
+    Run it again after upgrading this package: the file is overwritten with the installed version.
+    """
+    if dags_folder is None:
+        from airflow.configuration import conf
+
+        dags_folder = Path(conf.get("core", "dags_folder"))
+    dags_folder.mkdir(parents=True, exist_ok=True)
+    target = dags_folder / DAG_FILE.name
+    target.write_bytes(DAG_FILE.read_bytes())
+    click.echo(f"Wrote {target}; it reads batch exporters from {exporters_dir(dags_folder)}")
