@@ -10,7 +10,6 @@ left untouched, and fixing the file turns it back into the exporter at the next 
 
 from __future__ import annotations
 
-import logging
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,30 +31,17 @@ EXPORTER_DAG = {
     "is_paused_upon_creation": False,
     "tags": ["strm"],
 }
-log = logging.getLogger(__name__)
 
 
 def asset_uri(cfg: ExporterConfig) -> str:
-    """URI of the Asset an exporter's export task updates: ``s3://bucket/prefix``, ``gs://...``, ``wasbs://...``.
+    """URI of the Asset an exporter's export task updates.
 
-    ``asset_uri`` in the YAML wins (no lookup at all). Otherwise the data connector is looked up at
-    DAG-parse time; if that fails (connection not created yet, secrets backend down) the DAG must still
-    load, so it falls back to ``strm://<data_connector>/<prefix>`` and says so in the parse log.
+    ``asset_uri`` from the YAML (``strm create batch-exporter`` writes the connector's
+    ``s3://bucket/prefix``, ``gs://...`` or ``wasbs://...`` there), else ``strm://<data_connector>/<prefix>``.
+    Never a connection lookup at parse time: a secrets backend that fails for a moment would change
+    the URI, and DAGs scheduled on it would stop firing.
     """
-    if cfg.asset_uri:
-        return cfg.asset_uri
-    try:
-        from strm_provider.hooks import storage_hook
-
-        return storage_hook(cfg.data_connector).asset_uri(cfg.path_prefix)
-    except Exception as err:
-        log.warning(
-            "exporter %s: data connector %r not resolvable at parse time (%s); Asset falls back to strm://",
-            cfg.name,
-            cfg.data_connector,
-            type(err).__name__,
-        )
-        return f"strm://{cfg.data_connector}/{cfg.path_prefix}".rstrip("/")
+    return cfg.asset_uri or f"strm://{cfg.data_connector}/{cfg.path_prefix}".rstrip("/")
 
 
 def build_dag(cfg: ExporterConfig, source: Path | None = None) -> DAG:

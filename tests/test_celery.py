@@ -115,6 +115,7 @@ def test_mapped_exports_run_on_both_celery_workers(
     conn = s3_target.connection(prefix)
     exporters = tmp_path / "exporters"
     name = f"celery-{topic}"
+    asset = f"s3://{s3_target.bucket}/{prefix}"
     write_exporter(
         exporters,
         name=name,
@@ -124,8 +125,8 @@ def test_mapped_exports_run_on_both_celery_workers(
         interval="1d",  # one scheduled run now (catchup off), the next one tomorrow
         partition_sets=4,
         include_existing_events=True,
+        asset_uri=asset,  # as `strm create batch-exporter` writes it
     )
-    asset = f"s3://{s3_target.bucket}/{prefix}"
     api_port = free_port()
     home = tmp_path / "airflow"
     home.mkdir()

@@ -23,7 +23,7 @@ import pytest
 import requests
 import yaml
 
-from tests.exporting import TEST_FILE_RE, connections, events_in, run_exporter
+from tests.exporting import TEST_FILE_RE, connections, events_in, load_dag, run_exporter
 from tests.servers import free_port, running
 
 BIN = Path(sys.executable).parent
@@ -478,6 +478,7 @@ def test_batch_exporter_pins_end_offsets_writes_yaml_and_has_the_seed_shape(
         "data_connector": "s3",
         "path_prefix": prefix,
         "interval": "60s",
+        "asset_uri": f"s3://{s3_target.bucket}/{prefix}",
     }
 
     named = strm(
@@ -600,6 +601,10 @@ def test_created_exporter_becomes_a_dag_that_exports(
             res = strm("create", "batch-exporter", stream, "--data-connector", name, "--path-prefix", prefix)
             kafka.produce(stream, [{"after": i} for i in range(11)])
             path = Path(os.environ["STRM_EXPORTERS_DIR"]) / f"{res.json()['ref']['name']}.yaml"
+            # the bucket's Asset, pinned in the file: parsing the DAG never looks the connector up
+            assert yaml.safe_load(path.read_text())["asset_uri"] == f"s3://{s3_target.bucket}/{prefix}"
+            dag = load_dag(f"strm_export_{res.json()['ref']['name']}")
+            assert [outlet.uri for outlet in dag.get_task("export").outlets] == [f"s3://{s3_target.bucket}/{prefix}"]
             run = run_exporter(path)
             assert run.state == "success"
             events = events_in(s3_target.objects(prefix))

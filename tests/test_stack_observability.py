@@ -1,9 +1,8 @@
 """Observability of an exporter's DAG, in-process: the export task's XCom summary and the Asset it updates.
 
 The Celery test checks the same in a real deployment (scheduler, workers, Asset-triggered downstream
-DAG); these run in a second and pin the details: summary fields, no secrets, the Asset URI from the
-data connector, the pinned ``asset_uri`` and the fallback when the connector cannot be resolved at
-DAG-parse time.
+DAG); these run in a second and pin the details: summary fields, no secrets, the Asset URI the CLI
+pins from the data connector, and that parsing never looks the connector up.
 """
 
 from __future__ import annotations
@@ -30,7 +29,12 @@ def test_export_summary_is_in_xcom_without_secrets_and_the_dag_updates_the_bucke
     conn = s3_target.connection(prefix)
     with connections(strm_kafka_default=kafka.connection(), obs_s3=conn):
         path = write_exporter(
-            stream=topic, data_connector="obs_s3", path_prefix=prefix, include_existing_events=True, partition_sets=2
+            stream=topic,
+            data_connector="obs_s3",
+            path_prefix=prefix,
+            include_existing_events=True,
+            partition_sets=2,
+            asset_uri=f"s3://{s3_target.bucket}/{prefix}",
         )
         cfg = ExporterConfig.model_validate({"stream": topic, "data_connector": "obs_s3", "path_prefix": prefix})
         assert outlet_uris(load_dag(cfg.dag_id)) == [f"s3://{s3_target.bucket}/{prefix}"]
@@ -50,12 +54,14 @@ def test_export_summary_is_in_xcom_without_secrets_and_the_dag_updates_the_bucke
         assert conn["password"] not in text and conn["login"] not in text
 
 
-def test_a_pinned_asset_uri_wins_and_an_unresolvable_connector_falls_back_without_breaking_the_dag() -> None:
+def test_the_asset_uri_is_the_pinned_one_or_strm_and_never_a_parse_time_lookup(s3_target: Any) -> None:
+    """A connector that resolves now and fails later (a secrets backend's hiccup) must not move the URI."""
     pinned = ExporterConfig(stream="s", data_connector="nowhere", path_prefix="p", asset_uri="s3://pinned/p")
     assert asset_uri(pinned) == "s3://pinned/p"
-    loose = ExporterConfig(stream="s", data_connector="nowhere", path_prefix="a/b")
-    assert asset_uri(loose) == "strm://nowhere/a/b"
-    assert outlet_uris(build_dag(loose)) == ["strm://nowhere/a/b"]
+    loose = ExporterConfig(stream="s", data_connector="dc", path_prefix="a/b")
+    with connections(dc=s3_target.connection("a/b")):
+        assert outlet_uris(build_dag(loose)) == ["strm://dc/a/b"]
+    assert outlet_uris(build_dag(loose)) == ["strm://dc/a/b"]
 
 
 def test_the_example_downstream_dag_is_scheduled_on_the_demo_exporters_asset() -> None:

@@ -366,6 +366,7 @@ def create_batch_exporter(ctx: click.Context, stream: str, **opts: Any) -> None:
     if opts["validate"]:
         _validated(lambda: target.write_test_file(spec, cfg.path_prefix), spec.name, "--path-prefix")
     pin_start(hook, cfg.stream, cfg.group_id, include_existing_events=cfg.include_existing_events)
+    cfg = cfg.model_copy(update={"asset_uri": spec.asset_uri(cfg.path_prefix)})
     bx.write(cfg)
     _show(bx.describe(cfg), opts["output"] or "json", _exporter_table)
 

@@ -60,6 +60,12 @@ class ConnectorSpec:
     def bucket(self) -> str:
         return str(self.extra.get("container") or self.extra.get("bucket") or "")
 
+    def asset_uri(self, prefix: str) -> str:
+        """The Airflow Asset URI of ``prefix`` in this connector's bucket (``s3://bucket/prefix``, ...)."""
+        from strm_provider.hooks import storage_hook_class
+
+        return storage_hook_class(self.conn_type).from_connection(self.to_connection()).asset_uri(prefix)
+
     def to_connection(self) -> Any:
         """An in-memory ``airflow.sdk.Connection`` (for hooks, before or without storing it)."""
         from airflow.sdk import Connection
