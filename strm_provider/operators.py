@@ -7,7 +7,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
-from strm_provider.export import export_ranges
+from strm_provider.export import ExportResult, export_ranges
 from strm_provider.hooks import storage_hook
 from strm_provider.hooks.kafka import StrmKafkaHook
 from strm_provider.planning import PartitionSet, plan_stream, split_sets
@@ -103,7 +103,7 @@ class KafkaToStorageOperator(BaseOperator):
         path_prefix: str = "",
         kafka_conn_id: str = StrmKafkaHook.default_conn_name,
         partition_set: dict[str, Any] | None = None,
-        include_existing_events: bool = True,
+        include_existing_events: bool = False,
         on_invalid_event: str = "dead_letter",
         max_file_bytes: int = 128 * 1024 * 1024,
         max_file_events: int | None = None,
@@ -135,7 +135,7 @@ class KafkaToStorageOperator(BaseOperator):
                 sets = split_sets(plan.ranges, 1)
                 if not sets:
                     self.log.info("nothing to export")
-                    return {"events": 0, "bytes": 0, "files": [], "partitions": [], "committed": False}
+                    return ExportResult().as_dict()
                 work = sets[0]
             else:
                 work = PartitionSet.from_xcom(self.partition_set)

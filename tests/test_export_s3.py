@@ -179,3 +179,34 @@ def test_failed_run_is_replayed_not_recut(kafka: Any, s3_target: MotoS3, monkeyp
     files = data_files(s3_target.objects(prefix))
     assert Counter(e["seq"] for e in events_of(files)) == Counter(range(300))
     assert kafka.committed(f"strm-exporter-dc-{topic}", topic) == kafka.end_offsets(topic)
+
+
+def test_the_operator_on_its_own_starts_at_creation_and_always_reports_one_summary_shape(
+    kafka: Any, s3_target: MotoS3
+) -> None:
+    """Used in a DAG of one's own, with the YAML's default: what the stream held before is not exported."""
+    topic, prefix = kafka.create_topic(unique("alone"), 2), unique("alone")
+    kafka.produce(topic, [{"before": i} for i in range(6)])
+    with connections(strm_kafka_default=kafka.connection(), dc=s3_target.connection(prefix)):
+
+        def export(run_id: str) -> dict[str, Any]:
+            operator = KafkaToStorageOperator(
+                task_id="export", stream=topic, data_connector="dc", group_id=f"strm-{topic}", path_prefix=prefix
+            )
+            return operator.execute({"run_id": run_id})
+
+        first = export("manual__first")
+        kafka.produce(topic, [{"after": i} for i in range(4)])
+        second = export("manual__second")
+    assert first == {
+        "events": 0,
+        "bytes": 0,
+        "files": [],
+        "dead_letters": 0,
+        "dead_letter_files": [],
+        "partitions": [],
+        "committed": False,
+    }
+    assert set(second) == set(first) and second["events"] == 4 and second["committed"]
+    events = [json.loads(line) for body in data_files(s3_target.objects(prefix)).values() for line in body.splitlines()]
+    assert sorted(e["after"] for e in events) == [0, 1, 2, 3]
