@@ -17,21 +17,20 @@ from __future__ import annotations
 import ctypes
 import gc
 import logging
-import threading
 import time
-from bisect import bisect_right
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import accumulate, repeat
 from operator import add
-from typing import IO, Any
+from typing import Any
 
 from strm_provider.events import InvalidEvent, dead_letter_line, to_block, to_line
 from strm_provider.hooks.storage import StorageHook
 from strm_provider.naming import object_key
 from strm_provider.planning import PartitionRange
-from strm_provider.readers import Batch, RecordReader
+from strm_provider.readers import RecordReader
+from strm_provider.writer import RollingFile
 
 log = logging.getLogger(__name__)
 
@@ -57,124 +56,6 @@ class ExportResult:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-class _RollingFile:
-    """A sequence of files named from their content, rotated at deterministic boundaries."""
-
-    def __init__(
-        self,
-        storage: StorageHook,
-        key_for: Callable[[int, dict[int, int]], str],
-        max_bytes: int,
-        max_events: int | None,
-        before_close: Callable[[], None] | None = None,
-    ) -> None:
-        self._before_close = before_close
-        self._storage = storage
-        self._key_for = key_for
-        self._max_bytes = max_bytes
-        self._max_events = max_events
-        self._cm: AbstractContextManager[IO[bytes]] | None = None
-        self._out: IO[bytes] | None = None
-        self._bytes = 0
-        self._events = 0
-        self._finishing: tuple[threading.Thread, list[BaseException]] | None = None
-        self.keys: list[str] = []
-        self.total_bytes = 0
-        self.total_events = 0
-
-    def write_block(self, block: bytes, ends: list[int], batch: Batch, first: int, cursor: dict[int, int]) -> None:
-        """Append the lines of ``block`` (line ``i`` ends at byte ``ends[i]``), made from ``batch``'s
-        records ``first, first+1, ...``, rotating files where needed.
-
-        Equivalent to appending the lines one at a time (a file takes lines while it stays within
-        ``max_bytes`` and ``max_events``, and always takes its first line), but the cut points are
-        found by bisection and each run of lines goes out as one slice of the block. A file a line
-        opens is named from that record's timestamp and ``cursor`` with the record's own offset.
-        """
-        view = memoryview(block)
-        done = 0
-        while done < len(ends):
-            if self._out is None:
-                offset, timestamp, _ = batch.meta(first + done)
-                key = self._key_for(timestamp, {**cursor, batch.partition: offset})
-                self._cm = self._storage.open_writer(key)
-                self._out = self._cm.__enter__()
-                self._bytes = self._events = 0
-                self.keys.append(key)
-            base = ends[done - 1] if done else 0
-            take = bisect_right(ends, base + self._max_bytes - self._bytes, lo=done) - done
-            if self._max_events is not None:
-                take = min(take, self._max_events - self._events)
-            if take <= 0:
-                if self._events:
-                    self.close(wait=False)
-                    continue
-                take = 1  # an empty file always takes its first line, however long
-            size = ends[done + take - 1] - base
-            self._out.write(view[base : base + size])
-            self._bytes += size
-            self._events += take
-            self.total_bytes += size
-            self.total_events += take
-            done += take
-
-    def write_lines(self, lines: list[bytes], batch: Batch, first: int, cursor: dict[int, int]) -> None:
-        """:meth:`write_block` for separate lines."""
-        self.write_block(b"".join(lines), list(accumulate(map(len, lines))), batch, first, cursor)
-
-    def close(self, wait: bool = True) -> None:
-        """Finish the current upload (unless ``before_close`` refuses: then abort it).
-
-        A rotation passes ``wait=False``: the file's last parts upload in the background while the
-        next file fills (at most one file finishes that way at a time). The final ``close()``, which
-        comes before any commit, waits for every upload and raises the first failure.
-        """
-        if self._cm is not None and self._before_close is not None:
-            try:
-                self._before_close()
-            except BaseException as err:
-                self.abort(err)
-                raise
-        cm, self._cm, self._out = self._cm, None, None
-        self._wait_finishing()
-        if cm is None:
-            return
-        if wait:
-            cm.__exit__(None, None, None)
-            return
-        errors: list[BaseException] = []
-
-        def finish() -> None:
-            try:
-                cm.__exit__(None, None, None)
-            except BaseException as err:  # raised in the exporting thread by _wait_finishing
-                errors.append(err)
-
-        thread = threading.Thread(target=finish, name="finish-upload", daemon=True)
-        thread.start()
-        self._finishing = (thread, errors)
-
-    def _wait_finishing(self) -> None:
-        if self._finishing is not None:
-            (thread, errors), self._finishing = self._finishing, None
-            thread.join()
-            if errors:
-                raise errors[0]
-
-    def abort(self, err: BaseException) -> None:
-        """Abandon the current upload: no object appears under its name."""
-        cm, self._cm, self._out = self._cm, None, None
-        if cm is not None:
-            try:
-                cm.__exit__(type(err), err, err.__traceback__)
-            except BaseException:
-                log.debug("abandoned upload raised", exc_info=True)
-        try:
-            self._wait_finishing()  # a file already complete on our side finishes; nothing is committed
-        except BaseException:
-            log.debug("background upload raised", exc_info=True)
 
 
 def export_ranges(
@@ -230,8 +111,8 @@ def export_ranges(
         if any(_check_group(consumer, stream, ranges, TopicPartition)):
             raise ExportError("another run of the same exporter committed these offsets meanwhile; not overwriting")
 
-    files = _RollingFile(storage, key_for(False), max_file_bytes, max_file_events, guard)
-    dead = _RollingFile(storage, key_for(True), max_file_bytes, max_file_events, guard)
+    files = RollingFile(storage, key_for(False), max_file_bytes, max_file_events, guard)
+    dead = RollingFile(storage, key_for(True), max_file_bytes, max_file_events, guard)
     _return_large_buffers_to_the_os()
     with _collected_between_batches():
         try:
@@ -330,8 +211,8 @@ def _read_partition(
     stream: str,
     rng: PartitionRange,
     cursor: dict[int, int],
-    files: _RollingFile,
-    dead: _RollingFile,
+    files: RollingFile,
+    dead: RollingFile,
     on_invalid_event: str,
 ) -> None:
     """Read ``[rng.start, rng.end)`` of one partition into the files, a batch at a time.
@@ -352,7 +233,7 @@ def _read_partition(
         block = to_block(values) if values else None
         if block is not None:  # the common case: a batch of one-line JSON objects, handled whole
             files.write_block(block, list(accumulate(map(add, map(len, values), repeat(1)))), batch, 0, cursor)
-            cursor[rng.partition] = batch.meta(len(values) - 1)[0] + 1
+            cursor[rng.partition] = batch.meta(len(values) - 1).offset + 1
             continue
         first = 0
         while first < len(values):
@@ -368,17 +249,17 @@ def _read_partition(
                 files.write_lines(lines, batch, first, cursor)
             bad = first + len(lines)
             if error is not None:
-                offset, timestamp, key = batch.meta(bad)
+                meta = batch.meta(bad)
                 if on_invalid_event == "fail":
                     raise ExportError(
-                        f"partition {rng.partition} offset {offset}: {error} "
+                        f"partition {rng.partition} offset {meta.offset}: {error} "
                         "(on_invalid_event: fail; nothing was committed)"
                     )
-                line = dead_letter_line(rng.partition, offset, timestamp, key, values[bad], str(error))
+                line = dead_letter_line(rng.partition, meta.offset, meta.timestamp, meta.key, values[bad], str(error))
                 dead.write_lines([line], batch, bad, cursor)
                 bad += 1
             first = bad
-            cursor[rng.partition] = batch.meta(first - 1)[0] + 1
+            cursor[rng.partition] = batch.meta(first - 1).offset + 1
 
 
 def _commit(consumer: Any, stream: str, ranges: list[PartitionRange], metadata: str, oam: Any, tp_cls: Any) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,14 @@ log = logging.getLogger(__name__)
 READERS = ("kafka-python", "confluent")
 #: Records per poll: a batch is a few MB of values.
 BATCH_RECORDS = 10_000
+
+
+class RecordMeta(NamedTuple):
+    """What the export needs of a record besides its value: where it was and when it was produced."""
+
+    offset: int
+    timestamp: int  # milliseconds since the epoch
+    key: bytes | None
 
 
 class Batch:
@@ -38,15 +46,15 @@ class Batch:
         partition: int,
         values: list[bytes | None],
         records: list[Any],
-        meta: Callable[[Any], tuple[int, int, bytes | None]],
+        meta: Callable[[Any], RecordMeta],
     ) -> None:
         self.partition = partition
         self.values = values
         self._records = records
         self._meta = meta
 
-    def meta(self, index: int) -> tuple[int, int, bytes | None]:
-        """(offset, timestamp in ms, key) of record ``index``."""
+    def meta(self, index: int) -> RecordMeta:
+        """Offset, timestamp and key of record ``index``."""
         return self._meta(self._records[index])
 
 
@@ -177,9 +185,9 @@ def _take(consumer: Any, wanted: int) -> list[Any]:
     return [first, *consumer.consume(num_messages=wanted - 1, timeout=0)] if wanted > 1 else [first]
 
 
-def _kafka_python_meta(record: Any) -> tuple[int, int, bytes | None]:
-    return record.offset, record.timestamp, record.key
+def _kafka_python_meta(record: Any) -> RecordMeta:
+    return RecordMeta(record.offset, record.timestamp, record.key)
 
 
-def _confluent_meta(message: Any) -> tuple[int, int, bytes | None]:
-    return message.offset(), message.timestamp()[1], message.key()
+def _confluent_meta(message: Any) -> RecordMeta:
+    return RecordMeta(message.offset(), message.timestamp()[1], message.key())

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
-from strm_provider.export import _RollingFile
 from strm_provider.hooks.kafka import StrmKafkaHook
-from strm_provider.readers import READERS, Batch
+from strm_provider.readers import READERS, Batch, RecordMeta
+from strm_provider.writer import RollingFile
 from tests.conftest import REPO
 from tests.exporting import conn_env, connections
 from tests.faults.scenario import unique
@@ -32,7 +32,7 @@ def read_all(hook: StrmKafkaHook, topic: str, partition: int, start: int, end: i
     reader = hook.reader("strm-exporter-readers-test")
     try:
         return [
-            (batch.meta(i)[0], value)
+            (batch.meta(i).offset, value)
             for batch in reader.batches(topic, partition, start, end)
             for i, value in enumerate(batch.values)
         ]
@@ -172,13 +172,13 @@ def test_batched_writes_cut_files_where_line_by_line_writes_would(seed: int) -> 
 
     storage = _Memory()
     names = iter(range(10**6))
-    files = _RollingFile(storage, lambda ts, cursor: f"{next(names):04d}", max_bytes, max_events)  # type: ignore[arg-type]
+    files = RollingFile(storage, lambda ts, cursor: f"{next(names):04d}", max_bytes, max_events)  # type: ignore[arg-type]
     records = [SimpleNamespace(offset=o, timestamp=0, key=None) for o in range(len(lines))]
     i = 0
     while i < len(lines):  # batches of random sizes, written as blocks
         n = rng.randint(1, 60)
         chunk = lines[i : i + n]
-        batch = Batch(0, chunk, records[i : i + n], lambda r: (r.offset, r.timestamp, r.key))  # type: ignore[arg-type]
+        batch = Batch(0, chunk, records[i : i + n], lambda r: RecordMeta(r.offset, r.timestamp, r.key))  # type: ignore[arg-type]
         files.write_lines(chunk, batch, 0, {0: i})
         i += n
     files.close()
