@@ -373,11 +373,12 @@ def run_measured(cmd: list[str], env: dict[str, str], log: Path, name: str) -> t
 
 def bucket_bytes(s3: Any, prefix: str) -> tuple[int, int]:
     """(objects, bytes) of exported data files below ``prefix`` (no validation files, no dead letters)."""
+    from strm_provider.naming import is_data_file
+
     objects = size = 0
     for page in s3.client().get_paginator("list_objects_v2").paginate(Bucket=s3.bucket, Prefix=f"{prefix}/"):
         for item in page.get("Contents", []):
-            name = item["Key"].rsplit("/", 1)[-1]
-            if name.endswith(".jsonl") and not name.startswith(".strm_test_") and "/_dead_letter/" not in item["Key"]:
+            if is_data_file(item["Key"]):
                 objects += 1
                 size += item["Size"]
     return objects, size

@@ -25,8 +25,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from strm_provider.naming import is_data_file  # noqa: E402
 from strm_provider.simulate import random_event  # noqa: E402
-from tests.exporting import FILE_RE, conn_env  # noqa: E402
+from tests.exporting import conn_env  # noqa: E402
 from tests.servers import SERVERS, free_port, start_storage  # noqa: E402
 from tests.servers.kafka import Broker, start_broker, start_embedded_broker  # noqa: E402
 
@@ -123,7 +124,7 @@ def main() -> None:
         now = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
         for key in sorted(objects):
             print(f"{now} {len(objects[key]):>10} {key.removeprefix('events/')}")
-        exported = [k for k in sorted(objects) if FILE_RE.match(k)]
+        exported = [k for k in sorted(objects) if is_data_file(k)]
         if not exported:
             raise SystemExit("no file was exported")
         lines = objects[exported[0]].splitlines()

@@ -35,6 +35,8 @@ from typing import Any
 import httpx
 import psutil
 
+from strm_provider.naming import is_data_file
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the dev servers' package (tests.servers)
 VENV_BIN = Path(sys.executable).parent
@@ -423,7 +425,7 @@ def bucket_objects(stack: Stack) -> dict[str, int]:
 
 
 def data_files(stack: Stack) -> list[str]:
-    return sorted(k for k in bucket_objects(stack) if k.endswith(".jsonl") and "/.strm_test_" not in f"/{k}")
+    return sorted(k for k in bucket_objects(stack) if is_data_file(k))
 
 
 # ----- commands -----------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The one place that names objects in the bucket.
+"""The one place that names objects in the bucket, and reads names back.
 
 A file's name is a pure function of what it holds (its first event's time, the stream, the start
 offsets of its partitions), so a re-export after any failure overwrites the same object instead of
@@ -8,12 +8,30 @@ adding a duplicate.
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 DEAD_LETTER_DIR = "_dead_letter"
+_FILE_NAME = re.compile(
+    r"^(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)-(?P<stream>[A-Za-z0-9._-]+?)-"
+    r"(?P<digest>[0-9a-f]{8})---(?P<parts>\d+(?:-\d+)*)\.jsonl$"
+)
+_TEST_NAME = re.compile(r"^\.strm_test_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.jsonl$")
+
+
+class ExportedFile(NamedTuple):
+    """What an exported file's key says about it."""
+
+    prefix: str  # the exporter's path prefix ("" for none)
+    time: str  # UTC time of its first event, as in the name
+    stream: str
+    digest: str  # of its start offsets
+    partitions: tuple[int, ...]  # of its partition set
+    dead_letter: bool  # under <prefix>/_dead_letter/
 
 
 def join_key(prefix: str, name: str) -> str:
@@ -52,3 +70,26 @@ def object_key(
 def test_object_key(value: uuid.UUID) -> str:
     """Name of the empty validation file: ``.strm_test_<uuid4>.jsonl``."""
     return f".strm_test_{value}.jsonl"
+
+
+def parse_key(key: str) -> ExportedFile | None:
+    """What an exported data or dead-letter file's key says; ``None`` for any other object."""
+    folder, _, name = key.rpartition("/")
+    match = _FILE_NAME.match(name)
+    if match is None:
+        return None
+    dead_letter = folder == DEAD_LETTER_DIR or folder.endswith(f"/{DEAD_LETTER_DIR}")
+    prefix = folder.removesuffix(DEAD_LETTER_DIR).rstrip("/") if dead_letter else folder
+    parts = tuple(int(p) for p in match["parts"].split("-"))
+    return ExportedFile(prefix, match["time"], match["stream"], match["digest"], parts, dead_letter)
+
+
+def is_data_file(key: str) -> bool:
+    """An exported file of events (not a dead letter, not a validation file, not someone else's object)."""
+    parsed = parse_key(key)
+    return parsed is not None and not parsed.dead_letter
+
+
+def is_test_object(key: str) -> bool:
+    """The empty validation file of :func:`test_object_key`, below any prefix."""
+    return _TEST_NAME.match(key.rpartition("/")[2]) is not None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,11 +11,7 @@ from typing import Any
 
 import yaml
 
-FILE_RE = re.compile(
-    r"^(?:(?P<prefix>.+)/)?(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)-(?P<stream>[A-Za-z0-9._-]+?)-"
-    r"(?P<digest>[0-9a-f]{8})---(?P<parts>\d+(?:-\d+)*)\.jsonl$"
-)
-TEST_FILE_RE = re.compile(r"^(?:.+/)?\.strm_test_[0-9a-f-]{36}\.jsonl$")
+from strm_provider.naming import is_data_file
 
 
 def conn_env(conn_id: str) -> str:
@@ -72,7 +67,7 @@ def run_exporter(path: Path) -> Any:
 
 def data_files(objects: dict[str, bytes]) -> dict[str, bytes]:
     """Exported files only (no validation files, no dead letters)."""
-    return {k: v for k, v in objects.items() if FILE_RE.match(k) and "/_dead_letter/" not in f"/{k}"}
+    return {k: v for k, v in objects.items() if is_data_file(k)}
 
 
 def events_in(objects: dict[str, bytes]) -> list[dict[str, Any]]:

@@ -14,8 +14,9 @@ import pytest
 from kafka import KafkaProducer
 
 from strm_provider.export import ExportError
+from strm_provider.naming import parse_key
 from strm_provider.operators import KafkaToStorageOperator
-from tests.exporting import FILE_RE, connections, data_files, run_exporter, write_exporter, xcom_values
+from tests.exporting import connections, data_files, run_exporter, write_exporter, xcom_values
 from tests.faults.scenario import plan_sets, task_spec, unique
 
 #: Exactly-once must hold whichever client reads (the connection's ``reader`` extra).
@@ -80,7 +81,7 @@ def test_bad_input_becomes_dead_letters(kafka: Any, s3_target: Any) -> None:
     assert all(body.endswith(b"\n") and body.count(b"\n") == len(body.splitlines()) for body in files.values())
 
     dead = {k: v for k, v in first.items() if k.startswith(f"{prefix}/_dead_letter/")}
-    assert len(dead) == 1 and FILE_RE.match(next(iter(dead))), dead
+    assert len(dead) == 1 and (name := parse_key(next(iter(dead)))) and name.dead_letter, dead
     letters = [json.loads(line) for line in next(iter(dead.values())).splitlines()]
     expected = [(offset, value, want) for offset, (value, want) in enumerate(RECORDS) if isinstance(want, str)]
     assert len(letters) == len(expected) == result["dead_letters"] == 5

@@ -25,7 +25,8 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.exporting import FILE_RE, data_files, events_in, write_exporter
+from strm_provider.naming import parse_key
+from tests.exporting import data_files, events_in, write_exporter
 from tests.servers import free_port, wait_for_port
 from tests.servers.postgres import Postgres
 
@@ -208,7 +209,7 @@ def test_mapped_exports_run_on_both_celery_workers(
     objects = s3_target.objects(prefix)
     files = data_files(objects)
     assert len(files) == 4
-    parts = sorted(int(p) for key in files for p in FILE_RE.match(key).group("parts").split("-"))
+    parts = sorted(p for key in files for p in parse_key(key).partitions)
     assert parts == list(range(8))
     assert sorted(e["seq"] for e in events_in(objects)) == list(range(400))
     assert kafka.committed(f"strm-exporter-{name}", topic) == kafka.end_offsets(topic)

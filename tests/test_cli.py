@@ -23,7 +23,8 @@ import pytest
 import requests
 import yaml
 
-from tests.exporting import TEST_FILE_RE, connections, events_in, load_dag, run_exporter
+from strm_provider.naming import is_test_object
+from tests.exporting import connections, events_in, load_dag, run_exporter
 from tests.servers import free_port, running
 
 BIN = Path(sys.executable).parent
@@ -272,7 +273,7 @@ def test_s3_connector_is_validated_stored_encrypted_and_shown_without_secrets(
     prefix = unique("dc")
     res = s3_connector(strm, tmp_path, s3_target, "my-s3", prefix)
     assert res.json() == {"ref": {"name": "my-s3"}, "s3Bucket": {"bucketName": s3_target.bucket}}
-    probes = [k for k in s3_target.objects(prefix) if TEST_FILE_RE.match(k)]
+    probes = [k for k in s3_target.objects(prefix) if is_test_object(k)]
     assert len(probes) == 1 and probes[0].startswith(f"{prefix}/.strm_test_")
     assert s3_target.objects(prefix)[probes[0]] == b""
 
@@ -313,7 +314,7 @@ def test_failed_validation_says_why_and_creates_nothing(strm: Cli, tmp_path: Pat
     assert "AccessDenied" in line
     assert stored_row(strm.env, "bad-s3") is None
     assert "no data connector named 'bad-s3'" in strm.bad("get", "data-connector", "bad-s3")
-    assert not [k for k in s3_target.objects(prefix) if TEST_FILE_RE.match(k)]
+    assert not [k for k in s3_target.objects(prefix) if is_test_object(k)]
 
 
 def test_s3_compatible_credentials_are_detected(strm: Cli, tmp_path: Path, s3_target: Any) -> None:
@@ -347,7 +348,7 @@ def test_s3_compatible_credentials_are_detected(strm: Cli, tmp_path: Path, s3_ta
     assert res.json() == {"ref": {"name": "compat"}, "s3Bucket": {"bucketName": s3_target.bucket}}
     row = stored_row(strm.env, "compat")
     assert row and row["conn_type"] == "strm_s3_compatible" and row["host"] == s3_target.endpoint
-    assert [k for k in s3_target.objects(prefix) if TEST_FILE_RE.match(k)]
+    assert [k for k in s3_target.objects(prefix) if is_test_object(k)]
 
 
 def test_gcs_and_azure_connectors_have_the_seed_shapes(strm: Cli, tmp_path: Path) -> None:
@@ -467,7 +468,7 @@ def test_batch_exporter_pins_end_offsets_writes_yaml_and_has_the_seed_shape(
         "pathPrefix": prefix,
     }
     assert kafka.committed(f"strm-exporter-s3-{stream}", stream) == kafka.end_offsets(stream)
-    assert len([k for k in s3_target.objects(prefix) if TEST_FILE_RE.match(k)]) == 2  # connector + exporter
+    assert len([k for k in s3_target.objects(prefix) if is_test_object(k)]) == 2  # connector + exporter
 
     folder = Path(strm.env["STRM_EXPORTERS_DIR"])
     assert sorted(p.name for p in folder.iterdir()) == [f"s3-{stream}.yaml"]
@@ -649,7 +650,7 @@ def test_remote_airflow_through_the_rest_api(
     kafka_id = unique("kafka")
     add_kafka(session_strm, kafka, kafka_id)
     stream = kafka.create_topic(unique("remote"), partitions=2)
-    probes = len([k for k in s3_target.objects(prefix) if TEST_FILE_RE.match(k)])
+    probes = len([k for k in s3_target.objects(prefix) if is_test_object(k)])
     exp = remote(
         "create",
         "batch-exporter",
@@ -662,7 +663,7 @@ def test_remote_airflow_through_the_rest_api(
         kafka_id,
     )
     assert exp.json()["dataConnectorRef"] == {"name": name}
-    assert len([k for k in s3_target.objects(prefix) if TEST_FILE_RE.match(k)]) == probes + 1
+    assert len([k for k in s3_target.objects(prefix) if is_test_object(k)]) == probes + 1
     assert kafka.committed(f"strm-exporter-{name}-{stream}", stream) == kafka.end_offsets(stream)
     denied = remote.bad(
         "create",

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.exporting import FILE_RE, TEST_FILE_RE, events_in
+from strm_provider.naming import is_data_file, is_test_object
+from tests.exporting import events_in
 from tests.readme import readme_flow, run_flow
 from tests.test_cli import aws_credentials
 
@@ -35,9 +36,9 @@ def test_readme_flow_from_nothing(tmp_path: Path, s3_target: Any, kafka: Any) ->
         },
     )
     objects = s3_target.objects("events/")
-    files = [k for k in objects if FILE_RE.match(k)]
+    files = [k for k in objects if is_data_file(k)]
     assert files and all(k.startswith("events/") and "-demo-" in k for k in files)
-    assert any(TEST_FILE_RE.match(k) for k in objects)
+    assert any(is_test_object(k) for k in objects)
     events = events_in({k: objects[k] for k in files})
     assert len(events) == 200 and all(e["strmMeta"]["schemaId"] == "clickstream" for e in events)
     assert all(json.loads(line) for k in files for line in objects[k].splitlines())

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.exporting import FILE_RE, TEST_FILE_RE, connections, data_files, run_exporter, write_exporter
+from strm_provider.naming import is_test_object, parse_key
+from tests.exporting import connections, data_files, run_exporter, write_exporter
 from tests.servers import StorageTarget
 
 KINDS = {"s3": "s3_target", "s3-compatible": "s3_compatible_target", "gcs": "gcs_target", "azure": "azure_target"}
@@ -53,9 +54,9 @@ def test_export_exactly_once_across_runs(kafka: Any, storage: StorageTarget) -> 
         assert sorted(e["seq"] for e in events_of(files)) == list(range(1000))
         assert len(files) == 1
         for key in files:
-            match = FILE_RE.match(key)
-            assert match, key
-            assert match["prefix"] == prefix and match["stream"] == topic and match["parts"] == "0-1-2-3-4"
+            name = parse_key(key)
+            assert name, key
+            assert name.prefix == prefix and name.stream == topic and name.partitions == (0, 1, 2, 3, 4)
         # within the file, each partition's events keep their offset order
         offsets = dict(zip((s for s in range(1000)), sent, strict=True))
         order = [offsets[e["seq"]] for e in events_of(files)]
@@ -66,7 +67,7 @@ def test_export_exactly_once_across_runs(kafka: Any, storage: StorageTarget) -> 
         body = next(iter(files.values()))
         assert all(json.dumps(json.loads(line)).encode() == line for line in body.splitlines())
         # the exporter (re)started: one empty validation file
-        tests = [k for k in first if TEST_FILE_RE.match(k)]
+        tests = [k for k in first if is_test_object(k)]
         assert len(tests) == 1 and first[tests[0]] == b""
         assert kafka.committed(f"strm-exporter-dc-{topic}", topic) == kafka.end_offsets(topic)
 
@@ -100,8 +101,8 @@ def test_partition_sets_split_files(kafka: Any, storage: StorageTarget) -> None:
         )
         assert run_exporter(path).state == "success"
     files = data_files(storage.objects(prefix))
-    parts = sorted(FILE_RE.match(k)["parts"] for k in files)
-    assert parts == ["0-1-2", "3-4"]
+    parts = sorted(parse_key(k).partitions for k in files)
+    assert parts == [(0, 1, 2), (3, 4)]
     assert sorted(e["seq"] for e in events_of(files)) == list(range(500))
 
 
@@ -114,7 +115,7 @@ def test_new_exporter_starts_at_creation(kafka: Any, storage: StorageTarget) -> 
         assert run_exporter(path).state == "success"
         objects = storage.objects(prefix)
         assert data_files(objects) == {}
-        assert sum(bool(TEST_FILE_RE.match(k)) for k in objects) == 1
+        assert sum(is_test_object(k) for k in objects) == 1
         assert kafka.committed(f"strm-exporter-dc-{topic}", topic) == {0: 30, 1: 30, 2: 30}
         produce_seq(kafka, topic, 90, 30)
         assert run_exporter(path).state == "success"

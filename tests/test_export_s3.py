@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from strm_provider.hooks import StorageError, storage_hook
+from strm_provider.naming import is_test_object
 from strm_provider.operators import KafkaToStorageOperator
-from tests.exporting import TEST_FILE_RE, connections, data_files, run_exporter, write_exporter
+from tests.exporting import connections, data_files, run_exporter, write_exporter
 from tests.servers.moto import MotoS3
 from tests.test_export_e2e import events_of, produce_seq, unique
 
@@ -29,7 +30,7 @@ def test_minimal_policy_allows_test_connection_and_refuses_elsewhere(s3_target: 
         with pytest.raises(Exception, match="AccessDenied"):  # not even a read of what it wrote
             hook.client.list_objects_v2(Bucket=s3_target.bucket, Prefix="allowed/")
     keys = list(s3_target.objects("allowed"))
-    assert len(keys) == 1 and TEST_FILE_RE.match(keys[0]) and keys[0].startswith("allowed/")
+    assert len(keys) == 1 and is_test_object(keys[0]) and keys[0].startswith("allowed/")
     assert s3_target.objects("elsewhere") == {}
 
 
@@ -133,14 +134,14 @@ def test_validation_file_after_failed_run(kafka: Any, s3_target: MotoS3) -> None
         path = write_exporter(stream=topic, data_connector="dc", path_prefix=prefix, include_existing_events=True)
         assert run_exporter(path).state == "success"
         assert run_exporter(path).state == "success"
-        tests = [k for k in s3_target.objects(prefix) if TEST_FILE_RE.match(k)]
+        tests = [k for k in s3_target.objects(prefix) if is_test_object(k)]
         assert len(tests) == 1
         with connections(dc=s3_target.connection(prefix, secret="wrong")):
             produce_seq(kafka, topic, 0, 10)
             assert run_exporter(path).state == "failed"
         assert run_exporter(path).state == "success"
     objects = s3_target.objects(prefix)
-    assert sum(bool(TEST_FILE_RE.match(k)) for k in objects) == 2
+    assert sum(is_test_object(k) for k in objects) == 2
     assert sorted(e["seq"] for e in events_of(data_files(objects))) == list(range(10))
 
 

@@ -22,7 +22,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.exporting import FILE_RE
+from strm_provider.naming import is_data_file, parse_key
 from tests.readme import readme_flow, run_flow
 
 pytestmark = pytest.mark.slow
@@ -98,8 +98,8 @@ def check_bucket(stack: Any, module: ModuleType, at_least: int) -> list[str]:
     assert len(files) >= at_least
     s3 = module._iam_client(stack, "s3", json.loads((stack.root / "s3-admin.json").read_text()))
     for key in files:
-        match = FILE_RE.match(key)
-        assert match and match.group("prefix") == "events" and match.group("stream") == "demo", key
+        name = parse_key(key)
+        assert name and name.prefix == "events" and name.stream == "demo", key
         body = s3.get_object(Bucket=module.BUCKET, Key=key)["Body"].read()
         events = [json.loads(line) for line in body.splitlines()]
         assert events and all(e["strmMeta"]["schemaId"] == "clickstream" for e in events)
@@ -268,7 +268,7 @@ def test_a_broken_exporter_file_costs_only_its_own_exporter(root: Path) -> None:
         )
         assert successful_runs(stack, at_least=1, timeout=150, dag_id="strm_export_broken")
         fixed = [key for key in module.data_files(stack) if key.startswith("events/fixed/")]
-        assert fixed and all(FILE_RE.match(key) for key in fixed)
+        assert fixed and all(is_data_file(key) for key in fixed)
         running = len(successful_runs(stack, at_least=1))
         assert len(successful_runs(stack, at_least=running + 1, timeout=90)) > running
     finally:
@@ -286,6 +286,6 @@ def test_readme_flow_on_the_stack(root: Path) -> None:
     )
     assert "s3-demo" in out  # strm list batch-exporters: make up's exporter
     listed = [line.split("s3://strmprivacy-export-demo/")[1] for line in out.splitlines() if "s3://" in line]
-    copies = [key for key in listed if key.startswith("events/copy/") and FILE_RE.match(key)]
+    copies = [key for key in listed if key.startswith("events/copy/") and is_data_file(key)]
     assert copies, out[-3000:]
     assert "Batch Exporter has been deleted: demo-copy" in out and "stopped: " in out

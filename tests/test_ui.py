@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.exporting import TEST_FILE_RE
+from strm_provider.naming import is_test_object
 
 pytestmark = pytest.mark.slow
 
@@ -156,7 +156,7 @@ def test_add_a_data_connector_test_it_and_see_the_exporter_run(stack: dict[str, 
     assert secret not in page.content()
 
     # Test: the provider writes the empty validation file with the least-privilege key
-    before = {k for k in bucket_keys(stack) if TEST_FILE_RE.match(k)}
+    before = {k for k in bucket_keys(stack) if is_test_object(k)}
     with page.expect_response(lambda r: r.url.endswith("/api/v2/connections/test")) as reply:
         row.get_by_role("button", name="Test Connection").click()
     result = reply.value.json()
@@ -165,7 +165,7 @@ def test_add_a_data_connector_test_it_and_see_the_exporter_run(stack: dict[str, 
     expect(page.get_by_text(re.compile(r"Wrote s3://strmprivacy-export-demo/events/\.strm_test_"))).to_be_visible()
     page.wait_for_timeout(800)  # let the toast finish fading in, for the screenshot only
     shot(page, "04-connection-test-success")
-    new = {k for k in bucket_keys(stack) if TEST_FILE_RE.match(k)} - before
+    new = {k for k in bucket_keys(stack) if is_test_object(k)} - before
     assert len(new) == 1 and next(iter(new)).startswith("events/.strm_test_")
     assert secret not in page.content()
 
