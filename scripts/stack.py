@@ -139,7 +139,6 @@ class Stack:
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
             "STRM_EXPORTERS_DIR": str(self.exporters),
-            "STRM_KAFKA_BOOTSTRAP": f"127.0.0.1:{self.ports['kafka']}",
             "NO_PROXY": "*",
             "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         }

@@ -71,13 +71,11 @@ def export_ranges(
     max_file_bytes: int = 128 * 1024 * 1024,
     max_file_events: int | None = None,
     commit_metadata: str = "",
-    before_commit: Callable[[], None] | None = None,
 ) -> ExportResult:
     """Export ``ranges`` of ``stream`` (one partition set) and commit their end offsets.
 
     ``consumer`` is a kafka-python consumer whose ``group_id`` is the exporter's group: it checks
     and commits offsets. ``reader`` reads the records (either client, see :mod:`strm_provider.readers`).
-    ``before_commit`` is a test seam for fault injection between upload and commit.
     """
     from kafka import TopicPartition
     from kafka.structs import OffsetAndMetadata
@@ -160,8 +158,6 @@ def export_ranges(
     result.events, result.bytes, result.files = files.total_events, files.total_bytes, files.keys
     result.dead_letters, result.dead_letter_files = dead.total_events, dead.keys
 
-    if before_commit is not None:
-        before_commit()
     _commit(consumer, stream, ranges, commit_metadata, OffsetAndMetadata, TopicPartition)
     result.committed = True
     return result

@@ -121,9 +121,6 @@ class KafkaToStorageOperator(BaseOperator):
         self.max_file_bytes = max_file_bytes
         self.max_file_events = max_file_events
 
-    def before_commit(self, context: Context) -> None:
-        """Called after every file is uploaded and before offsets are committed (a seam for tests)."""
-
     def execute(self, context: Context) -> dict[str, Any]:
         storage = storage_hook(self.data_connector)
         kafka = StrmKafkaHook(self.kafka_conn_id)
@@ -153,7 +150,6 @@ class KafkaToStorageOperator(BaseOperator):
                 max_file_bytes=self.max_file_bytes,
                 max_file_events=self.max_file_events,
                 commit_metadata=f"strm:{run_id}"[:200],
-                before_commit=lambda: self.before_commit(context),
             )
             _add_lag(consumer, self.stream, result.partitions)
         finally:

@@ -6,7 +6,6 @@ import base64
 import random
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 URLS = [
@@ -51,10 +50,3 @@ def random_event(rng: random.Random, billing_id: str = "demo8542234275", now_ms:
         "customer": {"id": _token(rng, 40)},
         "abTests": rng.sample(["header-a", "header-b", "cta-green", "cta-red"], rng.randint(0, 2)),
     }
-
-
-def random_events(seed: int | None = None) -> Iterator[dict[str, Any]]:
-    """An endless stream of random events (reproducible with ``seed``)."""
-    rng = random.Random(seed)
-    while True:
-        yield random_event(rng)

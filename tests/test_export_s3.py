@@ -13,6 +13,7 @@ from strm_provider.hooks import StorageError, storage_hook
 from strm_provider.naming import is_test_object
 from strm_provider.operators import KafkaToStorageOperator
 from tests.exporting import connections, data_files, run_exporter, write_exporter
+from tests.faults.seams import before_commits
 from tests.servers.moto import MotoS3
 from tests.test_export_e2e import events_of, produce_seq, unique
 
@@ -104,12 +105,12 @@ def test_failure_between_upload_and_commit(kafka: Any, s3_target: MotoS3, monkey
     produce_seq(kafka, topic, 0, 400)
     calls: list[int] = []
 
-    def crash_once(self: KafkaToStorageOperator, context: Any) -> None:
+    def crash_once() -> None:
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("injected: worker lost after upload, before commit")
 
-    monkeypatch.setattr(KafkaToStorageOperator, "before_commit", crash_once)
+    before_commits(crash_once, monkeypatch)
     group = f"strm-exporter-dc-{topic}"
     with connections(strm_kafka_default=kafka.connection(), dc=s3_target.connection(prefix)):
         path = write_exporter(stream=topic, data_connector="dc", path_prefix=prefix, include_existing_events=True)
@@ -152,7 +153,7 @@ def test_failed_run_is_replayed_not_recut(kafka: Any, s3_target: MotoS3, monkeyp
     topic, prefix = kafka.create_topic(unique("replay"), 2), unique("replay")
     produce_seq(kafka, topic, 0, 200)
 
-    def always_fail(self: KafkaToStorageOperator, context: Any) -> None:
+    def always_fail() -> None:
         raise RuntimeError("injected: storage outage outlasting the retries")
 
     with connections(strm_kafka_default=kafka.connection(), dc=s3_target.connection(prefix)):
@@ -165,7 +166,7 @@ def test_failed_run_is_replayed_not_recut(kafka: Any, s3_target: MotoS3, monkeyp
             retries=0,
         )
         with monkeypatch.context() as patch:
-            patch.setattr(KafkaToStorageOperator, "before_commit", always_fail)
+            before_commits(always_fail, patch)
             assert run_exporter(path).state == "failed"
         failed = data_files(s3_target.objects(prefix))
         assert len(failed) == 7  # 200 events in files of 30, uploaded before the failure

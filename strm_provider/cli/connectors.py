@@ -18,12 +18,6 @@ import click
 KINDS = ("s3", "gcs", "azure-blob-storage")
 #: the provider's connection types that are data connectors
 CONN_TYPES = ("strm_s3", "strm_s3_compatible", "strm_gcs", "strm_azure_blob")
-KIND_OF = {
-    "strm_s3": "s3",
-    "strm_s3_compatible": "s3 (compatible)",
-    "strm_gcs": "gcs",
-    "strm_azure_blob": "azure-blob-storage",
-}
 
 S3_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 GCS_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")

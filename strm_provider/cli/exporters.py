@@ -21,10 +21,6 @@ def load() -> LoadResult:
     return load_exporters(folder())
 
 
-def find(name: str) -> tuple[Path, ExporterConfig] | None:
-    return load().configs.get(name)
-
-
 def path_for(cfg: ExporterConfig) -> Path:
     return folder() / f"{cfg.name}.yaml"
 

@@ -13,7 +13,7 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import IO, Any
 
@@ -144,17 +144,14 @@ class StorageHook(BaseHook, abc.ABC):
         thread = threading.Thread(target=run, name=f"upload:{key}", daemon=True)
         thread.start()
         try:
-            try:
-                yield _CheckedWriter(writer, errors)
-            except BaseException:
-                aborted.set()
-                raise
-            finally:
-                with suppress(BrokenPipeError):
-                    writer.close()
-                thread.join()
+            yield _CheckedWriter(writer, errors)
         except BaseException:
+            aborted.set()
             raise
+        finally:
+            with suppress(BrokenPipeError):
+                writer.close()
+            thread.join()
         if errors:
             raise self._as_storage_error(errors[0], key) from errors[0]
 
@@ -253,10 +250,3 @@ class _CheckedWriter:
             if self._errors:
                 raise self._errors[0] from None
             raise
-
-    def writelines(self, lines: list[bytes]) -> None:
-        for line in lines:
-            self.write(line)
-
-
-UploadFn = Callable[[str, IO[bytes]], None]

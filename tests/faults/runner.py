@@ -36,13 +36,15 @@ def reached(phase: str) -> None:
 
 
 class _PausingConsumer:
-    """The group's kafka-python consumer, pausing the process right after the commit at ``after-commit``."""
+    """The group's kafka-python consumer, pausing the process right before or after the commit."""
 
     def __init__(self, consumer: Any, phase: str | None) -> None:
         self._consumer = consumer
         self._phase = phase
 
     def commit(self, *args: Any, **kwargs: Any) -> Any:
+        if self._phase == "before-commit":
+            reached("before-commit")
         out = self._consumer.commit(*args, **kwargs)
         if self._phase == "after-commit":
             reached("after-commit")
@@ -101,8 +103,6 @@ def main(spec: dict[str, Any]) -> None:
             real_upload(self, key, reader)
 
         s3.StrmS3Hook._upload_stream = upload
-    if phase == "before-commit":
-        operators.KafkaToStorageOperator.before_commit = lambda self, context: reached("before-commit")
 
     op = operators.KafkaToStorageOperator(task_id="export", **spec["operator"])
     result = op.execute({"run_id": spec.get("run_id", "manual__fault")})  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from strm_provider.hooks.kafka import StrmKafkaHook
+from strm_provider.planning import PLAN_METADATA
 
 
 class BatchSeam:
@@ -43,3 +44,30 @@ def on_batches(on_batch: Callable[[int], None], monkeypatch: pytest.MonkeyPatch 
         monkeypatch.setattr(StrmKafkaHook, "reader", reader)
     else:
         StrmKafkaHook.reader = reader  # type: ignore[method-assign]
+
+
+class CommitSeam:
+    """Wraps the group's consumer; calls ``before()`` ahead of the export's final commit (the one that moves
+    the group forward), not ahead of the plan's record of its intent or a new exporter's pin."""
+
+    def __init__(self, consumer: Any, before: Callable[[], None]) -> None:
+        self._consumer = consumer
+        self._before = before
+
+    def commit(self, offsets: dict[Any, Any], *args: Any, **kwargs: Any) -> Any:
+        if not any(o.metadata.startswith((PLAN_METADATA, "strm:created")) for o in offsets.values()):
+            self._before()
+        return self._consumer.commit(offsets, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._consumer, name)
+
+
+def before_commits(before: Callable[[], None], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every consumer the Kafka hook builds from now on call ``before()`` ahead of a commit."""
+    real = StrmKafkaHook.consumer
+
+    def consumer(self: StrmKafkaHook, *args: Any, **kwargs: Any) -> CommitSeam:
+        return CommitSeam(real(self, *args, **kwargs), before)
+
+    monkeypatch.setattr(StrmKafkaHook, "consumer", consumer)
