@@ -28,6 +28,7 @@ from typing import Any
 from strm_provider.events import InvalidEvent, dead_letter_line, to_block, to_line
 from strm_provider.hooks.storage import StorageHook
 from strm_provider.naming import object_key
+from strm_provider.offsets import ExportError, already_committed, check_group, commit_ranges
 from strm_provider.planning import PartitionRange
 from strm_provider.readers import RecordReader
 from strm_provider.writer import RollingFile
@@ -36,10 +37,6 @@ log = logging.getLogger(__name__)
 
 #: How long a partition may deliver nothing while offsets remain before the export gives up.
 STALL_SECONDS = 60.0
-
-
-class ExportError(Exception):
-    """The export could not complete; nothing past the failure point was committed."""
 
 
 @dataclass
@@ -77,9 +74,6 @@ def export_ranges(
     ``consumer`` is a kafka-python consumer whose ``group_id`` is the exporter's group: it checks
     and commits offsets. ``reader`` reads the records (either client, see :mod:`strm_provider.readers`).
     """
-    from kafka import TopicPartition
-    from kafka.structs import OffsetAndMetadata
-
     ranges = sorted(ranges, key=lambda r: r.partition)
     cursor = {r.partition: r.start for r in ranges}
     set_partitions = sorted(partitions)
@@ -88,7 +82,7 @@ def export_ranges(
         return lambda ts, starts: object_key(path_prefix, stream, ts, starts, set_partitions, dead_letter=dead)
 
     result = ExportResult()
-    if _already_covered(consumer, stream, ranges, TopicPartition):
+    if already_committed(consumer, stream, ranges):
         result.committed = True
         result.partitions = [
             {
@@ -105,8 +99,8 @@ def export_ranges(
         return result
 
     def guard() -> None:
-        """Before a file completes: refuse if another run moved the group meanwhile (see :func:`_check_group`)."""
-        if any(_check_group(consumer, stream, ranges, TopicPartition)):
+        """Before a file completes: refuse if another run moved the group meanwhile (offsets.check_group)."""
+        if any(check_group(consumer, stream, ranges)):
             raise ExportError("another run of the same exporter committed these offsets meanwhile; not overwriting")
 
     files = RollingFile(storage, key_for(False), max_file_bytes, max_file_events, guard)
@@ -158,7 +152,7 @@ def export_ranges(
     result.events, result.bytes, result.files = files.total_events, files.total_bytes, files.keys
     result.dead_letters, result.dead_letter_files = dead.total_events, dead.keys
 
-    _commit(consumer, stream, ranges, commit_metadata, OffsetAndMetadata, TopicPartition)
+    commit_ranges(consumer, stream, ranges, commit_metadata)
     result.committed = True
     return result
 
@@ -256,64 +250,3 @@ def _read_partition(
                 bad += 1
             first = bad
             cursor[rng.partition] = batch.meta(first - 1).offset + 1
-
-
-def _commit(consumer: Any, stream: str, ranges: list[PartitionRange], metadata: str, oam: Any, tp_cls: Any) -> None:
-    """Commit each range's end, but only where the group still holds what this run planned from.
-
-    A commit only moves a partition forward from the offset the run planned from; if another run
-    already moved it, this run commits nothing and fails loudly instead of rewinding or skipping.
-    """
-    offsets = {}
-    for rng in ranges:
-        tp = tp_cls(stream, rng.partition)
-        current = consumer.committed(tp)
-        if current not in (rng.committed, rng.end) and not (rng.committed is None and current is None):
-            raise ExportError(
-                f"partition {rng.partition}: the group's committed offset moved from {rng.committed} to "
-                f"{current} during this run (another run of the same exporter?); not committing"
-            )
-        offsets[tp] = oam(rng.end, metadata, -1)
-    if offsets:
-        consumer.commit(offsets)
-
-
-def _check_group(consumer: Any, stream: str, ranges: list[PartitionRange], tp_cls: Any) -> list[bool | None]:
-    """Per range, whether the group already holds at least its end; raise if it holds anything unexpected.
-
-    A range is exportable while the group still holds the offset this run planned from. If the group
-    holds the range's end or beyond, every offset of the range was exported and committed (by an
-    earlier attempt of this plan, or by a later run: commits only move forward from a plan's start).
-    Anything else means another run moved the group into the middle of the range: writing now would
-    duplicate events or overwrite a newer file with an older subset, so nothing is written.
-    """
-    covered = []
-    for rng in ranges:
-        current = consumer.committed(tp_cls(stream, rng.partition))
-        if not rng.size and (current == rng.committed or (current is not None and current >= rng.end)):
-            covered.append(None)  # nothing to export here either way
-        elif current == rng.committed:
-            covered.append(False)
-        elif current is not None and current >= rng.end:
-            covered.append(True)
-        else:
-            raise ExportError(
-                f"partition {rng.partition}: the group's committed offset is {current}, but this run planned "
-                f"offsets {rng.start}..{rng.end} from {rng.committed} (another run of the same exporter moved "
-                "it); nothing written, nothing committed: the next run continues from the group's offset"
-            )
-    return covered
-
-
-def _already_covered(consumer: Any, stream: str, ranges: list[PartitionRange], tp_cls: Any) -> bool:
-    """True if every range was already exported and committed: a retry after the commit has nothing to do."""
-    covered = [c for c in _check_group(consumer, stream, ranges, tp_cls) if c is not None]
-    if covered and all(covered):
-        log.info("every planned range is already committed (by an earlier attempt or a later run): nothing to do")
-        return True
-    if any(covered):
-        raise ExportError(
-            "some partitions of this set are already committed while others are not; not exporting a set "
-            "that another run has partly committed"
-        )
-    return False

@@ -10,7 +10,8 @@ from airflow.sdk import BaseOperator, Context
 from strm_provider.export import ExportResult, export_ranges
 from strm_provider.hooks import storage_hook
 from strm_provider.hooks.kafka import StrmKafkaHook
-from strm_provider.planning import PartitionSet, plan_stream, split_sets
+from strm_provider.offsets import add_lag, plan_stream, run_metadata
+from strm_provider.planning import PartitionSet, split_sets
 from strm_provider.readers import RecordReader
 
 
@@ -149,9 +150,9 @@ class KafkaToStorageOperator(BaseOperator):
                 on_invalid_event=self.on_invalid_event,
                 max_file_bytes=self.max_file_bytes,
                 max_file_events=self.max_file_events,
-                commit_metadata=f"strm:{run_id}"[:200],
+                commit_metadata=run_metadata(run_id),
             )
-            _add_lag(consumer, self.stream, result.partitions)
+            add_lag(consumer, self.stream, result.partitions)
         finally:
             if reader is not None:
                 reader.close()
@@ -165,16 +166,3 @@ class KafkaToStorageOperator(BaseOperator):
             result.dead_letters,
         )
         return summary
-
-
-def _add_lag(consumer: Any, stream: str, partitions: list[dict[str, Any]]) -> None:
-    """Record per partition how many offsets arrived after this run's planned end (``lag_left``)."""
-    from kafka import TopicPartition
-
-    tps = [TopicPartition(stream, entry["partition"]) for entry in partitions]
-    try:
-        ends = consumer.end_offsets(tps) if tps else {}
-    except Exception:  # the export is committed; lag is only information
-        return
-    for entry, tp in zip(partitions, tps, strict=True):
-        entry["lag_left"] = max(ends.get(tp, entry["end"]) - entry["end"], 0)

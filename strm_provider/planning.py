@@ -1,14 +1,15 @@
 """The one place that plans offset ranges: which offsets a run exports, per partition and per set.
 
 The plan is computed once per DAG run (by the ``plan`` task) and passed to the export tasks through
-XCom, so a retried export task re-exports exactly the same range.
+XCom, so a retried export task re-exports exactly the same range. This module only computes;
+reading and committing the group's offsets is :mod:`strm_provider.offsets`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -137,55 +138,3 @@ def split_sets(ranges: list[PartitionRange], sets: int) -> list[PartitionSet]:
         if chunk and any(r.size for r in chunk):
             result.append(PartitionSet(index, [r.partition for r in chunk], chunk))
     return result
-
-
-PLAN_METADATA = "strm:plan:"
-
-
-def _read(consumer: Any, stream: str) -> tuple[dict[int, Any], dict[int, int], dict[int, int]]:
-    from kafka import TopicPartition
-
-    partitions = consumer.partitions_for_topic(stream)
-    if not partitions:
-        raise LookupError(f"stream '{stream}' does not exist on the Kafka cluster (no partitions found)")
-    tps = [TopicPartition(stream, p) for p in sorted(partitions)]
-    end = {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
-    beginning = {tp.partition: off for tp, off in consumer.beginning_offsets(tps).items()}
-    committed = {tp.partition: consumer.committed(tp, metadata=True) for tp in tps}
-    return committed, beginning, end
-
-
-def read_offsets(consumer: Any, stream: str) -> tuple[dict[int, int | None], dict[int, int], dict[int, int]]:
-    """Committed (per the consumer's group), earliest and end offsets of every partition of ``stream``."""
-    committed, beginning, end = _read(consumer, stream)
-    return {p: (c.offset if c is not None else None) for p, c in committed.items()}, beginning, end
-
-
-def plan_stream(consumer: Any, stream: str, *, include_existing_events: bool) -> Plan:
-    """Read the offsets of ``stream``, plan a run, and record the plan in Kafka before anything is read.
-
-    One commit carries the pin of a brand-new exporter and, for every range with events, the
-    range's start with its planned end as metadata (:data:`PLAN_METADATA`). The offsets do not
-    move; if the run never completes, the next run finds the intent and replays the same range.
-    """
-    from kafka import TopicPartition
-    from kafka.structs import OffsetAndMetadata
-
-    raw, beginning, end = _read(consumer, stream)
-    committed = {p: (c.offset if c is not None else None) for p, c in raw.items()}
-    pending = {
-        p: int(c.metadata.removeprefix(PLAN_METADATA))
-        for p, c in raw.items()
-        if c is not None
-        and (c.metadata or "").startswith(PLAN_METADATA)
-        and c.metadata.removeprefix(PLAN_METADATA).isdigit()
-    }
-    plan = plan_ranges(committed, beginning, end, include_existing_events=include_existing_events, pending=pending)
-    offsets = {p: OffsetAndMetadata(o, "strm:created", -1) for p, o in plan.pin.items()}
-    offsets |= {r.partition: OffsetAndMetadata(r.start, f"{PLAN_METADATA}{r.end}", -1) for r in plan.ranges if r.size}
-    if offsets:
-        consumer.commit({TopicPartition(stream, p): o for p, o in offsets.items()})
-    if plan.pin:
-        log.info("new exporter: pinned its start at %s", plan.pin)
-    ranges = [replace(r, committed=r.start) if r.size else r for r in plan.ranges]
-    return replace(plan, ranges=ranges)

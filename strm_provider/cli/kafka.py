@@ -85,37 +85,18 @@ def check_stream(hook: Any, stream: str) -> None:
 
 
 def pin_start(hook: Any, stream: str, group_id: str, *, include_existing_events: bool) -> dict[int, int]:
-    """Commit where a new exporter starts, so its first run neither skips nor repeats anything.
-
-    Without ``include_existing_events`` that is the stream's end offsets now (events that arrive
-    between creation and the first run are exported, none from before). With it, a group left
-    behind by a deleted exporter of the same name is reset to the earliest offsets; a fresh group
-    needs nothing (the first run starts at the earliest offsets).
-    """
-    from kafka import TopicPartition
-    from kafka.structs import OffsetAndMetadata
-
-    from strm_provider.planning import plan_stream, read_offsets
+    """Commit where a new exporter starts (:func:`strm_provider.offsets.pin_start`), refusing a missing stream."""
+    from strm_provider import offsets
 
     consumer = _consumer(hook, group_id)
     try:
-        if not partitions_of(consumer, stream):
-            raise click.BadParameter(
-                f"stream '{stream}' does not exist on the Kafka cluster at {hook.bootstrap_servers}; "
-                f"create it first (`strm create stream {stream}`)",
-                param_hint="'STREAM'",
-            )
-        committed, beginning, end = read_offsets(consumer, stream)
-        is_new = all(v is None for v in committed.values())
-        if is_new and not include_existing_events:
-            return plan_stream(consumer, stream, include_existing_events=False).pin
-        if is_new:
-            return {}
-        target = beginning if include_existing_events else end
-        consumer.commit(
-            {TopicPartition(stream, p): OffsetAndMetadata(o, "strm:created", -1) for p, o in target.items()}
-        )
-        return dict(target)
+        return offsets.pin_start(consumer, stream, include_existing_events=include_existing_events)
+    except LookupError:
+        raise click.BadParameter(
+            f"stream '{stream}' does not exist on the Kafka cluster at {hook.bootstrap_servers}; "
+            f"create it first (`strm create stream {stream}`)",
+            param_hint="'STREAM'",
+        ) from None
     finally:
         with contextlib.suppress(Exception):
             consumer.close()

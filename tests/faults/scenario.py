@@ -37,7 +37,8 @@ def seq_events(start: int, count: int, pad: int = 40) -> list[dict[str, Any]]:
 def plan_sets(group: str, topic: str, *, sets: int = 1, kafka_conn_id: str = "strm_kafka_default") -> list[dict]:
     """What the DAG's ``plan`` task puts in XCom for this exporter now (one dict per partition set)."""
     from strm_provider.hooks.kafka import StrmKafkaHook
-    from strm_provider.planning import plan_stream, split_sets
+    from strm_provider.offsets import plan_stream
+    from strm_provider.planning import split_sets
 
     consumer = StrmKafkaHook(kafka_conn_id).consumer(group)
     try:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from strm_provider.hooks.kafka import StrmKafkaHook
-from strm_provider.planning import PLAN_METADATA
+from strm_provider.offsets import CREATED_METADATA, PLAN_METADATA
 
 
 class BatchSeam:
@@ -55,7 +55,7 @@ class CommitSeam:
         self._before = before
 
     def commit(self, offsets: dict[Any, Any], *args: Any, **kwargs: Any) -> Any:
-        if not any(o.metadata.startswith((PLAN_METADATA, "strm:created")) for o in offsets.values()):
+        if not any(o.metadata.startswith((PLAN_METADATA, CREATED_METADATA)) for o in offsets.values()):
             self._before()
         return self._consumer.commit(offsets, *args, **kwargs)
 
