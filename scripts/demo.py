@@ -3,7 +3,7 @@
 Starts a broker (by default the embedded Kafka-compatible broker of the ``noida-db`` wheel, which
 needs nothing but Python; ``--broker apache`` for Apache Kafka, which needs Java 17+) and a storage
 server on 127.0.0.1, creates the 5-partition topic ``demo``, produces 10,000 random clickstream
-events shaped like the seed's example, runs one export through Airflow (``airflow dags test``),
+random clickstream events, runs one export through Airflow (``airflow dags test``),
 lists the bucket like ``aws s3 ls`` and prints the first event of one file.
 """
 

@@ -4,7 +4,7 @@
 
 - ``broker``: Apache Kafka (one KRaft node, fetched by ``make kafka``), data in ``.stack/kafka``;
 - ``s3``: moto_server (S3 + IAM, policies enforced), a bucket and an IAM user holding only the
-  seed's minimal policy, its key in ``.stack/s3.json`` (what ``aws iam create-access-key`` prints);
+  minimal policy of the README, its key in ``.stack/s3.json`` (what ``aws iam create-access-key`` prints);
 - ``airflow``: ``airflow standalone`` (API server + UI, scheduler, DAG processor, triggerer) with
   ``AIRFLOW_HOME=.stack/airflow``, the repo's ``dags/`` and ``STRM_EXPORTERS_DIR=.stack/exporters``;
 - ``producer``: ``strm simulate random-events demo``, continuously;
@@ -293,7 +293,7 @@ def start_s3(stack: Stack) -> None:
     _iam_client(stack, "s3", admin_key).create_bucket(
         Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
     )
-    # the seed's policy document: GetBucketLocation on the bucket, PutObject on <prefix>/*.jsonl
+    # the README's policy: GetBucketLocation on the bucket, PutObject on <prefix>/*.jsonl
     policy = {
         "Version": "2012-10-17",
         "Statement": [
@@ -343,7 +343,7 @@ def finish(proc: subprocess.Popen[str], what: str, check: bool = True) -> tuple[
 
 def prepare(stack: Stack) -> None:
     """Airflow's database, the Kafka connection and, as a user would create it, the data connector
-    (``strm create data-connector`` with the seed's ``s3.json``)."""
+    (``strm create data-connector`` with ``s3.json``)."""
     stack.home.mkdir(parents=True, exist_ok=True)
     stack.exporters.mkdir(parents=True, exist_ok=True)
     if not stack.password_file.exists():  # our own, so standalone never prints a password into its log

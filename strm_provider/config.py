@@ -10,7 +10,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -26,7 +26,7 @@ class ConfigError(ValueError):
 
 
 def parse_interval(value: str | int) -> int:
-    """Seconds in ``30s``/``5m``/``1h``/``1d`` or a bare number of seconds (as the hosted CLI took)."""
+    """Seconds in ``30s``/``5m``/``1h``/``1d`` or a bare number of seconds."""
     if isinstance(value, bool):
         raise ValueError("expected a duration like 30s, 5m or 1h")
     if isinstance(value, int):
@@ -42,7 +42,7 @@ def parse_interval(value: str | int) -> int:
 
 
 def format_interval(seconds: int) -> str:
-    """The canonical spelling of an interval: ``60s`` (as the seed prints it)."""
+    """The canonical spelling of an interval: ``60s`` (as ``strm`` prints it)."""
     return f"{seconds}s"
 
 
@@ -175,9 +175,16 @@ class BrokenExporter:
     interval: int
 
 
+class LoadedExporter(NamedTuple):
+    """A valid exporter file and what it holds."""
+
+    path: Path
+    config: ExporterConfig
+
+
 @dataclass(frozen=True)
 class LoadResult:
-    configs: dict[str, tuple[Path, ExporterConfig]]
+    configs: dict[str, LoadedExporter]
     broken: list[BrokenExporter]
 
     @property
@@ -221,29 +228,29 @@ def load_exporters(folder: Path | None = None) -> LoadResult:
     over a running exporter.
     """
     folder = folder or exporters_dir()
-    configs: dict[str, tuple[Path, ExporterConfig]] = {}
+    configs: dict[str, LoadedExporter] = {}
     broken: list[BrokenExporter] = []
     if not folder.is_dir():
         return LoadResult(configs, broken)
-    claims: dict[str, list[tuple[Path, ExporterConfig]]] = {}
+    claims: dict[str, list[LoadedExporter]] = {}
     for path in exporter_files(folder):
         try:
             cfg = load_exporter(path)
         except ConfigError as err:
             broken.append(BrokenExporter(path, str(err), _readable_interval(path)))
             continue
-        claims.setdefault(cfg.name, []).append((path, cfg))
+        claims.setdefault(cfg.name, []).append(LoadedExporter(path, cfg))
     for name, claimants in claims.items():
-        owner = next((pc for pc in claimants if pc[0].stem == name), claimants[0])
+        owner = next((c for c in claimants if c.path.stem == name), claimants[0])
         configs[name] = owner
         broken.extend(
             BrokenExporter(
                 path,
-                f"{path}: field 'name': duplicate exporter name {name!r} (also in {owner[0]})",
+                f"{path}: field 'name': duplicate exporter name {name!r} (also in {owner.path})",
                 cfg.interval,
             )
             for path, cfg in claimants
-            if path != owner[0]
+            if path != owner.path
         )
     broken.sort(key=lambda b: b.path)
     return LoadResult(configs, broken)

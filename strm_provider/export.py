@@ -109,7 +109,7 @@ def export_ranges(
     with _collected_between_batches():
         try:
             for i, rng in enumerate(ranges):
-                before = (files.total_events, dead.total_events, len(files.keys))
+                events_before, dead_before, files_before = files.total_events, dead.total_events, len(files.keys)
                 following = next((r for r in ranges[i + 1 :] if r.size), None)
                 if rng.size and following is not None:
                     reader.prefetch(stream, following.partition, following.start)
@@ -124,13 +124,13 @@ def export_ranges(
                         on_invalid_event,
                     )
                 cursor[rng.partition] = rng.end
-                written = files.total_events - before[0]
+                written = files.total_events - events_before
                 entry = {
                     "partition": rng.partition,
                     "start": rng.start,
                     "end": rng.end,
                     "events": written,
-                    "dead_letters": dead.total_events - before[1],
+                    "dead_letters": dead.total_events - dead_before,
                     "lost_to_retention": rng.lost_to_retention,
                 }
                 result.partitions.append(entry)
@@ -141,7 +141,7 @@ def export_ranges(
                     rng.end,
                     written,
                     entry["dead_letters"],
-                    (files.keys[-1] if len(files.keys) > before[2] or written else "(none)"),
+                    (files.keys[-1] if len(files.keys) > files_before or written else "(none)"),
                 )
             files.close()
             dead.close()

@@ -1,6 +1,6 @@
 """Provider metadata Airflow reads through the ``apache_airflow_provider`` entry point.
 
-It registers our connection types (the seed's "data connectors" and the Kafka cluster), with the
+It registers our connection types (the "data connectors" and the Kafka cluster), with the
 labels, hidden fields, placeholders and extra fields the Airflow UI's connection form shows.
 """
 
@@ -124,7 +124,7 @@ def get_provider_info() -> dict[str, Any]:
                         {"type": ["string", "null"], "enum": ["auto", "path", "virtual", None]},
                     ),
                     "credentials_json": _field(
-                        "Credentials JSON", "The seed's JSON: url, accessKey, secretKey, api, path", _SECRET
+                        "Credentials JSON", "JSON with url, accessKey, secretKey, api, path", _SECRET
                     ),
                     "test_prefix": _TEST_PREFIX,
                 },

@@ -29,6 +29,18 @@ class KafkaExportPlanOperator(BaseOperator):
 
     On an exporter's first run, and on a run following a failed one, it also writes the empty
     ``.strm_test_<uuid>.jsonl`` to prove the data connector's credentials before anything is read.
+
+    :param stream: the Kafka topic to export. (templated)
+    :param data_connector: connection id of the data connector (``strm_s3``, ``strm_s3_compatible``,
+        ``strm_gcs`` or ``strm_azure_blob``) the files go to. (templated)
+    :param group_id: the exporter's Kafka consumer group: its committed offsets are the exporter's
+        progress. (templated)
+    :param path_prefix: folder of the files in the bucket or container, without leading or trailing
+        ``/`` (default: none). (templated)
+    :param kafka_conn_id: connection id of the Kafka cluster (type ``strm_kafka``). (templated)
+    :param partition_sets: how many sets (files and mapped export tasks) to split the partitions into.
+    :param include_existing_events: on the exporter's first run, also export what the stream holds
+        already (default: start at the stream's end).
     """
 
     template_fields: Sequence[str] = ("stream", "data_connector", "path_prefix", "group_id", "kafka_conn_id")
@@ -63,7 +75,7 @@ class KafkaExportPlanOperator(BaseOperator):
             plan = plan_stream(consumer, self.stream, include_existing_events=self.include_existing_events)
         finally:
             consumer.close()
-        # a retry too: the first try may have pinned the start (so the exporter no longer looks new)
+        # a retry too: the first try may have pinned the start, so the exporter does not look new any more
         # and then failed on the credentials; skipping the check now would pass with a wrong secret
         retry = getattr(context.get("ti"), "try_number", 1) > 1
         if plan.new_exporter or retry or _previous_run_failed(context):
@@ -90,6 +102,23 @@ class KafkaToStorageOperator(BaseOperator):
     ``max_file_bytes``/``max_file_events``), uploads, and only then commits the offsets to the
     exporter's consumer group. Without ``partition_set`` it plans all partitions itself, so it can
     also be used on its own in a hand-written DAG.
+
+    :param stream: the Kafka topic to export. (templated)
+    :param data_connector: connection id of the data connector (``strm_s3``, ``strm_s3_compatible``,
+        ``strm_gcs`` or ``strm_azure_blob``) the files go to. (templated)
+    :param group_id: the exporter's Kafka consumer group: its committed offsets are the exporter's
+        progress. (templated)
+    :param path_prefix: folder of the files in the bucket or container, without leading or trailing
+        ``/`` (default: none). (templated)
+    :param kafka_conn_id: connection id of the Kafka cluster (type ``strm_kafka``). (templated)
+    :param partition_set: the set to export, as the plan task returns it (from XCom); ``None`` plans
+        every partition here.
+    :param include_existing_events: without ``partition_set``, on the first run, also export what the
+        stream holds already (default: start at the stream's end).
+    :param on_invalid_event: ``dead_letter`` (default: records that are not JSON objects go to
+        ``<path_prefix>/_dead_letter/``) or ``fail`` (the task fails and commits nothing).
+    :param max_file_bytes: rotate to a new file before this many bytes (default 128 MiB).
+    :param max_file_events: rotate to a new file at this many events (default: no limit).
     """
 
     template_fields: Sequence[str] = ("stream", "data_connector", "path_prefix", "group_id", "kafka_conn_id")

@@ -1,4 +1,4 @@
-"""Random clickstream events shaped like the seed's example (``strm simulate random-events``, the demo)."""
+"""Random clickstream events (``strm simulate random-events``, the demo): what a web shop's tracker sends."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _token(rng: random.Random, size: int) -> str:
 
 
 def random_event(rng: random.Random, billing_id: str = "demo8542234275", now_ms: int | None = None) -> dict[str, Any]:
-    """One event with the seed's fields: ``strmMeta`` (schemaId, nonce, timestamp, keyLink,
+    """One event with a clickstream's fields: ``strmMeta`` (schemaId, nonce, timestamp, keyLink,
     billingId, consentLevels), producerSessionId, url, eventType, referrer, userAgent, conversion,
     customer.id, abTests."""
     return {

@@ -1,4 +1,4 @@
-"""The ``strm`` command line: the hosted batch exporter's commands, managing what Airflow runs.
+"""The ``strm`` command line: data connectors, batch exporters and streams, managing what Airflow runs.
 
 Data connectors are Airflow connections (local metadata database, or a remote Airflow's REST API);
 batch exporters are YAML files in the folder the DAG file reads. Errors are one line: bad input

@@ -1,4 +1,4 @@
-"""The ``strm`` commands, as the seed documents them, on top of Airflow connections and exporter YAML files."""
+"""The ``strm`` commands, on top of Airflow connections and exporter YAML files."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from strm_provider.cli import connectors as dc
 from strm_provider.cli import exporters as bx
 from strm_provider.cli.output import OUTPUT, emit_json, emit_table
 from strm_provider.cli.store import ConnectorStore, Duplicate, open_store
-from strm_provider.config import exporters_dir
+from strm_provider.config import LoadedExporter, exporters_dir
 
 #: the DAG file ``strm install-dag`` copies, as this package ships it
 DAG_FILE = Path(__file__).resolve().parent.parent / "dags" / "strm_exporters.py"
@@ -392,7 +392,7 @@ def list_batch_exporters(output: str | None) -> None:
     """List batch exporters (the YAML files in the exporters folder)."""
     loaded = bx.load()
     _warn_broken(loaded.errors)
-    items = [bx.describe(cfg) for _, cfg in sorted(loaded.configs.values(), key=lambda pc: pc[1].name)]
+    items = [bx.describe(e.config) for e in sorted(loaded.configs.values(), key=lambda e: e.config.name)]
     if not items:
         click.echo(f"No batch exporters in {bx.folder()} (the folder set by STRM_EXPORTERS_DIR)", err=True)
     if (output or "table") == "json":
@@ -401,7 +401,7 @@ def list_batch_exporters(output: str | None) -> None:
         _exporter_table(items)
 
 
-def _exporter(name: str) -> tuple[Any, Any]:
+def _exporter(name: str) -> LoadedExporter:
     loaded = bx.load()
     if name not in loaded.configs:
         names = ", ".join(sorted(loaded.configs)) or "none"
@@ -414,14 +414,14 @@ def _exporter(name: str) -> tuple[Any, Any]:
 @OUTPUT
 def get_batch_exporter(name: str, output: str | None) -> None:
     """Show batch exporter NAME."""
-    _show(bx.describe(_exporter(name)[1]), output or "json", _exporter_table)
+    _show(bx.describe(_exporter(name).config), output or "json", _exporter_table)
 
 
 @delete.command("batch-exporter")
 @click.argument("names", metavar="NAME...", nargs=-1, required=True)
 def delete_batch_exporter(names: tuple[str, ...]) -> None:
     """Delete batch exporters; checks every NAME first, so nothing is deleted when one is unknown."""
-    paths = [_exporter(name)[0] for name in dict.fromkeys(names)]
+    paths = [_exporter(name).path for name in dict.fromkeys(names)]
     for path in paths:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
@@ -504,7 +504,7 @@ def random_events(
     kafka_connection: str,
     bootstrap_servers: str | None,
 ) -> None:
-    """Send random events shaped like the seed's clickstream example to STREAM (created if missing)."""
+    """Send random clickstream events to STREAM (created if missing)."""
     from strm_provider.cli.kafka import client, create_stream, partitions_of, simulate
 
     _check_stream(stream)

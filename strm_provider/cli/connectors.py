@@ -1,7 +1,7 @@
-"""Data connectors as the seed shows them, mapped onto the provider's Airflow connection types.
+"""Data connectors as ``strm`` shows them, mapped onto the provider's Airflow connection types.
 
 A connector *is* an Airflow connection; this module only translates: credentials files into the
-connection fields the hooks read, and connections back into the seed's JSON (never a secret).
+connection fields the hooks read, and connections back into the JSON ``strm`` prints (never a secret).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-#: the seed's connector types (``strm create data-connector TYPE``)
+#: the connector types of ``strm create data-connector TYPE``
 KINDS = ("s3", "gcs", "azure-blob-storage")
 #: the provider's connection types that are data connectors
 CONN_TYPES = ("strm_s3", "strm_s3_compatible", "strm_gcs", "strm_azure_blob")
@@ -37,7 +37,7 @@ class ConnectorSpec:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
-        """The seed's JSON view: the reference and where the data goes; no credential field at all."""
+        """The JSON ``strm`` prints: the reference and where the data goes; no credential field at all."""
         out: dict[str, Any] = {"ref": {"name": self.name}}
         if self.conn_type in ("strm_s3", "strm_s3_compatible"):
             out["s3Bucket"] = {"bucketName": self.extra.get("bucket", "")}
@@ -213,7 +213,7 @@ def azure_spec(
     client_id: str | None,
     client_secret: str | None,
 ) -> ConnectorSpec:
-    """Client-secret credentials of a service principal (the seed's four flags)."""
+    """Client-secret credentials of a service principal (``--tenant-id``, ``--client-id``, ``--client-secret``)."""
     for value, opt in (
         (account_uri, "--storage-account-uri"),
         (tenant_id, "--tenant-id"),

@@ -47,7 +47,7 @@ def write(cfg: ExporterConfig) -> Path:
 
 
 def describe(cfg: ExporterConfig) -> dict[str, Any]:
-    """The seed's JSON view of a batch exporter."""
+    """A batch exporter as ``strm get batch-exporter`` prints it."""
     return {
         "ref": {"name": cfg.name},
         "streamRef": {"name": cfg.stream},

@@ -125,7 +125,7 @@ def create_stream(admin: Any, stream: str, partitions: int) -> bool:
 
 
 def simulate(producer: Any, stream: str, partitions: list[int], *, rate: float, count: int | None) -> int:
-    """Produce random seed-shaped events round-robin over ``partitions`` at ``rate``/s; return how many."""
+    """Produce random clickstream events round-robin over ``partitions`` at ``rate``/s; return how many."""
     from strm_provider.simulate import random_event
 
     rng = random.Random()

@@ -1,4 +1,4 @@
-"""Printing: the seed's pretty JSON, or a plain aligned table for people."""
+"""Printing: pretty JSON for scripts, or a plain aligned table for people."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ OUTPUT = click.option(
     "--output",
     type=click.Choice(["json", "table"]),
     default=None,
-    help="json (the seed's shape) or table",
+    help="json or table",
 )
 
 

@@ -1,6 +1,6 @@
 """AWS S3 and S3-compatible data connectors, on the official Amazon provider and boto3.
 
-Only two permissions are ever used, as the seed's minimal policy grants: ``s3:GetBucketLocation``
+Only two permissions are ever used, as the minimal policy in the README grants: ``s3:GetBucketLocation``
 on the bucket (to find its region when the connection does not say) and ``s3:PutObject`` below the
 exporter's prefix. Multipart uploads (CreateMultipartUpload/UploadPart/Complete) are covered by
 ``s3:PutObject``; nothing lists, reads, heads or deletes.
@@ -213,7 +213,7 @@ class StrmS3CompatibleHook(StrmS3Hook):
     """Data connector for any S3 API (SeaweedFS, MinIO, GCS HMAC...): ``strm_s3_compatible``.
 
     host = service URL, login/password = access/secret key, extra ``bucket``, ``api`` (``s3v4``),
-    ``path`` (``auto`` | ``path`` | ``virtual``), or the seed's JSON (``url``, ``accessKey``,
+    ``path`` (``auto`` | ``path`` | ``virtual``), or a credentials JSON (``url``, ``accessKey``,
     ``secretKey``, ``api``, ``path``) in ``credentials_json``.
     """
 

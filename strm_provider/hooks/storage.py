@@ -102,7 +102,7 @@ class StorageHook(BaseHook, abc.ABC):
 
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]:
-        """The seed's JSON view of the connector, without secrets (e.g. ``{"s3Bucket": {...}}``)."""
+        """The connector as ``strm get data-connector`` prints it, without secrets (e.g. ``{"s3Bucket": {...}}``)."""
 
     # ----- shared behaviour ---------------------------------------------------------------------
     @property
