@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from strm_provider import __version__
+from strm_provider.connection_types import DATA_CONNECTORS
 
 _STR = {"type": ["string", "null"]}
 _SECRET = {"type": ["string", "null"], "format": "password"}
@@ -85,7 +86,7 @@ def get_provider_info() -> dict[str, Any]:
                 },
             },
             {
-                "hook-class-name": "strm_provider.hooks.s3.StrmS3Hook",
+                "hook-class-name": DATA_CONNECTORS["strm_s3"].hook,
                 "hook-name": "STRM AWS S3",
                 "connection-type": "strm_s3",
                 "ui-field-behaviour": {
@@ -107,7 +108,7 @@ def get_provider_info() -> dict[str, Any]:
                 },
             },
             {
-                "hook-class-name": "strm_provider.hooks.s3.StrmS3CompatibleHook",
+                "hook-class-name": DATA_CONNECTORS["strm_s3_compatible"].hook,
                 "hook-name": "STRM S3-compatible storage",
                 "connection-type": "strm_s3_compatible",
                 "ui-field-behaviour": {
@@ -130,7 +131,7 @@ def get_provider_info() -> dict[str, Any]:
                 },
             },
             {
-                "hook-class-name": "strm_provider.hooks.gcs.StrmGcsHook",
+                "hook-class-name": DATA_CONNECTORS["strm_gcs"].hook,
                 "hook-name": "STRM Google Cloud Storage",
                 "connection-type": "strm_gcs",
                 "ui-field-behaviour": {
@@ -147,7 +148,7 @@ def get_provider_info() -> dict[str, Any]:
                 },
             },
             {
-                "hook-class-name": "strm_provider.hooks.azure_blob.StrmAzureBlobHook",
+                "hook-class-name": DATA_CONNECTORS["strm_azure_blob"].hook,
                 "hook-name": "STRM Azure Blob Storage",
                 "connection-type": "strm_azure_blob",
                 "ui-field-behaviour": {

@@ -14,10 +14,12 @@ from typing import Any
 
 import click
 
+from strm_provider.connection_types import DATA_CONNECTORS
+
 #: the connector types of ``strm create data-connector TYPE``
 KINDS = ("s3", "gcs", "azure-blob-storage")
 #: the provider's connection types that are data connectors
-CONN_TYPES = ("strm_s3", "strm_s3_compatible", "strm_gcs", "strm_azure_blob")
+CONN_TYPES = tuple(DATA_CONNECTORS)
 
 S3_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 GCS_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
