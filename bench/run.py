@@ -90,10 +90,10 @@ KAFKA_PYTHON_TUNED = {
 
 # ----- data ---------------------------------------------------------------------------------------
 def events(count: int, seed: int = 6) -> Iterator[bytes]:
-    """Seed-shaped events (strm_provider.simulate), padded to about 600 bytes with a URL query."""
+    """Clickstream events (strm simulate random-events), padded to about 600 bytes with a URL query."""
     import orjson
 
-    from strm_provider.simulate import random_event
+    from strm_provider.cli.streams import random_event
 
     rng = random.Random(seed)
     for i in range(count):

@@ -25,8 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from strm_provider.cli.streams import random_event  # noqa: E402
 from strm_provider.naming import is_data_file  # noqa: E402
-from strm_provider.simulate import random_event  # noqa: E402
 from tests.exporting import conn_env  # noqa: E402
 from tests.servers import SERVERS, free_port, start_storage  # noqa: E402
 from tests.servers.kafka import Broker, start_broker, start_embedded_broker  # noqa: E402

@@ -6,8 +6,10 @@ file never stops the others from loading.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -254,3 +256,29 @@ def load_exporters(folder: Path | None = None) -> LoadResult:
         )
     broken.sort(key=lambda b: b.path)
     return LoadResult(configs, broken)
+
+
+def exporter_path(cfg: ExporterConfig) -> Path:
+    """Where ``strm`` writes exporter ``cfg``: ``<name>.yaml`` in :func:`exporters_dir`."""
+    return exporters_dir() / f"{cfg.name}.yaml"
+
+
+def write_exporter(cfg: ExporterConfig) -> Path:
+    """Write ``cfg`` as ``<name>.yaml`` in :func:`exporters_dir`, atomically: a hidden temp file, then ``os.replace``.
+
+    The DAG processor ignores dot files, so it never parses a half-written exporter.
+    """
+    target = exporter_path(cfg)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{cfg.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            yaml.safe_dump(cfg.to_yaml_dict(), out, sort_keys=False)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return target

@@ -24,7 +24,8 @@ def _quiet_airflow() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``strm`` console script."""
     _quiet_airflow()
-    from strm_provider.cli.commands import cli
+    from strm_provider.cli import batch_exporters, data_connectors, streams  # noqa: F401  (they add the commands)
+    from strm_provider.cli.app import cli
 
     try:
         cli.main(args=argv, prog_name="strm", standalone_mode=False)

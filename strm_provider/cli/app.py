@@ -1,0 +1,119 @@
+"""The ``strm`` command line's frame: the root group, its verbs, the options and helpers every noun shares.
+
+The commands live with what users name: :mod:`~strm_provider.cli.data_connectors`,
+:mod:`~strm_provider.cli.batch_exporters` and :mod:`~strm_provider.cli.streams`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from strm_provider.cli.output import emit_json
+from strm_provider.cli.store import ConnectorStore, open_store
+from strm_provider.config import exporters_dir
+
+#: the DAG file ``strm install-dag`` copies, as this package ships it
+DAG_FILE = Path(__file__).resolve().parent.parent / "dags" / "strm_exporters.py"
+
+KAFKA_CONNECTION = click.option(
+    "--kafka-connection",
+    default="strm_kafka_default",
+    show_default=True,
+    help="Airflow connection (type strm_kafka) of the Kafka cluster",
+)
+NO_VALIDATE = click.option(
+    "--validate/--no-validate",
+    default=True,
+    help="Write the empty .strm_test_<uuid>.jsonl to prove the credentials (default: on)",
+)
+
+
+def store(ctx: click.Context) -> ConnectorStore:
+    """The connector store, opened once per invocation (local database or remote REST API)."""
+    root = ctx.find_root()
+    if "store" not in root.meta:
+        root.meta["store"] = open_store(root.params.get("airflow_url"))
+    return root.meta["store"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--airflow-url",
+    envvar="STRM_AIRFLOW_URL",
+    metavar="URL",
+    help="Manage a remote Airflow through its REST API (token in STRM_AIRFLOW_TOKEN, or "
+    "STRM_AIRFLOW_USERNAME/STRM_AIRFLOW_PASSWORD); default: the local Airflow metadata database",
+)
+@click.version_option(package_name="strm-airflow-provider")
+def cli(airflow_url: str | None) -> None:
+    """Data connectors and batch exporters, run by Airflow."""
+
+
+@cli.group()
+def create() -> None:
+    """Create a data connector, a batch exporter or a stream."""
+
+
+@cli.group(name="list")
+def list_() -> None:
+    """List data connectors or batch exporters."""
+
+
+@cli.group()
+def get() -> None:
+    """Show one data connector or batch exporter."""
+
+
+@cli.group()
+def delete() -> None:
+    """Delete data connectors or batch exporters."""
+
+
+@cli.group()
+def simulate() -> None:
+    """Produce demo events."""
+
+
+def validated(write: Any, name: str, prefix_flag: str) -> str:
+    """Run the validation write; a failure becomes one line naming the connector and the cause."""
+    from strm_provider.hooks import StorageError
+
+    try:
+        return write()
+    except StorageError as err:
+        raise click.ClickException(
+            f"validation of data connector '{name}' failed, nothing was created: {err} "
+            f"(fix the credentials or {prefix_flag}, or skip the check with --no-validate)"
+        ) from None
+    except Exception as err:
+        raise click.ClickException(
+            f"validation of data connector '{name}' failed, nothing was created: {type(err).__name__} "
+            "(or skip the check with --no-validate)"
+        ) from None
+
+
+def show(item: dict[str, Any], output: str, table: Any) -> None:
+    if output == "json":
+        emit_json(item)
+    else:
+        table([item])
+
+
+@cli.command("install-dag")
+@click.argument("dags_folder", required=False, type=click.Path(file_okay=False, path_type=Path))
+def install_dag(dags_folder: Path | None) -> None:
+    """Copy the DAG file that runs every batch exporter into DAGS_FOLDER (default: Airflow's [core] dags_folder).
+
+    Run it again after upgrading this package: the file is overwritten with the installed version.
+    """
+    if dags_folder is None:
+        from airflow.configuration import conf
+
+        dags_folder = Path(conf.get("core", "dags_folder"))
+    dags_folder.mkdir(parents=True, exist_ok=True)
+    target = dags_folder / DAG_FILE.name
+    target.write_bytes(DAG_FILE.read_bytes())
+    click.echo(f"Wrote {target}; it reads batch exporters from {exporters_dir(dags_folder)}")
