@@ -385,22 +385,14 @@ def bucket_bytes(s3: Any, prefix: str) -> tuple[int, int]:
 
 
 def airflow_env(home: Path) -> dict[str, str]:
-    env = os.environ.copy()
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-            "STRM_EXPORTERS_DIR": str(home / "exporters"),
-            "NO_PROXY": "*",
-            "PYTHONPATH": str(REPO),
-        }
-    )
-    return env
+    from tests.servers.airflow import airflow_env as isolated
+
+    return {
+        **os.environ,
+        **isolated(home, home / "exporters"),
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        "PYTHONPATH": str(REPO),
+    }
 
 
 def result_row(

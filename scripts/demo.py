@@ -29,6 +29,7 @@ from strm_provider.cli.streams import random_event  # noqa: E402
 from strm_provider.naming import is_data_file  # noqa: E402
 from tests.exporting import conn_env  # noqa: E402
 from tests.servers import SERVERS, free_port, start_storage  # noqa: E402
+from tests.servers.airflow import airflow_env  # noqa: E402
 from tests.servers.kafka import Broker, start_broker, start_embedded_broker  # noqa: E402
 
 CONNECTOR = {"s3": "s3", "s3-compatible": "s3", "gcs": "gcs", "azure": "azure"}
@@ -78,14 +79,7 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     (work / "exporters").mkdir(parents=True)
     home = work / "airflow"
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "STRM_EXPORTERS_DIR": str(work / "exporters"),
-    }
+    env = {**os.environ, **airflow_env(home, work / "exporters")}
     os.environ.update({k: env[k] for k in ("AIRFLOW_HOME", "STRM_EXPORTERS_DIR")})
 
     with contextlib.ExitStack() as stack:

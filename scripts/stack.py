@@ -39,6 +39,8 @@ from strm_provider.naming import is_data_file
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the dev servers' package (tests.servers)
+from tests.servers.airflow import airflow_env  # noqa: E402
+
 VENV_BIN = Path(sys.executable).parent
 BUCKET = "strmprivacy-export-demo"
 REGION = "eu-west-1"
@@ -122,11 +124,7 @@ class Stack:
         """The environment of every Airflow and ``strm`` process of the stack (also written to ``.stack/env``)."""
         ui = self.ports["ui"]
         return {
-            "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            **airflow_env(self.home, self.exporters),
             "AIRFLOW__CORE__PARALLELISM": "4",  # LocalExecutor forks this many workers
             "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
             # backport of apache/airflow#73298: the UI's Test button on connections without a port
@@ -138,8 +136,6 @@ class Stack:
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{ui}/execution/",
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
-            "STRM_EXPORTERS_DIR": str(self.exporters),
-            "NO_PROXY": "*",
             "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         }
 

@@ -12,21 +12,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tests.servers.airflow import airflow_env
+
 REPO = Path(__file__).resolve().parent.parent
 _HOME = Path(tempfile.mkdtemp(prefix="strm-airflow-"))
-os.environ.update(
-    {
-        "AIRFLOW_HOME": str(_HOME),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_HOME / 'airflow.db'}",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-        "STRM_EXPORTERS_DIR": str(_HOME / "exporters"),
-        "NO_PROXY": "*",
-    }
-)
+os.environ.update({**airflow_env(_HOME, _HOME / "exporters"), "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO"})
 (_HOME / "exporters").mkdir()
 
 pytest_plugins = [
