@@ -25,6 +25,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench import run  # noqa: E402
+from bench.report import LABELS  # noqa: E402
 
 METHODS = ("export_task", "export_task_confluent")
 
@@ -75,7 +76,7 @@ def main() -> None:
     for r in sorted(rows, key=lambda r: (METHODS.index(r["method"]), r["events"])):
         rate = f"{r['events_per_s']:,.0f}" if r.get("events_per_s") else f"failed: {r.get('error')}"
         rss = f"{r['peak_rss_mb']:,.0f}" if r.get("peak_rss_mb") else ""
-        print(f"| {run.LABELS[r['method']]} | {r['events']:,} | {r['backlog_mb']:,} | {rate} | {rss} |")
+        print(f"| {LABELS[r['method']]} | {r['events']:,} | {r['backlog_mb']:,} | {rate} | {rss} |")
     print(f"wrote {args.out}")
 
 

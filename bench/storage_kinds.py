@@ -1,8 +1,8 @@
 """Events per second one export task moves to each storage kind (figures, not assertions).
 
 ``.venv/bin/python bench/storage_kinds.py [--events N]`` starts the broker and, one after another,
-moto S3, SeaweedFS, fake-gcs-server and Azurite on 127.0.0.1, produces ``N`` seed-shaped events of
-about 600 bytes over 8 partitions once, and times one ``KafkaToStorageOperator.execute`` of the
+moto S3, SeaweedFS, fake-gcs-server and Azurite on 127.0.0.1, produces ``N``
+clickstream events of about 600 bytes over 8 partitions once, and times one ``KafkaToStorageOperator.execute`` of the
 whole backlog into each (read, upload, commit). Every kind reads the same backlog with its own
 consumer group. The emulators are not the clouds: compare kinds on this machine only.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.run import PARTITIONS, TOPIC, produce  # noqa: E402
+from bench.backlog import PARTITIONS, TOPIC, produce  # noqa: E402
 from tests.exporting import conn_env  # noqa: E402
 from tests.servers import SERVERS, free_port, start_storage  # noqa: E402
 from tests.servers.kafka import Broker, start_broker  # noqa: E402

@@ -39,6 +39,7 @@ from strm_provider.naming import is_data_file
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the dev servers' package (tests.servers)
+from tests.servers import free_port  # noqa: E402
 from tests.servers.airflow import airflow_env  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
@@ -66,12 +67,6 @@ def port_open(port: int) -> bool:
     with contextlib.closing(socket.socket()) as sock:
         sock.settimeout(0.2)
         return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until(what: str, check: Any, timeout: float, proc: psutil.Process | None = None) -> Any:
@@ -262,49 +257,17 @@ def start_broker(stack: Stack) -> None:
     say(f"Apache Kafka {VERSION} on 127.0.0.1:{port} (data in {data})")
 
 
-def _iam_client(stack: Stack, service: str, key: dict[str, str]) -> Any:
-    import boto3
-
-    return boto3.client(
-        service,
-        endpoint_url=stack.s3_url,
-        region_name=REGION,
-        aws_access_key_id=key["AccessKeyId"],
-        aws_secret_access_key=key["SecretAccessKey"],
-    )
-
-
 def start_s3(stack: Stack) -> None:
     """moto_server, a bucket in eu-west-1, an admin key (for ``ls``) and a least-privilege exporter key."""
+    from tests.servers.moto import enforce_iam, provision
+
     port = stack.ports["s3"]
     proc = stack.spawn("s3", [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)])
     wait_until("S3 server", lambda: port_open(port), 30, proc)
-    boot = {"AccessKeyId": "boot", "SecretAccessKey": "boot"}
-    iam = _iam_client(stack, "iam", boot)
-    iam.create_user(UserName="admin")
-    allow_all = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
-    iam.put_user_policy(UserName="admin", PolicyName="all", PolicyDocument=json.dumps(allow_all))
-    admin = iam.create_access_key(UserName="admin")["AccessKey"]
-    admin_key = {"AccessKeyId": admin["AccessKeyId"], "SecretAccessKey": admin["SecretAccessKey"]}
-    _iam_client(stack, "s3", admin_key).create_bucket(
-        Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
-    )
-    # the README's policy: GetBucketLocation on the bucket, PutObject on <prefix>/*.jsonl
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Effect": "Allow", "Action": ["s3:GetBucketLocation"], "Resource": f"arn:aws:s3:::{BUCKET}"},
-            {"Effect": "Allow", "Action": ["s3:PutObject"], "Resource": f"arn:aws:s3:::{BUCKET}/{PREFIX}/*.jsonl"},
-        ],
-    }
-    iam.create_user(UserName="strm-export-demo")
-    iam.put_user_policy(
-        UserName="strm-export-demo", PolicyName="strm-bucket-write-access", PolicyDocument=json.dumps(policy)
-    )
-    key = iam.create_access_key(UserName="strm-export-demo")["AccessKey"]
-    write_secret(stack.root / "s3.json", {"AccessKey": {**key, "CreateDate": str(key["CreateDate"])}})
-    write_secret(stack.root / "s3-admin.json", admin_key)
-    httpx.post(f"{stack.s3_url}/moto-api/reset-auth", content=b"0", timeout=10).raise_for_status()
+    target = provision(stack.s3_url, BUCKET)
+    write_secret(stack.root / "s3.json", {"AccessKey": target.user_for(PREFIX)})
+    write_secret(stack.root / "s3-admin.json", target.admin)
+    enforce_iam(stack.s3_url)
     say(f"S3 (moto_server, IAM enforced) on {stack.s3_url}, bucket {BUCKET}")
 
 
@@ -408,10 +371,16 @@ def start_producer(stack: Stack, rate: float) -> None:
     say(f"$ strm simulate random-events {STREAM} --rate {rate:g}  (continuously)")
 
 
+def admin_s3(stack: Stack) -> Any:
+    """An S3 client with the stack's admin key (the exporter's key may only write)."""
+    from tests.servers.moto import MotoS3
+
+    return MotoS3(stack.s3_url, BUCKET, json.loads((stack.root / "s3-admin.json").read_text())).client()
+
+
 def bucket_objects(stack: Stack) -> dict[str, int]:
     """Key -> size of every object in the demo bucket (admin view)."""
-    admin = json.loads((stack.root / "s3-admin.json").read_text())
-    s3 = _iam_client(stack, "s3", admin)
+    s3 = admin_s3(stack)
     out: dict[str, int] = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
         for item in page.get("Contents", []):

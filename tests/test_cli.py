@@ -173,7 +173,7 @@ def remote(api_server: ApiServer, tmp_path: Path) -> Cli:
 
 # ----- helpers ------------------------------------------------------------------------------------
 def aws_credentials(tmp_path: Path, s3_target: Any, prefix: str, *, secret: str | None = None) -> Path:
-    """What ``aws iam create-access-key`` prints, for a user holding only the seed's policy on ``prefix``."""
+    """What ``aws iam create-access-key`` prints, for a user holding only the README's policy on ``prefix``."""
     user = s3_target.user_for(prefix)
     SECRETS.add(user["SecretAccessKey"])
     path = tmp_path / f"s3-{uuid.uuid4().hex[:6]}.json"
@@ -351,7 +351,7 @@ def test_s3_compatible_credentials_are_detected(strm: Cli, tmp_path: Path, s3_ta
     assert [k for k in s3_target.objects(prefix) if is_test_object(k)]
 
 
-def test_gcs_and_azure_connectors_have_the_seed_shapes(strm: Cli, tmp_path: Path) -> None:
+def test_gcs_and_azure_connectors_have_the_documented_shapes(strm: Cli, tmp_path: Path) -> None:
     key = gcs_key(tmp_path)
     gcs = strm(
         "create",
@@ -396,6 +396,31 @@ def test_gcs_and_azure_connectors_have_the_seed_shapes(strm: Cli, tmp_path: Path
     assert stored_row(strm.env, "my-gcs")["conn_type"] == "strm_gcs"
     assert stored_row(strm.env, "azure")["conn_type"] == "strm_azure_blob"
     assert "azure-blob-storage" in strm("list", "data-connectors").out
+
+
+def test_a_connector_made_in_the_ui_without_its_container_is_listed_with_the_reason(strm: Cli) -> None:
+    """A data connection typed in by hand (the UI, ``airflow connections add``) may lack a field the CLI
+    would have asked for: ``strm list`` still lists every connector and says what is wrong with that one."""
+    subprocess.run(
+        [
+            str(BIN / "airflow"),
+            "connections",
+            "add",
+            "hand-made",
+            "--conn-type",
+            "strm_azure_blob",
+            "--conn-host",
+            "foo",
+        ],
+        check=True,
+        capture_output=True,
+        env=strm.env,
+    )
+    [listed] = strm("list", "data-connectors", "-o", "json").json()["dataConnectors"]
+    assert listed["ref"] == {"name": "hand-made"}
+    assert "hand-made" in listed["error"] and "container" in listed["error"]
+    row = next(line for line in strm("list", "data-connectors").out.splitlines() if "hand-made" in line)
+    assert "container" in row
 
 
 def test_bad_connector_input_exits_2_naming_the_argument(strm: Cli, tmp_path: Path, s3_target: Any) -> None:
@@ -451,7 +476,7 @@ def test_bad_connector_input_exits_2_naming_the_argument(strm: Cli, tmp_path: Pa
 
 
 # ----- batch exporters ----------------------------------------------------------------------------
-def test_batch_exporter_pins_end_offsets_writes_yaml_and_has_the_seed_shape(
+def test_batch_exporter_pins_end_offsets_writes_yaml_and_has_the_documented_shape(
     strm: Cli, tmp_path: Path, s3_target: Any, kafka: Any
 ) -> None:
     stream = kafka.create_topic(unique("demo"), partitions=3)

@@ -15,9 +15,9 @@ import pytest
 from strm_provider.config import ConfigError, ExporterConfig, load_exporter, parse_interval
 
 
-def test_defaults_follow_the_seed() -> None:
+def test_defaults_follow_the_documentation() -> None:
     cfg = ExporterConfig(stream="demo", data_connector="s3")
-    assert cfg.name == "s3-demo"  # <data_connector>-<stream>, as the seed names it
+    assert cfg.name == "s3-demo"  # <data_connector>-<stream>, as the documentation names it
     assert cfg.interval == 60 and cfg.partition_sets == 1 and cfg.path_prefix == ""
     assert cfg.kafka_connection == "strm_kafka_default" and cfg.include_existing_events is False
     assert cfg.dag_id == "strm_export_s3-demo" and cfg.group_id == "strm-exporter-s3-demo"

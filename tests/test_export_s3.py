@@ -1,4 +1,4 @@
-"""S3-specific promises: the seed's minimal IAM policy is enough, region discovery, credential formats,
+"""S3-specific promises: the README's minimal IAM policy is enough, region discovery, credential formats,
 and exactly-once across a failure between upload and commit."""
 
 from __future__ import annotations

@@ -93,10 +93,10 @@ def dag_runs(stack: Any, dag_id: str) -> list[dict[str, Any]]:
 
 
 def check_bucket(stack: Any, module: ModuleType, at_least: int) -> list[str]:
-    """Exported files of the demo exporter: seed-style names below ``events/``, JSON Lines of clickstream events."""
+    """Exported files of the demo exporter: exporter file names below ``events/``, JSON Lines of clickstream events."""
     files = module.data_files(stack)
     assert len(files) >= at_least
-    s3 = module._iam_client(stack, "s3", json.loads((stack.root / "s3-admin.json").read_text()))
+    s3 = module.admin_s3(stack)
     for key in files:
         name = parse_key(key)
         assert name and name.prefix == "events" and name.stream == "demo", key

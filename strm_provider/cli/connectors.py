@@ -39,28 +39,24 @@ class ConnectorSpec:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
-        """The JSON ``strm`` prints: the reference and where the data goes; no credential field at all."""
-        out: dict[str, Any] = {"ref": {"name": self.name}}
-        if self.conn_type in ("strm_s3", "strm_s3_compatible"):
-            out["s3Bucket"] = {"bucketName": self.extra.get("bucket", "")}
-        elif self.conn_type == "strm_gcs":
-            out["googleCloudStorageBucket"] = {"bucketName": self.extra.get("bucket", "")}
-        elif self.conn_type == "strm_azure_blob":
-            out["azureBlobStorageContainer"] = {
-                "storageAccountUri": self.host or "",
-                "containerName": self.extra.get("container", ""),
-            }
-        return out
+        """The JSON ``strm`` prints: the reference and where the data goes (as the connector's hook
+        describes it); no credential field at all. A connection the hook cannot read says why."""
+        from strm_provider.hooks import StorageError
 
-    @property
-    def bucket(self) -> str:
-        return str(self.extra.get("container") or self.extra.get("bucket") or "")
+        try:
+            return {"ref": {"name": self.name}, **self.hook().describe()}
+        except StorageError as err:
+            return {"ref": {"name": self.name}, "error": str(err)}
+
+    def hook(self) -> Any:
+        """The storage hook of this connector, over its fields (stored or not)."""
+        from strm_provider.hooks import storage_hook_class
+
+        return storage_hook_class(self.conn_type).from_connection(self.to_connection())
 
     def asset_uri(self, prefix: str) -> str:
         """The Airflow Asset URI of ``prefix`` in this connector's bucket (``s3://bucket/prefix``, ...)."""
-        from strm_provider.hooks import storage_hook_class
-
-        return storage_hook_class(self.conn_type).from_connection(self.to_connection()).asset_uri(prefix)
+        return self.hook().asset_uri(prefix)
 
     def to_connection(self) -> Any:
         """An in-memory ``airflow.sdk.Connection`` (for hooks, before or without storing it)."""

@@ -126,6 +126,8 @@ def _connector_table(items: list[dict[str, Any]]) -> None:
             rows.append([item["ref"]["name"], "s3", item["s3Bucket"]["bucketName"], ""])
         elif "googleCloudStorageBucket" in item:
             rows.append([item["ref"]["name"], "gcs", item["googleCloudStorageBucket"]["bucketName"], ""])
+        elif "error" in item:
+            rows.append([item["ref"]["name"], "?", "", item["error"]])
         else:
             box = item.get("azureBlobStorageContainer", {})
             rows.append(

@@ -59,9 +59,7 @@ class ConnectorStore(abc.ABC):
 
 def validate_new(spec: ConnectorSpec, prefix: str) -> str:
     """Write the validation file with credentials that are not stored yet (raises StorageError)."""
-    from strm_provider.hooks import storage_hook_class
-
-    hook = storage_hook_class(spec.conn_type).from_connection(spec.to_connection())
+    hook = spec.hook()
     key = hook.write_test_file(prefix)
     return f"{hook.asset_scheme}://{hook.bucket}/{key}"
 

@@ -148,7 +148,7 @@ class Broker:
 
 
 def clickstream_event(rng: random.Random, i: int) -> dict[str, Any]:
-    """An event shaped like the seed's example (used by tests; the demo has its own generator)."""
+    """An event shaped like the documentation's example (used by tests; the demo has its own generator)."""
     return {
         "strmMeta": {
             "schemaId": "clickstream",

@@ -1,7 +1,8 @@
 """AWS S3 and IAM from ``moto_server`` on 127.0.0.1, with IAM policies enforced.
 
-Every exporter connection gets its own IAM user holding ONLY the seed's minimal policy:
-``s3:GetBucketLocation`` on the bucket and ``s3:PutObject`` on ``<prefix>/*.jsonl``.
+Every exporter connection gets its own IAM user holding ONLY the README's minimal policy:
+``s3:GetBucketLocation`` on the bucket and ``s3:PutObject`` on ``<prefix>/*.jsonl``. ``make up``
+(scripts/stack.py) provisions its own moto_server with :func:`provision` and :func:`enforce_iam` too.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ REGION = "eu-west-1"
 
 
 def minimal_policy(bucket: str, prefix: str) -> dict[str, Any]:
-    """The seed's policy document, with the bucket and optional prefix filled in."""
+    """The README's policy document, with the bucket and optional prefix filled in."""
     objects = f"arn:aws:s3:::{bucket}/{prefix}/*.jsonl" if prefix else f"arn:aws:s3:::{bucket}/*.jsonl"
     return {
         "Version": "2012-10-17",
@@ -44,7 +45,7 @@ def minimal_user(iam: Any, name: str, bucket: str, prefix: str) -> dict[str, str
         PolicyDocument=json.dumps(minimal_policy(bucket, prefix)),
     )
     key = iam.create_access_key(UserName=name)["AccessKey"]
-    return {"AccessKeyId": key["AccessKeyId"], "SecretAccessKey": key["SecretAccessKey"], "UserName": name}
+    return {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in key.items()}
 
 
 class MotoS3(StorageTarget):
@@ -94,29 +95,42 @@ class MotoS3(StorageTarget):
         return out
 
 
+def provision(endpoint: str, bucket: str) -> MotoS3:
+    """On a fresh moto_server: an admin user allowed everything, and ``bucket`` in eu-west-1 (so region
+    discovery matters). IAM is not enforced until :func:`enforce_iam`."""
+    boot = boto3.client(
+        "iam", endpoint_url=endpoint, region_name=REGION, aws_access_key_id="boot", aws_secret_access_key="boot"
+    )
+    boot.create_user(UserName="admin")
+    boot.put_user_policy(
+        UserName="admin",
+        PolicyName="all",
+        PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        ),
+    )
+    admin = boot.create_access_key(UserName="admin")["AccessKey"]
+    target = MotoS3(
+        endpoint, bucket, {"AccessKeyId": admin["AccessKeyId"], "SecretAccessKey": admin["SecretAccessKey"]}
+    )
+    target.client().create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    return target
+
+
+def enforce_iam(endpoint: str) -> None:
+    """From now on moto_server checks every request against the caller's IAM policies."""
+    requests.post(f"{endpoint}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
+
+
 @contextlib.contextmanager
 def start_moto(workdir: Path) -> Iterator[MotoS3]:
-    """moto_server with a bucket in eu-west-1 (so region discovery matters) and IAM enforced."""
+    """moto_server with a bucket and IAM enforced."""
     port = free_port()
     binary = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
     with running([binary, "-H", "127.0.0.1", "-p", str(port)], log=workdir / "moto.log", port=port) as proc:
-        endpoint = f"http://127.0.0.1:{port}"
-        boot = boto3.client(
-            "iam", endpoint_url=endpoint, region_name=REGION, aws_access_key_id="boot", aws_secret_access_key="boot"
-        )
-        boot.create_user(UserName="admin")
-        boot.put_user_policy(
-            UserName="admin",
-            PolicyName="all",
-            PolicyDocument=json.dumps(
-                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
-            ),
-        )
-        admin = boot.create_access_key(UserName="admin")["AccessKey"]
-        target = MotoS3(endpoint, "strmprivacy-export-demo", admin)
+        target = provision(f"http://127.0.0.1:{port}", "strmprivacy-export-demo")
         target.pid = proc.pid
-        target.client().create_bucket(Bucket=target.bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-        requests.post(f"{endpoint}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
+        enforce_iam(target.endpoint)
         yield target
 
 

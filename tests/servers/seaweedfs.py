@@ -2,7 +2,7 @@
 
 Everything binds 127.0.0.1 on free ports, and data, unix sockets and logs live in a tmp dir.
 Authentication is on: a static admin identity (``-s3.config``) for the test's own view, and,
-through SeaweedFS's embedded IAM API, one IAM user per exporter prefix holding exactly the seed's
+through SeaweedFS's embedded IAM API, one IAM user per exporter prefix holding exactly the README's
 minimal policy (``s3:GetBucketLocation`` on the bucket, ``s3:PutObject`` on ``<prefix>/*.jsonl``).
 SeaweedFS evaluates attached policies like AWS: that user can write ``*.jsonl`` below its prefix
 (multipart included) and cannot list, read, head, delete, create buckets, or write elsewhere.
@@ -63,7 +63,7 @@ class SeaweedTarget(StorageTarget):
         )
 
     def user_for(self, prefix: str) -> dict[str, str]:
-        """An IAM user whose only permissions are the seed's minimal policy for ``prefix``."""
+        """An IAM user whose only permissions are the README's minimal policy for ``prefix``."""
         prefix = prefix.strip("/")
         if prefix not in self._users:
             name = f"strm-export-{uuid.uuid4().hex[:8]}"
