@@ -56,6 +56,8 @@ PROCESSES = ("producer", "airflow", "s3", "broker")
 #: environment variable holding the token that marks a process (and its children) as started by ``up``
 TOKEN_VAR = "STRM_STACK_TOKEN"
 DEFAULT_PORTS = {"ui": 8080, "kafka": 9092, "s3": 9000}
+#: Airflow settings of the caller that the stack's processes keep
+PASSED_SETTINGS = ("AIRFLOW__METRICS__", "AIRFLOW__OPENLINEAGE__")
 
 
 # ----- small helpers ------------------------------------------------------------------------------
@@ -136,8 +138,14 @@ class Stack:
 
     def full_env(self) -> dict[str, str]:
         """The caller's environment without its Airflow/STRM settings (another AIRFLOW_HOME, database or
-        ``AIRFLOW_CONN_*`` would leak into the stack), plus the stack's own."""
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "STRM_"))}
+        ``AIRFLOW_CONN_*`` would leak into the stack), plus the stack's own. Metrics and lineage settings
+        pass (``AIRFLOW__METRICS__*``, ``AIRFLOW__OPENLINEAGE__*``): point the stack at your StatsD or
+        OpenLineage backend with them."""
+        inherited = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("AIRFLOW", "STRM_")) or k.startswith(PASSED_SETTINGS)
+        }
         return {**inherited, **self.env()}
 
     # ----- processes --------------------------------------------------------------------------

@@ -77,6 +77,7 @@ def build_dag(cfg: ExporterConfig, source: Path | None = None) -> DAG:
             on_invalid_event=cfg.on_invalid_event,
             max_file_bytes=cfg.max_file_bytes,
             max_file_events=cfg.max_file_events,
+            exporter=cfg.name,
             outlets=[Asset(asset_uri(cfg))],
             **common,
         ).expand(partition_set=plan.output)

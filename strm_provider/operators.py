@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
@@ -10,7 +12,7 @@ from airflow.sdk import BaseOperator, Context
 from strm_provider.export import ExportResult, export_ranges
 from strm_provider.hooks import storage_hook
 from strm_provider.hooks.kafka import StrmKafkaHook
-from strm_provider.offsets import add_lag, plan_stream, run_metadata
+from strm_provider.offsets import add_lag, plan_stream, read_offsets, run_metadata
 from strm_provider.planning import PartitionSet, split_sets
 from strm_provider.readers import RecordReader
 
@@ -119,6 +121,15 @@ class KafkaToStorageOperator(BaseOperator):
         ``<path_prefix>/_dead_letter/``) or ``fail`` (the task fails and commits nothing).
     :param max_file_bytes: rotate to a new file before this many bytes (default 128 MiB).
     :param max_file_events: rotate to a new file at this many events (default: no limit).
+    :param exporter: the exporter's name in metrics, ``strm.exporter.<exporter>.<metric>`` (default:
+        the DAG id).
+
+    Metrics, through Airflow's (StatsD or OpenTelemetry, as the deployment configures them), after
+    the commit: the counters ``events``, ``bytes``, ``files`` and ``dead_letters``, the timer
+    ``seconds``, and the gauge ``lag`` (the group's offsets behind the stream's end, all partitions),
+    each tagged with ``exporter`` and ``stream`` where the backend has tags. With the OpenLineage
+    provider installed (extra ``[openlineage]``) the task reports the topic as its input and the
+    bucket or container and prefix as its output.
     """
 
     template_fields: Sequence[str] = ("stream", "data_connector", "path_prefix", "group_id", "kafka_conn_id")
@@ -137,6 +148,7 @@ class KafkaToStorageOperator(BaseOperator):
         on_invalid_event: str = "dead_letter",
         max_file_bytes: int = 128 * 1024 * 1024,
         max_file_events: int | None = None,
+        exporter: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -145,6 +157,7 @@ class KafkaToStorageOperator(BaseOperator):
         self.group_id = group_id
         self.path_prefix = path_prefix
         self.kafka_conn_id = kafka_conn_id
+        self.exporter = exporter
         self.partition_set = partition_set
         self.include_existing_events = include_existing_events
         self.on_invalid_event = on_invalid_event
@@ -152,6 +165,7 @@ class KafkaToStorageOperator(BaseOperator):
         self.max_file_events = max_file_events
 
     def execute(self, context: Context) -> dict[str, Any]:
+        started = time.monotonic()
         storage = storage_hook(self.data_connector)
         kafka = StrmKafkaHook(self.kafka_conn_id)
         consumer = kafka.consumer(self.group_id)
@@ -182,6 +196,7 @@ class KafkaToStorageOperator(BaseOperator):
                 commit_metadata=run_metadata(run_id),
             )
             add_lag(consumer, self.stream, result.partitions)
+            self._emit_metrics(result, time.monotonic() - started, consumer, context)
         finally:
             if reader is not None:
                 reader.close()
@@ -195,3 +210,38 @@ class KafkaToStorageOperator(BaseOperator):
             result.dead_letters,
         )
         return summary
+
+    def _emit_metrics(self, result: ExportResult, seconds: float, consumer: Any, context: Context) -> None:
+        from airflow.sdk.observability.stats import Stats
+
+        name = self.exporter or getattr(context.get("dag"), "dag_id", None) or self.dag_id
+        tags = {"exporter": name, "stream": self.stream}
+        prefix = f"strm.exporter.{name}"
+        for metric, value in (
+            ("events", result.events),
+            ("bytes", result.bytes),
+            ("files", len(result.files)),
+            ("dead_letters", result.dead_letters),
+        ):
+            Stats.incr(f"{prefix}.{metric}", value, tags=tags)
+        Stats.timing(f"{prefix}.seconds", timedelta(seconds=seconds), tags=tags)
+        try:
+            committed, _beginning, end = read_offsets(consumer, self.stream)
+        except Exception:  # the export is committed; lag is only information
+            return
+        lag = sum(max(end[p] - c, 0) for p, c in committed.items() if c is not None and p in end)
+        Stats.gauge(f"{prefix}.lag", lag, tags=tags)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage datasets: the topic (namespace ``kafka://<first bootstrap server>``) in, the
+        bucket or container out (``s3://bucket``, ``gs://bucket``, ``wasbs://container@account``, named
+        by the prefix), as OpenLineage names datasets."""
+        from airflow.providers.common.compat.openlineage.facet import Dataset
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        bootstrap = StrmKafkaHook(self.kafka_conn_id).bootstrap_servers.split(",")[0].strip()
+        storage = storage_hook(self.data_connector).asset_uri("")
+        return OperatorLineage(
+            inputs=[Dataset(namespace=f"kafka://{bootstrap}", name=self.stream)],
+            outputs=[Dataset(namespace=storage, name=self.path_prefix or "/")],
+        )

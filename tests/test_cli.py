@@ -722,6 +722,6 @@ def test_remote_airflow_through_the_rest_api(
 
 def test_help_lists_every_command() -> None:
     out = subprocess.run([STRM, "--help"], capture_output=True, text=True, env=base_env(), check=True).stdout
-    for group in ("create", "list", "get", "delete", "simulate"):
+    for group in ("create", "list", "get", "delete", "simulate", "monitor", "logs", "install-dag"):
         assert re.search(rf"^\s+{group}\s", out, re.M)
     assert shutil.which("strm", path=str(BIN))

@@ -77,6 +77,16 @@ def simulate() -> None:
     """Produce demo events."""
 
 
+@cli.group()
+def monitor() -> None:
+    """Show the health of batch exporters."""
+
+
+@cli.group()
+def logs() -> None:
+    """Show the task logs of a batch exporter's runs."""
+
+
 def validated(write: Any, name: str, prefix_flag: str) -> str:
     """Run the validation write; a failure becomes one line naming the connector and the cause."""
     from strm_provider.hooks import StorageError

@@ -7,11 +7,24 @@ Reading and writing the files is :mod:`strm_provider.config`; here is what the c
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any
 
 import click
 
-from strm_provider.cli.app import KAFKA_CONNECTION, NO_VALIDATE, create, delete, get, list_, show, store, validated
+from strm_provider.cli.app import (
+    KAFKA_CONNECTION,
+    NO_VALIDATE,
+    create,
+    delete,
+    get,
+    list_,
+    logs,
+    monitor,
+    show,
+    store,
+    validated,
+)
 from strm_provider.cli.data_connectors import data_connector
 from strm_provider.cli.output import OUTPUT, emit_json, emit_table
 from strm_provider.config import (
@@ -179,3 +192,131 @@ def delete_batch_exporter(names: tuple[str, ...]) -> None:
             path.unlink()
     deleted = ", ".join(dict.fromkeys(names))
     click.echo(f"Batch Exporter{' has' if len(paths) == 1 else 's have'} been deleted: {deleted}")
+
+
+def _health_table(items: list[dict[str, Any]]) -> None:
+    rows = []
+    for item in items:
+        last = item.get("lastRun") or {}
+        lag = item.get("lag")
+        rows.append(
+            [
+                item["ref"]["name"],
+                item["state"],
+                (last.get("ended") or "")[:19].replace("T", " "),
+                f"{last.get('events', 0):,}" if last else "",
+                f"{last.get('bytes', 0):,}" if last else "",
+                last.get("files", "") if last else "",
+                "?" if lag is None else f"{lag['total']:,}",
+                " ".join(f"{p}:{n}" for p, n in lag["partitions"].items()) if lag else "",
+                _problem(item),
+            ]
+        )
+    emit_table(
+        ["NAME", "STATE", "LAST RUN ENDED (UTC)", "EVENTS", "BYTES", "FILES", "LAG", "LAG PER PARTITION", "PROBLEM"],
+        rows,
+    )
+
+
+def _problem(item: dict[str, Any]) -> str:
+    if item.get("failedTask"):
+        return f"{item['failedTask']}: {item.get('error', '')}"
+    if item["state"] in ("UNHEALTHY", "RETRYING"):
+        return item.get("reason", "")
+    return f"lag unknown: {item['lagError']}" if item.get("lagError") else ""
+
+
+@monitor.command("batch-exporter")
+@click.argument("name", required=False)
+@click.option("--watch", is_flag=True, help="Refresh until interrupted (Ctrl-C)")
+@click.option("--every", type=click.IntRange(1), default=5, show_default=True, help="Seconds between refreshes")
+@OUTPUT
+@click.pass_context
+def monitor_batch_exporter(ctx: click.Context, name: str | None, watch: bool, every: int, output: str | None) -> None:
+    """Health of every batch exporter, or of NAME: state, last run, lag per partition.
+
+    \b
+    HEALTHY    the last run succeeded and ended within two intervals
+    RUNNING    a run is going
+    RETRYING   a task failed and waits for its next try
+    UNHEALTHY  the last run failed (the failing task and its error are shown), or no run ended for
+               over two intervals
+    PAUSED     paused in Airflow
+    WAITING    no run yet
+    """
+    from strm_provider.cli.health import report
+    from strm_provider.cli.runs import open_runs
+
+    if name is not None:
+        configs = [_exporter(name).config]
+    else:
+        loaded = load_exporters()
+        _warn_broken(loaded.errors)
+        configs = [e.config for e in sorted(loaded.configs.values(), key=lambda e: e.config.name)]
+        if not configs:
+            click.echo(f"No batch exporters in {exporters_dir()} (the folder set by STRM_EXPORTERS_DIR)", err=True)
+    runs = open_runs(store(ctx))
+    while True:
+        items = [report(runs, store(ctx), cfg) for cfg in configs]
+        if watch and (output or "table") == "table":
+            click.clear()
+        if (output or "table") == "json":
+            emit_json(items[0] if name is not None else {"batchExporters": items})
+        else:
+            _health_table(items)
+        if not watch:
+            return
+        time.sleep(every)
+
+
+def _render(line: dict[str, Any]) -> str:
+    stamp = str(line.get("timestamp") or "")[:23].replace("T", " ")
+    level = str(line.get("level") or "").upper()
+    event = str(line.get("event") or "")
+    details = line.get("error_detail")
+    if details:
+        for detail in details if isinstance(details, list) else [details]:
+            event += f"\n    {detail.get('exc_type', '')}: {detail.get('exc_value', '')}"
+    return " ".join(part for part in (stamp, level, event) if part)
+
+
+@logs.command("batch-exporter")
+@click.argument("name")
+@click.option("--run-id", help="The run whose logs to show (default: the latest)")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the run ends")
+@click.pass_context
+def logs_batch_exporter(ctx: click.Context, name: str, run_id: str | None, follow: bool) -> None:
+    """The task logs of batch exporter NAME's latest run (or --run-id): the plan, then every export.
+
+    Read through Airflow's log reader (local) or its REST API (--airflow-url), secrets masked.
+    """
+    from strm_provider.cli.runs import open_runs
+
+    cfg = _exporter(name).config
+    runs = open_runs(store(ctx))
+    run = runs.run(cfg.dag_id, run_id) if run_id else runs.latest(cfg.dag_id)
+    if run is None:
+        what = f"run '{run_id}'" if run_id else "run yet"
+        raise click.ClickException(f"batch exporter '{name}' has no {what} (DAG {cfg.dag_id})")
+    click.echo(f"run {run.run_id}: {run.state}")
+    shown: dict[tuple[str, int, int], int] = {}
+    while True:
+        for task in runs.tasks(cfg.dag_id, run.run_id):
+            for attempt in range(1, task.try_number + 1):
+                key = (task.task_id, task.map_index, attempt)
+                lines = runs.log(cfg.dag_id, run.run_id, task, attempt)
+                if key not in shown and lines:
+                    click.echo(
+                        f"=== {task.label}, try {attempt} ({task.state if attempt == task.try_number else 'failed'})"
+                    )
+                for line in lines[shown.get(key, 0) :]:
+                    click.echo(_render(line))
+                if lines:
+                    shown[key] = len(lines)
+        if not follow:
+            return
+        current = runs.run(cfg.dag_id, run.run_id)
+        if current is None or current.state not in ("running", "queued"):
+            click.echo(f"run {run.run_id}: {current.state if current else 'gone'}")
+            return
+        time.sleep(2)

@@ -207,13 +207,13 @@ class RemoteStore(ConnectorStore):
     def _send(self, method: str, path: str, *, auth: bool = True, **kwargs: Any) -> Any:
         import httpx
 
-        headers = self._auth() if auth else {}
+        headers = {**(self._auth() if auth else {}), **kwargs.pop("headers", {})}
         try:
             return self._http.request(method, path, headers=headers, **kwargs)
         except httpx.HTTPError as err:
             raise StoreError(f"cannot reach {self.where}: {type(err).__name__}") from None
 
-    def _call(self, method: str, path: str, *, ok_missing: bool = False, **kwargs: Any) -> Any:
+    def call(self, method: str, path: str, *, ok_missing: bool = False, **kwargs: Any) -> Any:
         resp = self._send(method, f"/api/v2{path}", **kwargs)
         if resp.status_code == 404 and ok_missing:
             return None
@@ -233,7 +233,7 @@ class RemoteStore(ConnectorStore):
         specs: list[ConnectorSpec] = []
         offset = 0
         while True:
-            page = self._call("GET", "/connections", params={"limit": 100, "offset": offset, "order_by": "conn_id"})
+            page = self.call("GET", "/connections", params={"limit": 100, "offset": offset, "order_by": "conn_id"})
             items = page.get("connections", [])
             specs += [_remote_spec(c) for c in items if c.get("conn_type") in CONN_TYPES]
             offset += len(items)
@@ -241,7 +241,7 @@ class RemoteStore(ConnectorStore):
                 return specs
 
     def get(self, name: str) -> ConnectorSpec | None:
-        data = self._call("GET", f"/connections/{name}", ok_missing=True)
+        data = self.call("GET", f"/connections/{name}", ok_missing=True)
         return None if data is None else _remote_spec(data)
 
     def create(self, spec: ConnectorSpec) -> None:
@@ -255,10 +255,10 @@ class RemoteStore(ConnectorStore):
             "port": spec.port,
             "extra": json.dumps(spec.extra),
         }
-        self._call("POST", "/connections", json=body)
+        self.call("POST", "/connections", json=body)
 
     def delete(self, name: str) -> None:
-        self._call("DELETE", f"/connections/{name}", ok_missing=True)
+        self.call("DELETE", f"/connections/{name}", ok_missing=True)
 
     def write_test_file(self, spec: ConnectorSpec, prefix: str) -> str:
         """Ask the server to test the stored connection, writing below ``prefix`` (needs test_connection)."""
@@ -282,7 +282,7 @@ class RemoteStore(ConnectorStore):
         return str(result.get("message") or "").removeprefix("Wrote ")
 
     def connection(self, conn_id: str) -> Any | None:
-        data = self._call("GET", f"/connections/{conn_id}", ok_missing=True)
+        data = self.call("GET", f"/connections/{conn_id}", ok_missing=True)
         if data is None:
             return None
         if data.get("password") == MASK:

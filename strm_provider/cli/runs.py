@@ -1,0 +1,266 @@
+"""An exporter's DAG runs as Airflow records them: state, task instances, XCom summaries and task logs.
+
+Two sources behind one interface, as for data connectors: :class:`LocalRuns` reads Airflow's
+metadata database and its task log reader (what the API server itself uses), :class:`RemoteRuns`
+the REST API v2 of a deployed Airflow. Both only read.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from strm_provider.cli.store import ConnectorStore, RemoteStore, StoreError
+
+ERROR_LEVELS = ("error", "critical")
+
+
+class RunInfo(NamedTuple):
+    run_id: str
+    state: str
+    start: datetime | None
+    end: datetime | None
+
+
+class TaskRun(NamedTuple):
+    task_id: str
+    map_index: int
+    state: str
+    try_number: int
+
+    @property
+    def label(self) -> str:
+        """``plan``, ``export[1]``: how the task is named in the CLI's output."""
+        return self.task_id if self.map_index < 0 else f"{self.task_id}[{self.map_index}]"
+
+
+class Runs(abc.ABC):
+    """Read-only view of Airflow's DAG runs."""
+
+    @abc.abstractmethod
+    def paused(self, dag_id: str) -> bool | None:
+        """Whether the DAG is paused; None when Airflow does not know it (yet)."""
+
+    @abc.abstractmethod
+    def latest(self, dag_id: str) -> RunInfo | None:
+        """The most recent run (by its scheduled time), or None."""
+
+    @abc.abstractmethod
+    def run(self, dag_id: str, run_id: str) -> RunInfo | None:
+        """One run, or None when there is none of that id."""
+
+    @abc.abstractmethod
+    def tasks(self, dag_id: str, run_id: str) -> list[TaskRun]:
+        """The run's task instances (mapped ones one per index), in task order."""
+
+    @abc.abstractmethod
+    def summary(self, dag_id: str, run_id: str, task: TaskRun) -> Any:
+        """The task's return value (XCom ``return_value``), or None."""
+
+    @abc.abstractmethod
+    def log(self, dag_id: str, run_id: str, task: TaskRun, try_number: int) -> list[dict[str, Any]]:
+        """The structured log lines of one try (``event``, ``timestamp``, ``level``, ...), secrets masked."""
+
+
+def _sorted(tasks: list[TaskRun]) -> list[TaskRun]:
+    order = {"check_config": 0, "plan": 1, "export": 2}
+    return sorted(tasks, key=lambda t: (order.get(t.task_id, 9), t.task_id, t.map_index))
+
+
+def _date(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def _state(value: Any) -> str:
+    return str(getattr(value, "value", value) or "none")
+
+
+class LocalRuns(Runs):
+    """Airflow's metadata database on this machine, and its task log reader."""
+
+    def __init__(self, store: ConnectorStore) -> None:
+        self.where = store.where
+
+    def _read(self, fn: Any) -> Any:
+        from airflow.utils.session import create_session
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            with create_session() as session:
+                return fn(session)
+        except SQLAlchemyError as err:
+            raise StoreError(f"the {self.where} is not usable ({type(err).__name__})") from None
+
+    def paused(self, dag_id: str) -> bool | None:
+        from airflow.models import DagModel
+        from sqlalchemy import select
+
+        return self._read(lambda s: s.scalar(select(DagModel.is_paused).where(DagModel.dag_id == dag_id)))
+
+    def _info(self, run: Any) -> RunInfo | None:
+        return None if run is None else RunInfo(run.run_id, _state(run.state), run.start_date, run.end_date)
+
+    def latest(self, dag_id: str) -> RunInfo | None:
+        from airflow.models import DagRun
+        from sqlalchemy import select
+
+        stmt = select(DagRun).where(DagRun.dag_id == dag_id).order_by(DagRun.run_after.desc()).limit(1)
+        return self._read(lambda s: self._info(s.scalar(stmt)))
+
+    def run(self, dag_id: str, run_id: str) -> RunInfo | None:
+        from airflow.models import DagRun
+        from sqlalchemy import select
+
+        stmt = select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)
+        return self._read(lambda s: self._info(s.scalar(stmt)))
+
+    def tasks(self, dag_id: str, run_id: str) -> list[TaskRun]:
+        from airflow.models import TaskInstance
+        from sqlalchemy import select
+
+        stmt = select(TaskInstance).where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
+        return _sorted(
+            self._read(
+                lambda s: [TaskRun(t.task_id, t.map_index, _state(t.state), t.try_number) for t in s.scalars(stmt)]
+            )
+        )
+
+    def summary(self, dag_id: str, run_id: str, task: TaskRun) -> Any:
+        from airflow.models.xcom import XComModel
+        from sqlalchemy import select
+
+        stmt = select(XComModel).where(
+            XComModel.dag_id == dag_id,
+            XComModel.run_id == run_id,
+            XComModel.task_id == task.task_id,
+            XComModel.map_index == task.map_index,
+            XComModel.key == "return_value",
+        )
+
+        def read(session: Any) -> Any:
+            row = session.scalar(stmt)
+            return None if row is None else XComModel.deserialize_value(row)
+
+        return self._read(read)
+
+    def log(self, dag_id: str, run_id: str, task: TaskRun, try_number: int) -> list[dict[str, Any]]:
+        from airflow.models import TaskInstance, Trigger
+        from airflow.utils.log.log_reader import TaskLogReader
+        from sqlalchemy import select
+        from sqlalchemy.orm import joinedload
+
+        def read(session: Any) -> list[dict[str, Any]]:
+            stmt = (
+                select(TaskInstance)
+                .where(
+                    TaskInstance.dag_id == dag_id,
+                    TaskInstance.run_id == run_id,
+                    TaskInstance.task_id == task.task_id,
+                    TaskInstance.map_index == task.map_index,
+                )
+                # what the log reader touches, loaded while the session is open (as the API server does)
+                .options(joinedload(TaskInstance.dag_run))
+                .options(joinedload(TaskInstance.trigger).joinedload(Trigger.triggerer_job))
+                .options(joinedload(TaskInstance.dag_model))
+            )
+            ti = session.scalar(stmt)
+            if ti is None:
+                return []
+            lines, _ = TaskLogReader().read_log_chunks(ti, try_number, {"download_logs": True})
+            return [_line(m) for m in lines]
+
+        return self._read(read)
+
+
+def _line(message: Any) -> dict[str, Any]:
+    return message.model_dump(mode="json") if hasattr(message, "model_dump") else dict(message)
+
+
+class RemoteRuns(Runs):
+    """A deployed Airflow's REST API v2, with the connector store's authentication."""
+
+    def __init__(self, store: RemoteStore) -> None:
+        self.api = store
+
+    def paused(self, dag_id: str) -> bool | None:
+        dag = self.api.call("GET", f"/dags/{dag_id}", ok_missing=True)
+        return None if dag is None else bool(dag.get("is_paused"))
+
+    @staticmethod
+    def _info(run: dict[str, Any]) -> RunInfo:
+        return RunInfo(
+            run["dag_run_id"], _state(run.get("state")), _date(run.get("start_date")), _date(run.get("end_date"))
+        )
+
+    def latest(self, dag_id: str) -> RunInfo | None:
+        page = self.api.call(
+            "GET", f"/dags/{dag_id}/dagRuns", ok_missing=True, params={"order_by": "-run_after", "limit": 1}
+        )
+        runs = (page or {}).get("dag_runs") or []
+        return self._info(runs[0]) if runs else None
+
+    def run(self, dag_id: str, run_id: str) -> RunInfo | None:
+        run = self.api.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}", ok_missing=True)
+        return None if run is None else self._info(run)
+
+    def tasks(self, dag_id: str, run_id: str) -> list[TaskRun]:
+        page = self.api.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})
+        return _sorted(
+            [
+                TaskRun(
+                    t["task_id"], int(t.get("map_index", -1)), _state(t.get("state")), int(t.get("try_number") or 0)
+                )
+                for t in page.get("task_instances", [])
+            ]
+        )
+
+    def summary(self, dag_id: str, run_id: str, task: TaskRun) -> Any:
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task.task_id}/xcomEntries/return_value"
+        entry = self.api.call("GET", path, ok_missing=True, params={"map_index": task.map_index})
+        value = None if entry is None else entry.get("value")
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError:
+                return value
+        return value
+
+    def log(self, dag_id: str, run_id: str, task: TaskRun, try_number: int) -> list[dict[str, Any]]:
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task.task_id}/logs/{try_number}"
+        page = self.api.call(
+            "GET",
+            path,
+            ok_missing=True,
+            params={"map_index": task.map_index, "full_content": "true"},
+            headers={"Accept": "application/json"},
+        )
+        return list((page or {}).get("content") or [])
+
+
+def _task(data: dict[str, Any]) -> TaskRun:
+    map_index, try_number = int(data.get("map_index", -1)), int(data.get("try_number") or 0)
+    return TaskRun(data["task_id"], map_index, _state(data.get("state")), try_number)
+
+
+def open_runs(store: ConnectorStore) -> Runs:
+    return RemoteRuns(store) if isinstance(store, RemoteStore) else LocalRuns(store)
+
+
+def first_error(lines: list[dict[str, Any]]) -> str:
+    """The first line of the error a failed try ended with: the exception's type and message where the
+    log has it, else the last error-level line."""
+    for line in reversed(lines):
+        details = line.get("error_detail")
+        if details:
+            last = details[-1] if isinstance(details, list) else details
+            message = str(last.get("exc_value") or "").strip().splitlines()
+            kind = str(last.get("exc_type") or "").rsplit(".", 1)[-1]
+            return f"{kind}: {message[0]}" if message else kind
+    errors = [
+        str(line.get("event", "")) for line in lines if str(line.get("level", "")).lower() in ("error", "critical")
+    ]
+    return errors[-1].strip().splitlines()[0] if errors and errors[-1].strip() else ""
