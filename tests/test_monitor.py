@@ -186,9 +186,10 @@ def test_monitor_logs_metrics_and_lineage_on_the_live_stack(root: Path, tmp_path
                 refreshed = watching.communicate(timeout=30)[0]
                 assert refreshed.count("NAME ") >= 2 and "s3-demo" in refreshed, refreshed
 
-            demo_logs = strm(env, "logs", "batch-exporter", "s3-demo")
+            demo_logs = strm(env, "logs", "batch-exporter", "s3-demo", "--follow")  # to the end of the run
             assert "=== plan, try 1" in demo_logs and "=== export[0], try 1" in demo_logs, (mode, demo_logs[-2000:])
             assert "events written" in demo_logs and "offsets committed" in demo_logs, (mode, demo_logs[-2000:])
+            assert demo_logs.rstrip().endswith(": success"), (mode, demo_logs[-2000:])
             bad_logs = strm(env, "logs", "batch-exporter", "bad-creds", "--follow")
             assert "=== plan, try 1" in bad_logs and "Signature" in bad_logs, (mode, bad_logs[-2000:])
             assert bad_logs.rstrip().endswith(": failed") and "Could not read" not in bad_logs, (mode, bad_logs[-2000:])

@@ -301,21 +301,21 @@ def logs_batch_exporter(ctx: click.Context, name: str, run_id: str | None, follo
     click.echo(f"run {run.run_id}: {run.state}")
     shown: dict[tuple[str, int, int], int] = {}
     while True:
+        # the state first: once the run has ended, this pass reads every task's log to its end
+        current = runs.run(cfg.dag_id, run.run_id) if follow else run
         for task in runs.tasks(cfg.dag_id, run.run_id):
             for attempt in range(1, task.try_number + 1):
                 key = (task.task_id, task.map_index, attempt)
                 lines = runs.log(cfg.dag_id, run.run_id, task, attempt)
                 if key not in shown and lines:
-                    click.echo(
-                        f"=== {task.label}, try {attempt} ({task.state if attempt == task.try_number else 'failed'})"
-                    )
+                    state = task.state if attempt == task.try_number else "failed"
+                    click.echo(f"=== {task.label}, try {attempt} ({state})")
                 for line in lines[shown.get(key, 0) :]:
                     click.echo(_render(line))
                 if lines:
                     shown[key] = len(lines)
         if not follow:
             return
-        current = runs.run(cfg.dag_id, run.run_id)
         if current is None or current.state not in ("running", "queued"):
             click.echo(f"run {run.run_id}: {current.state if current else 'gone'}")
             return
