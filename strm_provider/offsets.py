@@ -176,6 +176,13 @@ def already_committed(consumer: Any, stream: str, ranges: list[PartitionRange]) 
     return False
 
 
+def group_lag(consumer: Any, stream: str) -> dict[int, int]:
+    """Per partition, the offsets of ``stream`` the consumer's group has not committed yet (from the
+    earliest offset where it has committed nothing)."""
+    committed, beginning, end = read_offsets(consumer, stream)
+    return {p: max(end[p] - (beginning[p] if c is None else c), 0) for p, c in sorted(committed.items())}
+
+
 def add_lag(consumer: Any, stream: str, partitions: list[dict[str, Any]]) -> None:
     """Record per partition how many offsets arrived after this run's planned end (``lag_left``)."""
     from kafka import TopicPartition

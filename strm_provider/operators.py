@@ -12,7 +12,7 @@ from airflow.sdk import BaseOperator, Context
 from strm_provider.export import ExportResult, export_ranges
 from strm_provider.hooks import storage_hook
 from strm_provider.hooks.kafka import StrmKafkaHook
-from strm_provider.offsets import add_lag, plan_stream, read_offsets, run_metadata
+from strm_provider.offsets import add_lag, group_lag, plan_stream, run_metadata
 from strm_provider.planning import PartitionSet, split_sets
 from strm_provider.readers import RecordReader
 
@@ -226,10 +226,9 @@ class KafkaToStorageOperator(BaseOperator):
             Stats.incr(f"{prefix}.{metric}", value, tags=tags)
         Stats.timing(f"{prefix}.seconds", timedelta(seconds=seconds), tags=tags)
         try:
-            committed, _beginning, end = read_offsets(consumer, self.stream)
+            lag = sum(group_lag(consumer, self.stream).values())
         except Exception:  # the export is committed; lag is only information
             return
-        lag = sum(max(end[p] - c, 0) for p, c in committed.items() if c is not None and p in end)
         Stats.gauge(f"{prefix}.lag", lag, tags=tags)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:

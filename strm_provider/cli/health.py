@@ -49,7 +49,7 @@ def lag(store: ConnectorStore, cfg: ExporterConfig) -> tuple[dict[str, int] | No
     """Per partition, the offsets of the stream not yet exported (end offset minus committed); or None and
     why not (Kafka unreachable, a connection the remote Airflow does not reveal)."""
     from strm_provider.cli.streams import kafka_hook
-    from strm_provider.offsets import read_offsets
+    from strm_provider.offsets import group_lag
 
     try:
         hook = kafka_hook(store, cfg.kafka_connection, f"'kafka_connection' of exporter '{cfg.name}'")
@@ -57,13 +57,12 @@ def lag(store: ConnectorStore, cfg: ExporterConfig) -> tuple[dict[str, int] | No
     except Exception as err:  # lag is information; the rest still shows
         return None, _one_line(err)
     try:
-        committed, beginning, end = read_offsets(consumer, cfg.stream)
+        return {str(p): n for p, n in group_lag(consumer, cfg.stream).items()}, ""
     except Exception as err:
         return None, _one_line(err)
     finally:
         with contextlib.suppress(Exception):
             consumer.close()
-    return {str(p): max(end[p] - (beginning[p] if c is None else c), 0) for p, c in sorted(committed.items())}, ""
 
 
 def _one_line(err: BaseException) -> str:

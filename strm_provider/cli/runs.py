@@ -12,7 +12,7 @@ import json
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from strm_provider.cli.store import ConnectorStore, RemoteStore, StoreError
+from strm_provider.cli.store import ConnectorStore, LocalStore, RemoteStore
 
 ERROR_LEVELS = ("error", "critical")
 
@@ -82,18 +82,8 @@ def _state(value: Any) -> str:
 class LocalRuns(Runs):
     """Airflow's metadata database on this machine, and its task log reader."""
 
-    def __init__(self, store: ConnectorStore) -> None:
-        self.where = store.where
-
-    def _read(self, fn: Any) -> Any:
-        from airflow.utils.session import create_session
-        from sqlalchemy.exc import SQLAlchemyError
-
-        try:
-            with create_session() as session:
-                return fn(session)
-        except SQLAlchemyError as err:
-            raise StoreError(f"the {self.where} is not usable ({type(err).__name__})") from None
+    def __init__(self, store: LocalStore) -> None:
+        self._read = store.in_session
 
     def paused(self, dag_id: str) -> bool | None:
         from airflow.models import DagModel
@@ -247,7 +237,10 @@ def _task(data: dict[str, Any]) -> TaskRun:
 
 
 def open_runs(store: ConnectorStore) -> Runs:
-    return RemoteRuns(store) if isinstance(store, RemoteStore) else LocalRuns(store)
+    if isinstance(store, RemoteStore):
+        return RemoteRuns(store)
+    assert isinstance(store, LocalStore)
+    return LocalRuns(store)
 
 
 def first_error(lines: list[dict[str, Any]]) -> str:

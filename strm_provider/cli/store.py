@@ -91,7 +91,8 @@ class LocalStore(ConnectorStore):
             stmt = stmt.where(Connection.conn_type.in_(CONN_TYPES)).order_by(Connection.conn_id)
         return stmt
 
-    def _run(self, fn: Any) -> Any:
+    def in_session(self, fn: Any) -> Any:
+        """``fn(session)`` in one session of the metadata database; a database error becomes one line."""
         from sqlalchemy.exc import SQLAlchemyError
 
         try:
@@ -103,14 +104,14 @@ class LocalStore(ConnectorStore):
             ) from None
 
     def list(self) -> list[ConnectorSpec]:
-        return self._run(lambda s: [_spec(c) for c in s.scalars(self._query(s))])
+        return self.in_session(lambda s: [_spec(c) for c in s.scalars(self._query(s))])
 
     def get(self, name: str) -> ConnectorSpec | None:
         def fetch(session: Any) -> ConnectorSpec | None:
             conn = session.scalar(self._query(session, name))
             return None if conn is None else _spec(conn)
 
-        return self._run(fetch)
+        return self.in_session(fetch)
 
     def create(self, spec: ConnectorSpec) -> None:
         from airflow.models import Connection
@@ -131,7 +132,7 @@ class LocalStore(ConnectorStore):
                 )
             )
 
-        self._run(add)
+        self.in_session(add)
 
     def delete(self, name: str) -> None:
         def remove(session: Any) -> None:
@@ -139,7 +140,7 @@ class LocalStore(ConnectorStore):
             if conn is not None:
                 session.delete(conn)
 
-        self._run(remove)
+        self.in_session(remove)
 
     def write_test_file(self, spec: ConnectorSpec, prefix: str) -> str:
         return validate_new(spec, prefix)
