@@ -159,6 +159,15 @@ def controller_port(data_dir: Path) -> int:
     return int(saved.read_text())
 
 
+def cluster_id() -> str:
+    """A random KRaft cluster id; like Kafka's own Uuid.randomUuid, never one starting with "-",
+    which the storage tool's argument parser would take for an option."""
+    while True:
+        cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster.startswith("-"):
+            return cluster
+
+
 def prepare(data_dir: Path, ports: Listeners, format_args: tuple[str, ...] = ()) -> list[str]:
     """Write the node's config, format its log dirs unless they hold a node, and return the command to run it."""
     fetch()
@@ -166,9 +175,8 @@ def prepare(data_dir: Path, ports: Listeners, format_args: tuple[str, ...] = ())
     config = data_dir / "server.properties"
     config.write_text(server_properties(data_dir, ports))
     if not (data_dir / "logs" / "meta.properties").exists():
-        cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         done = subprocess.run(
-            _run_class("kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(config), *format_args),
+            _run_class("kafka.tools.StorageTool", "format", "-t", cluster_id(), "-c", str(config), *format_args),
             capture_output=True,
             text=True,
         )
