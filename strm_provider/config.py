@@ -17,6 +17,8 @@ from typing import Any, Literal, NamedTuple
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from strm_provider.naming import check_template
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 INTERVAL_RE = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
@@ -76,6 +78,8 @@ class ExporterConfig(BaseModel):
     on_invalid_event: Literal["dead_letter", "fail"] = "dead_letter"
     max_file_bytes: int = Field(default=128 * 1024 * 1024, ge=1024)
     max_file_events: int | None = Field(default=None, ge=1)
+    compression: Literal["none", "gzip", "zstd"] = "none"
+    format: Literal["value", "envelope"] = "value"
     retries: int = Field(default=2, ge=0, le=100)
     retry_delay: int = Field(default=30, description="seconds before a failed task is retried")
     #: URI of the Airflow Asset the exporter's DAG updates (``s3://bucket/prefix``); derived from the
@@ -104,7 +108,7 @@ class ExporterConfig(BaseModel):
     @field_validator("path_prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
-        return check_prefix(value)
+        return check_template(check_prefix(value))
 
     @field_validator("asset_uri")
     @classmethod

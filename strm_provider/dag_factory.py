@@ -19,6 +19,7 @@ from airflow.sdk import DAG, Asset, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from strm_provider.config import BrokenExporter, ExporterConfig, exporters_dir, load_exporters
+from strm_provider.naming import fixed_part
 from strm_provider.operators import KafkaExportPlanOperator, KafkaToStorageOperator
 
 START_DATE = datetime(2024, 1, 1, tzinfo=UTC)
@@ -41,7 +42,7 @@ def asset_uri(cfg: ExporterConfig) -> str:
     Never a connection lookup at parse time: a secrets backend that fails for a moment would change
     the URI, and DAGs scheduled on it would stop firing.
     """
-    return cfg.asset_uri or f"strm://{cfg.data_connector}/{cfg.path_prefix}".rstrip("/")
+    return cfg.asset_uri or f"strm://{cfg.data_connector}/{fixed_part(cfg.path_prefix)}".rstrip("/")
 
 
 def build_dag(cfg: ExporterConfig, source: Path | None = None) -> DAG:
@@ -77,6 +78,8 @@ def build_dag(cfg: ExporterConfig, source: Path | None = None) -> DAG:
             on_invalid_event=cfg.on_invalid_event,
             max_file_bytes=cfg.max_file_bytes,
             max_file_events=cfg.max_file_events,
+            compression=cfg.compression,
+            record_format=cfg.format,
             exporter=cfg.name,
             outlets=[Asset(asset_uri(cfg))],
             **common,

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import orjson
+
+from strm_provider.readers import RecordMeta
 
 
 class InvalidEvent(ValueError):
@@ -66,3 +69,41 @@ def dead_letter_line(
         },
         option=orjson.OPT_APPEND_NEWLINE,
     )
+
+
+def envelope_line(partition: int, meta: RecordMeta, value: bytes) -> bytes:
+    """``format: envelope``: the event (one line of JSON, no newline) inside its record's coordinates.
+
+    ``{"partition", "offset", "timestamp", "key", "headers", "value"}``, so downstream code can
+    deduplicate by (partition, offset), join on keys and read headers. A key or header value that is
+    not UTF-8 is base64 under ``key_b64`` / ``headers_b64`` instead (as in dead letters); a header
+    name that repeats maps to the list of its values, in order. The value is spliced in as produced.
+    """
+    envelope: dict[str, Any] = {"partition": partition, "offset": meta.offset, "timestamp": meta.timestamp}
+    is_text, key = _text_or_b64(meta.key)
+    envelope["key" if is_text else "key_b64"] = key
+    texts: dict[str, Any] = {}
+    binaries: dict[str, Any] = {}
+    for name, raw in meta.headers:
+        is_text, text = _text_or_b64(raw)
+        into = texts if is_text else binaries
+        if name in into:
+            previous = into[name]
+            into[name] = [*previous, text] if isinstance(previous, list) else [previous, text]
+        else:
+            into[name] = text
+    envelope["headers"] = texts
+    if binaries:
+        envelope["headers_b64"] = binaries
+    envelope["value"] = orjson.Fragment(value)
+    return orjson.dumps(envelope, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def _text_or_b64(raw: bytes | None) -> tuple[bool, str | None]:
+    """``(True, text)`` when ``raw`` is UTF-8 (or absent), else ``(False, base64 of raw)``."""
+    if raw is None:
+        return True, None
+    try:
+        return True, raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False, base64.b64encode(raw).decode()

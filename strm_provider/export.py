@@ -25,12 +25,12 @@ from itertools import accumulate, repeat
 from operator import add
 from typing import Any
 
-from strm_provider.events import InvalidEvent, dead_letter_line, to_block, to_line
+from strm_provider.events import InvalidEvent, dead_letter_line, envelope_line, to_block, to_line
 from strm_provider.hooks.storage import StorageHook
-from strm_provider.naming import object_key
+from strm_provider.naming import object_key, period_ms
 from strm_provider.offsets import ExportError, already_committed, check_group, commit_ranges
 from strm_provider.planning import PartitionRange
-from strm_provider.readers import RecordReader
+from strm_provider.readers import Batch, RecordReader
 from strm_provider.writer import RollingFile
 
 log = logging.getLogger(__name__)
@@ -67,19 +67,26 @@ def export_ranges(
     on_invalid_event: str = "dead_letter",
     max_file_bytes: int = 128 * 1024 * 1024,
     max_file_events: int | None = None,
+    compression: str = "none",
+    record_format: str = "value",
     commit_metadata: str = "",
 ) -> ExportResult:
     """Export ``ranges`` of ``stream`` (one partition set) and commit their end offsets.
 
     ``consumer`` is a kafka-python consumer whose ``group_id`` is the exporter's group: it checks
     and commits offsets. ``reader`` reads the records (either client, see :mod:`strm_provider.readers`).
+    ``path_prefix`` may be a template of the events' time (:mod:`strm_provider.naming`);
+    ``compression`` is ``none``, ``gzip`` or ``zstd``; ``record_format`` is ``value`` (each line is
+    the event) or ``envelope`` (:func:`~strm_provider.events.envelope_line`).
     """
     ranges = sorted(ranges, key=lambda r: r.partition)
     cursor = {r.partition: r.start for r in ranges}
     set_partitions = sorted(partitions)
 
     def key_for(dead: bool) -> Callable[[int, dict[int, int]], str]:
-        return lambda ts, starts: object_key(path_prefix, stream, ts, starts, set_partitions, dead_letter=dead)
+        return lambda ts, starts: object_key(
+            path_prefix, stream, ts, starts, set_partitions, dead_letter=dead, compression=compression
+        )
 
     result = ExportResult()
     if already_committed(consumer, stream, ranges):
@@ -103,8 +110,9 @@ def export_ranges(
         if any(check_group(consumer, stream, ranges)):
             raise ExportError("another run of the same exporter committed these offsets meanwhile; not overwriting")
 
-    files = RollingFile(storage, key_for(False), max_file_bytes, max_file_events, guard)
-    dead = RollingFile(storage, key_for(True), max_file_bytes, max_file_events, guard)
+    files = RollingFile(storage, key_for(False), max_file_bytes, max_file_events, guard, compression)
+    dead = RollingFile(storage, key_for(True), max_file_bytes, max_file_events, guard, compression)
+    lines = _Lines(period_ms(path_prefix), record_format == "envelope")
     _return_large_buffers_to_the_os()
     with _collected_between_batches():
         try:
@@ -122,6 +130,7 @@ def export_ranges(
                         files,
                         dead,
                         on_invalid_event,
+                        lines,
                     )
                 cursor[rng.partition] = rng.end
                 written = files.total_events - events_before
@@ -196,6 +205,24 @@ def _collected_between_batches() -> Iterator[None]:
         gc.unfreeze()
 
 
+@dataclass(frozen=True)
+class _Lines:
+    """How a batch's events become lines: whole values or envelopes, and the folder period of each."""
+
+    period: int | None  # ms per folder of a templated prefix (naming.period_ms), None when untemplated
+    envelope: bool
+
+    def periods(self, batch: Batch) -> list[int] | None:
+        if self.period is None:
+            return None
+        period = self.period
+        return [max(ts, 0) // period for ts in batch.timestamps()]
+
+    def wrap(self, batch: Batch, first: int, values: list[bytes]) -> list[bytes]:
+        """Envelopes of ``values`` (one-line JSON, no newline), records ``first, first+1, ...`` of ``batch``."""
+        return [envelope_line(batch.partition, batch.meta(first + i), v) for i, v in enumerate(values)]
+
+
 def _read_partition(
     reader: RecordReader,
     stream: str,
@@ -204,6 +231,7 @@ def _read_partition(
     files: RollingFile,
     dead: RollingFile,
     on_invalid_event: str,
+    how: _Lines,
 ) -> None:
     """Read ``[rng.start, rng.end)`` of one partition into the files, a batch at a time.
 
@@ -220,9 +248,16 @@ def _read_partition(
                 f"partition {rng.partition}: no records for {STALL_SECONDS:.0f}s at offset "
                 f"{cursor[rng.partition]} while {rng.end} is the planned end (broker down?)"
             )
-        block = to_block(values) if values else None
+        if not values:
+            continue
+        periods = how.periods(batch)
+        block = to_block(values)
         if block is not None:  # the common case: a batch of one-line JSON objects, handled whole
-            files.write_block(block, list(accumulate(map(add, map(len, values), repeat(1)))), batch, 0, cursor)
+            if how.envelope:
+                files.write_lines(how.wrap(batch, 0, values), batch, 0, cursor, periods)  # type: ignore[arg-type]
+            else:
+                ends = list(accumulate(map(add, map(len, values), repeat(1))))  # type: ignore[arg-type]
+                files.write_block(block, ends, batch, 0, cursor, periods)
             cursor[rng.partition] = batch.meta(len(values) - 1).offset + 1
             continue
         first = 0
@@ -236,7 +271,10 @@ def _read_partition(
                     error = err
                     break
             if lines:
-                files.write_lines(lines, batch, first, cursor)
+                if how.envelope:
+                    lines = how.wrap(batch, first, [line[:-1] for line in lines])
+                run = None if periods is None else periods[first : first + len(lines)]
+                files.write_lines(lines, batch, first, cursor, run)
             bad = first + len(lines)
             if error is not None:
                 meta = batch.meta(bad)

@@ -99,6 +99,15 @@ def get_provider_info() -> dict[str, Any]:
                     "region": _field("Region", "Bucket region; found with GetBucketLocation when empty"),
                     "endpoint_url": _field("Endpoint URL", "Only for private endpoints or tests"),
                     "role_arn": _field("Role ARN", "A role to assume for writing (optional)"),
+                    "sse": _field(
+                        "Server-side encryption",
+                        "AES256 or aws:kms for every object written; empty: the bucket's default",
+                        {"type": ["string", "null"], "enum": ["AES256", "aws:kms", None]},
+                    ),
+                    "kms_key_id": _field(
+                        "KMS key",
+                        "With aws:kms: the key id or ARN (grant kms:GenerateDataKey on it); empty: aws/s3",
+                    ),
                     "credentials_json": _field(
                         "Credentials JSON",
                         "What `aws iam create-access-key` prints (instead of key id and secret)",

@@ -1,13 +1,16 @@
 """The one place that names objects in the bucket, and reads names back.
 
 A file's name is a pure function of what it holds (its first event's time, the stream, the start
-offsets of its partitions), so a re-export after any failure overwrites the same object instead of
-adding a duplicate.
+offsets of its partitions, its compression), so a re-export after any failure overwrites the same
+object instead of adding a duplicate. A path prefix may be a template of the events' time
+(``events/dt={date}/hour={hour}``): a file's folder comes from its first event, and the writer never
+lets a file span two folders.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -16,9 +19,17 @@ from typing import NamedTuple
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 DEAD_LETTER_DIR = "_dead_letter"
+#: File name ending per ``compression`` setting.
+EXTENSIONS = {"none": ".jsonl", "gzip": ".jsonl.gz", "zstd": ".jsonl.zst"}
+#: Content type per ending. Deliberately no Content-Encoding: with one, GCS and browsers decompress on
+#: download, and a ``.jsonl.gz`` file would arrive holding plain JSON Lines.
+CONTENT_TYPES = {".jsonl": "application/x-ndjson", ".jsonl.gz": "application/gzip", ".jsonl.zst": "application/zstd"}
+#: What a path prefix template may hold, and how each renders an event's UTC time.
+PLACEHOLDERS = {"date": "%Y-%m-%d", "hour": "%H"}
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _FILE_NAME = re.compile(
     r"^(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)-(?P<stream>[A-Za-z0-9._-]+?)-"
-    r"(?P<digest>[0-9a-f]{8})---(?P<parts>\d+(?:-\d+)*)\.jsonl$"
+    r"(?P<digest>[0-9a-f]{8})---(?P<parts>\d+(?:-\d+)*)(?P<ext>\.jsonl(?:\.gz|\.zst)?)$"
 )
 _TEST_NAME = re.compile(r"^\.strm_test_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.jsonl$")
 
@@ -32,6 +43,7 @@ class ExportedFile(NamedTuple):
     digest: str  # of its start offsets
     partitions: tuple[int, ...]  # of its partition set
     dead_letter: bool  # under <prefix>/_dead_letter/
+    extension: str  # ".jsonl", ".jsonl.gz" or ".jsonl.zst"
 
 
 def join_key(prefix: str, name: str) -> str:
@@ -46,11 +58,59 @@ def offsets_digest(starts: Mapping[int, int]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def file_name(stream: str, first_timestamp_ms: int, starts: Mapping[int, int], partitions: Sequence[int]) -> str:
-    """``<UTC time>-<stream>-<digest>---<p0-p1-...>.jsonl``."""
-    when = datetime.fromtimestamp(max(first_timestamp_ms, 0) / 1000, tz=UTC).strftime(TIME_FORMAT)
+def _utc(timestamp_ms: int) -> datetime:
+    return datetime.fromtimestamp(max(timestamp_ms, 0) / 1000, tz=UTC)
+
+
+def file_name(
+    stream: str,
+    first_timestamp_ms: int,
+    starts: Mapping[int, int],
+    partitions: Sequence[int],
+    compression: str = "none",
+) -> str:
+    """``<UTC time>-<stream>-<digest>---<p0-p1-...>.jsonl`` (``.jsonl.gz``, ``.jsonl.zst`` when compressed)."""
     parts = "-".join(str(p) for p in sorted(partitions))
-    return f"{when}-{stream}-{offsets_digest(starts)}---{parts}.jsonl"
+    when = _utc(first_timestamp_ms).strftime(TIME_FORMAT)
+    return f"{when}-{stream}-{offsets_digest(starts)}---{parts}{EXTENSIONS[compression]}"
+
+
+def check_template(prefix: str) -> str:
+    """Refuse a path prefix whose braces are unbalanced or hold anything but :data:`PLACEHOLDERS`."""
+    allowed = ", ".join(f"{{{name}}}" for name in PLACEHOLDERS)
+    for name in _PLACEHOLDER.findall(prefix):
+        if name not in PLACEHOLDERS:
+            raise ValueError(f"unknown placeholder {{{name}}}; allowed: {allowed}")
+    if "{" in _PLACEHOLDER.sub("", prefix) or "}" in _PLACEHOLDER.sub("", prefix):
+        raise ValueError(f"unbalanced braces; placeholders are written {allowed}")
+    return prefix
+
+
+def fixed_part(prefix: str) -> str:
+    """The folders of ``prefix`` before its first placeholder: where validation files and dead letters go."""
+    folders = prefix.split("/") if prefix else []
+    return "/".join(itertools.takewhile(lambda folder: "{" not in folder, folders))
+
+
+def period_ms(prefix: str) -> int | None:
+    """How long one folder of a templated ``prefix`` lasts (an hour or a day, in ms); ``None`` untemplated.
+
+    Events whose timestamps fall in one period render the same folder; the writer closes a file when
+    the next event's period differs (a timestamp before 1970 counts as 1970, as in file names).
+    """
+    if "{hour}" in prefix:
+        return 3_600_000
+    if "{date}" in prefix:
+        return 86_400_000
+    return None
+
+
+def render_prefix(prefix: str, timestamp_ms: int) -> str:
+    """``prefix`` with its placeholders filled from an event's Kafka timestamp (UTC)."""
+    if "{" not in prefix:
+        return prefix
+    when = _utc(timestamp_ms)
+    return _PLACEHOLDER.sub(lambda m: when.strftime(PLACEHOLDERS[m.group(1)]), prefix)
 
 
 def object_key(
@@ -61,10 +121,21 @@ def object_key(
     partitions: Sequence[int],
     *,
     dead_letter: bool = False,
+    compression: str = "none",
 ) -> str:
-    """Full key of an exported file (or of its dead-letter twin under ``<prefix>/_dead_letter/``)."""
-    base = join_key(prefix, DEAD_LETTER_DIR) if dead_letter else prefix
-    return join_key(base, file_name(stream, first_timestamp_ms, starts, partitions))
+    """Full key of an exported file, in the folder its first event renders from ``prefix``; a dead
+    letter goes under ``<fixed part of prefix>/_dead_letter/``, whatever its time."""
+    folder = render_prefix(prefix, first_timestamp_ms)
+    base = join_key(fixed_part(prefix), DEAD_LETTER_DIR) if dead_letter else folder
+    return join_key(base, file_name(stream, first_timestamp_ms, starts, partitions, compression))
+
+
+def content_type(key: str) -> str:
+    """The content type an object gets from its name's ending."""
+    for ending in sorted(CONTENT_TYPES, key=len, reverse=True):
+        if key.endswith(ending):
+            return CONTENT_TYPES[ending]
+    return CONTENT_TYPES[".jsonl"]
 
 
 def test_object_key(value: uuid.UUID) -> str:
@@ -81,7 +152,7 @@ def parse_key(key: str) -> ExportedFile | None:
     dead_letter = folder == DEAD_LETTER_DIR or folder.endswith(f"/{DEAD_LETTER_DIR}")
     prefix = folder.removesuffix(DEAD_LETTER_DIR).rstrip("/") if dead_letter else folder
     parts = tuple(int(p) for p in match["parts"].split("-"))
-    return ExportedFile(prefix, match["time"], match["stream"], match["digest"], parts, dead_letter)
+    return ExportedFile(prefix, match["time"], match["stream"], match["digest"], parts, dead_letter, match["ext"])
 
 
 def is_data_file(key: str) -> bool:

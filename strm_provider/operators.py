@@ -12,6 +12,7 @@ from airflow.sdk import BaseOperator, Context
 from strm_provider.export import ExportResult, export_ranges
 from strm_provider.hooks import storage_hook
 from strm_provider.hooks.kafka import StrmKafkaHook
+from strm_provider.naming import EXTENSIONS, check_template, fixed_part
 from strm_provider.offsets import add_lag, group_lag, plan_stream, run_metadata
 from strm_provider.planning import PartitionSet, split_sets
 from strm_provider.readers import RecordReader
@@ -38,7 +39,8 @@ class KafkaExportPlanOperator(BaseOperator):
     :param group_id: the exporter's Kafka consumer group: its committed offsets are the exporter's
         progress. (templated)
     :param path_prefix: folder of the files in the bucket or container, without leading or trailing
-        ``/`` (default: none). (templated)
+        ``/`` (default: none); ``{date}``/``{hour}`` in it are filled from each event's time, and the
+        validation file goes to the folders before the first of them. (templated)
     :param kafka_conn_id: connection id of the Kafka cluster (type ``strm_kafka``). (templated)
     :param partition_sets: how many sets (files and mapped export tasks) to split the partitions into.
     :param include_existing_events: on the exporter's first run, also export what the stream holds
@@ -81,7 +83,7 @@ class KafkaExportPlanOperator(BaseOperator):
         # and then failed on the credentials; skipping the check now would pass with a wrong secret
         retry = getattr(context.get("ti"), "try_number", 1) > 1
         if plan.new_exporter or retry or _previous_run_failed(context):
-            key = storage_hook(self.data_connector).write_test_file(self.path_prefix)
+            key = storage_hook(self.data_connector).write_test_file(fixed_part(check_template(self.path_prefix)))
             self.log.info("exporter (re)started: validated data connector '%s' with %s", self.data_connector, key)
         for rng in plan.ranges:
             self.log.info(
@@ -111,16 +113,24 @@ class KafkaToStorageOperator(BaseOperator):
     :param group_id: the exporter's Kafka consumer group: its committed offsets are the exporter's
         progress. (templated)
     :param path_prefix: folder of the files in the bucket or container, without leading or trailing
-        ``/`` (default: none). (templated)
+        ``/`` (default: none). ``{date}`` (``YYYY-MM-DD``) and ``{hour}`` (``HH``) in it are filled from
+        each event's Kafka timestamp in UTC, and a file never spans two folders. (templated)
     :param kafka_conn_id: connection id of the Kafka cluster (type ``strm_kafka``). (templated)
     :param partition_set: the set to export, as the plan task returns it (from XCom); ``None`` plans
         every partition here.
     :param include_existing_events: without ``partition_set``, on the first run, also export what the
         stream holds already (default: start at the stream's end).
     :param on_invalid_event: ``dead_letter`` (default: records that are not JSON objects go to
-        ``<path_prefix>/_dead_letter/``) or ``fail`` (the task fails and commits nothing).
-    :param max_file_bytes: rotate to a new file before this many bytes (default 128 MiB).
+        ``_dead_letter/`` under the prefix's folders before any placeholder) or ``fail`` (the task
+        fails and commits nothing).
+    :param max_file_bytes: rotate to a new file before this many bytes, as stored (compressed bytes
+        when compressed; default 128 MiB).
     :param max_file_events: rotate to a new file at this many events (default: no limit).
+    :param compression: ``none`` (default, ``.jsonl``), ``gzip`` (``.jsonl.gz``) or ``zstd``
+        (``.jsonl.zst``), compressed while streaming.
+    :param record_format: ``value`` (default: each line is the event as produced) or ``envelope``
+        (each line holds the record's partition, offset, timestamp, key, headers and the event as
+        ``value``).
     :param exporter: the exporter's name in metrics, ``strm.exporter.<exporter>.<metric>`` (default:
         the DAG id).
 
@@ -148,6 +158,8 @@ class KafkaToStorageOperator(BaseOperator):
         on_invalid_event: str = "dead_letter",
         max_file_bytes: int = 128 * 1024 * 1024,
         max_file_events: int | None = None,
+        compression: str = "none",
+        record_format: str = "value",
         exporter: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -163,9 +175,16 @@ class KafkaToStorageOperator(BaseOperator):
         self.on_invalid_event = on_invalid_event
         self.max_file_bytes = max_file_bytes
         self.max_file_events = max_file_events
+        self.compression = compression
+        self.record_format = record_format
 
     def execute(self, context: Context) -> dict[str, Any]:
         started = time.monotonic()
+        check_template(self.path_prefix)
+        if self.compression not in EXTENSIONS:
+            raise ValueError(f"compression: expected one of {sorted(EXTENSIONS)}, got {self.compression!r}")
+        if self.record_format not in ("value", "envelope"):
+            raise ValueError(f"record_format: expected 'value' or 'envelope', got {self.record_format!r}")
         storage = storage_hook(self.data_connector)
         kafka = StrmKafkaHook(self.kafka_conn_id)
         consumer = kafka.consumer(self.group_id)
@@ -193,6 +212,8 @@ class KafkaToStorageOperator(BaseOperator):
                 on_invalid_event=self.on_invalid_event,
                 max_file_bytes=self.max_file_bytes,
                 max_file_events=self.max_file_events,
+                compression=self.compression,
+                record_format=self.record_format,
                 commit_metadata=run_metadata(run_id),
             )
             add_lag(consumer, self.stream, result.partitions)
@@ -242,5 +263,5 @@ class KafkaToStorageOperator(BaseOperator):
         storage = storage_hook(self.data_connector).asset_uri("")
         return OperatorLineage(
             inputs=[Dataset(namespace=f"kafka://{bootstrap}", name=self.stream)],
-            outputs=[Dataset(namespace=storage, name=self.path_prefix or "/")],
+            outputs=[Dataset(namespace=storage, name=fixed_part(self.path_prefix) or "/")],
         )

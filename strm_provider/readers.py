@@ -30,6 +30,7 @@ class RecordMeta(NamedTuple):
     offset: int
     timestamp: int  # milliseconds since the epoch
     key: bytes | None
+    headers: list[tuple[str, bytes | None]]
 
 
 class Batch:
@@ -54,8 +55,13 @@ class Batch:
         self._meta = meta
 
     def meta(self, index: int) -> RecordMeta:
-        """Offset, timestamp and key of record ``index``."""
+        """Offset, timestamp, key and headers of record ``index``."""
         return self._meta(self._records[index])
+
+    def timestamps(self) -> list[int]:
+        """Every record's timestamp (milliseconds since the epoch), in order."""
+        meta = self._meta
+        return [meta(record).timestamp for record in self._records]
 
 
 class RecordReader(Protocol):
@@ -186,8 +192,8 @@ def _take(consumer: Any, wanted: int) -> list[Any]:
 
 
 def _kafka_python_meta(record: Any) -> RecordMeta:
-    return RecordMeta(record.offset, record.timestamp, record.key)
+    return RecordMeta(record.offset, record.timestamp, record.key, record.headers or [])
 
 
 def _confluent_meta(message: Any) -> RecordMeta:
-    return RecordMeta(message.offset(), message.timestamp()[1], message.key())
+    return RecordMeta(message.offset(), message.timestamp()[1], message.key(), message.headers() or [])

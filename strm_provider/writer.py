@@ -1,24 +1,72 @@
 """The rolling file writer: JSON Lines streamed into storage, cut into files at deterministic points.
 
 A file's name is made from its first record (:mod:`strm_provider.naming`), and files rotate at
-``max_bytes``/``max_events`` whatever the batch sizes, so a retry of the same plan cuts and names the
-same files. The export loop (:mod:`strm_provider.export`) feeds it; offsets are not its business.
+``max_bytes``/``max_events`` (and where the next line belongs to another folder of a templated
+prefix) whatever the batch sizes, so a retry of the same plan cuts and names the same files. The
+export loop (:mod:`strm_provider.export`) feeds it; offsets are not its business.
+
+Compressed files count compressed bytes. How many bytes a compressor has emitted at a given line
+depends on how its input was fed, and batches differ between retries; so the input is fed in chunks
+that depend on the lines only (:func:`chunk_size` of JSON, cut at the line that fills it), each
+compressed in one call and flushed to a byte boundary. The compressed size after each chunk is then
+a function of the file's lines, and a file closes after the first chunk that leaves it no room for
+another. The same codec library must compress every attempt (the workers of one deployment run one
+image), as with any exporter whose cut points depend on compressed output.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from bisect import bisect_right
+import zlib
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from itertools import accumulate
 from typing import IO
 
+import zstandard
+
 from strm_provider.hooks.storage import StorageHook
 from strm_provider.readers import Batch
 
 log = logging.getLogger(__name__)
+
+#: The most JSON a compressed file's chunk holds before it is compressed and flushed.
+MAX_CHUNK = 1024 * 1024
+#: gzip's and zstd's usual default levels: what ``gzip`` and ``zstd`` on the command line do.
+GZIP_LEVEL = 6
+ZSTD_LEVEL = 3
+
+
+def chunk_size(max_bytes: int) -> int:
+    """Bytes of JSON per compressed chunk: 1 MiB, or a sixteenth of a small ``max_bytes`` so that a
+    file of a few KiB still holds several chunks."""
+    return max(256, min(MAX_CHUNK, max_bytes // 16))
+
+
+class Compressor:
+    """One file's gzip or zstd stream, fed a chunk at a time and flushed to a byte boundary after each.
+
+    gzip's header carries no time or name (zlib writes mtime 0), and zstd's frame no content size,
+    so the bytes depend on the lines only.
+    """
+
+    def __init__(self, compression: str) -> None:
+        self._zlib = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31) if compression == "gzip" else None
+        self._zstd = None if self._zlib else zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
+
+    def chunk(self, data: bytes) -> bytes:
+        if self._zlib is not None:
+            return self._zlib.compress(data) + self._zlib.flush(zlib.Z_SYNC_FLUSH)
+        assert self._zstd is not None
+        return self._zstd.compress(data) + self._zstd.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+
+    def finish(self, data: bytes) -> bytes:
+        if self._zlib is not None:
+            return self._zlib.compress(data) + self._zlib.flush(zlib.Z_FINISH)
+        assert self._zstd is not None
+        return self._zstd.compress(data) + self._zstd.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH)
 
 
 class RollingFile:
@@ -31,22 +79,36 @@ class RollingFile:
         max_bytes: int,
         max_events: int | None,
         before_close: Callable[[], None] | None = None,
+        compression: str = "none",
     ) -> None:
         self._before_close = before_close
+        self._compression = compression
+        self._chunk_size = chunk_size(max_bytes)
+        self._compressor: Compressor | None = None
+        self._pending = bytearray()  # JSON of the current chunk, not yet compressed
+        self._period = 0
         self._storage = storage
         self._key_for = key_for
         self._max_bytes = max_bytes
         self._max_events = max_events
         self._cm: AbstractContextManager[IO[bytes]] | None = None
         self._out: IO[bytes] | None = None
-        self._bytes = 0
+        self._bytes = 0  # of the current file, as stored (compressed when it is)
         self._events = 0
         self._finishing: tuple[threading.Thread, list[BaseException]] | None = None
         self.keys: list[str] = []
         self.total_bytes = 0
         self.total_events = 0
 
-    def write_block(self, block: bytes, ends: list[int], batch: Batch, first: int, cursor: dict[int, int]) -> None:
+    def write_block(
+        self,
+        block: bytes,
+        ends: list[int],
+        batch: Batch,
+        first: int,
+        cursor: dict[int, int],
+        periods: list[int] | None = None,
+    ) -> None:
         """Append the lines of ``block`` (line ``i`` ends at byte ``ends[i]``), made from ``batch``'s
         records ``first, first+1, ...``, rotating files where needed.
 
@@ -54,37 +116,70 @@ class RollingFile:
         ``max_bytes`` and ``max_events``, and always takes its first line), but the cut points are
         found by bisection and each run of lines goes out as one slice of the block. A file a line
         opens is named from that record's timestamp and ``cursor`` with the record's own offset.
+        ``periods`` (one per line) are the folders of a templated prefix: a file holds one period.
         """
         view = memoryview(block)
         done = 0
         while done < len(ends):
+            if self._out is not None and periods is not None and periods[done] != self._period:
+                self.close(wait=False)
             if self._out is None:
-                meta = batch.meta(first + done)
-                key = self._key_for(meta.timestamp, {**cursor, batch.partition: meta.offset})
-                self._cm = self._storage.open_writer(key)
-                self._out = self._cm.__enter__()
-                self._bytes = self._events = 0
-                self.keys.append(key)
+                self._open(batch, first + done, cursor)
+                if periods is not None:
+                    self._period = periods[done]
             base = ends[done - 1] if done else 0
-            take = bisect_right(ends, base + self._max_bytes - self._bytes, lo=done) - done
+            if self._compressor is None:
+                take = bisect_right(ends, base + self._max_bytes - self._bytes, lo=done) - done
+            else:  # up to the line that fills the chunk
+                take = bisect_left(ends, base + self._chunk_size - len(self._pending), lo=done) + 1 - done
             if self._max_events is not None:
                 take = min(take, self._max_events - self._events)
+            if periods is not None and take > 1:
+                period, stop = periods[done], min(done + take, len(ends))
+                take = next((i for i in range(done + 1, stop) if periods[i] != period), stop) - done
             if take <= 0:
                 if self._events:
                     self.close(wait=False)
                     continue
                 take = 1  # an empty file always takes its first line, however long
+            take = min(take, len(ends) - done)
             size = ends[done + take - 1] - base
-            self._out.write(view[base : base + size])
-            self._bytes += size
+            if self._compressor is None:
+                self._out.write(view[base : base + size])
+                self._bytes += size
+            else:
+                self._pending += view[base : base + size]
             self._events += take
             self.total_bytes += size
             self.total_events += take
             done += take
+            if self._compressor is not None and len(self._pending) >= self._chunk_size:
+                self._flush_chunk()
 
-    def write_lines(self, lines: list[bytes], batch: Batch, first: int, cursor: dict[int, int]) -> None:
+    def _open(self, batch: Batch, index: int, cursor: dict[int, int]) -> None:
+        meta = batch.meta(index)
+        key = self._key_for(meta.timestamp, {**cursor, batch.partition: meta.offset})
+        self._cm = self._storage.open_writer(key)
+        self._out = self._cm.__enter__()
+        self._bytes = self._events = 0
+        self._compressor = Compressor(self._compression) if self._compression != "none" else None
+        self.keys.append(key)
+
+    def _flush_chunk(self) -> None:
+        """Compress the full chunk into the file; close the file if another chunk might not fit."""
+        assert self._compressor is not None and self._out is not None
+        data = self._compressor.chunk(bytes(self._pending))
+        self._pending.clear()
+        self._out.write(data)
+        self._bytes += len(data)
+        if self._bytes + self._chunk_size > self._max_bytes:
+            self.close(wait=False)
+
+    def write_lines(
+        self, lines: list[bytes], batch: Batch, first: int, cursor: dict[int, int], periods: list[int] | None = None
+    ) -> None:
         """:meth:`write_block` for separate lines."""
-        self.write_block(b"".join(lines), list(accumulate(map(len, lines))), batch, first, cursor)
+        self.write_block(b"".join(lines), list(accumulate(map(len, lines))), batch, first, cursor, periods)
 
     def close(self, wait: bool = True) -> None:
         """Finish the current upload (unless ``before_close`` refuses: then abort it).
@@ -99,8 +194,18 @@ class RollingFile:
             except BaseException as err:
                 self.abort(err)
                 raise
+        if self._compressor is not None and self._out is not None:
+            tail = self._compressor.finish(bytes(self._pending))
+            self._out.write(tail)
+            self._bytes += len(tail)
+        self._compressor = None
+        self._pending.clear()
         cm, self._cm, self._out = self._cm, None, None
-        self._wait_finishing()
+        try:
+            self._wait_finishing()
+        except BaseException as err:  # the file before failed: abandon this one too, or its upload waits forever
+            _abandon(cm, err)
+            raise
         if cm is None:
             return
         if wait:
@@ -127,13 +232,20 @@ class RollingFile:
 
     def abort(self, err: BaseException) -> None:
         """Abandon the current upload: no object appears under its name."""
+        self._compressor = None
+        self._pending.clear()
         cm, self._cm, self._out = self._cm, None, None
-        if cm is not None:
-            try:
-                cm.__exit__(type(err), err, err.__traceback__)
-            except BaseException:
-                log.debug("abandoned upload raised", exc_info=True)
+        _abandon(cm, err)
         try:
             self._wait_finishing()  # a file already complete on our side finishes; nothing is committed
         except BaseException:
             log.debug("background upload raised", exc_info=True)
+
+
+def _abandon(cm: AbstractContextManager[IO[bytes]] | None, err: BaseException) -> None:
+    """Exit an open upload with ``err``: it is abandoned, and no object appears under its name."""
+    if cm is not None:
+        try:
+            cm.__exit__(type(err), err, err.__traceback__)
+        except BaseException:
+            log.debug("abandoned upload raised", exc_info=True)

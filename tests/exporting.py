@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+import zstandard
 
 from strm_provider.naming import is_data_file
 
@@ -70,8 +72,23 @@ def data_files(objects: dict[str, bytes]) -> dict[str, bytes]:
     return {k: v for k, v in objects.items() if is_data_file(k)}
 
 
+def opened(key: str, body: bytes) -> bytes:
+    """A file's JSON Lines, as a downstream reader gets them: Python's gzip and zstandard open compressed ones."""
+    if key.endswith(".gz"):
+        return gzip.decompress(body)
+    if key.endswith(".zst"):
+        with zstandard.ZstdDecompressor().stream_reader(body) as reader:
+            return reader.read()
+    return body
+
+
+def lines_in(objects: dict[str, bytes]) -> dict[str, list[bytes]]:
+    """Each data file's lines (decompressed)."""
+    return {key: opened(key, body).splitlines() for key, body in data_files(objects).items()}
+
+
 def events_in(objects: dict[str, bytes]) -> list[dict[str, Any]]:
-    return [json.loads(line) for body in data_files(objects).values() for line in body.splitlines()]
+    return [json.loads(line) for lines in lines_in(objects).values() for line in lines]
 
 
 def xcom_values(dag_run: Any, task_id: str) -> list[Any]:

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from strm_provider.hooks import StorageError, storage_hook
+from strm_provider.hooks import StorageError, storage_hook, storage_hook_class
 from strm_provider.naming import is_test_object
 from strm_provider.operators import KafkaToStorageOperator
-from tests.exporting import connections, data_files, run_exporter, write_exporter
+from tests.exporting import connections, data_files, events_in, run_exporter, write_exporter
 from tests.faults.seams import before_commits
 from tests.servers.moto import MotoS3
 from tests.test_export_e2e import events_of, produce_seq, unique
@@ -146,40 +146,52 @@ def test_validation_file_after_failed_run(kafka: Any, s3_target: MotoS3) -> None
     assert sorted(e["seq"] for e in events_of(data_files(objects))) == list(range(10))
 
 
+#: how the replay test lays files out: as the hosted product did, or gzip under hourly folders, cut on
+#: compressed bytes (the cut points must not depend on how the replay's batches fall)
+LAYOUTS = {
+    "plain": {"max_file_events": 30},
+    "gzip-hourly": {"compression": "gzip", "max_file_bytes": 1024, "path_prefix": "{prefix}/dt={{date}}/hour={{hour}}"},
+}
+
+
 @pytest.mark.usefixtures("each_reader")
-def test_failed_run_is_replayed_not_recut(kafka: Any, s3_target: MotoS3, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_failed_run_is_replayed_not_recut(
+    kafka: Any, s3_target: MotoS3, monkeypatch: pytest.MonkeyPatch, layout: str
+) -> None:
     """A run that uploaded rotated files and then failed for good is replayed as planned by the next run:
     the same files under the same names, so newer events never shift its rotation points into duplicates."""
     topic, prefix = kafka.create_topic(unique("replay"), 2), unique("replay")
-    produce_seq(kafka, topic, 0, 200)
+    settings = dict(LAYOUTS[layout])
+    settings["path_prefix"] = settings.get("path_prefix", "{prefix}").format(prefix=prefix)
+    hours = [1796378400000 + (i % 3) * 3_600_000 + i for i in range(300)]  # three hours, interleaved
+    kafka.produce(
+        topic, [{"seq": i, "payload": f"{i * 7919 % 10007:x}" * (i % 9)} for i in range(200)], timestamps=hours
+    )
 
     def always_fail() -> None:
         raise RuntimeError("injected: storage outage outlasting the retries")
 
-    with connections(strm_kafka_default=kafka.connection(), dc=s3_target.connection(prefix)):
-        path = write_exporter(
-            stream=topic,
-            data_connector="dc",
-            path_prefix=prefix,
-            include_existing_events=True,
-            max_file_events=30,
-            retries=0,
-        )
+    endings = (".jsonl", ".jsonl.gz")
+    with connections(strm_kafka_default=kafka.connection(), dc=s3_target.connection(prefix, endings=endings)):
+        path = write_exporter(stream=topic, data_connector="dc", include_existing_events=True, retries=0, **settings)
         with monkeypatch.context() as patch:
             before_commits(always_fail, patch)
             assert run_exporter(path).state == "failed"
         failed = data_files(s3_target.objects(prefix))
-        assert len(failed) == 7  # 200 events in files of 30, uploaded before the failure
+        assert len(failed) == 7 if layout == "plain" else len(failed) > 6  # uploaded before the failure
 
-        produce_seq(kafka, topic, 200, 100)  # the next run sees a larger end...
+        more = [{"seq": i, "payload": "y" * (i % 50)} for i in range(200, 300)]
+        kafka.produce(topic, more, timestamps=hours[200:])  # the next run sees a larger end...
         assert run_exporter(path).state == "success"
         replayed = data_files(s3_target.objects(prefix))
         assert replayed == failed  # ...but replays the unfinished plan: same names, same content
-        assert Counter(e["seq"] for e in events_of(replayed)) == Counter(range(200))
+        assert Counter(e["seq"] for e in events_in(replayed)) == Counter(range(200))
 
         assert run_exporter(path).state == "success"
-    files = data_files(s3_target.objects(prefix))
-    assert Counter(e["seq"] for e in events_of(files)) == Counter(range(300))
+    objects = s3_target.objects(prefix)
+    assert Counter(e["seq"] for e in events_in(objects)) == Counter(range(300))
+    assert all(k.endswith(".jsonl" if layout == "plain" else ".jsonl.gz") for k in data_files(objects))
     assert kafka.committed(f"strm-exporter-dc-{topic}", topic) == kafka.end_offsets(topic)
 
 
@@ -212,3 +224,40 @@ def test_the_operator_on_its_own_starts_at_creation_and_always_reports_one_summa
     assert set(second) == set(first) and second["events"] == 4 and second["committed"]
     events = [json.loads(line) for body in data_files(s3_target.objects(prefix)).values() for line in body.splitlines()]
     assert sorted(e["after"] for e in events) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("sse", ["AES256", "aws:kms"])
+def test_server_side_encryption_on_every_object(kafka: Any, s3_target: MotoS3, sse: str) -> None:
+    """``sse`` on the connection: the Test button reports it as S3 confirmed it, and every object the exporter
+    writes (data, dead letter, validation file) is stored with it, under the minimal policy (+ the KMS key)."""
+    topic, prefix = kafka.create_topic(unique("sse"), 2), unique("sse")
+    key = s3_target.client("kms").create_key()["KeyMetadata"] if sse == "aws:kms" else None
+    conn = s3_target.connection(prefix, kms_key_arn=key["Arn"] if key else None)
+    conn["extra"] = {**conn["extra"], "sse": sse, **({"kms_key_id": key["Arn"]} if key else {})}
+    produce_seq(kafka, topic, 0, 100)
+    kafka.produce(topic, [b"not json"])
+    with connections(strm_kafka_default=kafka.connection(), dc=conn):
+        ok, message = storage_hook("dc").test_connection()
+        assert ok and message.endswith(f", encrypted with {sse}" + (f" (key {key['Arn']})" if key else "")), message
+        path = write_exporter(stream=topic, data_connector="dc", path_prefix=prefix, include_existing_events=True)
+        assert run_exporter(path).state == "success"
+    objects = s3_target.objects(prefix)
+    assert len(data_files(objects)) == 1 and sum("/_dead_letter/" in k for k in objects) == 1
+    assert sum(is_test_object(k) for k in objects) == 2  # the Test button's and the first run's
+    s3 = s3_target.client()
+    for name in objects:
+        head = s3.head_object(Bucket=s3_target.bucket, Key=name)
+        assert head["ServerSideEncryption"] == sse, name
+        assert head.get("SSEKMSKeyId") == (key["Arn"] if key else None), name
+
+
+def test_a_wrong_encryption_setting_is_named() -> None:
+    from airflow.models.connection import Connection
+
+    for extra, cause in (
+        ({"sse": "AES-256"}, "extra 'sse' must be AES256 or aws:kms, got 'AES-256'"),
+        ({"kms_key_id": "k1"}, "extra 'kms_key_id' needs extra 'sse' set to aws:kms"),
+    ):
+        conn = Connection(conn_id="dc", conn_type="strm_s3", login="a", password="b", extra={"bucket": "b", **extra})
+        ok, message = storage_hook_class("strm_s3").from_connection(conn).test_connection()
+        assert not ok and message == f"data connector 'dc': {cause}"

@@ -31,20 +31,41 @@ CASES: dict[str, tuple[int, int, dict[str, Any], dict[str, Any]]] = {
 }
 
 
+#: the same phases once more with gzip files under hourly folders (default reader): partitions 0-1
+#: hold 10:00's events and 2-4 11:00's, so files are cut on compressed bytes and at the hour; the
+#: filler is random hex, so the mid-upload file still spans two 5 MiB parts when compressed
+GZIP_HOURLY = {"compression": "gzip", "path_prefix": "{prefix}/dt={{date}}/hour={{hour}}"}
+TEN = 1796378400000  # 2026-12-04T10:00:00Z
+
+
 @pytest.mark.usefixtures("each_reader")
 @pytest.mark.parametrize("phase", list(CASES))
 def test_sigkill_then_retry_then_next_run(kafka: Any, s3_target: Any, phase: str) -> None:
+    sigkill_then_retry_then_next_run(kafka, s3_target, phase, {})
+
+
+@pytest.mark.parametrize("phase", list(CASES))
+def test_sigkill_gzip_hourly(kafka: Any, s3_target: Any, phase: str) -> None:
+    sigkill_then_retry_then_next_run(kafka, s3_target, phase, GZIP_HOURLY)
+
+
+def sigkill_then_retry_then_next_run(kafka: Any, s3_target: Any, phase: str, layout: dict[str, Any]) -> None:
     count, pad, settings, runner = CASES[phase]
     name, prefix = unique(f"kill-{phase}"), unique("kill")
     group = f"strm-exporter-{name}"
     topic = kafka.create_topic(name, 5)
-    kafka.produce(topic, seq_events(0, count, pad))
-    with connections(strm_kafka_default=kafka.connection(), dc=s3_target.connection(prefix)):
-        path = write_exporter(
-            name=name, stream=topic, data_connector="dc", path_prefix=prefix, include_existing_events=True, **settings
-        )
+    if layout:
+        settings = {**settings, **layout, "path_prefix": layout["path_prefix"].format(prefix=prefix)}
+        hours = [TEN + (3_600_000 if i % 5 >= 2 else 0) + i for i in range(count)]
+        kafka.produce(topic, seq_events(0, count, pad, noise=True), timestamps=hours)
+    else:
+        settings = {**settings, "path_prefix": prefix}
+        kafka.produce(topic, seq_events(0, count, pad))
+    conn = s3_target.connection(prefix, endings=(".jsonl", ".jsonl.gz"))
+    with connections(strm_kafka_default=kafka.connection(), dc=conn):
+        path = write_exporter(name=name, stream=topic, data_connector="dc", include_existing_events=True, **settings)
         (work,) = plan_sets(group, topic)
-        spec = task_spec(topic, group, prefix, work, **settings)
+        spec = task_spec(topic, group, work=work, **settings)
 
         assert run_task(spec, phase=phase, **runner) is None  # SIGKILLed at the phase
         after_kill = data_files(s3_target.objects(prefix))
@@ -72,4 +93,8 @@ def test_sigkill_then_retry_then_next_run(kafka: Any, s3_target: Any, phase: str
         # the next scheduled run: a fresh plan through the real DAG
         kafka.produce(topic, seq_events(count, 500, pad))
         assert run_exporter(path).state == "success"
-    check_exactly_once(f"SIGKILL {phase}, retry, next run", kafka, s3_target, prefix, topic, group, count + 500)
+    if layout:
+        assert {k.rsplit("/", 1)[0] for k in after_retry} == {f"{prefix}/dt=2026-12-04/hour={h}" for h in ("10", "11")}
+        assert all(k.endswith(".jsonl.gz") for k in after_retry)
+    scenario = f"SIGKILL {phase}{', gzip, hourly folders' if layout else ''}, retry, next run"
+    check_exactly_once(scenario, kafka, s3_target, prefix, topic, group, count + 500)

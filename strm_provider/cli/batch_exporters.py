@@ -46,13 +46,20 @@ def describe(cfg: ExporterConfig) -> dict[str, Any]:
         "dataConnectorRef": {"name": cfg.data_connector},
         "interval": format_interval(cfg.interval),
         "pathPrefix": cfg.path_prefix,
+        "compression": cfg.compression,
+        "format": cfg.format,
     }
 
 
 @create.command("batch-exporter")
 @click.argument("stream")
 @click.option("--data-connector", help="Name of the data connector (optional when exactly one exists)")
-@click.option("--path-prefix", default="", help="Prefix of the file names in the bucket, e.g. events")
+@click.option(
+    "--path-prefix",
+    default="",
+    help="Folder of the files in the bucket, e.g. events; {date} and {hour} are filled from each event's "
+    "time (UTC): events/dt={date}/hour={hour}",
+)
 @click.option("--interval", default="60s", show_default=True, help="Seconds (60) or a duration (60s, 5m, 1h)")
 @click.option("--name", help="Name of the exporter (default: <data connector>-<stream>)")
 @click.option(
@@ -67,6 +74,21 @@ def describe(cfg: ExporterConfig) -> dict[str, Any]:
     default=False,
     help="Also export what the stream holds already (default: only events from now on)",
 )
+@click.option(
+    "--compression",
+    type=click.Choice(["none", "gzip", "zstd"]),
+    default="none",
+    show_default=True,
+    help="Compress files while streaming: .jsonl.gz or .jsonl.zst",
+)
+@click.option(
+    "--format",
+    "record_format",
+    type=click.Choice(["value", "envelope"]),
+    default="value",
+    show_default=True,
+    help="value: each line is the event; envelope: partition, offset, timestamp, key, headers and the event",
+)
 @KAFKA_CONNECTION
 @NO_VALIDATE
 @OUTPUT
@@ -76,13 +98,14 @@ def create_batch_exporter(ctx: click.Context, stream: str, **opts: Any) -> None:
     from pydantic import ValidationError
 
     from strm_provider.config import ExporterConfig, check_prefix, parse_interval
+    from strm_provider.naming import check_template, fixed_part
 
     try:
         interval = parse_interval(opts["interval"])
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="'--interval'") from None
     try:
-        prefix = check_prefix(opts["path_prefix"])
+        prefix = check_template(check_prefix(opts["path_prefix"]))
     except ValueError as err:
         raise click.BadParameter(f"{err}, got {opts['path_prefix']!r}", param_hint="'--path-prefix'") from None
     target = store(ctx)
@@ -104,6 +127,8 @@ def create_batch_exporter(ctx: click.Context, stream: str, **opts: Any) -> None:
         "partition_sets": opts["partition_sets"],
         "include_existing_events": opts["include_existing_events"],
         "kafka_connection": opts["kafka_connection"],
+        "compression": opts["compression"],
+        "format": opts["record_format"],
     }
     if opts["name"]:
         fields["name"] = opts["name"]
@@ -129,18 +154,26 @@ def create_batch_exporter(ctx: click.Context, stream: str, **opts: Any) -> None:
     hook = kafka_hook(target, cfg.kafka_connection)
     check_stream(hook, cfg.stream)
     if opts["validate"]:
-        validated(lambda: target.write_test_file(spec, cfg.path_prefix), spec.name, "--path-prefix")
+        validated(lambda: target.write_test_file(spec, fixed_part(cfg.path_prefix)), spec.name, "--path-prefix")
     pin_start(hook, cfg.stream, cfg.group_id, include_existing_events=cfg.include_existing_events)
-    cfg = cfg.model_copy(update={"asset_uri": spec.asset_uri(cfg.path_prefix)})
+    cfg = cfg.model_copy(update={"asset_uri": spec.asset_uri(fixed_part(cfg.path_prefix))})
     write_exporter(cfg)
     show(describe(cfg), opts["output"] or "json", _exporter_table)
 
 
 def _exporter_table(items: list[dict[str, Any]]) -> None:
     emit_table(
-        ["NAME", "STREAM", "DATA CONNECTOR", "INTERVAL", "PATH PREFIX"],
+        ["NAME", "STREAM", "DATA CONNECTOR", "INTERVAL", "PATH PREFIX", "COMPRESSION", "FORMAT"],
         [
-            [i["ref"]["name"], i["streamRef"]["name"], i["dataConnectorRef"]["name"], i["interval"], i["pathPrefix"]]
+            [
+                i["ref"]["name"],
+                i["streamRef"]["name"],
+                i["dataConnectorRef"]["name"],
+                i["interval"],
+                i["pathPrefix"],
+                i["compression"],
+                i["format"],
+            ]
             for i in items
         ],
     )

@@ -30,6 +30,12 @@ from strm_provider.config import load_exporters
 @click.option("--assume-role-arn", help="s3: a role to assume for writing")
 @click.option("--endpoint-url", help="s3/gcs: a private endpoint (or a local test server)")
 @click.option("--region", help="s3: the bucket's region (else found with GetBucketLocation)")
+@click.option(
+    "--sse",
+    type=click.Choice(["AES256", "aws:kms"]),
+    help="s3 (AWS): server-side encryption of every object written",
+)
+@click.option("--kms-key-id", help="s3 (AWS) with --sse aws:kms: the KMS key id or ARN (else the aws/s3 key)")
 @click.option("--storage-account-uri", help="azure-blob-storage: e.g. https://foo.blob.core.windows.net")
 @click.option("--tenant-id", help="azure-blob-storage: the tenant ID")
 @click.option("--client-id", help="azure-blob-storage: the application (client) ID")
@@ -65,6 +71,14 @@ def create_data_connector(ctx: click.Context, kind: str, name: str, bucket: str,
             endpoint_url=opts["endpoint_url"],
             region=opts["region"],
         )
+        if opts["kms_key_id"] and opts["sse"] != "aws:kms":
+            raise click.BadParameter("needs --sse aws:kms", param_hint="'--kms-key-id'")
+        if opts["sse"]:
+            if spec.conn_type != "strm_s3":
+                raise click.BadParameter("only applies to AWS S3 credentials", param_hint="'--sse'")
+            spec.extra.update(
+                {"sse": opts["sse"], **({"kms_key_id": opts["kms_key_id"]} if opts["kms_key_id"] else {})}
+            )
     elif kind == "gcs":
         spec = dc.gcs_spec(
             name, bucket, dc.read_credentials(opts["credentials_file"]), endpoint_url=opts["endpoint_url"]
@@ -101,6 +115,8 @@ def create_data_connector(ctx: click.Context, kind: str, name: str, bucket: str,
 _ONLY = {
     "assume_role_arn": ("s3",),
     "region": ("s3",),
+    "sse": ("s3",),
+    "kms_key_id": ("s3",),
     "endpoint_url": ("s3", "gcs"),
     "credentials_file": ("s3", "gcs"),
     "storage_account_uri": ("azure-blob-storage",),

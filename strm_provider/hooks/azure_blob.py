@@ -20,10 +20,10 @@ from azure.identity import ClientSecretCredential
 from azure.storage.blob import BlobServiceClient, ContentSettings, ExponentialRetry
 
 from strm_provider.hooks.storage import StorageError, StorageHook, extra_json, read_full
+from strm_provider.naming import content_type
 
 #: Size of one staged block: bounds the memory an upload holds (Azure allows up to 50,000 blocks).
 BLOCK_SIZE = 8 * 1024 * 1024
-CONTENT_TYPE = "application/x-ndjson"  # as the S3 hooks write
 #: Storage requests: 3 retries after 1 s, ~3 s, ~5 s; a 4xx (bad secret, no container) is not retried.
 RETRY = {"initial_backoff": 1, "increment_base": 2, "retry_total": 3, "random_jitter_range": 1}
 #: Token requests to Entra ID: retried on 5xx/429/connection errors only, twice.
@@ -126,7 +126,7 @@ class StrmAzureBlobHook(StorageHook):
             if len(chunk) < BLOCK_SIZE:
                 break
         # Uncommitted blocks of an abandoned upload are discarded by the service after a week.
-        blob.commit_block_list(block_ids, content_settings=ContentSettings(content_type=CONTENT_TYPE))
+        blob.commit_block_list(block_ids, content_settings=ContentSettings(content_type=content_type(key)))
 
     def describe(self) -> dict[str, Any]:
         return {"azureBlobStorageContainer": {"storageAccountUri": self.account_uri, "containerName": self.bucket}}

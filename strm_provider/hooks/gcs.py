@@ -18,6 +18,7 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 from google.oauth2 import service_account
 
 from strm_provider.hooks.storage import StorageError, StorageHook, extra_json, parse_json_field, read_full
+from strm_provider.naming import content_type
 
 #: Resumable-upload chunk: a multiple of 256 KiB; bounds the memory one upload holds.
 CHUNK_SIZE = 8 * 1024 * 1024
@@ -28,7 +29,6 @@ SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
 RETRY_SECONDS = 60.0
 #: (connect, read) timeout of each HTTP request.
 TIMEOUT = (10.0, 120.0)
-CONTENT_TYPE = "application/x-ndjson"  # as the S3 hooks write
 
 
 class StrmGcsHook(StorageHook):
@@ -108,7 +108,7 @@ class StrmGcsHook(StorageHook):
             chunk_size=CHUNK_SIZE,
             ignore_flush=True,
             retry=DEFAULT_RETRY.with_timeout(RETRY_SECONDS),
-            content_type=CONTENT_TYPE,
+            content_type=content_type(key),
             timeout=TIMEOUT,
         )
         try:

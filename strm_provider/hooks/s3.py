@@ -20,6 +20,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from strm_provider.hooks.storage import StorageError, StorageHook, extra_json, parse_json_field
+from strm_provider.naming import content_type
 
 #: 8 MiB parts, at most 2 in memory per file (s3transfer's default is 10): a file being uploaded holds
 #: 16 MiB, and the confluent reader's export stayed as fast as with 3 x 16 MiB (bench/run.py).
@@ -32,7 +33,6 @@ TRANSFER = TransferConfig(
     use_threads=True,
 )
 TRANSFER.max_in_memory_upload_chunks = 2  # an s3transfer setting boto3's constructor does not take
-CONTENT_TYPE = "application/x-ndjson"
 #: Bounded retries: a wrong key or a dead endpoint fails in seconds, not minutes.
 RETRIES = {"max_attempts": 4, "mode": "standard"}
 #: Seconds to open a connection / to wait on a silent socket, per attempt (a hung endpoint fails in
@@ -41,7 +41,8 @@ CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 60
 
 CAUSES = {
-    "AccessDenied": "access denied (does the policy allow s3:PutObject on this prefix and *.jsonl?)",
+    "AccessDenied": "access denied (does the policy allow s3:PutObject on this prefix and this file ending: *.jsonl, "
+    "or *.jsonl.gz / *.jsonl.zst when compressed?)",
     "InvalidAccessKeyId": "the access key id is not known to the storage (wrong or revoked key)",
     "SignatureDoesNotMatch": "the secret access key is wrong",
     "NoSuchBucket": "the bucket does not exist",
@@ -62,6 +63,17 @@ class S3Settings:
     role_arn: str | None
     addressing: str  # auto | path | virtual
     signature: str | None
+    sse: str | None = None  # AES256 | aws:kms
+    kms_key_id: str | None = None
+
+    def upload_args(self, key: str) -> dict[str, str]:
+        """What every PutObject/CreateMultipartUpload carries: the content type and the encryption."""
+        args = {"ContentType": content_type(key)}
+        if self.sse:
+            args["ServerSideEncryption"] = self.sse
+        if self.kms_key_id:
+            args["SSEKMSKeyId"] = self.kms_key_id
+        return args
 
 
 class _ConnectionS3Hook(S3Hook):
@@ -84,7 +96,9 @@ class StrmS3Hook(StorageHook):
 
     login/password = access key id/secret access key (or ``credentials_json``: what
     ``aws iam create-access-key`` prints), extra ``bucket``, optional ``region`` (else discovered
-    with GetBucketLocation), ``endpoint_url``, ``role_arn``, ``test_prefix``.
+    with GetBucketLocation), ``endpoint_url``, ``role_arn``, ``test_prefix``, and server-side
+    encryption of every object: ``sse`` (``AES256`` or ``aws:kms``) with ``kms_key_id`` (a KMS key id
+    or ARN; without it S3 uses the account's ``aws/s3`` key).
     """
 
     conn_type = "strm_s3"
@@ -110,6 +124,12 @@ class StrmS3Hook(StorageHook):
                     f"data connector '{self.conn_id}': extra 'credentials_json' must hold "
                     "AccessKey.AccessKeyId and AccessKey.SecretAccessKey (the output of aws iam create-access-key)"
                 )
+        sse = str(extra.get("sse") or "").strip() or None
+        kms_key_id = str(extra.get("kms_key_id") or "").strip() or None
+        if sse not in (None, "AES256", "aws:kms"):
+            raise StorageError(f"data connector '{self.conn_id}': extra 'sse' must be AES256 or aws:kms, got {sse!r}")
+        if kms_key_id and sse != "aws:kms":
+            raise StorageError(f"data connector '{self.conn_id}': extra 'kms_key_id' needs extra 'sse' set to aws:kms")
         return S3Settings(
             bucket=self._require_bucket(extra),
             access_key=access,
@@ -119,6 +139,8 @@ class StrmS3Hook(StorageHook):
             role_arn=extra.get("role_arn"),
             addressing=str(extra.get("path") or "auto"),
             signature=None,
+            sse=sse,
+            kms_key_id=kms_key_id,
         )
 
     def _require_bucket(self, extra: dict[str, Any]) -> str:
@@ -192,7 +214,27 @@ class StrmS3Hook(StorageHook):
 
     # ----- StorageHook ----------------------------------------------------------------------------
     def _upload_stream(self, key: str, reader: IO[bytes]) -> None:
-        self.client.upload_fileobj(reader, self.bucket, key, ExtraArgs={"ContentType": CONTENT_TYPE}, Config=TRANSFER)
+        self.client.upload_fileobj(reader, self.bucket, key, ExtraArgs=self.settings.upload_args(key), Config=TRANSFER)
+
+    def write_empty(self, key: str) -> None:
+        """One PutObject, whose answer must confirm the encryption the connection asks for."""
+        try:
+            answer = self.client.put_object(Bucket=self.bucket, Key=key, Body=b"", **self.settings.upload_args(key))
+        except Exception as err:
+            raise self._as_storage_error(err, key) from err
+        sse = self.settings.sse
+        if sse and answer.get("ServerSideEncryption") != sse:
+            raise StorageError(
+                f"data connector '{self.conn_id}' ({self.conn_type}): the storage did not confirm server-side "
+                f"encryption {sse} of {self.asset_uri(key)} (it answered {answer.get('ServerSideEncryption')!r})"
+            )
+
+    def test_connection(self) -> tuple[bool, str]:
+        ok, message = super().test_connection()
+        s = self.settings if ok else None
+        if s is not None and s.sse:
+            message += f", encrypted with {s.sse}" + (f" (key {s.kms_key_id})" if s.kms_key_id else "")
+        return ok, message
 
     def describe(self) -> dict[str, Any]:
         return {"s3Bucket": {"bucketName": self.bucket}}
@@ -200,7 +242,11 @@ class StrmS3Hook(StorageHook):
     def explain(self, err: BaseException) -> str:
         if isinstance(err, ClientError):
             code = err.response.get("Error", {}).get("Code", "")
-            return f"{code}: {CAUSES.get(code, err.response.get('Error', {}).get('Message', 'request refused'))}"
+            message = err.response.get("Error", {}).get("Message", "request refused")
+            if "kms" in f"{code} {message}".lower():
+                key = self.settings.kms_key_id or "the account's aws/s3 key"
+                return f"{code}: KMS refused ({message}); the policy must allow kms:GenerateDataKey on {key}"
+            return f"{code}: {CAUSES.get(code, message)}"
         if isinstance(err, EndpointConnectionError):
             return f"the storage endpoint is unreachable ({err.kwargs.get('endpoint_url', '')})"
         cause = err.__cause__ or err.__context__

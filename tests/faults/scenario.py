@@ -18,7 +18,8 @@ import threading
 from collections import Counter
 from typing import Any
 
-from tests.exporting import data_files
+from strm_provider.naming import fixed_part
+from tests.exporting import lines_in
 from tests.servers import StorageTarget
 
 _counter = itertools.count()
@@ -29,9 +30,13 @@ def unique(name: str) -> str:
     return f"{name}{os.getpid()}x{next(_counter)}"
 
 
-def seq_events(start: int, count: int, pad: int = 40) -> list[dict[str, Any]]:
-    """Events numbered ``start..start+count-1``; ``pad`` bytes of filler make them a realistic size."""
-    return [{"seq": i, "url": f"https://example.com/{i}", "pad": "x" * pad} for i in range(start, start + count)]
+def seq_events(start: int, count: int, pad: int = 40, *, noise: bool = False) -> list[dict[str, Any]]:
+    """Events numbered ``start..start+count-1``; ``pad`` bytes of filler make them a realistic size
+    (random hex with ``noise``, so that they stay about that size compressed)."""
+    return [
+        {"seq": i, "url": f"https://example.com/{i}", "pad": os.urandom(pad // 2).hex() if noise else "x" * pad}
+        for i in range(start, start + count)
+    ]
 
 
 def plan_sets(group: str, topic: str, *, sets: int = 1, kafka_conn_id: str = "strm_kafka_default") -> list[dict]:
@@ -48,17 +53,13 @@ def plan_sets(group: str, topic: str, *, sets: int = 1, kafka_conn_id: str = "st
     return [s.to_xcom() for s in split_sets(plan.ranges, sets)]
 
 
-def task_spec(topic: str, group: str, prefix: str, partition_set: dict | None, **operator: Any) -> dict[str, Any]:
-    return {
-        "operator": {
-            "stream": topic,
-            "data_connector": "dc",
-            "group_id": group,
-            "path_prefix": prefix,
-            "partition_set": partition_set,
-            **operator,
-        }
-    }
+def task_spec(topic: str, group: str, prefix: str = "", work: dict | None = None, **settings: Any) -> dict[str, Any]:
+    """The export task's arguments: the exporter YAML's ``settings`` under the operator's names."""
+    operator = {k: v for k, v in settings.items() if k != "format"}
+    if "format" in settings:
+        operator["record_format"] = settings["format"]
+    operator.setdefault("path_prefix", prefix)
+    return {"operator": {"stream": topic, "data_connector": "dc", "group_id": group, "partition_set": work, **operator}}
 
 
 def run_task(spec: dict[str, Any], *, phase: str | None = None, timeout: float = 120, **extra: Any) -> dict | None:
@@ -106,8 +107,8 @@ def _tail(file: Any, size: int = 4000) -> str:
 
 def seqs_in(storage: StorageTarget, prefix: str) -> Counter:
     """How many times each ``seq`` appears in the data files under ``prefix``."""
-    files = data_files(storage.objects(prefix))
-    return Counter(json.loads(line)["seq"] for body in files.values() for line in body.splitlines())
+    files = lines_in(storage.objects(fixed_part(prefix)))
+    return Counter(json.loads(line)["seq"] for lines in files.values() for line in lines)
 
 
 def check_exactly_once(

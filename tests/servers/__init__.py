@@ -113,6 +113,10 @@ class StorageTarget(abc.ABC):
     def objects(self, prefix: str = "") -> dict[str, bytes]:
         """Every object below ``prefix`` (admin view): key -> content."""
 
+    @abc.abstractmethod
+    def content_types(self, prefix: str = "") -> dict[str, str]:
+        """Every object below ``prefix`` (admin view): key -> its content type, as a download gets it."""
+
     def missing_bucket_connection(self, prefix: str = "") -> dict[str, Any]:
         """Like :meth:`connection` but naming a bucket/container that does not exist."""
         conn = self.connection(prefix)

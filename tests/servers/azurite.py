@@ -231,6 +231,13 @@ class AzureTarget(StorageTarget):
             for blob in container.list_blobs(name_starts_with=prefix or None)
         }
 
+    def content_types(self, prefix: str = "") -> dict[str, str]:
+        container = self.admin().get_container_client(self.bucket)
+        return {
+            blob.name: blob.content_settings.content_type
+            for blob in container.list_blobs(name_starts_with=prefix or None)
+        }
+
 
 @contextlib.contextmanager
 def start_azurite(root: Path) -> Iterator[AzureTarget]:

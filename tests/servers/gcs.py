@@ -172,6 +172,17 @@ class GcsTarget(StorageTarget):
             if not page:
                 return result
 
+    def content_types(self, prefix: str = "") -> dict[str, str]:
+        result: dict[str, str] = {}
+        page = ""
+        while True:
+            query = urllib.parse.urlencode({"prefix": prefix, "pageToken": page} if page else {"prefix": prefix})
+            listing = self._get_json(f"/storage/v1/b/{self.bucket}/o?{query}")
+            result.update({item["name"]: item.get("contentType", "") for item in listing.get("items", [])})
+            page = listing.get("nextPageToken") or ""
+            if not page:
+                return result
+
     def create_bucket(self, name: str) -> None:
         body = json.dumps({"name": name}).encode()
         req = urllib.request.Request(

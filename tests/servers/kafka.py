@@ -13,7 +13,7 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,9 +105,19 @@ class Broker:
         self.admin.create_partitions({name: NewPartitions(total_count=total)})
 
     def produce(
-        self, topic: str, values: Iterable[bytes | dict | None], partitions: int | None = None
+        self,
+        topic: str,
+        values: Iterable[bytes | dict | None],
+        partitions: int | None = None,
+        *,
+        timestamps: Sequence[int] | None = None,
+        keys: Sequence[bytes | None] | None = None,
+        headers: Sequence[list[tuple[str, bytes]]] | None = None,
     ) -> list[tuple[int, int]]:
-        """Send values round-robin over ``partitions`` (or the topic's); return (partition, offset) of each."""
+        """Send values round-robin over ``partitions`` (or the topic's); return (partition, offset) of each.
+
+        ``timestamps`` (ms), ``keys`` and ``headers`` give each record's own, by position.
+        """
         count = partitions or len(self.partitions(topic))
         # A producer per call: a session-long kafka-python producer's network thread was seen spinning
         # with the GIL held late in the session, slowing every in-process DAG run after it.
@@ -116,7 +126,16 @@ class Broker:
             futures = []
             for i, value in enumerate(values):
                 payload = json.dumps(value).encode() if isinstance(value, dict) else value
-                futures.append(producer.send(topic, value=payload, partition=i % count))
+                futures.append(
+                    producer.send(
+                        topic,
+                        value=payload,
+                        partition=i % count,
+                        timestamp_ms=None if timestamps is None else timestamps[i],
+                        key=None if keys is None else keys[i],
+                        headers=None if headers is None else headers[i],
+                    )
+                )
             producer.flush()
             return [(m.partition, m.offset) for m in (f.get(timeout=30) for f in futures)]
         finally:

@@ -24,25 +24,28 @@ from tests.servers import StorageTarget, free_port, running
 REGION = "eu-west-1"
 
 
-def minimal_policy(bucket: str, prefix: str) -> dict[str, Any]:
-    """The README's policy document, with the bucket and optional prefix filled in."""
-    objects = f"arn:aws:s3:::{bucket}/{prefix}/*.jsonl" if prefix else f"arn:aws:s3:::{bucket}/*.jsonl"
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Effect": "Allow", "Action": ["s3:GetBucketLocation"], "Resource": f"arn:aws:s3:::{bucket}"},
-            {"Effect": "Allow", "Action": ["s3:PutObject"], "Resource": objects},
-        ],
-    }
+def minimal_policy(
+    bucket: str, prefix: str, endings: tuple[str, ...] = (".jsonl",), kms_key_arn: str | None = None
+) -> dict[str, Any]:
+    """The README's policy document, with the bucket, optional prefix, the file endings written (``.jsonl``,
+    and ``.jsonl.gz``/``.jsonl.zst`` when compressed) and, with SSE-KMS, the key filled in."""
+    folder = f"{bucket}/{prefix}" if prefix else bucket
+    statements: list[dict[str, Any]] = [
+        {"Effect": "Allow", "Action": ["s3:GetBucketLocation"], "Resource": f"arn:aws:s3:::{bucket}"},
+        {"Effect": "Allow", "Action": ["s3:PutObject"], "Resource": [f"arn:aws:s3:::{folder}/*{e}" for e in endings]},
+    ]
+    if kms_key_arn:
+        statements.append({"Effect": "Allow", "Action": ["kms:GenerateDataKey"], "Resource": kms_key_arn})
+    return {"Version": "2012-10-17", "Statement": statements}
 
 
-def minimal_user(iam: Any, name: str, bucket: str, prefix: str) -> dict[str, str]:
+def minimal_user(iam: Any, name: str, bucket: str, prefix: str, **policy: Any) -> dict[str, str]:
     """Create IAM user ``name`` holding only :func:`minimal_policy`; return its key (as create-access-key prints)."""
     iam.create_user(UserName=name)
     iam.put_user_policy(
         UserName=name,
         PolicyName="strm-bucket-write-access",
-        PolicyDocument=json.dumps(minimal_policy(bucket, prefix)),
+        PolicyDocument=json.dumps(minimal_policy(bucket, prefix, **policy)),
     )
     key = iam.create_access_key(UserName=name)["AccessKey"]
     return {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in key.items()}
@@ -56,7 +59,7 @@ class MotoS3(StorageTarget):
         self.endpoint = endpoint
         self.bucket = bucket
         self.admin = admin
-        self._users: dict[str, dict[str, str]] = {}
+        self._users: dict[tuple[str, str], dict[str, str]] = {}
         self.pid: int | None = None  # the server process (benchmarks wait for it to go idle)
 
     def client(self, service: str = "s3", creds: dict[str, str] | None = None) -> Any:
@@ -69,16 +72,18 @@ class MotoS3(StorageTarget):
             aws_secret_access_key=creds["SecretAccessKey"],
         )
 
-    def user_for(self, prefix: str) -> dict[str, str]:
+    def user_for(self, prefix: str, **policy: Any) -> dict[str, str]:
         """An IAM user holding only the minimal policy for ``prefix`` (what ``aws iam create-access-key`` gives)."""
-        if prefix not in self._users:
-            self._users[prefix] = minimal_user(
-                self.client("iam"), f"strm-export-{len(self._users)}", self.bucket, prefix
+        key = (prefix, json.dumps(policy, sort_keys=True))
+        if key not in self._users:
+            self._users[key] = minimal_user(
+                self.client("iam"), f"strm-export-{len(self._users)}", self.bucket, prefix, **policy
             )
-        return self._users[prefix]
+        return self._users[key]
 
-    def connection(self, prefix: str = "", *, secret: str | None = None) -> dict[str, Any]:
-        user = self.user_for(prefix)
+    def connection(self, prefix: str = "", *, secret: str | None = None, **policy: Any) -> dict[str, Any]:
+        """``policy``: what else :func:`minimal_policy` grants (``endings``, ``kms_key_arn``)."""
+        user = self.user_for(prefix, **policy)
         return {
             "conn_type": "strm_s3",
             "login": user["AccessKeyId"],
@@ -93,6 +98,14 @@ class MotoS3(StorageTarget):
             for item in page.get("Contents", []):
                 out[item["Key"]] = s3.get_object(Bucket=self.bucket, Key=item["Key"])["Body"].read()
         return out
+
+    def content_types(self, prefix: str = "") -> dict[str, str]:
+        s3 = self.client()
+        return {
+            item["Key"]: s3.head_object(Bucket=self.bucket, Key=item["Key"])["ContentType"]
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+            for item in page.get("Contents", [])
+        }
 
 
 def provision(endpoint: str, bucket: str) -> MotoS3:

@@ -49,7 +49,7 @@ class SeaweedTarget(StorageTarget):
         self.endpoint = endpoint
         self.bucket = BUCKET
         self._admin = admin
-        self._users: dict[str, dict[str, str]] = {}
+        self._users: dict[tuple[str, str], dict[str, str]] = {}
 
     def client(self, service: str = "s3", creds: dict[str, str] | None = None) -> Any:
         creds = creds or self._admin
@@ -62,16 +62,18 @@ class SeaweedTarget(StorageTarget):
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2, "mode": "standard"}),
         )
 
-    def user_for(self, prefix: str) -> dict[str, str]:
-        """An IAM user whose only permissions are the README's minimal policy for ``prefix``."""
+    def user_for(self, prefix: str, **policy: Any) -> dict[str, str]:
+        """An IAM user whose only permissions are the README's minimal policy for ``prefix``
+        (``policy``: the file ``endings`` it may write, as :func:`~tests.servers.moto.minimal_policy`)."""
         prefix = prefix.strip("/")
-        if prefix not in self._users:
+        key = (prefix, json.dumps(policy, sort_keys=True))
+        if key not in self._users:
             name = f"strm-export-{uuid.uuid4().hex[:8]}"
-            self._users[prefix] = minimal_user(self.client("iam"), name, self.bucket, prefix)
-        return self._users[prefix]
+            self._users[key] = minimal_user(self.client("iam"), name, self.bucket, prefix, **policy)
+        return self._users[key]
 
-    def connection(self, prefix: str = "", *, secret: str | None = None) -> dict[str, Any]:
-        user = self.user_for(prefix)
+    def connection(self, prefix: str = "", *, secret: str | None = None, **policy: Any) -> dict[str, Any]:
+        user = self.user_for(prefix, **policy)
         return {
             "conn_type": self.conn_type,
             "host": self.endpoint,
@@ -87,6 +89,14 @@ class SeaweedTarget(StorageTarget):
             for item in page.get("Contents", []):
                 out[item["Key"]] = s3.get_object(Bucket=self.bucket, Key=item["Key"])["Body"].read()
         return out
+
+    def content_types(self, prefix: str = "") -> dict[str, str]:
+        s3 = self.client()
+        return {
+            item["Key"]: s3.head_object(Bucket=self.bucket, Key=item["Key"])["ContentType"]
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+            for item in page.get("Contents", [])
+        }
 
 
 def weed_command(root: Path, s3_port: int, config: Path) -> list[str]:
