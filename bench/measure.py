@@ -104,19 +104,29 @@ def run_measured(cmd: list[str], env: dict[str, str], log: Path, name: str) -> t
     return wall, peak_kb / 1024, cpu, proc.returncode
 
 
-def bucket_bytes(s3: Any, prefix: str) -> tuple[int, int]:
-    """(objects, bytes) of JSON Lines files below ``prefix``, whoever named them (the naive DAG and the
-    upload-only method name their own), without validation files and dead letters."""
+def bucket_bytes(s3: Any, prefix: str) -> tuple[int, int, int]:
+    """(objects, bytes of JSON, bytes stored) of JSON Lines files below ``prefix``, whoever named them (the
+    naive DAG and the upload-only method name their own), without validation files and dead letters.
+    Compressed files are downloaded and opened as a downstream reader would, to count their JSON."""
     from strm_provider.naming import DEAD_LETTER_DIR, is_test_object
+    from tests.exporting import opened
 
-    objects = size = 0
-    for page in s3.client().get_paginator("list_objects_v2").paginate(Bucket=s3.bucket, Prefix=f"{prefix}/"):
+    client = s3.client()
+    objects = size = stored = 0
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=s3.bucket, Prefix=f"{prefix}/"):
         for item in page.get("Contents", []):
             key = item["Key"]
-            if key.endswith(".jsonl") and not is_test_object(key) and f"/{DEAD_LETTER_DIR}/" not in key:
-                objects += 1
+            if is_test_object(key) or f"/{DEAD_LETTER_DIR}/" in key:
+                continue
+            if key.endswith(".jsonl"):
                 size += item["Size"]
-    return objects, size
+            elif key.endswith((".jsonl.gz", ".jsonl.zst")):
+                size += len(opened(key, client.get_object(Bucket=s3.bucket, Key=key)["Body"].read()))
+            else:
+                continue
+            objects += 1
+            stored += item["Size"]
+    return objects, size, stored
 
 
 def result_row(

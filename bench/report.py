@@ -11,6 +11,8 @@ LABELS = {
     "s3_ingest": "(f) S3 upload only",
     "export_task": "(c) export task",
     "export_task_confluent": "(c) export task, confluent reader",
+    "export_task_gzip": "(c) export task, confluent reader, gzip",
+    "export_task_zstd": "(c) export task, confluent reader, zstd",
     "dag_run": "(d) DAG run",
     "dag_run_confluent": "(d) DAG run, confluent reader",
     "naive_airflow": "(e) naive Airflow",
@@ -59,6 +61,16 @@ def table(report: dict[str, Any]) -> str:
                 f"{v['seconds']:,.1f} | {v.get('work_cpu_s', v['cpu_s']):,.1f} | {v.get('server_cpu_s', '')} |"
             )
     text = "\n".join(rows)
+    methods = report["methods"]
+    plain = methods.get("export_task_confluent", {}).get("events_per_s")
+    codecs = {m: r for m, r in methods.items() if "compression_ratio" in r}
+    if codecs:
+        text += "\n\n| compression | JSON ÷ stored bytes | stored MB | events/s vs uncompressed (same reader) |\n"
+        text += "|---|---:|---:|---:|\n" + "\n".join(
+            f"| {m.rsplit('_', 1)[1]} | {r['compression_ratio']:.2f} | {r['stored_mb']:,.0f} | "
+            + (f"{r['events_per_s'] / plain:.2f} |" if plain else "n/a |")
+            for m, r in codecs.items()
+        )
     if report.get("ratios"):
         text += "\n\n| ratio of events/s | measured | target |\n|---|---:|---:|\n" + "\n".join(
             f"| {k} | {v['ratio']:.2f} | ≥ {v['target']} {'✓' if v['reached'] else '✗'} |"
@@ -78,6 +90,8 @@ def chart(report: dict[str, Any], path: Path) -> None:
         "confluent_raw": "#555555",
         "export_task": "#2e86c1",
         "export_task_confluent": "#1a5276",
+        "export_task_gzip": "#117a65",
+        "export_task_zstd": "#148f77",
         "s3_ingest": "#aaaaaa",
         "dag_run": "#5dade2",
         "dag_run_confluent": "#2874a6",

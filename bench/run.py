@@ -56,7 +56,7 @@ if str(REPO) not in sys.path:
 from bench.backlog import PARTITIONS, TOPIC, produce  # noqa: E402
 from bench.measure import bucket_bytes, result_row, run_measured, settle  # noqa: E402
 from bench.report import LABELS, chart, ratios, table  # noqa: E402
-from bench.workers import KAFKA_CONNS, PREFIXES, WORKERS  # noqa: E402
+from bench.workers import CODECS, KAFKA_CONNS, PREFIXES, WORKERS  # noqa: E402
 
 METHODS = tuple(LABELS)
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
@@ -97,10 +97,12 @@ class Run:
         out = json.loads(Path(spec["result"]).read_text())
         more: dict[str, Any] = {}
         if method in PREFIXES:
-            files, size = bucket_bytes(self.s3, PREFIXES[method])
+            files, size, stored = bucket_bytes(self.s3, PREFIXES[method])
             if size != self.file_bytes:
                 raise RuntimeError(f"{method} wrote {size} bytes, expected {self.file_bytes}")
             more = {"files": files, "process_wall_s": round(wall, 2)}
+            if method in CODECS:
+                more |= {"stored_mb": round(stored / 1e6, 1), "compression_ratio": round(size / stored, 2)}
         more |= {"work_cpu_s": out["work_cpu_s"], "server_cpu_s": out["server_cpu_s"]}
         return result_row(out["events"], out["bytes"], out["seconds"], rss, cpu, **more)
 
@@ -124,7 +126,7 @@ class Run:
             (self.work / "airflow" / "exporters" / f"{name}.yaml").write_text(yaml.safe_dump(exporter))
             cmd = [AIRFLOW, "dags", "test", f"strm_export_{name}"]
             wall, rss, cpu, code = run_measured(cmd, self.env, self.log, f"{method}_{sets}")
-            files, size = bucket_bytes(self.s3, f"dag{sets}{suffix}")
+            files, size, _ = bucket_bytes(self.s3, f"dag{sets}{suffix}")
             if code or size != self.file_bytes:
                 raise RuntimeError(f"{method} partition_sets={sets}: exit {code}, {size} bytes; see {self.log}")
             variants[f"partition_sets_{sets}"] = result_row(self.events, self.total_bytes, wall, rss, cpu, files=files)
@@ -134,7 +136,7 @@ class Run:
         """``airflow dags test`` of bench/dags/naive_airflow.py."""
         env = {**self.env, "AIRFLOW__CORE__DAGS_FOLDER": str(BENCH / "dags")}
         wall, rss, cpu, code = run_measured([AIRFLOW, "dags", "test", "bench_naive_airflow"], env, self.log, "naive")
-        files, size = bucket_bytes(self.s3, "naive")
+        files, size, _ = bucket_bytes(self.s3, "naive")
         if code or size != self.file_bytes:
             raise RuntimeError(f"naive_airflow: exit {code}, {size} bytes in the bucket; see {self.log}")
         return result_row(self.events, self.total_bytes, wall, rss, cpu, files=files)
@@ -154,7 +156,10 @@ def connections(broker: Any, s3: Any) -> dict[str, dict[str, Any]]:
     return {
         "bench_kafka": kafka_conn,
         "bench_kafka_confluent": {**kafka_conn, "extra": {**kafka_conn["extra"], "reader": "confluent"}},
-        **{f"bench_s3_{method}": s3.connection(prefix) for method, prefix in PREFIXES.items()},
+        **{
+            f"bench_s3_{method}": s3.connection(prefix, endings=(".jsonl", ".jsonl.gz", ".jsonl.zst"))
+            for method, prefix in PREFIXES.items()
+        },
         **{f"bench_s3_dag{sets}{suffix}": s3.connection(f"dag{sets}{suffix}") for sets, suffix in DAG_RUNS},
         "bench_kafka_naive": {
             "conn_type": "kafka",

@@ -119,7 +119,8 @@ def worker_export(spec: dict[str, Any]) -> None:
     context: Any = {"run_id": "bench"}
     [partition_set] = KafkaExportPlanOperator(task_id="plan", include_existing_events=True, **common).execute(context)
     settle(spec["servers"])
-    operator = KafkaToStorageOperator(task_id="export", partition_set=partition_set, **common)
+    codec = {"compression": CODECS[method]} if method in CODECS else {}
+    operator = KafkaToStorageOperator(task_id="export", partition_set=partition_set, **common, **codec)
     start = _start(spec)
     summary = operator.execute(context)
     seconds = time.perf_counter() - start
@@ -152,13 +153,25 @@ WORKERS = {
     "s3_ingest": worker_s3_ingest,
     "export_task": worker_export,
     "export_task_confluent": worker_export,
+    "export_task_gzip": worker_export,
+    "export_task_zstd": worker_export,
 }
+#: the compressed exports (with the confluent reader, where the codec's cost shows most)
+CODECS = {"export_task_gzip": "gzip", "export_task_zstd": "zstd"}
 #: where each export method writes in the bucket
-PREFIXES = {"export_task": "task", "export_task_confluent": "task-confluent", "s3_ingest": "ingest"}
+PREFIXES = {
+    "export_task": "task",
+    "export_task_confluent": "task-confluent",
+    "export_task_gzip": "task-gzip",
+    "export_task_zstd": "task-zstd",
+    "s3_ingest": "ingest",
+}
 #: the Kafka connection of each exporting method: the confluent ones choose the reader there
 KAFKA_CONNS = {
     "export_task": "bench_kafka",
     "export_task_confluent": "bench_kafka_confluent",
+    "export_task_gzip": "bench_kafka_confluent",
+    "export_task_zstd": "bench_kafka_confluent",
     "dag_run": "bench_kafka",
     "dag_run_confluent": "bench_kafka_confluent",
 }

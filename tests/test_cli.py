@@ -529,8 +529,43 @@ def test_batch_exporter_pins_end_offsets_writes_yaml_and_has_the_documented_shap
     listed = strm("list", "batch-exporters", "-o", "json").json()
     assert listed == {"batchExporters": [named.json(), res.json()]}  # by name
     table = strm("list", "batch-exporters").out.splitlines()
-    assert table[0].split() == ["NAME", "STREAM", "DATA", "CONNECTOR", "INTERVAL", "PATH", "PREFIX"]
-    assert table[1].split() == ["five-minutes", stream, "s3", "300s", prefix]
+    assert table[0].split() == [
+        "NAME", "STREAM", "DATA", "CONNECTOR", "INTERVAL", "PATH", "PREFIX", "COMPRESSION", "FORMAT"
+    ]  # fmt: skip
+    assert table[1].split() == ["five-minutes", stream, "s3", "300s", prefix, "none", "value"]
+
+    # the file layout options: a templated prefix (validated in its fixed part), compression, envelopes
+    hourly = strm(
+        "create",
+        "batch-exporter",
+        stream,
+        "--data-connector",
+        "s3",
+        "--name",
+        "hourly",
+        "--path-prefix",
+        prefix + "/dt={date}/hour={hour}",
+        "--compression",
+        "zstd",
+        "--format",
+        "envelope",
+    ).json()
+    assert hourly["pathPrefix"] == prefix + "/dt={date}/hour={hour}"
+    assert (hourly["compression"], hourly["format"]) == ("zstd", "envelope")
+    assert strm("get", "batch-exporter", "hourly").json() == hourly
+    assert strm("get", "batch-exporter", "hourly", "-o", "table").out.split()[-2:] == ["zstd", "envelope"]
+    assert (
+        len([k for k in s3_target.objects(prefix) if is_test_object(k) and k.count("/") == prefix.count("/") + 1]) == 4
+    )
+    saved = yaml.safe_load((folder / "hourly.yaml").read_text())
+    assert (saved["compression"], saved["format"], saved["asset_uri"]) == (
+        "zstd", "envelope", f"s3://{s3_target.bucket}/{prefix}"
+    )  # fmt: skip
+    assert "unknown placeholder {minute}; allowed: {date}, {hour}" in strm.bad(
+        "create", "batch-exporter", stream, "--data-connector", "s3", "--name", "x", "--path-prefix", "e/{minute}"
+    )
+    assert "'--compression'" in strm.bad("create", "batch-exporter", stream, "--compression", "lz4")
+    strm("delete", "batch-exporter", "hourly")
 
     bad = ["create", "batch-exporter", stream, "--data-connector", "s3"]
     assert "'--interval'" in strm.bad(*bad, "--interval", "10x")

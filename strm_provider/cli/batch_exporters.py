@@ -39,16 +39,20 @@ from strm_provider.config import (
 
 
 def describe(cfg: ExporterConfig) -> dict[str, Any]:
-    """A batch exporter as ``strm get batch-exporter`` prints it."""
-    return {
+    """A batch exporter as ``strm get batch-exporter`` prints it; the file layout options only when set, so
+    an exporter without them prints exactly the documented shape."""
+    described: dict[str, Any] = {
         "ref": {"name": cfg.name},
         "streamRef": {"name": cfg.stream},
         "dataConnectorRef": {"name": cfg.data_connector},
         "interval": format_interval(cfg.interval),
         "pathPrefix": cfg.path_prefix,
-        "compression": cfg.compression,
-        "format": cfg.format,
     }
+    if cfg.compression != "none":
+        described["compression"] = cfg.compression
+    if cfg.format != "value":
+        described["format"] = cfg.format
+    return described
 
 
 @create.command("batch-exporter")
@@ -171,8 +175,8 @@ def _exporter_table(items: list[dict[str, Any]]) -> None:
                 i["dataConnectorRef"]["name"],
                 i["interval"],
                 i["pathPrefix"],
-                i["compression"],
-                i["format"],
+                i.get("compression", "none"),
+                i.get("format", "value"),
             ]
             for i in items
         ],
