@@ -140,3 +140,25 @@ def start_storage(kind: str, workdir: Path) -> contextlib.AbstractContextManager
 
     module, func = SERVERS[kind]
     return getattr(importlib.import_module(module), func)(workdir)
+
+
+class S3Objects:
+    """The admin view of an S3 server's bucket (moto and SeaweedFS): ``client()`` holds admin credentials."""
+
+    bucket: str
+
+    def client(self, service: str = "s3", creds: dict[str, str] | None = None) -> Any:
+        raise NotImplementedError
+
+    def _keys(self, prefix: str) -> Iterator[str]:
+        s3 = self.client()
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            yield from (item["Key"] for item in page.get("Contents", []))
+
+    def objects(self, prefix: str = "") -> dict[str, bytes]:
+        s3 = self.client()
+        return {key: s3.get_object(Bucket=self.bucket, Key=key)["Body"].read() for key in self._keys(prefix)}
+
+    def content_types(self, prefix: str = "") -> dict[str, str]:
+        s3 = self.client()
+        return {key: s3.head_object(Bucket=self.bucket, Key=key)["ContentType"] for key in self._keys(prefix)}

@@ -157,31 +157,27 @@ class GcsTarget(StorageTarget):
             },
         }
 
-    def objects(self, prefix: str = "") -> dict[str, bytes]:
-        """Admin view through the emulator's JSON API (it needs no credentials)."""
-        result: dict[str, bytes] = {}
+    def _items(self, prefix: str) -> Iterator[dict[str, Any]]:
+        """The emulator's listing of ``prefix``, page after page (it needs no credentials)."""
         page = ""
         while True:
             query = urllib.parse.urlencode({"prefix": prefix, "pageToken": page} if page else {"prefix": prefix})
             listing = self._get_json(f"/storage/v1/b/{self.bucket}/o?{query}")
-            for item in listing.get("items", []):
-                name = urllib.parse.quote(item["name"], safe="")
-                with urllib.request.urlopen(f"{self.endpoint}/storage/v1/b/{self.bucket}/o/{name}?alt=media") as r:
-                    result[item["name"]] = r.read()
+            yield from listing.get("items", [])
             page = listing.get("nextPageToken") or ""
             if not page:
-                return result
+                return
+
+    def objects(self, prefix: str = "") -> dict[str, bytes]:
+        result: dict[str, bytes] = {}
+        for item in self._items(prefix):
+            name = urllib.parse.quote(item["name"], safe="")
+            with urllib.request.urlopen(f"{self.endpoint}/storage/v1/b/{self.bucket}/o/{name}?alt=media") as r:
+                result[item["name"]] = r.read()
+        return result
 
     def content_types(self, prefix: str = "") -> dict[str, str]:
-        result: dict[str, str] = {}
-        page = ""
-        while True:
-            query = urllib.parse.urlencode({"prefix": prefix, "pageToken": page} if page else {"prefix": prefix})
-            listing = self._get_json(f"/storage/v1/b/{self.bucket}/o?{query}")
-            result.update({item["name"]: item.get("contentType", "") for item in listing.get("items", [])})
-            page = listing.get("nextPageToken") or ""
-            if not page:
-                return result
+        return {item["name"]: item.get("contentType", "") for item in self._items(prefix)}
 
     def create_bucket(self, name: str) -> None:
         body = json.dumps({"name": name}).encode()

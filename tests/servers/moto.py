@@ -19,7 +19,7 @@ import boto3
 import pytest
 import requests
 
-from tests.servers import StorageTarget, free_port, running
+from tests.servers import S3Objects, StorageTarget, free_port, running
 
 REGION = "eu-west-1"
 
@@ -51,7 +51,7 @@ def minimal_user(iam: Any, name: str, bucket: str, prefix: str, **policy: Any) -
     return {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in key.items()}
 
 
-class MotoS3(StorageTarget):
+class MotoS3(S3Objects, StorageTarget):
     kind = "s3"
     conn_type = "strm_s3"
 
@@ -89,22 +89,6 @@ class MotoS3(StorageTarget):
             "login": user["AccessKeyId"],
             "password": secret or user["SecretAccessKey"],
             "extra": {"bucket": self.bucket, "endpoint_url": self.endpoint, "test_prefix": prefix},
-        }
-
-    def objects(self, prefix: str = "") -> dict[str, bytes]:
-        s3 = self.client()
-        out: dict[str, bytes] = {}
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-            for item in page.get("Contents", []):
-                out[item["Key"]] = s3.get_object(Bucket=self.bucket, Key=item["Key"])["Body"].read()
-        return out
-
-    def content_types(self, prefix: str = "") -> dict[str, str]:
-        s3 = self.client()
-        return {
-            item["Key"]: s3.head_object(Bucket=self.bucket, Key=item["Key"])["ContentType"]
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-            for item in page.get("Contents", [])
         }
 
 

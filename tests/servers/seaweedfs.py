@@ -24,7 +24,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from . import StorageTarget, free_port, running
+from . import S3Objects, StorageTarget, free_port, running
 from .moto import minimal_user
 
 BUCKET = "strm-seaweed-bucket"
@@ -39,7 +39,7 @@ def weed_binary() -> Path:
     return Path(found)
 
 
-class SeaweedTarget(StorageTarget):
+class SeaweedTarget(S3Objects, StorageTarget):
     """One bucket on SeaweedFS's S3 gateway, written with per-prefix least-privilege IAM users."""
 
     kind = "s3-compatible"
@@ -80,22 +80,6 @@ class SeaweedTarget(StorageTarget):
             "login": user["AccessKeyId"],
             "password": user["SecretAccessKey"] if secret is None else secret,
             "extra": {"bucket": self.bucket, "api": "s3v4", "path": "path", "test_prefix": prefix},
-        }
-
-    def objects(self, prefix: str = "") -> dict[str, bytes]:
-        s3 = self.client()
-        out: dict[str, bytes] = {}
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-            for item in page.get("Contents", []):
-                out[item["Key"]] = s3.get_object(Bucket=self.bucket, Key=item["Key"])["Body"].read()
-        return out
-
-    def content_types(self, prefix: str = "") -> dict[str, str]:
-        s3 = self.client()
-        return {
-            item["Key"]: s3.head_object(Bucket=self.bucket, Key=item["Key"])["ContentType"]
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-            for item in page.get("Contents", [])
         }
 
 
