@@ -92,13 +92,19 @@ def get_provider_info() -> dict[str, Any]:
                 "ui-field-behaviour": {
                     "hidden-fields": ["host", "schema", "port", "extra"],
                     "relabeling": {"login": "AWS access key ID", "password": "AWS secret access key"},
-                    "placeholders": {"login": "AKIA...", "password": "(or paste Credentials JSON under Extra Fields)"},
+                    "placeholders": {
+                        "login": "AKIA... (empty: the worker's own AWS identity)",
+                        "password": "(or Credentials JSON below; both empty: the AWS default credential chain)",
+                    },
                 },
                 "conn-fields": {
                     "bucket": _field("Bucket", "Name of the S3 bucket (required)"),
                     "region": _field("Region", "Bucket region; found with GetBucketLocation when empty"),
                     "endpoint_url": _field("Endpoint URL", "Only for private endpoints or tests"),
-                    "role_arn": _field("Role ARN", "A role to assume for writing (optional)"),
+                    "role_arn": _field(
+                        "Role ARN",
+                        "A role to assume for writing, on top of the key or the worker's identity (empty: none)",
+                    ),
                     "sse": _field(
                         "Server-side encryption",
                         "AES256 or aws:kms for every object written; empty: the bucket's default",

@@ -435,7 +435,6 @@ def test_bad_connector_input_exits_2_naming_the_argument(strm: Cli, tmp_path: Pa
         (*base, "s3", "x", "bucket", f"--credentials-file={malformed}"): "'--credentials-file'",
         (*base, "s3", "x", "bucket", f"--credentials-file={key}"): "'--credentials-file'",
         (*base, "gcs", "x", "bucket", f"--credentials-file={creds}"): "'--credentials-file'",
-        (*base, "s3", "x", "bucket"): "'--credentials-file'",
         (*base, "s3", "bad name!", "bucket", f"--credentials-file={creds}"): "'NAME'",
         (*base, "s3", "x", "Bad_Bucket", f"--credentials-file={creds}"): "'BUCKET'",
         (*base, "s3", "x", "bucket", f"--credentials-file={creds}", "--test-prefix", "a/../b"): "'--test-prefix'",
@@ -463,6 +462,12 @@ def test_bad_connector_input_exits_2_naming_the_argument(strm: Cli, tmp_path: Pa
     for args, argument in cases.items():
         line = strm.bad(*args)
         assert f"Invalid value for {argument}" in line, (args, line)
+    # no credentials file: AWS S3 as the worker's own identity, and here there is none to find
+    strm.env.update({"AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": os.devnull})
+    strm.env.update({"AWS_SHARED_CREDENTIALS_FILE": os.devnull})
+    line = strm.bad(*base, "s3", "x", "bucket", "--endpoint-url", s3_target.endpoint, code=1)
+    assert "validation of data connector 'x' failed, nothing was created" in line
+    assert "no AWS credentials: the connection holds no key, and the default credential chain" in line
     assert "expected the output of `aws iam create-access-key`" not in strm.bad(
         *base, "s3", "x", "bucket", f"--credentials-file={key}"
     )

@@ -138,12 +138,16 @@ def test_add_a_data_connector_test_it_and_see_the_exporter_run(stack: dict[str, 
     page.keyboard.press("Enter")
     for label in ("AWS access key ID", "AWS secret access key"):
         expect(dialog.get_by_text(label, exact=True)).to_be_visible()
-    expect(dialog.get_by_placeholder("(or paste Credentials JSON under Extra Fields)")).to_be_visible()
+    # each field says what leaving it empty means
+    expect(dialog.get_by_placeholder("AKIA... (empty: the worker's own AWS identity)")).to_be_visible()
+    both_empty = "(or Credentials JSON below; both empty: the AWS default credential chain)"
+    expect(dialog.get_by_placeholder(both_empty)).to_be_visible()
     dialog.get_by_label("AWS access key ID").fill(stack["key"]["AccessKeyId"])
     dialog.get_by_label("AWS secret access key").fill(secret)
     shot(page, "02-add-connection-standard-fields")
     dialog.get_by_role("button", name="Extra Fields", exact=True).click()
-    for label in ("Bucket", "Region", "Endpoint URL", "Role ARN", "Credentials JSON", "Test prefix"):
+    labels = ("Bucket", "Region", "Endpoint URL", "Role ARN", "Server-side encryption", "KMS key", "Credentials JSON")
+    for label in (*labels, "Test prefix"):
         expect(dialog.get_by_text(re.compile(rf"^{label}\s*$"))).to_be_visible()
     dialog.locator("input[name=element_bucket]").fill("strmprivacy-export-demo")
     dialog.locator("input[name=element_endpoint_url]").fill(stack["s3_url"])
@@ -163,6 +167,7 @@ def test_add_a_data_connector_test_it_and_see_the_exporter_run(stack: dict[str, 
     assert reply.value.status == 200 and result["status"] is True, result
     expect(page.get_by_text("Test Connection Successful")).to_be_visible()
     expect(page.get_by_text(re.compile(r"Wrote s3://strmprivacy-export-demo/events/\.strm_test_"))).to_be_visible()
+    assert re.search(r", as arn:aws:iam::\d{12}:user/\S+$", result["message"]), result  # who wrote it
     page.wait_for_timeout(800)  # let the toast finish fading in, for the screenshot only
     shot(page, "04-connection-test-success")
     new = {k for k in bucket_keys(stack) if is_test_object(k)} - before

@@ -131,13 +131,21 @@ def check_name(name: str) -> str:
 def s3_spec(
     name: str,
     bucket: str,
-    creds: dict[str, Any],
+    creds: dict[str, Any] | None,
     *,
     role_arn: str | None,
     endpoint_url: str | None,
     region: str | None,
 ) -> ConnectorSpec:
-    """AWS (``aws iam create-access-key`` output) or S3-compatible (url/accessKey/secretKey) credentials."""
+    """AWS (``aws iam create-access-key`` output) or S3-compatible (url/accessKey/secretKey) credentials;
+    ``None``: AWS S3 as the worker's own identity (the default credential chain, then ``role_arn``)."""
+    if creds is None:
+        _bucket(bucket, S3_BUCKET_RE, "an S3 bucket name (3-63 lowercase letters, digits, '.', '-')")
+        extra = {
+            "bucket": bucket,
+            **{k: v for k, v in (("role_arn", role_arn), ("endpoint_url", endpoint_url), ("region", region)) if v},
+        }
+        return ConnectorSpec(name, "strm_s3", extra=extra)
     if _is_gcs_key(creds):
         raise click.BadParameter(
             "this is a Google service-account key; use `strm create data-connector gcs` for it", param_hint=CREDS

@@ -25,7 +25,8 @@ from strm_provider.config import load_exporters
 @click.option(
     "--credentials-file",
     type=click.Path(dir_okay=False),
-    help="s3: aws iam create-access-key output or S3-compatible JSON; gcs: service-account key",
+    help="s3: aws iam create-access-key output or S3-compatible JSON (none: AWS S3 as the worker's own "
+    "identity, from the AWS default credential chain); gcs: service-account key",
 )
 @click.option("--assume-role-arn", help="s3: a role to assume for writing")
 @click.option("--endpoint-url", help="s3/gcs: a private endpoint (or a local test server)")
@@ -66,7 +67,7 @@ def create_data_connector(ctx: click.Context, kind: str, name: str, bucket: str,
         spec = dc.s3_spec(
             name,
             bucket,
-            dc.read_credentials(opts["credentials_file"]),
+            dc.read_credentials(opts["credentials_file"]) if opts["credentials_file"] else None,
             role_arn=opts["assume_role_arn"],
             endpoint_url=opts["endpoint_url"],
             region=opts["region"],

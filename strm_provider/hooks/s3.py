@@ -17,7 +17,13 @@ from airflow.providers.amazon.aws.utils.connection_wrapper import AwsConnectionW
 from airflow.sdk.log import mask_secret
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    CredentialRetrievalError,
+    EndpointConnectionError,
+    NoCredentialsError,
+)
 
 from strm_provider.hooks.storage import StorageError, StorageHook, extra_json, parse_json_field
 from strm_provider.naming import content_type
@@ -154,7 +160,7 @@ class StrmS3Hook(StorageHook):
         return self.settings.bucket
 
     # ----- client -------------------------------------------------------------------------------
-    def _client_for(self, region: str | None) -> Any:
+    def _client_for(self, region: str | None, service: str = "s3") -> Any:
         s = self.settings
         if s.secret_key:
             mask_secret(s.secret_key)
@@ -180,8 +186,14 @@ class StrmS3Hook(StorageHook):
         # The provider's session (credentials, role assumption), but not its ``get_conn()``: that builds a
         # user-agent string from ``inspect.stack()``, which took seconds per client in a deep call stack.
         return hook.get_session(region_name=region or "us-east-1").client(
-            "s3", endpoint_url=wrapper.get_service_endpoint_url("s3"), config=config, verify=hook.verify
+            service, endpoint_url=wrapper.get_service_endpoint_url(service), config=config, verify=hook.verify
         )
+
+    def identity(self) -> str:
+        """Who the connection writes as (STS GetCallerIdentity, which needs no permission): an IAM user's or
+        an assumed role's ARN, whether it came from the connection's key, ``role_arn`` or the AWS default
+        credential chain (environment, web identity token file, container or instance role)."""
+        return str(self._client_for(self.settings.region, "sts").get_caller_identity()["Arn"])
 
     def discover_region(self) -> str:
         """The bucket's region, via GetBucketLocation (the one non-write permission we need)."""
@@ -231,9 +243,15 @@ class StrmS3Hook(StorageHook):
 
     def test_connection(self) -> tuple[bool, str]:
         ok, message = super().test_connection()
-        s = self.settings if ok else None
-        if s is not None and s.sse:
+        if not ok:
+            return ok, message
+        s = self.settings
+        if s.sse:
             message += f", encrypted with {s.sse}" + (f" (key {s.kms_key_id})" if s.kms_key_id else "")
+        try:
+            message += f", as {self.identity()}"
+        except (ClientError, BotoCoreError) as err:  # the write proved the credentials; the name is extra
+            self.log.info("GetCallerIdentity failed: %s", self.explain(err))
         return ok, message
 
     def describe(self) -> dict[str, Any]:
@@ -249,6 +267,11 @@ class StrmS3Hook(StorageHook):
             return f"{code}: {CAUSES.get(code, message)}"
         if isinstance(err, EndpointConnectionError):
             return f"the storage endpoint is unreachable ({err.kwargs.get('endpoint_url', '')})"
+        if isinstance(err, NoCredentialsError | CredentialRetrievalError):
+            return (
+                f"no AWS credentials: the connection holds no key, and the default credential chain (environment, "
+                f"web identity token file, container or instance role) found none ({type(err).__name__}: {err})"
+            )
         cause = err.__cause__ or err.__context__
         if isinstance(cause, ClientError | EndpointConnectionError):
             return self.explain(cause)
@@ -266,6 +289,10 @@ class StrmS3CompatibleHook(StrmS3Hook):
     conn_type = "strm_s3_compatible"
     hook_name = "STRM S3-compatible storage"
     default_conn_name = "strm_s3_compatible_default"
+
+    def identity(self) -> str:
+        """S3-compatible services have no STS: the access key id (never the secret) names the identity."""
+        return f"access key {self.settings.access_key}"
 
     def _settings(self, conn: Any, extra: dict[str, Any]) -> S3Settings:
         creds: dict[str, Any] = {}

@@ -1,0 +1,144 @@
+"""Keyless identities: a data connector without a key writes as the identity the worker already has.
+
+AWS S3 through the default credential chain's container provider (what ECS task roles and EKS Pod
+Identity serve), a local endpoint here handing out a moto STS role session; on top of it the
+connection's ``role_arn``. The export writes under the README's minimal policy, held by the role.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from strm_provider.hooks import storage_hook
+from tests.exporting import connections, data_files, events_in, run_exporter, write_exporter
+from tests.faults.scenario import seq_events, unique
+from tests.servers import serving
+from tests.servers.moto import minimal_policy
+
+ACCOUNT = "123456789012"
+
+
+def role(iam: Any, name: str, policy: dict[str, Any]) -> str:
+    """An IAM role any principal may assume (its own policies decide what it may do), holding only ``policy``."""
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}],
+    }
+    arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    iam.put_role_policy(RoleName=name, PolicyName="only", PolicyDocument=json.dumps(policy))
+    return str(arn)
+
+
+@contextlib.contextmanager
+def container_credentials(s3_target: Any, role_arn: str) -> Iterator[None]:
+    """The worker's own identity, as a container credentials endpoint serves it: a session of ``role_arn``.
+
+    Only ``AWS_CONTAINER_CREDENTIALS_FULL_URI`` points at it; no key, profile or config file is around.
+    """
+    sts = s3_target.client("sts")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            creds = sts.assume_role(RoleArn=role_arn, RoleSessionName="worker")["Credentials"]
+            body = json.dumps(
+                {
+                    "AccessKeyId": creds["AccessKeyId"],
+                    "SecretAccessKey": creds["SecretAccessKey"],
+                    "Token": creds["SessionToken"],
+                    "Expiration": creds["Expiration"].isoformat(),
+                }
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    env = {
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI": f"http://127.0.0.1:{server.server_address[1]}/v2/credentials",
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_CONFIG_FILE": os.devnull,
+        # where role_arn is assumed: the SDKs' own setting, as for a private STS endpoint
+        "AWS_ENDPOINT_URL_STS": s3_target.endpoint,
+    }
+    with serving(server, "container-credentials"), _environ(env):
+        yield
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """``values`` set and every static AWS key variable unset, for the block."""
+    keys = [*values, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"]
+    saved = {key: os.environ.get(key) for key in keys}
+    for key in keys:
+        os.environ.pop(key, None)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def keyless(s3_target: Any, prefix: str, **extra: str) -> dict[str, Any]:
+    return {
+        "conn_type": "strm_s3",
+        "extra": {"bucket": s3_target.bucket, "endpoint_url": s3_target.endpoint, "test_prefix": prefix, **extra},
+    }
+
+
+@pytest.mark.parametrize("assume", [False, True], ids=["worker-role", "worker-then-role_arn"])
+def test_s3_without_a_key_writes_as_the_workers_identity(kafka: Any, s3_target: Any, assume: bool) -> None:
+    """No key in the connection: the default chain's container role writes (or only assumes ``role_arn``,
+    which writes); the Test button names the role session; the export writes every event, nothing else."""
+    topic, prefix = kafka.create_topic(unique("keyless"), 2), unique("keyless")
+    iam = s3_target.client("iam")
+    writer = role(iam, unique("strm-writer"), minimal_policy(s3_target.bucket, prefix))
+    if assume:  # the worker may do nothing but assume the writer role
+        worker = role(iam, unique("airflow-worker"), {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": writer}]})  # fmt: skip
+        conn = keyless(s3_target, prefix, role_arn=writer)
+    else:
+        worker, conn = writer, keyless(s3_target, prefix)
+    kafka.produce(topic, seq_events(0, 300))
+    with container_credentials(s3_target, worker), connections(strm_kafka_default=kafka.connection(), dc=conn):
+        ok, message = storage_hook("dc").test_connection()
+        assert ok, message
+        written_as = writer.replace(":iam:", ":sts:").replace(":role/", ":assumed-role/")
+        assert f", as {written_as}/" in message, message
+        assert "SecretAccessKey" not in message and "Token" not in message
+        path = write_exporter(stream=topic, data_connector="dc", path_prefix=prefix, include_existing_events=True)
+        assert run_exporter(path).state == "success"
+    objects = s3_target.objects(prefix)
+    assert sorted(e["seq"] for e in events_in(objects)) == list(range(300))
+    assert len(data_files(objects)) == 1
+    assert kafka.committed(f"strm-exporter-{path.stem}", topic) == kafka.end_offsets(topic)
+
+
+def test_s3_without_a_key_or_an_identity_says_so_in_one_line(s3_target: Any) -> None:
+    """No key and nothing in the default chain: the cause names the connection, its type and what was tried."""
+    env = {
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_CONFIG_FILE": os.devnull,
+    }
+    with _environ(env), connections(dc=keyless(s3_target, "nobody")):
+        ok, message = storage_hook("dc").test_connection()
+    assert not ok
+    assert message.startswith("data connector 'dc' (strm_s3): GetBucketLocation of bucket ")
+    assert "no AWS credentials: the connection holds no key, and the default credential chain" in message
+    assert "\n" not in message
