@@ -156,8 +156,18 @@ def get_provider_info() -> dict[str, Any]:
                 },
                 "conn-fields": {
                     "bucket": _field("Bucket", "Name of the GCS bucket (required)"),
-                    "keyfile_dict": _field("Service account key JSON", "The JSON key file's content", _SECRET),
+                    "keyfile_dict": _field(
+                        "Service account key JSON",
+                        "The JSON key file's content (empty, with no key path: the worker's own identity, from "
+                        "Application Default Credentials: GKE Workload Identity, a federation config, the VM)",
+                        _SECRET,
+                    ),
                     "key_path": _field("Service account key path", "Path of the JSON key file (instead of pasting it)"),
+                    "impersonation_chain": _field(
+                        "Impersonation chain",
+                        "Service accounts to impersonate, comma-separated, the last one writing (empty: none)",
+                    ),
+                    "iam_endpoint_url": _field("IAM Credentials endpoint", "Only for private endpoints or tests"),
                     "endpoint_url": _field("Endpoint URL", "Only for private endpoints or emulators"),
                     "test_prefix": _TEST_PREFIX,
                 },

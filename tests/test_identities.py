@@ -3,6 +3,9 @@
 AWS S3 through the default credential chain's container provider (what ECS task roles and EKS Pod
 Identity serve), a local endpoint here handing out a moto STS role session; on top of it the
 connection's ``role_arn``. The export writes under the README's minimal policy, held by the role.
+Google Cloud Storage through Application Default Credentials: a service-account key file, and a
+workload identity federation ``external_account`` config whose token the local token endpoint
+exchanges; the emulator stores what is written.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from strm_provider.hooks import storage_hook
 from tests.exporting import connections, data_files, events_in, run_exporter, write_exporter
 from tests.faults.scenario import seq_events, unique
 from tests.servers import serving
+from tests.servers.gcs import CLIENT_EMAIL
 from tests.servers.moto import minimal_policy
 
 ACCOUNT = "123456789012"
@@ -142,3 +146,70 @@ def test_s3_without_a_key_or_an_identity_says_so_in_one_line(s3_target: Any) -> 
     assert message.startswith("data connector 'dc' (strm_s3): GetBucketLocation of bucket ")
     assert "no AWS credentials: the connection holds no key, and the default credential chain" in message
     assert "\n" not in message
+
+
+POOL = "//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/airflow/providers/k8s"
+
+
+@pytest.mark.parametrize("source", ["service-account-file", "external-account"])
+def test_gcs_without_a_key_writes_with_application_default_credentials(
+    kafka: Any, gcs_target: Any, tmp_path: Any, source: str
+) -> None:
+    """No key in the connection: GOOGLE_APPLICATION_CREDENTIALS names a key file, or a workload identity
+    federation config (a pod's projected token, exchanged at the token endpoint): the export writes."""
+    topic, prefix = kafka.create_topic(unique("adc"), 2), unique("adc")
+    config = tmp_path / "adc.json"
+    if source == "service-account-file":
+        config.write_text(json.dumps(gcs_target.keyfile()))
+        identity = CLIENT_EMAIL
+    else:
+        subject = tmp_path / "token"  # what Kubernetes projects into the pod, refreshed on disk
+        subject.write_text(f"eyJ.pod-{topic}.sig")
+        gcs_target.tokens.subject_tokens.add(subject.read_text())
+        config.write_text(json.dumps({
+            "type": "external_account",
+            "audience": POOL,
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+            "token_url": gcs_target.token_uri,
+            "credential_source": {"file": str(subject)},
+        }))  # fmt: skip
+        identity = f"external account {POOL}"
+    conn = gcs_target.connection(prefix)
+    conn["extra"] = {k: v for k, v in conn["extra"].items() if k != "keyfile_dict"}
+    kafka.produce(topic, seq_events(0, 200))
+    # GOOGLE_CLOUD_PROJECT: without it ADC looks the project of an external account up in Cloud Resource
+    # Manager, which is not here (and which uploads do not need)
+    env = {"GOOGLE_APPLICATION_CREDENTIALS": str(config), "NO_GCE_CHECK": "True", "GOOGLE_CLOUD_PROJECT": "strm-test"}
+    exchanges = len(gcs_target.tokens.exchanges)
+    with _environ(env), connections(strm_kafka_default=kafka.connection(), dc=conn):
+        ok, message = storage_hook("dc").test_connection()
+        assert ok and message.endswith(f", as {identity}"), message
+        path = write_exporter(stream=topic, data_connector="dc", path_prefix=prefix, include_existing_events=True)
+        assert run_exporter(path).state == "success"
+    assert sorted(e["seq"] for e in events_in(gcs_target.objects(prefix))) == list(range(200))
+    if source == "external-account":
+        exchanged = gcs_target.tokens.exchanges[exchanges:]
+        assert exchanged and all(e["audience"] == POOL and e["subject_token"] == subject.read_text() for e in exchanged)
+
+
+def test_gcs_impersonation_chain_writes_as_its_last_service_account(kafka: Any, gcs_target: Any) -> None:
+    """The key (or ADC) only impersonates: the chain's last account writes, the others delegate."""
+    topic, prefix = kafka.create_topic(unique("chain"), 1), unique("chain")
+    chain = ["relay@strm-test-project.iam.gserviceaccount.com", "writer@strm-test-project.iam.gserviceaccount.com"]
+    conn = gcs_target.connection(prefix)
+    conn["extra"] |= {
+        "impersonation_chain": ",".join(chain),
+        "iam_endpoint_url": gcs_target.token_uri.rsplit("/", 1)[0],
+    }
+    kafka.produce(topic, seq_events(0, 50))
+    before = len(gcs_target.tokens.impersonations)
+    with connections(strm_kafka_default=kafka.connection(), dc=conn):
+        ok, message = storage_hook("dc").test_connection()
+        assert ok and message.endswith(f", as {chain[-1]}"), message
+        path = write_exporter(stream=topic, data_connector="dc", path_prefix=prefix, include_existing_events=True)
+        assert run_exporter(path).state == "success"
+    assert sorted(e["seq"] for e in events_in(gcs_target.objects(prefix))) == list(range(50))
+    asked = gcs_target.tokens.impersonations[before:]
+    assert asked and all(
+        a == {"target": chain[-1], "delegates": [f"projects/-/serviceAccounts/{chain[0]}"]} for a in asked
+    )

@@ -213,7 +213,7 @@ def test_gcs_key_as_string_or_file(gcs_target: Any, prefix: str, connect: Any, t
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"keyfile_dict": None}, "set extra 'keyfile_dict' or 'key_path'"),
+        ({"keyfile_dict": None}, "no Google credentials: the connection holds no key, and Application Default"),
         ({"keyfile_dict": "{not json"}, "'keyfile_dict' is not valid JSON"),
         ({"keyfile_dict": None, "key_path": "/nonexistent/gcs.json"}, "cannot read key_path"),
         ({"bucket": None}, "has no 'bucket'"),
@@ -221,8 +221,17 @@ def test_gcs_key_as_string_or_file(gcs_target: Any, prefix: str, connect: Any, t
     ids=["no-key", "bad-json", "no-file", "no-bucket"],
 )
 def test_gcs_configuration_errors(
-    gcs_target: Any, prefix: str, connect: Any, change: dict[str, Any], expected: str
+    gcs_target: Any,
+    prefix: str,
+    connect: Any,
+    change: dict[str, Any],
+    expected: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # no key: Application Default Credentials, and this machine has none (nor a metadata server to ask)
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", "/nonexistent-gcloud")
+    monkeypatch.setenv("NO_GCE_CHECK", "True")
     conn = gcs_target.connection(prefix)
     extra = {k: v for k, v in {**conn["extra"], **change}.items() if v is not None}
     hook = connect({**conn, "extra": extra})

@@ -193,8 +193,14 @@ def s3_spec(
     )
 
 
-def gcs_spec(name: str, bucket: str, creds: dict[str, Any], *, endpoint_url: str | None) -> ConnectorSpec:
-    """A service-account key file, stored whole as the extra's ``keyfile_dict``."""
+def gcs_spec(name: str, bucket: str, creds: dict[str, Any] | None, *, endpoint_url: str | None) -> ConnectorSpec:
+    """A service-account key file, stored whole as the extra's ``keyfile_dict``; ``None``: the worker's own
+    identity (Application Default Credentials)."""
+    if creds is None:
+        _bucket(bucket, GCS_BUCKET_RE, "a GCS bucket name (lowercase letters, digits, '.', '_', '-')")
+        return ConnectorSpec(
+            name, "strm_gcs", extra={"bucket": bucket, **({"endpoint_url": endpoint_url} if endpoint_url else {})}
+        )
     if not _is_gcs_key(creds):
         raise click.BadParameter(
             'expected a Google service-account key file ("type": "service_account", client_email, private_key)',

@@ -26,7 +26,8 @@ from strm_provider.config import load_exporters
     "--credentials-file",
     type=click.Path(dir_okay=False),
     help="s3: aws iam create-access-key output or S3-compatible JSON (none: AWS S3 as the worker's own "
-    "identity, from the AWS default credential chain); gcs: service-account key",
+    "identity, from the AWS default credential chain); gcs: service-account key (none: Application Default "
+    "Credentials)",
 )
 @click.option("--assume-role-arn", help="s3: a role to assume for writing")
 @click.option("--endpoint-url", help="s3/gcs: a private endpoint (or a local test server)")
@@ -81,9 +82,8 @@ def create_data_connector(ctx: click.Context, kind: str, name: str, bucket: str,
                 {"sse": opts["sse"], **({"kms_key_id": opts["kms_key_id"]} if opts["kms_key_id"] else {})}
             )
     elif kind == "gcs":
-        spec = dc.gcs_spec(
-            name, bucket, dc.read_credentials(opts["credentials_file"]), endpoint_url=opts["endpoint_url"]
-        )
+        creds = dc.read_credentials(opts["credentials_file"]) if opts["credentials_file"] else None
+        spec = dc.gcs_spec(name, bucket, creds, endpoint_url=opts["endpoint_url"])
     else:
         spec = dc.azure_spec(
             name,

@@ -11,8 +11,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import IO, Any
 
+import google.auth
 from google.api_core import exceptions as api_exceptions
 from google.auth import exceptions as auth_exceptions
+from google.auth import impersonated_credentials
 from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 from google.oauth2 import service_account
@@ -32,10 +34,12 @@ TIMEOUT = (10.0, 120.0)
 
 
 class StrmGcsHook(StorageHook):
-    """Writes objects to one GCS bucket with a service-account key.
+    """Writes objects to one GCS bucket with a service-account key, or as the worker's own identity.
 
     Connection extra: ``bucket`` (required); the key as ``keyfile_dict`` (JSON string or object) or
-    ``key_path`` (file); optional ``endpoint_url`` (emulator or private endpoint) and ``test_prefix``.
+    ``key_path`` (file), or neither: Application Default Credentials; optional ``impersonation_chain``
+    (service accounts to impersonate, the last one writing) with ``iam_endpoint_url`` (a private IAM
+    Credentials endpoint), ``endpoint_url`` (emulator or private storage endpoint) and ``test_prefix``.
     """
 
     conn_type = "strm_gcs"
@@ -78,25 +82,80 @@ class StrmGcsHook(StorageHook):
             raise StorageError(f"{where}: the key is not a service-account key ({detail})")
         return info
 
+    def _has_key(self) -> bool:
+        return bool(self._extra.get("keyfile_dict") or self._extra.get("key_path"))
+
+    def _impersonation_chain(self) -> list[str]:
+        """Service accounts to impersonate, the last one writing (a list, or a comma-separated string)."""
+        chain = self._extra.get("impersonation_chain") or []
+        if isinstance(chain, str):
+            chain = [part.strip() for part in chain.split(",")]
+        return [str(part) for part in chain if part]
+
+    @cached_property
+    def _credentials(self) -> tuple[Any, str | None]:
+        """The credentials and their project: the connection's key, else Application Default Credentials
+        (``GOOGLE_APPLICATION_CREDENTIALS`` — a service-account key or a workload identity federation
+        ``external_account`` config —, gcloud's, or the metadata server's: GKE Workload Identity, Compute),
+        with the impersonation chain on top."""
+        project: str | None
+        if self._has_key():
+            info = self._key_info()
+            try:
+                credentials = service_account.Credentials.from_service_account_info(info, scopes=SCOPES)
+            except (ValueError, TypeError):
+                # The SDK's message may quote the key; say only what is wrong.
+                raise StorageError(
+                    f"data connector '{self.conn_id}' (strm_gcs): the service-account key's private_key "
+                    "is not a valid PEM private key"
+                ) from None
+            project = info.get("project_id")
+        else:
+            try:
+                credentials, project = google.auth.default(scopes=SCOPES)
+            except auth_exceptions.DefaultCredentialsError as err:
+                raise StorageError(
+                    f"data connector '{self.conn_id}' (strm_gcs): no Google credentials: the connection holds no "
+                    f"key, and Application Default Credentials found none ({_first_line(err)})"
+                ) from None
+        chain = self._impersonation_chain()
+        if chain:
+            iam = str(self._extra.get("iam_endpoint_url") or "").rstrip("/")
+            credentials = impersonated_credentials.Credentials(
+                source_credentials=credentials,
+                target_principal=chain[-1],
+                delegates=[f"projects/-/serviceAccounts/{email}" for email in chain[:-1]],
+                target_scopes=SCOPES,
+                iam_endpoint_override=f"{iam}/v1/projects/-/serviceAccounts/{chain[-1]}:generateAccessToken"
+                if iam
+                else None,
+            )
+        return credentials, project
+
+    def identity(self) -> str:
+        """The service account that writes (the last of the impersonation chain, the key's, ADC's), or the
+        workload identity federation audience when no service account is involved."""
+        credentials, _ = self._credentials
+        for attribute in ("service_account_email", "_target_principal"):
+            email = getattr(credentials, attribute, None)
+            if email and email != "default":
+                return str(email)
+        audience = getattr(credentials, "_audience", None)
+        return f"external account {audience}" if audience else type(credentials).__name__
+
     @cached_property
     def client(self) -> storage.Client:
         """One client per hook: its token is fetched once and shared by every upload (thread-safe)."""
-        info = self._key_info()
-        try:
-            credentials = service_account.Credentials.from_service_account_info(info, scopes=SCOPES)
-        except (ValueError, TypeError):
-            # The SDK's message may quote the key; say only what is wrong.
-            raise StorageError(
-                f"data connector '{self.conn_id}' (strm_gcs): the service-account key's private_key "
-                "is not a valid PEM private key"
-            ) from None
+        credentials, project = self._credentials
         options: dict[str, Any] = {}
         if self._extra.get("endpoint_url"):
             options["api_endpoint"] = str(self._extra["endpoint_url"]).rstrip("/")
         # An explicit project avoids google.auth.default() probing the metadata server.
-        return storage.Client(
-            project=info.get("project_id") or "-", credentials=credentials, client_options=options or None
-        )
+        return storage.Client(project=project or "-", credentials=credentials, client_options=options or None)
+
+    def test_connection(self) -> tuple[bool, str]:
+        ok, message = super().test_connection()
+        return (ok, f"{message}, as {self.identity()}") if ok else (ok, message)
 
     # ----- StorageHook ----------------------------------------------------------------------------
     def _upload_stream(self, key: str, reader: IO[bytes]) -> None:
@@ -126,7 +185,8 @@ class StrmGcsHook(StorageHook):
 
     def explain(self, err: BaseException) -> str:
         if isinstance(err, auth_exceptions.RefreshError):
-            return f"the service-account key was rejected by the token endpoint ({_first_line(err)})"
+            what = "the service-account key" if self._has_key() else "the identity (Application Default Credentials)"
+            return f"{what} was rejected by the token endpoint ({_first_line(err)})"
         if isinstance(err, auth_exceptions.TransportError):
             return f"cannot reach the token endpoint ({_first_line(err)})"
         status = _status(err)

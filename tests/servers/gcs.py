@@ -59,9 +59,13 @@ class _TokenHandler(http.server.BaseHTTPRequestHandler):
     server: _TokenServer
 
     def do_POST(self) -> None:
+        if self.path.endswith(":generateAccessToken"):
+            return self._impersonate()
         length = int(self.headers.get("Content-Length") or 0)
         form = urllib.parse.parse_qs(self.rfile.read(length).decode())
         grant = (form.get("grant_type") or [""])[0]
+        if grant == "urn:ietf:params:oauth:grant-type:token-exchange":
+            return self._exchange(form)
         assertion = (form.get("assertion") or [""])[0]
         if grant != "urn:ietf:params:oauth:grant-type:jwt-bearer" or not assertion:
             return self._reply(400, {"error": "unsupported_grant_type", "error_description": "Invalid grant_type"})
@@ -79,8 +83,42 @@ class _TokenHandler(http.server.BaseHTTPRequestHandler):
         except jwt.PyJWTError:
             return self._reply(400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."})
         self.server.scopes_seen.append(str(claims.get("scope", "")))
-        token = f"ya29.fake-{uuid.uuid4().hex}"
+        token = self._issue("ya29.fake")
         self._reply(200, {"access_token": token, "expires_in": 3599, "token_type": "Bearer"})
+
+    def _impersonate(self) -> None:
+        """IAM Credentials' generateAccessToken: a token of the service account in the path, for a caller
+        holding a token this endpoint issued."""
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+        caller = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        if caller not in self.server.issued:
+            return self._reply(401, {"error": {"code": 401, "message": "Request had invalid credentials."}})
+        target = self.path.rsplit("/", 1)[1].removesuffix(":generateAccessToken")
+        self.server.impersonations.append({"target": target, "delegates": body.get("delegates", [])})
+        expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+        self._reply(200, {"accessToken": self._issue("ya29.impersonated"), "expireTime": expires})
+
+    def _issue(self, kind: str) -> str:
+        token = f"{kind}-{uuid.uuid4().hex}"
+        self.server.issued.add(token)
+        return token
+
+    def _exchange(self, form: dict[str, list[str]]) -> None:
+        """Workload identity federation's STS token exchange: a subject token from the pool's issuer."""
+        subject = (form.get("subject_token") or [""])[0]
+        if subject not in self.server.subject_tokens:
+            return self._reply(400, {"error": "invalid_grant", "error_description": "The subject token is invalid."})
+        self.server.exchanges.append({k: v[0] for k, v in form.items()})
+        token = self._issue("ya29.federated")
+        self._reply(
+            200,
+            {
+                "access_token": token,
+                "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+                "token_type": "Bearer",
+                "expires_in": 3600,
+            },
+        )
 
     def _reply(self, status: int, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
@@ -103,6 +141,12 @@ class _TokenServer(http.server.ThreadingHTTPServer):
         self.client_email = client_email
         self.token_uri = f"http://127.0.0.1:{self.server_address[1]}/token"
         self.scopes_seen: list[str] = []
+        #: subject tokens a workload identity pool accepts, and the exchanges it answered
+        self.subject_tokens: set[str] = set()
+        self.exchanges: list[dict[str, str]] = []
+        #: every access token issued, and the impersonations (generateAccessToken) answered
+        self.issued: set[str] = set()
+        self.impersonations: list[dict[str, Any]] = []
 
 
 @contextlib.contextmanager
@@ -123,6 +167,7 @@ class GcsTarget(StorageTarget):
         self.token_uri = tokens.token_uri
         #: the ``scope`` claim of every accepted token request, newest last
         self.scopes_seen = tokens.scopes_seen
+        self.tokens = tokens
         self.private_key = private_key
         self._wrong_key = wrong_key
 
