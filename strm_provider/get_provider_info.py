@@ -183,11 +183,18 @@ def get_provider_info() -> dict[str, Any]:
                         "login": "Client (application) ID",
                         "password": "Client secret",
                     },
-                    "placeholders": {"host": "https://foo.blob.core.windows.net"},
+                    "placeholders": {
+                        "host": "https://foo.blob.core.windows.net",
+                        "login": "(empty: the identity's own, e.g. AZURE_CLIENT_ID)",
+                        "password": "(empty: the worker's own identity: workload identity, managed identity)",
+                    },
                 },
                 "conn-fields": {
                     "container": _field("Container", "Name of the blob container (required)"),
-                    "tenant_id": _field("Tenant ID", "Azure AD tenant of the application"),
+                    "tenant_id": _field(
+                        "Tenant ID",
+                        "Microsoft Entra tenant of the application (empty without a secret: AZURE_TENANT_ID)",
+                    ),
                     "authority_host": _field("Authority host", "Only for sovereign clouds or tests"),
                     "test_prefix": _TEST_PREFIX,
                 },

@@ -438,7 +438,9 @@ def test_bad_connector_input_exits_2_naming_the_argument(strm: Cli, tmp_path: Pa
         (*base, "s3", "bad name!", "bucket", f"--credentials-file={creds}"): "'NAME'",
         (*base, "s3", "x", "Bad_Bucket", f"--credentials-file={creds}"): "'BUCKET'",
         (*base, "s3", "x", "bucket", f"--credentials-file={creds}", "--test-prefix", "a/../b"): "'--test-prefix'",
-        (*base, "azure-blob-storage", "x", "container", "--storage-account-uri", "https://a.b"): "'--tenant-id'",
+        (*base, "azure-blob-storage", "x", "c1", "--storage-account-uri", "https://a.b", "--client-secret", "s"): (
+            "'--tenant-id'"
+        ),
         (
             *base,
             "azure-blob-storage",

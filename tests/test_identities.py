@@ -213,3 +213,37 @@ def test_gcs_impersonation_chain_writes_as_its_last_service_account(kafka: Any, 
     assert asked and all(
         a == {"target": chain[-1], "delegates": [f"projects/-/serviceAccounts/{chain[0]}"]} for a in asked
     )
+
+
+def test_azure_without_a_secret_writes_with_a_workload_identity(kafka: Any, azure_target: Any, tmp_path: Any) -> None:
+    """No client secret: the pod's federated token (AKS workload identity) is exchanged at the Entra token
+    endpoint for the application's token; the Test button names the application; the export writes."""
+    topic, prefix = kafka.create_topic(unique("wi"), 2), unique("wi")
+    token = tmp_path / "azure-identity-token"  # what the AKS webhook projects, refreshed on disk
+    token.write_text(f"eyJ.aks-{topic}.sig")
+    azure_target.entra.federated_tokens.add(token.read_text())
+    conn = azure_target.connection(prefix)
+    conn = {k: v for k, v in conn.items() if k not in ("login", "password")}
+    # what the AKS webhook sets beside the token file; the connection names tenant and authority itself
+    env = {"AZURE_FEDERATED_TOKEN_FILE": str(token), "AZURE_CLIENT_ID": azure_target.client_id}
+    kafka.produce(topic, seq_events(0, 120))
+    before = len(azure_target.entra.assertions)
+    with _environ(env), connections(strm_kafka_default=kafka.connection(), dc=conn):
+        ok, message = storage_hook("dc").test_connection()
+        assert ok and f", as application {azure_target.client_id} (object " in message, message
+        path = write_exporter(stream=topic, data_connector="dc", path_prefix=prefix, include_existing_events=True)
+        assert run_exporter(path).state == "success"
+    assert sorted(e["seq"] for e in events_in(azure_target.objects(prefix))) == list(range(120))
+    assert azure_target.entra.assertions[before:] and set(azure_target.entra.assertions[before:]) == {token.read_text()}
+
+
+def test_azure_without_a_secret_or_an_identity_says_so_in_one_line(azure_target: Any) -> None:
+    conn = {k: v for k, v in azure_target.connection("nobody").items() if k not in ("login", "password")}
+    with (
+        _environ({"IMDS_ENDPOINT": "http://127.0.0.1:9", "IDENTITY_ENDPOINT": "http://127.0.0.1:9"}),
+        connections(dc=conn),
+    ):
+        ok, message = storage_hook("dc").test_connection()
+    assert not ok and "\n" not in message
+    assert message.startswith("data connector 'dc' (strm_azure_blob) could not write ")
+    assert "no Azure identity: the connection holds no client secret, and neither the environment" in message

@@ -225,16 +225,18 @@ def azure_spec(
     client_id: str | None,
     client_secret: str | None,
 ) -> ConnectorSpec:
-    """Client-secret credentials of a service principal (``--tenant-id``, ``--client-id``, ``--client-secret``)."""
-    for value, opt in (
-        (account_uri, "--storage-account-uri"),
-        (tenant_id, "--tenant-id"),
-        (client_id, "--client-id"),
-        (client_secret, "--client-secret"),
-    ):
+    """Client-secret credentials of a service principal (``--tenant-id``, ``--client-id``, ``--client-secret``);
+    without a secret the worker's own identity (tenant and client id, when given, choose it)."""
+    required = [(account_uri, "--storage-account-uri")]
+    if client_secret:
+        required += [(tenant_id, "--tenant-id"), (client_id, "--client-id")]
+    for value, opt in required:
         if not value:
-            raise click.BadParameter("required for azure-blob-storage", param_hint=f"'{opt}'")
-    assert account_uri and client_id and client_secret and tenant_id
+            raise click.BadParameter(
+                "required for azure-blob-storage" + (" with --client-secret" if opt != "--storage-account-uri" else ""),
+                param_hint=f"'{opt}'",
+            )
+    assert account_uri
     if not re.match(r"^https?://[^/\s]+/?$", account_uri):
         raise click.BadParameter(
             f"expected the storage account's URI without a container, like https://foo.blob.core.windows.net, "
@@ -246,9 +248,9 @@ def azure_spec(
         name,
         "strm_azure_blob",
         host=account_uri.rstrip("/"),
-        login=client_id,
-        password=client_secret,
-        extra={"container": container, "tenant_id": tenant_id},
+        login=client_id or None,
+        password=client_secret or None,
+        extra={"container": container, **({"tenant_id": tenant_id} if tenant_id else {})},
     )
 
 

@@ -1,4 +1,5 @@
-"""Azure Blob Storage data connector: a service principal's client secret, block-blob uploads.
+"""Azure Blob Storage data connector: a service principal's client secret or the worker's own identity,
+block-blob uploads.
 
 Blocks are staged one at a time and the blob is created by the final Put Block List, so readers
 never see a partial blob and memory holds one block. The SDK's default retry (15 s initial
@@ -9,19 +10,30 @@ both are bounded here.
 from __future__ import annotations
 
 import base64
+import json
 import logging
+import os
 import uuid
 from functools import cached_property
 from typing import IO, Any
 from urllib.parse import urlparse
 
+from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
-from azure.identity import ClientSecretCredential
+from azure.identity import (
+    ChainedTokenCredential,
+    ClientSecretCredential,
+    EnvironmentCredential,
+    ManagedIdentityCredential,
+    WorkloadIdentityCredential,
+)
 from azure.storage.blob import BlobServiceClient, ContentSettings, ExponentialRetry
 
 from strm_provider.hooks.storage import StorageError, StorageHook, extra_json, read_full
 from strm_provider.naming import content_type
 
+#: What a token for Blob Storage is requested for.
+STORAGE_SCOPE = "https://storage.azure.com/.default"
 #: Size of one staged block: bounds the memory an upload holds (Azure allows up to 50,000 blocks).
 BLOCK_SIZE = 8 * 1024 * 1024
 #: Storage requests: 3 retries after 1 s, ~3 s, ~5 s; a 4xx (bad secret, no container) is not retried.
@@ -84,31 +96,67 @@ class StrmAzureBlobHook(StorageHook):
         parsed = urlparse(self.account_uri)
         return f"wasbs://{self.bucket}@{parsed.netloc}{parsed.path}/{prefix}".rstrip("/")
 
-    def _credential(self) -> ClientSecretCredential:
+    @cached_property
+    def _credential(self) -> TokenCredential:
+        """The client secret's service principal; without a secret the worker's own identity, as
+        ``DefaultAzureCredential`` finds it on a server: the environment's service principal, a workload
+        identity federated token file (AKS: ``AZURE_FEDERATED_TOKEN_FILE``), a managed identity. The
+        connection's client id and tenant, when set, choose the identity."""
         tenant = str(self._extra.get("tenant_id") or "").strip()
         client_id = str(self._conn.login or "").strip()
         secret = self._conn.password or ""
-        missing = [n for n, v in (("extra 'tenant_id'", tenant), ("login (client id)", client_id)) if not v]
-        if not secret:
-            missing.append("password (client secret)")
-        if missing:
-            raise self._fail(f"missing {', '.join(missing)}")
         options: dict[str, Any] = dict(IDENTITY_RETRY)
         authority = str(self._extra.get("authority_host") or "").strip().rstrip("/")
         if authority:
             # A custom authority has no entry in Microsoft's instance-discovery list.
             options.update(authority=authority, disable_instance_discovery=True)
+        if not secret:
+            return self._own_identity(tenant, client_id, options)
+        missing = [n for n, v in (("extra 'tenant_id'", tenant), ("login (client id)", client_id)) if not v]
+        if missing:
+            raise self._fail(f"missing {', '.join(missing)} (or no client secret either: the worker's own identity)")
         try:
             return ClientSecretCredential(tenant, client_id, secret, **options)
         except ValueError as err:  # e.g. malformed tenant id; the message holds no secret
             raise self._fail(str(err)) from None
+
+    def _own_identity(self, tenant: str, client_id: str, options: dict[str, Any]) -> TokenCredential:
+        """``DefaultAzureCredential``'s server identities, in its order, honouring the connection's authority
+        (which it does not pass on to the workload identity): environment, federated token file, managed."""
+        chain: list[TokenCredential] = [EnvironmentCredential(**options)]
+        token_file = os.environ.get("AZURE_FEDERATED_TOKEN_FILE")
+        if token_file:
+            try:
+                chain.append(
+                    WorkloadIdentityCredential(
+                        tenant_id=tenant or os.environ.get("AZURE_TENANT_ID", ""),
+                        client_id=client_id or os.environ.get("AZURE_CLIENT_ID", ""),
+                        token_file_path=token_file,
+                        **options,
+                    )
+                )
+            except ValueError as err:  # no tenant or client id anywhere
+                raise self._fail(f"workload identity: {err}") from None
+        chain.append(ManagedIdentityCredential(client_id=client_id or None, **IDENTITY_RETRY))
+        return ChainedTokenCredential(*chain)
+
+    def identity(self) -> str:
+        """The application (client) id and object id of the token's identity, read from the token itself."""
+        token = self._credential.get_token(STORAGE_SCOPE).token
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return f"application {claims.get('appid') or claims.get('azp')} (object {claims.get('oid')})"
+
+    def test_connection(self) -> tuple[bool, str]:
+        ok, message = super().test_connection()
+        return (ok, f"{message}, as {self.identity()}") if ok else (ok, message)
 
     @cached_property
     def service(self) -> BlobServiceClient:
         """One client per hook: the credential caches its token across uploads (clients are thread-safe)."""
         return BlobServiceClient(
             self.account_uri,
-            credential=self._credential(),
+            credential=self._credential,
             retry_policy=_Retry(**RETRY),
             **TIMEOUTS,
         )
@@ -139,6 +187,11 @@ class StrmAzureBlobHook(StorageHook):
                 return (
                     f"Microsoft Entra ID does not know tenant '{tenant}' (or the authority host is wrong): "
                     "check extra 'tenant_id' and 'authority_host'"
+                )
+            if not self._conn.password:
+                return (
+                    "no Azure identity: the connection holds no client secret, and neither the environment, a "
+                    f"workload identity token file nor a managed identity gave a token ({_aad_reason(err)})"
                 )
             return f"Microsoft Entra ID rejected the client credentials ({_aad_reason(err)})"
         if isinstance(err, HttpResponseError):

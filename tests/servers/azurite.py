@@ -102,7 +102,17 @@ class _EntraHandler(http.server.BaseHTTPRequestHandler):
                 700016,
                 f"Application with identifier '{form.get('client_id')}' was not found in the directory.",
             )
-        if form.get("client_secret") != server.client_secret:
+        federated = form.get("client_assertion_type") == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+        if federated and form.get("client_assertion") not in server.federated_tokens:
+            return self._error(
+                400,
+                "invalid_client",
+                700213,
+                "No matching federated identity record found for presented assertion subject.",
+            )
+        if federated:
+            server.assertions.append(str(form.get("client_assertion")))
+        elif form.get("client_secret") != server.client_secret:
             return self._error(
                 401,
                 "invalid_client",
@@ -156,6 +166,9 @@ class _EntraServer(http.server.ThreadingHTTPServer):
         self.client_id = client_id
         self.client_secret = client_secret
         self.tokens_issued = 0
+        #: tokens a federated identity credential trusts (what AKS projects into a pod), and those presented
+        self.federated_tokens: set[str] = set()
+        self.assertions: list[str] = []
         self._signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
     def token(self) -> str:
