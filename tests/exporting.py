@@ -6,7 +6,7 @@ import gzip
 import json
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +21,13 @@ def conn_env(conn_id: str) -> str:
 
 
 @contextmanager
-def connections(**conns: dict[str, Any]) -> Iterator[None]:
-    """Airflow connections given as environment variables (how tasks and hooks find them)."""
-    saved = {conn_env(k): os.environ.get(conn_env(k)) for k in conns}
+def environ(values: dict[str, str], unset: tuple[str, ...] = ()) -> Iterator[None]:
+    """``values`` set and ``unset`` removed in this process's environment for the block, then restored."""
+    saved = {key: os.environ.get(key) for key in (*values, *unset)}
+    for key in unset:
+        os.environ.pop(key, None)
+    os.environ.update(values)
     try:
-        for conn_id, conn in conns.items():
-            os.environ[conn_env(conn_id)] = json.dumps(conn)
         yield
     finally:
         for key, value in saved.items():
@@ -34,6 +35,11 @@ def connections(**conns: dict[str, Any]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def connections(**conns: dict[str, Any]) -> AbstractContextManager[None]:
+    """Airflow connections given as environment variables (how tasks and hooks find them)."""
+    return environ({conn_env(conn_id): json.dumps(conn) for conn_id, conn in conns.items()})
 
 
 def exporters_folder() -> Path:

@@ -15,12 +15,13 @@ import http.server
 import json
 import os
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
 
 from strm_provider.hooks import storage_hook
-from tests.exporting import connections, data_files, events_in, run_exporter, write_exporter
+from tests.exporting import connections, data_files, environ, events_in, run_exporter, write_exporter
 from tests.faults.scenario import seq_events, unique
 from tests.servers import serving
 from tests.servers.gcs import CLIENT_EMAIL
@@ -80,22 +81,13 @@ def container_credentials(s3_target: Any, role_arn: str) -> Iterator[None]:
         yield
 
 
-@contextlib.contextmanager
-def _environ(values: dict[str, str]) -> Iterator[None]:
+#: what could hand the test process a static AWS identity, unset around each keyless test
+STATIC_AWS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
+
+
+def _environ(values: dict[str, str]) -> AbstractContextManager[None]:
     """``values`` set and every static AWS key variable unset, for the block."""
-    keys = [*values, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"]
-    saved = {key: os.environ.get(key) for key in keys}
-    for key in keys:
-        os.environ.pop(key, None)
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    return environ(values, unset=STATIC_AWS)
 
 
 def keyless(s3_target: Any, prefix: str, **extra: str) -> dict[str, Any]:
