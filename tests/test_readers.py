@@ -24,7 +24,7 @@ from strm_provider.hooks.kafka import StrmKafkaHook
 from strm_provider.readers import READERS, Batch, RecordMeta
 from strm_provider.writer import RollingFile
 from tests.conftest import REPO
-from tests.exporting import conn_env, connections
+from tests.exporting import conn_env, connections, opened
 from tests.faults.scenario import unique
 
 
@@ -178,10 +178,56 @@ def test_batched_writes_cut_files_where_line_by_line_writes_would(seed: int) -> 
     while i < len(lines):  # batches of random sizes, written as blocks
         n = rng.randint(1, 60)
         chunk = lines[i : i + n]
-        batch = Batch(0, chunk, records[i : i + n], lambda r: RecordMeta(r.offset, r.timestamp, r.key))  # type: ignore[arg-type]
+        batch = Batch(0, chunk, records[i : i + n], lambda r: RecordMeta(r.offset, r.timestamp, r.key, []))  # type: ignore[arg-type]
         files.write_lines(chunk, batch, 0, {0: i})
         i += n
     files.close()
     got = [storage.objects[k] for k in files.keys]
     assert got == [b"".join(f) for f in expected]
     assert files.total_events == len(lines) and files.total_bytes == sum(map(len, lines))
+
+
+def _write_in_batches(
+    lines: list[bytes], periods: list[int], rng: random.Random, **settings: Any
+) -> list[tuple[str, bytes]]:
+    """The lines through a RollingFile in batches of random sizes; each file named by its first offset."""
+    storage = _Memory()
+    files = RollingFile(storage, lambda ts, cursor: str(cursor[0]), **settings)  # type: ignore[arg-type]
+    records = [SimpleNamespace(offset=o) for o in range(len(lines))]
+    i = 0
+    while i < len(lines):
+        n = rng.randint(1, 300)
+        batch = Batch(0, lines[i : i + n], records[i : i + n], lambda r: RecordMeta(r.offset, 0, None, []))  # type: ignore[arg-type]
+        files.write_lines(lines[i : i + n], batch, 0, {0: i}, periods[i : i + n])
+        i += n
+    files.close()
+    return [(k, storage.objects[k]) for k in files.keys]
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_compressed_files_are_cut_and_named_alike_whatever_the_batches(compression: str, seed: int) -> None:
+    """Rotation counts compressed bytes, yet two batchings of the same lines give the same files, byte for
+    byte: what a retry needs to overwrite instead of duplicating. No file spans two folders (periods)."""
+    rng = random.Random(seed)
+    lines = [b'{"n":%d,"p":"%s"}\n' % (i, rng.randbytes(rng.choice([2, 20, 200])).hex().encode()) for i in range(3000)]
+    periods = [i // rng.choice([400, 1000, 5000]) for i in range(len(lines))]
+    settings = {
+        "max_bytes": rng.choice([1024, 8192, 10**6]),
+        "max_events": rng.choice([None, 700]),
+        "compression": compression,
+    }
+    first = _write_in_batches(lines, periods, random.Random(seed * 2), **settings)
+    again = _write_in_batches(lines, periods, random.Random(seed * 2 + 1), **settings)
+    assert first == again
+    opened = [opened_body(compression, body) for _, body in first]
+    assert b"".join(opened) == b"".join(lines)
+    starts = [int(k) for k, _ in first]
+    for start, body in zip(starts, opened, strict=True):
+        count = body.count(b"\n")
+        assert len(set(periods[start : start + count])) == 1, "a file spans two folders"
+        assert settings["max_events"] is None or count <= settings["max_events"]
+
+
+def opened_body(compression: str, body: bytes) -> bytes:
+    return opened(".jsonl.gz" if compression == "gzip" else ".jsonl.zst", body)
