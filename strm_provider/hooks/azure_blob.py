@@ -147,10 +147,6 @@ class StrmAzureBlobHook(StorageHook):
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
         return f"application {claims.get('appid') or claims.get('azp')} (object {claims.get('oid')})"
 
-    def test_connection(self) -> tuple[bool, str]:
-        ok, message = super().test_connection()
-        return (ok, f"{message}, as {self.identity()}") if ok else (ok, message)
-
     @cached_property
     def service(self) -> BlobServiceClient:
         """One client per hook: the credential caches its token across uploads (clients are thread-safe)."""

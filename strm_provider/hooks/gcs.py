@@ -153,10 +153,6 @@ class StrmGcsHook(StorageHook):
         # An explicit project avoids google.auth.default() probing the metadata server.
         return storage.Client(project=project or "-", credentials=credentials, client_options=options or None)
 
-    def test_connection(self) -> tuple[bool, str]:
-        ok, message = super().test_connection()
-        return (ok, f"{message}, as {self.identity()}") if ok else (ok, message)
-
     # ----- StorageHook ----------------------------------------------------------------------------
     def _upload_stream(self, key: str, reader: IO[bytes]) -> None:
         """Resumable upload, one chunk at a time; the object is finalized only by ``close()`` at EOF."""

@@ -8,6 +8,7 @@ exporter's prefix. Multipart uploads (CreateMultipartUpload/UploadPart/Complete)
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import IO, Any
@@ -241,18 +242,14 @@ class StrmS3Hook(StorageHook):
                 f"encryption {sse} of {self.asset_uri(key)} (it answered {answer.get('ServerSideEncryption')!r})"
             )
 
-    def test_connection(self) -> tuple[bool, str]:
-        ok, message = super().test_connection()
-        if not ok:
-            return ok, message
+    def test_details(self) -> Iterator[str]:
         s = self.settings
         if s.sse:
-            message += f", encrypted with {s.sse}" + (f" (key {s.kms_key_id})" if s.kms_key_id else "")
+            yield f"encrypted with {s.sse}" + (f" (key {s.kms_key_id})" if s.kms_key_id else "")
         try:
-            message += f", as {self.identity()}"
+            yield f"as {self.identity()}"
         except (ClientError, BotoCoreError) as err:  # the write proved the credentials; the name is extra
             self.log.info("GetCallerIdentity failed: %s", self.explain(err))
-        return ok, message
 
     def describe(self) -> dict[str, Any]:
         return {"s3Bucket": {"bucketName": self.bucket}}

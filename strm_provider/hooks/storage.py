@@ -101,6 +101,10 @@ class StorageHook(BaseHook, abc.ABC):
         """
 
     @abc.abstractmethod
+    def identity(self) -> str:
+        """Who writes, as the storage knows it (an ARN, a service account, an application id); never a secret."""
+
+    @abc.abstractmethod
     def describe(self) -> dict[str, Any]:
         """The connector as ``strm get data-connector`` prints it, without secrets (e.g. ``{"s3Bucket": {...}}``)."""
 
@@ -172,7 +176,11 @@ class StorageHook(BaseHook, abc.ABC):
             key = self.write_test_file()
         except Exception as err:
             return False, str(self._as_storage_error(err, "<test file>"))
-        return True, f"Wrote {self.asset_uri(key)}"
+        return True, f"Wrote {self.asset_uri(key)}" + "".join(f", {detail}" for detail in self.test_details())
+
+    def test_details(self) -> Iterator[str]:
+        """What the Test button reports after the file it wrote: the identity that wrote it."""
+        yield f"as {self.identity()}"
 
     def _as_storage_error(self, err: BaseException, key: str) -> StorageError:
         """Turn an SDK error into one line naming the connection, the object and the cause."""
