@@ -36,6 +36,7 @@ from strm_provider.config import (
     load_exporters,
     write_exporter,
 )
+from strm_provider.naming import EXTENSIONS
 
 
 def describe(cfg: ExporterConfig) -> dict[str, Any]:
@@ -80,7 +81,7 @@ def describe(cfg: ExporterConfig) -> dict[str, Any]:
 )
 @click.option(
     "--compression",
-    type=click.Choice(["none", "gzip", "zstd"]),
+    type=click.Choice(list(EXTENSIONS)),
     default="none",
     show_default=True,
     help="Compress files while streaming: .jsonl.gz or .jsonl.zst",

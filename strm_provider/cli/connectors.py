@@ -139,13 +139,17 @@ def s3_spec(
 ) -> ConnectorSpec:
     """AWS (``aws iam create-access-key`` output) or S3-compatible (url/accessKey/secretKey) credentials;
     ``None``: AWS S3 as the worker's own identity (the default credential chain, then ``role_arn``)."""
-    if creds is None:
+
+    def aws(access_key: str | None, secret_key: str | None) -> ConnectorSpec:
         _bucket(bucket, S3_BUCKET_RE, "an S3 bucket name (3-63 lowercase letters, digits, '.', '-')")
-        extra = {
-            "bucket": bucket,
-            **{k: v for k, v in (("role_arn", role_arn), ("endpoint_url", endpoint_url), ("region", region)) if v},
-        }
-        return ConnectorSpec(name, "strm_s3", extra=extra)
+        extra: dict[str, Any] = {"bucket": bucket}
+        for k, v in (("role_arn", role_arn), ("endpoint_url", endpoint_url), ("region", region)):
+            if v:
+                extra[k] = v
+        return ConnectorSpec(name, "strm_s3", login=access_key, password=secret_key, extra=extra)
+
+    if creds is None:
+        return aws(None, None)
     if _is_gcs_key(creds):
         raise click.BadParameter(
             "this is a Google service-account key; use `strm create data-connector gcs` for it", param_hint=CREDS
@@ -158,12 +162,7 @@ def s3_spec(
                 "(the output of `aws iam create-access-key`)",
                 param_hint=CREDS,
             )
-        _bucket(bucket, S3_BUCKET_RE, "an S3 bucket name (3-63 lowercase letters, digits, '.', '-')")
-        extra: dict[str, Any] = {"bucket": bucket}
-        for k, v in (("role_arn", role_arn), ("endpoint_url", endpoint_url), ("region", region)):
-            if v:
-                extra[k] = v
-        return ConnectorSpec(name, "strm_s3", login=key["AccessKeyId"], password=key["SecretAccessKey"], extra=extra)
+        return aws(key["AccessKeyId"], key["SecretAccessKey"])
     if "accessKey" in creds or "secretKey" in creds or "url" in creds:
         missing = [k for k in ("url", "accessKey", "secretKey") if not isinstance(creds.get(k), str) or not creds[k]]
         if missing:
