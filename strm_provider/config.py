@@ -21,6 +21,8 @@ from strm_provider.naming import check_template
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+#: what S3 buckets, GCS buckets and Azure containers have in common
+BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 INTERVAL_RE = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -70,6 +72,9 @@ class ExporterConfig(BaseModel):
     name: str = ""
     stream: str
     data_connector: str
+    #: the bucket or container, for a data connector of the official providers' types (aws,
+    #: google_cloud_platform, wasb), which hold only credentials; ours name their bucket themselves
+    bucket: str | None = None
     path_prefix: str = ""
     interval: int = Field(default=60, description="seconds between runs")
     kafka_connection: str = "strm_kafka_default"
@@ -103,6 +108,13 @@ class ExporterConfig(BaseModel):
     def _conn_id(cls, value: str) -> str:
         if not NAME_RE.match(value):
             raise ValueError("expected an Airflow connection id (letters, digits, '.', '_', '-')")
+        return value
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str | None) -> str | None:
+        if value is not None and not BUCKET_RE.match(value):
+            raise ValueError("expected a bucket or container name (lowercase letters, digits, '.', '_', '-'; 3-222)")
         return value
 
     @field_validator("path_prefix")

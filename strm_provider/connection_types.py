@@ -25,3 +25,11 @@ DATA_CONNECTORS: dict[str, DataConnectorType] = {
     "strm_gcs": DataConnectorType("strm_provider.hooks.gcs.StrmGcsHook", "gcs"),
     "strm_azure_blob": DataConnectorType("strm_provider.hooks.azure_blob.StrmAzureBlobHook", "azure"),
 }
+
+#: The official providers' connection types an exporter may name instead. They hold credentials only:
+#: the exporter names the bucket or container (``bucket``), and the upload goes through that provider's hook.
+PROVIDER_DATA_CONNECTORS: dict[str, DataConnectorType] = {
+    "aws": DataConnectorType("strm_provider.hooks.s3.AwsS3Hook", "s3"),
+    "google_cloud_platform": DataConnectorType("strm_provider.hooks.gcs.GoogleCloudGcsHook", "google"),
+    "wasb": DataConnectorType("strm_provider.hooks.azure_blob.WasbBlobHook", "azure"),
+}

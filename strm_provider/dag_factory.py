@@ -63,6 +63,7 @@ def build_dag(cfg: ExporterConfig, source: Path | None = None) -> DAG:
         common: dict[str, Any] = {
             "stream": cfg.stream,
             "data_connector": cfg.data_connector,
+            "bucket": cfg.bucket,
             "group_id": cfg.group_id,
             "path_prefix": cfg.path_prefix,
             "kafka_conn_id": cfg.kafka_connection,

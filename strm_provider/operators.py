@@ -34,8 +34,11 @@ class KafkaExportPlanOperator(BaseOperator):
     ``.strm_test_<uuid>.jsonl`` to prove the data connector's credentials before anything is read.
 
     :param stream: the Kafka topic to export. (templated)
-    :param data_connector: connection id of the data connector (``strm_s3``, ``strm_s3_compatible``,
-        ``strm_gcs`` or ``strm_azure_blob``) the files go to. (templated)
+    :param data_connector: connection id of the data connector the files go to: ``strm_s3``,
+        ``strm_s3_compatible``, ``strm_gcs`` or ``strm_azure_blob``, or one of the official providers'
+        ``aws``, ``google_cloud_platform`` or ``wasb`` with ``bucket``. (templated)
+    :param bucket: the bucket or container, for an ``aws``, ``google_cloud_platform`` or ``wasb``
+        connection (which holds only credentials); ours name their own, so leave it unset. (templated)
     :param group_id: the exporter's Kafka consumer group: its committed offsets are the exporter's
         progress. (templated)
     :param path_prefix: folder of the files in the bucket or container, without leading or trailing
@@ -47,7 +50,7 @@ class KafkaExportPlanOperator(BaseOperator):
         already (default: start at the stream's end).
     """
 
-    template_fields: Sequence[str] = ("stream", "data_connector", "path_prefix", "group_id", "kafka_conn_id")
+    template_fields: Sequence[str] = ("stream", "data_connector", "bucket", "path_prefix", "group_id", "kafka_conn_id")
     ui_color = "#e8f4fd"
 
     def __init__(
@@ -56,6 +59,7 @@ class KafkaExportPlanOperator(BaseOperator):
         stream: str,
         data_connector: str,
         group_id: str,
+        bucket: str | None = None,
         path_prefix: str = "",
         kafka_conn_id: str = StrmKafkaHook.default_conn_name,
         partition_sets: int = 1,
@@ -65,6 +69,7 @@ class KafkaExportPlanOperator(BaseOperator):
         super().__init__(**kwargs)
         self.stream = stream
         self.data_connector = data_connector
+        self.bucket = bucket
         self.group_id = group_id
         self.path_prefix = path_prefix
         self.kafka_conn_id = kafka_conn_id
@@ -72,6 +77,8 @@ class KafkaExportPlanOperator(BaseOperator):
         self.include_existing_events = include_existing_events
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
+        # Every run: a connection of the wrong type, or a bucket missing or misplaced, fails here in one line.
+        storage = storage_hook(self.data_connector, self.bucket)
         kafka = StrmKafkaHook(self.kafka_conn_id)
         kafka.check_reader()  # before anything is planned: every export task would fail the same way
         consumer = kafka.consumer(self.group_id)
@@ -83,7 +90,7 @@ class KafkaExportPlanOperator(BaseOperator):
         # and then failed on the credentials; skipping the check now would pass with a wrong secret
         retry = getattr(context.get("ti"), "try_number", 1) > 1
         if plan.new_exporter or retry or _previous_run_failed(context):
-            key = storage_hook(self.data_connector).write_test_file(fixed_part(check_template(self.path_prefix)))
+            key = storage.write_test_file(fixed_part(check_template(self.path_prefix)))
             self.log.info("exporter (re)started: validated data connector '%s' with %s", self.data_connector, key)
         for rng in plan.ranges:
             self.log.info(
@@ -108,8 +115,11 @@ class KafkaToStorageOperator(BaseOperator):
     also be used on its own in a hand-written DAG.
 
     :param stream: the Kafka topic to export. (templated)
-    :param data_connector: connection id of the data connector (``strm_s3``, ``strm_s3_compatible``,
-        ``strm_gcs`` or ``strm_azure_blob``) the files go to. (templated)
+    :param data_connector: connection id of the data connector the files go to: ``strm_s3``,
+        ``strm_s3_compatible``, ``strm_gcs`` or ``strm_azure_blob``, or one of the official providers'
+        ``aws``, ``google_cloud_platform`` or ``wasb`` with ``bucket``. (templated)
+    :param bucket: the bucket or container, for an ``aws``, ``google_cloud_platform`` or ``wasb``
+        connection (which holds only credentials); ours name their own, so leave it unset. (templated)
     :param group_id: the exporter's Kafka consumer group: its committed offsets are the exporter's
         progress. (templated)
     :param path_prefix: folder of the files in the bucket or container, without leading or trailing
@@ -142,7 +152,7 @@ class KafkaToStorageOperator(BaseOperator):
     bucket or container and prefix as its output.
     """
 
-    template_fields: Sequence[str] = ("stream", "data_connector", "path_prefix", "group_id", "kafka_conn_id")
+    template_fields: Sequence[str] = ("stream", "data_connector", "bucket", "path_prefix", "group_id", "kafka_conn_id")
     ui_color = "#d5f5e3"
 
     def __init__(
@@ -151,6 +161,7 @@ class KafkaToStorageOperator(BaseOperator):
         stream: str,
         data_connector: str,
         group_id: str,
+        bucket: str | None = None,
         path_prefix: str = "",
         kafka_conn_id: str = StrmKafkaHook.default_conn_name,
         partition_set: dict[str, Any] | None = None,
@@ -166,6 +177,7 @@ class KafkaToStorageOperator(BaseOperator):
         super().__init__(**kwargs)
         self.stream = stream
         self.data_connector = data_connector
+        self.bucket = bucket
         self.group_id = group_id
         self.path_prefix = path_prefix
         self.kafka_conn_id = kafka_conn_id
@@ -185,7 +197,7 @@ class KafkaToStorageOperator(BaseOperator):
             raise ValueError(f"compression: expected one of {sorted(EXTENSIONS)}, got {self.compression!r}")
         if self.record_format not in ("value", "envelope"):
             raise ValueError(f"record_format: expected 'value' or 'envelope', got {self.record_format!r}")
-        storage = storage_hook(self.data_connector)
+        storage = storage_hook(self.data_connector, self.bucket)
         kafka = StrmKafkaHook(self.kafka_conn_id)
         consumer = kafka.consumer(self.group_id)
         reader: RecordReader | None = None
@@ -260,7 +272,7 @@ class KafkaToStorageOperator(BaseOperator):
         from airflow.providers.openlineage.extractors import OperatorLineage
 
         bootstrap = StrmKafkaHook(self.kafka_conn_id).bootstrap_servers.split(",")[0].strip()
-        storage = storage_hook(self.data_connector).asset_uri("")
+        storage = storage_hook(self.data_connector, self.bucket).asset_uri("")
         return OperatorLineage(
             inputs=[Dataset(namespace=f"kafka://{bootstrap}", name=self.stream)],
             outputs=[Dataset(namespace=storage, name=fixed_part(self.path_prefix) or "/")],

@@ -681,6 +681,42 @@ def test_created_exporter_becomes_a_dag_that_exports(
             strm("delete", "data-connector", name, "--recursive", ok=False)
 
 
+def test_exporter_on_an_aws_connection_names_its_bucket(
+    session_strm: Cli, tmp_path: Path, s3_target: Any, kafka: Any
+) -> None:
+    """An ``aws`` connection added with Airflow's CLI: the exporter names the bucket with --bucket, which is
+    validated, written to the YAML and shown; without it, or with it on one of ours, a one-line error."""
+    stream = kafka.create_topic(unique("aws-cli"), partitions=2)
+    name, prefix = unique("aws-conn"), unique("aws-cli")
+    conn = s3_target.aws_connection(prefix)
+    strm = Cli({**session_strm.env, "AIRFLOW_CONN_STRM_KAFKA_DEFAULT": json.dumps(kafka.connection())})
+    subprocess.run(
+        [str(BIN / "airflow"), "connections", "add", name, "--conn-json", json.dumps(conn)],
+        check=True, capture_output=True, env=strm.env,
+    )  # fmt: skip
+    try:
+        create = ["create", "batch-exporter", stream, "--data-connector", name, "--path-prefix", prefix, "--name", name]
+        assert "'--bucket'" in strm.bad(*create)
+        assert "'--bucket'" in strm.bad(*create, "--bucket", "Not_A_Bucket")
+        res = strm(*create, "--bucket", s3_target.bucket)
+        assert res.json()["dataConnectorRef"] == {"name": name} and res.json()["bucket"] == s3_target.bucket
+        assert [k for k in s3_target.objects(prefix) if k.startswith(f"{prefix}/.strm_test_")], "validated"
+        path = Path(os.environ["STRM_EXPORTERS_DIR"]) / f"{name}.yaml"
+        written = yaml.safe_load(path.read_text())
+        assert written["bucket"] == s3_target.bucket
+        assert written["asset_uri"] == f"s3://{s3_target.bucket}/{prefix}"
+        kafka.produce(stream, [{"after": i} for i in range(7)])
+        with connections(strm_kafka_default=kafka.connection(), **{name: conn}):
+            assert run_exporter(path).state == "success"
+        assert sorted(e["after"] for e in events_in(s3_target.objects(prefix))) == list(range(7))
+        s3_connector(strm, tmp_path, s3_target, f"{name}-ours", prefix)
+        ours = ["create", "batch-exporter", stream, "--data-connector", f"{name}-ours", "--name", unique("x")]
+        assert "names its bucket itself" in strm.bad(*ours, "--bucket", s3_target.bucket)
+    finally:
+        strm("delete", "batch-exporter", name, ok=False)
+        strm("delete", "data-connector", f"{name}-ours", ok=False)
+
+
 # ----- against a remote Airflow (REST API v2) -----------------------------------------------------
 def test_remote_airflow_through_the_rest_api(
     remote: Cli, api_server: ApiServer, tmp_path: Path, s3_target: Any, kafka: Any, session_strm: Cli

@@ -49,7 +49,15 @@ def test_sigkill_gzip_hourly(kafka: Any, s3_target: Any, phase: str) -> None:
     sigkill_then_retry_then_next_run(kafka, s3_target, phase, GZIP_HOURLY)
 
 
-def sigkill_then_retry_then_next_run(kafka: Any, s3_target: Any, phase: str, layout: dict[str, Any]) -> None:
+@pytest.mark.parametrize("phase", ["mid-upload", "before-commit"])
+def test_sigkill_through_an_aws_connection(kafka: Any, s3_target: Any, phase: str) -> None:
+    """The same exactly-once through the Amazon provider's ``aws`` connection, the bucket in the exporter."""
+    sigkill_then_retry_then_next_run(kafka, s3_target, phase, {}, aws_connection=True)
+
+
+def sigkill_then_retry_then_next_run(
+    kafka: Any, s3_target: Any, phase: str, layout: dict[str, Any], *, aws_connection: bool = False
+) -> None:
     count, pad, settings, runner = CASES[phase]
     name, prefix = unique(f"kill-{phase}"), unique("kill")
     group = f"strm-exporter-{name}"
@@ -62,6 +70,9 @@ def sigkill_then_retry_then_next_run(kafka: Any, s3_target: Any, phase: str, lay
         settings = {**settings, "path_prefix": prefix}
         kafka.produce(topic, seq_events(0, count, pad))
     conn = s3_target.connection(prefix, endings=(".jsonl", ".jsonl.gz"))
+    if aws_connection:
+        conn = s3_target.aws_connection(prefix)
+        settings = {**settings, "bucket": s3_target.bucket}
     with connections(strm_kafka_default=kafka.connection(), dc=conn):
         path = write_exporter(name=name, stream=topic, data_connector="dc", include_existing_events=True, **settings)
         (work,) = plan_sets(group, topic)
@@ -96,5 +107,6 @@ def sigkill_then_retry_then_next_run(kafka: Any, s3_target: Any, phase: str, lay
     if layout:
         assert {k.rsplit("/", 1)[0] for k in after_retry} == {f"{prefix}/dt=2026-12-04/hour={h}" for h in ("10", "11")}
         assert all(k.endswith(".jsonl.gz") for k in after_retry)
-    scenario = f"SIGKILL {phase}{', gzip, hourly folders' if layout else ''}, retry, next run"
+    through = ", aws connection" if aws_connection else ""
+    scenario = f"SIGKILL {phase}{', gzip, hourly folders' if layout else ''}{through}, retry, next run"
     check_exactly_once(scenario, kafka, s3_target, prefix, topic, group, count + 500)

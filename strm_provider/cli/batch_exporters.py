@@ -46,6 +46,7 @@ def describe(cfg: ExporterConfig) -> dict[str, Any]:
         "ref": {"name": cfg.name},
         "streamRef": {"name": cfg.stream},
         "dataConnectorRef": {"name": cfg.data_connector},
+        **({"bucket": cfg.bucket} if cfg.bucket else {}),
         "interval": format_interval(cfg.interval),
         "pathPrefix": cfg.path_prefix,
     }
@@ -59,6 +60,11 @@ def describe(cfg: ExporterConfig) -> dict[str, Any]:
 @create.command("batch-exporter")
 @click.argument("stream")
 @click.option("--data-connector", help="Name of the data connector (optional when exactly one exists)")
+@click.option(
+    "--bucket",
+    help="Bucket or container, when the data connector is an aws, google_cloud_platform or wasb connection "
+    "(ours name their own)",
+)
 @click.option(
     "--path-prefix",
     default="",
@@ -137,6 +143,8 @@ def create_batch_exporter(ctx: click.Context, stream: str, **opts: Any) -> None:
     }
     if opts["name"]:
         fields["name"] = opts["name"]
+    if opts["bucket"]:
+        fields["bucket"] = opts["bucket"]
     try:
         cfg = ExporterConfig.model_validate(fields)
     except ValidationError as err:
@@ -153,17 +161,43 @@ def create_batch_exporter(ctx: click.Context, stream: str, **opts: Any) -> None:
             + ("" if opts["name"] else "; choose another with --name"),
             param_hint="'--name'",
         )
-    spec = data_connector(target, cfg.data_connector, "'--data-connector'")
+    spec = _connector_for(target, cfg)
     from strm_provider.cli.streams import check_stream, kafka_hook, pin_start
 
     hook = kafka_hook(target, cfg.kafka_connection)
     check_stream(hook, cfg.stream)
     if opts["validate"]:
-        validated(lambda: target.write_test_file(spec, fixed_part(cfg.path_prefix)), spec.name, "--path-prefix")
+        validated(
+            lambda: target.write_test_file(spec, fixed_part(cfg.path_prefix), cfg.bucket), spec.name, "--path-prefix"
+        )
     pin_start(hook, cfg.stream, cfg.group_id, include_existing_events=cfg.include_existing_events)
-    cfg = cfg.model_copy(update={"asset_uri": spec.asset_uri(fixed_part(cfg.path_prefix))})
+    cfg = cfg.model_copy(update={"asset_uri": spec.asset_uri(fixed_part(cfg.path_prefix), cfg.bucket)})
     write_exporter(cfg)
     show(describe(cfg), opts["output"] or "json", _exporter_table)
+
+
+def _connector_for(target: Any, cfg: ExporterConfig) -> Any:
+    """The exporter's data connector: ours, which names its bucket, or an official provider's connection,
+    for which the exporter names it (``--bucket``)."""
+    from strm_provider.connection_types import PROVIDER_DATA_CONNECTORS
+
+    spec = target.get(cfg.data_connector)
+    if spec is not None and spec.conn_type in PROVIDER_DATA_CONNECTORS:
+        if not cfg.bucket:
+            raise click.BadParameter(
+                f"required: data connector '{spec.name}' is a {spec.conn_type} connection, which holds only "
+                "credentials; name the bucket or container",
+                param_hint="'--bucket'",
+            )
+        return spec
+    spec = data_connector(target, cfg.data_connector, "'--data-connector'")
+    if cfg.bucket:
+        raise click.BadParameter(
+            f"data connector '{spec.name}' ({spec.conn_type}) names its bucket itself; --bucket is for aws, "
+            "google_cloud_platform and wasb connections",
+            param_hint="'--bucket'",
+        )
+    return spec
 
 
 def _exporter_table(items: list[dict[str, Any]]) -> None:

@@ -48,15 +48,17 @@ class ConnectorSpec:
         except StorageError as err:
             return {"ref": {"name": self.name}, "error": str(err)}
 
-    def hook(self) -> Any:
-        """The storage hook of this connector, over its fields (stored or not)."""
+    def hook(self, bucket: str | None = None) -> Any:
+        """The storage hook of this connector, over its fields (stored or not); ``bucket`` for the official
+        providers' connection types, which hold only credentials."""
         from strm_provider.hooks import storage_hook_class
 
-        return storage_hook_class(self.conn_type).from_connection(self.to_connection())
+        kwargs = {"bucket": bucket} if bucket else {}
+        return storage_hook_class(self.conn_type).from_connection(self.to_connection(), **kwargs)
 
-    def asset_uri(self, prefix: str) -> str:
+    def asset_uri(self, prefix: str, bucket: str | None = None) -> str:
         """The Airflow Asset URI of ``prefix`` in this connector's bucket (``s3://bucket/prefix``, ...)."""
-        return self.hook().asset_uri(prefix)
+        return self.hook(bucket).asset_uri(prefix)
 
     def to_connection(self) -> Any:
         """An in-memory ``airflow.sdk.Connection`` (for hooks, before or without storing it)."""

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from airflow.sdk import BaseHook
 
-from strm_provider.connection_types import DATA_CONNECTORS
+from strm_provider.connection_types import DATA_CONNECTORS, PROVIDER_DATA_CONNECTORS
 from strm_provider.hooks.storage import StorageError, StorageHook
+
+#: every connection type an exporter may write through
+ALL_DATA_CONNECTORS = {**DATA_CONNECTORS, **PROVIDER_DATA_CONNECTORS}
 
 
 def storage_hook_class(conn_type: str) -> type[StorageHook]:
@@ -13,10 +16,10 @@ def storage_hook_class(conn_type: str) -> type[StorageHook]:
     from importlib import import_module
 
     try:
-        kind = DATA_CONNECTORS[conn_type]
+        kind = ALL_DATA_CONNECTORS[conn_type]
     except KeyError:
         raise StorageError(
-            f"connection type '{conn_type}' is not a data connector; expected one of {sorted(DATA_CONNECTORS)}"
+            f"connection type '{conn_type}' is not a data connector; expected one of {sorted(ALL_DATA_CONNECTORS)}"
         ) from None
     module, _, name = kind.hook.rpartition(".")
     try:
@@ -28,10 +31,33 @@ def storage_hook_class(conn_type: str) -> type[StorageHook]:
         ) from None
 
 
-def storage_hook(conn_id: str) -> StorageHook:
-    """Build the storage hook for data connector ``conn_id`` (the only place that branches on kind)."""
+def storage_hook(conn_id: str, bucket: str | None = None) -> StorageHook:
+    """The storage hook for data connector ``conn_id`` (the only place that branches on kind).
+
+    ``bucket`` is the exporter's: required for the official providers' connections, which hold only
+    credentials, and refused for ours, which hold their bucket themselves (two places naming it would
+    let them disagree). Every refusal is one line naming the connection and its type.
+    """
     conn = BaseHook.get_connection(conn_id)
-    return storage_hook_class(conn.conn_type or "")(conn_id)
+    conn_type = conn.conn_type or ""
+    where = f"data connector '{conn_id}' ({conn_type or 'no type'})"
+    try:
+        hook_class = storage_hook_class(conn_type)
+    except StorageError as err:
+        raise StorageError(f"{where}: {err}") from None
+    if conn_type in PROVIDER_DATA_CONNECTORS:
+        if not bucket:
+            raise StorageError(
+                f"{where}: the exporter must name the bucket or container, as field 'bucket' "
+                f"(strm create batch-exporter --bucket): a {conn_type} connection holds only credentials"
+            )
+        return hook_class(conn_id, bucket=bucket)
+    if bucket:
+        raise StorageError(
+            f"{where}: the connection names its bucket itself; remove field 'bucket' ({bucket!r}) from the "
+            "exporter, which is for aws, google_cloud_platform and wasb connections"
+        )
+    return hook_class(conn_id)
 
 
-__all__ = ["StorageError", "StorageHook", "storage_hook", "storage_hook_class"]
+__all__ = ["ALL_DATA_CONNECTORS", "StorageError", "StorageHook", "storage_hook", "storage_hook_class"]

@@ -211,6 +211,60 @@ class StrmAzureBlobHook(StorageHook):
         return super().explain(err)
 
 
+class WasbBlobHook(StrmAzureBlobHook):
+    """Data connector on a ``wasb`` connection of the Microsoft Azure provider, the container named by the
+    exporter.
+
+    The provider's WasbHook reads the connection and builds the client, so whatever it supports works
+    unchanged: connection strings, account keys, SAS tokens, service principals, managed and workload
+    identities, and client options in its extra (``retry_total``, ``connection_timeout``...).
+    """
+
+    conn_type = "wasb"
+    hook_name = "Azure Blob Storage (container named by the exporter)"
+    default_conn_name = "wasb_default"
+
+    def __init__(self, conn_id: str, *, bucket: str, **kwargs: Any) -> None:
+        super().__init__(conn_id, **kwargs)
+        self._bucket = bucket
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
+    @cached_property
+    def service(self) -> BlobServiceClient:
+        from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
+
+        hook = WasbHook(wasb_conn_id=self.conn_id)
+        hook.get_connection = self.get_connection  # type: ignore[method-assign]  # see from_connection
+        return hook.get_conn()
+
+    @property
+    def account_uri(self) -> str:
+        """The account's URI as the client has it, without a SAS token's query."""
+        parsed = urlparse(self.service.url)
+        return f"{parsed.scheme}://{parsed.netloc}{parsed.path}".rstrip("/")
+
+    @cached_property
+    def _credential(self) -> Any:
+        return self.service.credential
+
+    def identity(self) -> str:
+        """The token's application for an Entra ID identity, else the account key's account or a SAS."""
+        credential = self._credential
+        if hasattr(credential, "get_token"):
+            return super().identity()
+        if hasattr(credential, "account_name"):
+            return f"the account key of {credential.account_name}"
+        return "a shared access signature"
+
+    def explain(self, err: BaseException) -> str:
+        if isinstance(err, ClientAuthenticationError) and getattr(err, "response", None) is None:
+            return f"the connection's identity got no token from Microsoft Entra ID ({_aad_reason(err)})"
+        return super().explain(err)
+
+
 class _Retry(ExponentialRetry):
     """Storage's retry policy retries *any* Azure error, including a rejected client secret; not here."""
 

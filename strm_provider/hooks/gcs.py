@@ -226,3 +226,51 @@ def _abandon(out: Any) -> None:
 
 def _first_line(err: BaseException) -> str:
     return (str(err.args[0]) if err.args else str(err)).splitlines()[0][:300]
+
+
+class GoogleCloudGcsHook(StrmGcsHook):
+    """Data connector on a ``google_cloud_platform`` connection of the Google provider, the bucket named by
+    the exporter.
+
+    The provider's GCSHook reads the connection and builds the client, so whatever it supports works
+    unchanged: key files and keys, Secret Manager keys, ``credential_config_file`` (workload identity
+    federation), ``impersonation_chain``, Application Default Credentials, ``STORAGE_EMULATOR_HOST``.
+    The upload itself is this module's: resumable, chunked, finalized only at the end.
+    """
+
+    conn_type = "google_cloud_platform"
+    hook_name = "Google Cloud (bucket named by the exporter)"
+    default_conn_name = "google_cloud_default"
+
+    def __init__(self, conn_id: str, *, bucket: str, **kwargs: Any) -> None:
+        super().__init__(conn_id, **kwargs)
+        self._bucket = bucket
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
+    @cached_property
+    def _google(self) -> Any:
+        from airflow.providers.google.cloud.hooks.gcs import GCSHook
+
+        owner = self
+
+        class _GCSHook(GCSHook):
+            """Reads the connection this hook reads (see ``from_connection``); GCSHook reads it in ``__init__``."""
+
+            def get_connection(self, conn_id: str) -> Any:  # type: ignore[override]
+                return owner.get_connection(conn_id)
+
+        return _GCSHook(gcp_conn_id=self.conn_id)
+
+    @cached_property
+    def _credentials(self) -> tuple[Any, str | None]:
+        return self._google.get_credentials_and_project_id()
+
+    @cached_property
+    def client(self) -> storage.Client:
+        return self._google.get_conn()
+
+    def _has_key(self) -> bool:
+        return bool(self._google._get_field("key_path") or self._google._get_field("keyfile_dict"))

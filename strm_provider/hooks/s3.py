@@ -161,11 +161,23 @@ class StrmS3Hook(StorageHook):
         return self.settings.bucket
 
     # ----- client -------------------------------------------------------------------------------
-    def _client_for(self, region: str | None, service: str = "s3") -> Any:
+    def _config(self) -> Config:
+        """Bounded retries and timeouts, and the connection's addressing style."""
+        s = self.settings
+        return Config(
+            retries=RETRIES,
+            connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=READ_TIMEOUT,
+            signature_version=s.signature,
+            s3={"addressing_style": s.addressing if s.addressing in ("path", "virtual") else "auto"},
+        )
+
+    def _amazon_hook(self, region: str) -> S3Hook:
+        """The Amazon provider's hook whose session (credentials, role assumption) every client comes from."""
         s = self.settings
         if s.secret_key:
             mask_secret(s.secret_key)
-        extra: dict[str, Any] = {"region_name": region or "us-east-1"}
+        extra: dict[str, Any] = {"region_name": region}
         if s.endpoint_url:
             extra["endpoint_url"] = s.endpoint_url
         if s.role_arn:
@@ -173,21 +185,21 @@ class StrmS3Hook(StorageHook):
         wrapper = AwsConnectionWrapper.from_connection_metadata(
             conn_id=self.conn_id, login=s.access_key, password=s.secret_key, extra=extra
         )
-        config = Config(
-            retries=RETRIES,
-            connect_timeout=CONNECT_TIMEOUT,
-            read_timeout=READ_TIMEOUT,
-            signature_version=s.signature,
-            s3={"addressing_style": s.addressing if s.addressing in ("path", "virtual") else "auto"},
-        )
         # The hook reads its botocore Config from the wrapper it is given (``conn_config``), not from
         # its ``config`` argument: without this the retries, timeouts and addressing style were ignored.
-        wrapper.botocore_config = config
-        hook = _ConnectionS3Hook(wrapper, region_name=region or "us-east-1", config=config)
+        wrapper.botocore_config = self._config()
+        return _ConnectionS3Hook(wrapper, region_name=region, config=wrapper.botocore_config)
+
+    def _client_for(self, region: str | None, service: str = "s3") -> Any:
+        hook = self._amazon_hook(region or "us-east-1")
+        wrapper = hook.conn_config
         # The provider's session (credentials, role assumption), but not its ``get_conn()``: that builds a
         # user-agent string from ``inspect.stack()``, which took seconds per client in a deep call stack.
         return hook.get_session(region_name=region or "us-east-1").client(
-            service, endpoint_url=wrapper.get_service_endpoint_url(service), config=config, verify=hook.verify
+            service,
+            endpoint_url=wrapper.get_service_endpoint_url(service),
+            config=wrapper.botocore_config,
+            verify=hook.verify,
         )
 
     def identity(self) -> str:
@@ -322,3 +334,39 @@ class StrmS3CompatibleHook(StrmS3Hook):
             addressing=path,
             signature="s3v4" if api == "s3v4" else "s3",
         )
+
+
+class AwsS3Hook(StrmS3Hook):
+    """Data connector on an ``aws`` connection of the Amazon provider, the bucket named by the exporter.
+
+    The connection is read by the provider's own hook (S3Hook), so whatever it supports works
+    unchanged: keys, profiles, ``role_arn`` assumption, the default credential chain, ``endpoint_url``,
+    ``config_kwargs`` (which override this hook's bounded retries and timeouts), secrets backends.
+    """
+
+    conn_type = "aws"
+    hook_name = "Amazon Web Services (bucket named by the exporter)"
+    default_conn_name = "aws_default"
+
+    def __init__(self, conn_id: str, *, bucket: str, **kwargs: Any) -> None:
+        super().__init__(conn_id, **kwargs)
+        self._bucket = bucket
+
+    def _settings(self, conn: Any, extra: dict[str, Any]) -> S3Settings:
+        return S3Settings(
+            bucket=self._bucket,
+            access_key=None,
+            secret_key=None,
+            region=extra.get("region_name"),
+            endpoint_url=None,
+            role_arn=None,
+            addressing="auto",
+            signature=None,
+        )
+
+    def _amazon_hook(self, region: str) -> S3Hook:
+        hook = S3Hook(aws_conn_id=self.conn_id, region_name=region)
+        hook.get_connection = self.get_connection  # type: ignore[method-assign]  # see from_connection
+        wrapper = hook.conn_config
+        wrapper.botocore_config = self._config().merge(wrapper.botocore_config or Config())
+        return hook

@@ -75,14 +75,16 @@ class StorageHook(BaseHook, abc.ABC):
         self.conn_id = conn_id
 
     @classmethod
-    def from_connection(cls, conn: Any) -> StorageHook:
+    def from_connection(cls, conn: Any, **kwargs: Any) -> StorageHook:
         """A hook over a connection object that is not (yet) stored anywhere Airflow looks.
 
         ``strm create data-connector`` validates the credentials before it saves them, and a remote
         Airflow's connections are not readable locally; the instance's ``get_connection`` is bound to
-        ``conn`` so every hook reads its fields as usual.
+        ``conn`` so every hook reads its fields as usual. Hooks on an official provider's connection hand
+        the same binding to that provider's hook: outside a task, its own lookup does not see the metadata
+        database where the CLI found the connection.
         """
-        hook = cls(conn.conn_id)
+        hook = cls(conn.conn_id, **kwargs)
         hook.get_connection = lambda _conn_id: conn  # type: ignore[method-assign]
         return hook
 

@@ -226,6 +226,32 @@ class AzureTarget(StorageTarget):
             },
         }
 
+    def wasb_connection(self, auth: str = "connection-string") -> dict[str, Any]:
+        """The Microsoft Azure provider's ``wasb`` connection to this account: credentials, no container.
+
+        ``auth``: ``connection-string`` (with the account key) or ``sas-token`` (an account SAS allowed to
+        create and write blobs, nothing else)."""
+        if auth == "connection-string":
+            return {
+                "conn_type": "wasb",
+                "extra": {
+                    "connection_string": f"DefaultEndpointsProtocol=https;AccountName={ACCOUNT};"
+                    f"AccountKey={ACCOUNT_KEY};BlobEndpoint={self.account_uri};"
+                },
+            }
+        from datetime import UTC, datetime, timedelta
+
+        from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
+
+        sas = generate_account_sas(
+            ACCOUNT,
+            ACCOUNT_KEY,
+            resource_types=ResourceTypes(object=True),
+            permission=AccountSasPermissions(write=True, create=True),
+            expiry=datetime.now(UTC) + timedelta(hours=2),
+        )
+        return {"conn_type": "wasb", "host": self.account_uri, "extra": {"sas_token": sas}}
+
     def admin(self) -> Any:
         """A client with the account key (full access), bypassing OAuth."""
         from azure.storage.blob import BlobServiceClient, ExponentialRetry

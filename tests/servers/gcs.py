@@ -187,6 +187,18 @@ class GcsTarget(StorageTarget):
             "universe_domain": "googleapis.com",
         }
 
+    def google_connection(self, *, secret: str | None = None) -> dict[str, Any]:
+        """The Google provider's ``google_cloud_platform`` connection with the same key: credentials, no bucket
+        (its hook reaches the emulator through ``STORAGE_EMULATOR_HOST``, :meth:`emulator`)."""
+        return {
+            "conn_type": "google_cloud_platform",
+            "extra": {"keyfile_dict": self.connection(secret=secret)["extra"]["keyfile_dict"]},
+        }
+
+    def emulator(self) -> dict[str, str]:
+        """The environment that points google-cloud-storage clients at this emulator."""
+        return {"STORAGE_EMULATOR_HOST": self.endpoint}
+
     def connection(self, prefix: str = "", *, secret: str | None = None) -> dict[str, Any]:
         """``secret`` is a private key PEM; any other text means "a valid key the server does not know"."""
         key = None

@@ -91,6 +91,16 @@ class MotoS3(S3Objects, StorageTarget):
             "extra": {"bucket": self.bucket, "endpoint_url": self.endpoint, "test_prefix": prefix},
         }
 
+    def aws_connection(self, prefix: str = "", **policy: Any) -> dict[str, Any]:
+        """The Amazon provider's ``aws`` connection of the same minimal user: credentials, no bucket."""
+        user = self.user_for(prefix, **policy)
+        return {
+            "conn_type": "aws",
+            "login": user["AccessKeyId"],
+            "password": user["SecretAccessKey"],
+            "extra": {"endpoint_url": self.endpoint},
+        }
+
 
 def provision(endpoint: str, bucket: str) -> MotoS3:
     """On a fresh moto_server: an admin user allowed everything, and ``bucket`` in eu-west-1 (so region
