@@ -1,8 +1,9 @@
 """Keyless identities: a data connector without a key writes as the identity the worker already has.
 
-AWS S3 through the default credential chain's container provider (what ECS task roles and EKS Pod
-Identity serve), a local endpoint here handing out a moto STS role session; on top of it the
-connection's ``role_arn``. The export writes under the README's minimal policy, held by the role.
+AWS S3 through the default credential chain: a web identity token file exchanged with moto's STS
+(EKS IRSA), and the container provider (what ECS task roles and EKS Pod Identity serve), a local
+endpoint here handing out a moto STS role session; on top of it the connection's ``role_arn``. The
+export writes under the README's minimal policy, held by the role.
 Google Cloud Storage through Application Default Credentials: a service-account key file, and a
 workload identity federation ``external_account`` config whose token the local token endpoint
 exchanges; the emulator stores what is written.
@@ -14,6 +15,8 @@ import contextlib
 import http.server
 import json
 import os
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any
@@ -122,6 +125,94 @@ def test_s3_without_a_key_writes_as_the_workers_identity(kafka: Any, s3_target: 
     objects = s3_target.objects(prefix)
     assert sorted(e["seq"] for e in events_in(objects)) == list(range(300))
     assert len(data_files(objects)) == 1
+    assert kafka.committed(f"strm-exporter-{path.stem}", topic) == kafka.end_offsets(topic)
+
+
+@contextlib.contextmanager
+def web_identity(s3_target: Any, role_arn: str, token_file: Any) -> Iterator[list[dict[str, str]]]:
+    """The worker's identity as EKS IRSA gives it: ``AWS_ROLE_ARN`` and a projected token file, which the
+    SDK exchanges with STS AssumeRoleWithWebIdentity. Yields the exchanges (role and token) STS answered.
+
+    That call is unsigned, and moto_server with IAM enforced answers unsigned calls with a 500 (it
+    exempts only Cognito). STS is therefore reached through a local endpoint that signs each call with the
+    admin key before passing it to moto, and records what it passed on.
+    """
+    from urllib.parse import parse_qs
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from tests.servers.moto import REGION
+
+    admin = Credentials(s3_target.admin["AccessKeyId"], s3_target.admin["SecretAccessKey"])
+    exchanges: list[dict[str, str]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
+            request = AWSRequest(
+                "POST", s3_target.endpoint + self.path, data=body,
+                headers={"Content-Type": self.headers["Content-Type"]},
+            )  # fmt: skip
+            SigV4Auth(admin, "sts", REGION).add_auth(request)
+            try:
+                with urllib.request.urlopen(
+                    urllib.request.Request(request.url, data=body, headers=dict(request.headers), method="POST")
+                ) as answer:
+                    status, reply = answer.status, answer.read()
+            except urllib.error.HTTPError as err:
+                status, reply = err.code, err.read()
+            if status == 200:
+                exchanges.append({"action": form.get("Action", ""), "role": form.get("RoleArn", ""),
+                                  "token": form.get("WebIdentityToken", "")})  # fmt: skip
+            self.send_response(status)
+            self.send_header("Content-Type", "text/xml")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    env = {
+        "AWS_ROLE_ARN": role_arn,
+        "AWS_WEB_IDENTITY_TOKEN_FILE": str(token_file),
+        "AWS_ROLE_SESSION_NAME": "airflow-worker",
+        "AWS_ENDPOINT_URL_STS": f"http://127.0.0.1:{server.server_address[1]}",
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    with serving(server, "sts-web-identity"), _environ(env):
+        yield exchanges
+
+
+def test_s3_without_a_key_writes_with_a_web_identity_token(kafka: Any, s3_target: Any, tmp_path: Any) -> None:
+    """EKS IRSA: no key in the connection; the pod's projected token is exchanged for the role's session
+    (AssumeRoleWithWebIdentity), which writes under the minimal policy the role holds."""
+    topic, prefix = kafka.create_topic(unique("irsa"), 2), unique("irsa")
+    writer = role(s3_target.client("iam"), unique("strm-irsa"), minimal_policy(s3_target.bucket, prefix))
+    token = tmp_path / "token"  # what EKS projects into the pod, refreshed on disk
+    token.write_text(f"eyJ.irsa-{topic}.sig")
+    kafka.produce(topic, seq_events(0, 250))
+    with (
+        web_identity(s3_target, writer, token) as exchanges,
+        connections(strm_kafka_default=kafka.connection(), dc=keyless(s3_target, prefix)),
+    ):
+        ok, message = storage_hook("dc").test_connection()
+        assert ok, message
+        written_as = writer.replace(":iam:", ":sts:").replace(":role/", ":assumed-role/")
+        assert message.endswith(f", as {written_as}/airflow-worker"), message
+        path = write_exporter(stream=topic, data_connector="dc", path_prefix=prefix, include_existing_events=True)
+        assert run_exporter(path).state == "success"
+    assert exchanges and all(
+        e == {"action": "AssumeRoleWithWebIdentity", "role": writer, "token": token.read_text()} for e in exchanges
+    )
+    objects = s3_target.objects(prefix)
+    assert sorted(e["seq"] for e in events_in(objects)) == list(range(250))
     assert kafka.committed(f"strm-exporter-{path.stem}", topic) == kafka.end_offsets(topic)
 
 
