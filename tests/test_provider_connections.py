@@ -8,6 +8,7 @@ token endpoint, Azurite over HTTPS.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from typing import Any
@@ -27,9 +28,11 @@ from tests.test_identities import STATIC_AWS, role
 
 def export_and_check(kafka: Any, target: Any, conn: dict[str, Any], prefix: str, events: int = 400) -> None:
     """Run a new exporter on ``conn`` with ``bucket:`` set: every event lands once, in files named as with
-    our connection types; the plan task's validation file is there; the offsets are committed."""
+    our connection types; a record that is not JSON becomes a dead letter; the plan task's validation file
+    is there; the offsets are committed."""
     topic = kafka.create_topic(unique("provider"), 3)
     kafka.produce(topic, seq_events(0, events))
+    kafka.produce(topic, [b"{not json"], 1)
     with connections(strm_kafka_default=kafka.connection(), dc=conn):
         path = write_exporter(
             stream=topic, data_connector="dc", bucket=target.bucket, path_prefix=prefix,
@@ -40,6 +43,8 @@ def export_and_check(kafka: Any, target: Any, conn: dict[str, Any], prefix: str,
     files = data_files(objects)
     assert sorted(e["seq"] for e in events_in(objects)) == list(range(events))
     assert len(files) == 3 and all(parse_key(key).stream == topic for key in files)  # 3 x 150 events at most
+    (dead,) = [body for key, body in objects.items() if key.startswith(f"{prefix}/_dead_letter/")]
+    assert base64.b64decode(json.loads(dead)["value_b64"]) == b"{not json"
     assert [k for k in objects if k.startswith(f"{prefix}/.strm_test_")], "the plan task's validation file"
     assert kafka.committed(f"strm-exporter-{path.stem}", topic) == kafka.end_offsets(topic)
 
