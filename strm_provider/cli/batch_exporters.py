@@ -180,23 +180,15 @@ def _connector_for(target: Any, cfg: ExporterConfig) -> Any:
     """The exporter's data connector: ours, which names its bucket, or an official provider's connection,
     for which the exporter names it (``--bucket``)."""
     from strm_provider.connection_types import PROVIDER_DATA_CONNECTORS
+    from strm_provider.hooks import StorageError, check_bucket
 
     spec = target.get(cfg.data_connector)
-    if spec is not None and spec.conn_type in PROVIDER_DATA_CONNECTORS:
-        if not cfg.bucket:
-            raise click.BadParameter(
-                f"required: data connector '{spec.name}' is a {spec.conn_type} connection, which holds only "
-                "credentials; name the bucket or container",
-                param_hint="'--bucket'",
-            )
-        return spec
-    spec = data_connector(target, cfg.data_connector, "'--data-connector'")
-    if cfg.bucket:
-        raise click.BadParameter(
-            f"data connector '{spec.name}' ({spec.conn_type}) names its bucket itself; --bucket is for aws, "
-            "google_cloud_platform and wasb connections",
-            param_hint="'--bucket'",
-        )
+    if spec is None or spec.conn_type not in PROVIDER_DATA_CONNECTORS:
+        spec = data_connector(target, cfg.data_connector, "'--data-connector'")
+    try:
+        check_bucket(spec.name, spec.conn_type, cfg.bucket)
+    except StorageError as err:
+        raise click.BadParameter(str(err), param_hint="'--bucket'") from None
     return spec
 
 

@@ -31,33 +31,35 @@ def storage_hook_class(conn_type: str) -> type[StorageHook]:
         ) from None
 
 
-def storage_hook(conn_id: str, bucket: str | None = None) -> StorageHook:
-    """The storage hook for data connector ``conn_id`` (the only place that branches on kind).
-
-    ``bucket`` is the exporter's: required for the official providers' connections, which hold only
-    credentials, and refused for ours, which hold their bucket themselves (two places naming it would
-    let them disagree). Every refusal is one line naming the connection and its type.
-    """
-    conn = BaseHook.get_connection(conn_id)
-    conn_type = conn.conn_type or ""
+def check_bucket(conn_id: str, conn_type: str, bucket: str | None) -> None:
+    """The exporter's ``bucket``: required for the official providers' connections, which hold only
+    credentials, and refused for ours, which hold their bucket themselves (two places naming it would let
+    them disagree). A refusal is one line naming the connection and its type."""
     where = f"data connector '{conn_id}' ({conn_type or 'no type'})"
-    try:
-        hook_class = storage_hook_class(conn_type)
-    except StorageError as err:
-        raise StorageError(f"{where}: {err}") from None
-    if conn_type in PROVIDER_DATA_CONNECTORS:
-        if not bucket:
-            raise StorageError(
-                f"{where}: the exporter must name the bucket or container, as field 'bucket' "
-                f"(strm create batch-exporter --bucket): a {conn_type} connection holds only credentials"
-            )
-        return hook_class(conn_id, bucket=bucket)
-    if bucket:
+    if conn_type in PROVIDER_DATA_CONNECTORS and not bucket:
+        raise StorageError(
+            f"{where}: the exporter must name the bucket or container, as field 'bucket' "
+            f"(strm create batch-exporter --bucket): a {conn_type} connection holds only credentials"
+        )
+    if conn_type not in PROVIDER_DATA_CONNECTORS and bucket:
         raise StorageError(
             f"{where}: the connection names its bucket itself; remove field 'bucket' ({bucket!r}) from the "
             "exporter, which is for aws, google_cloud_platform and wasb connections"
         )
-    return hook_class(conn_id)
 
 
-__all__ = ["ALL_DATA_CONNECTORS", "StorageError", "StorageHook", "storage_hook", "storage_hook_class"]
+def storage_hook(conn_id: str, bucket: str | None = None) -> StorageHook:
+    """The storage hook for data connector ``conn_id`` (the only place that branches on kind), with the
+    exporter's ``bucket`` (:func:`check_bucket`). Every refusal is one line naming the connection and its type.
+    """
+    conn = BaseHook.get_connection(conn_id)
+    conn_type = conn.conn_type or ""
+    try:
+        hook_class = storage_hook_class(conn_type)
+    except StorageError as err:
+        raise StorageError(f"data connector '{conn_id}' ({conn_type or 'no type'}): {err}") from None
+    check_bucket(conn_id, conn_type, bucket)
+    return hook_class(conn_id, bucket=bucket) if bucket else hook_class(conn_id)
+
+
+__all__ = ["ALL_DATA_CONNECTORS", "StorageError", "StorageHook", "check_bucket", "storage_hook", "storage_hook_class"]

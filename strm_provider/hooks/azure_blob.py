@@ -29,7 +29,7 @@ from azure.identity import (
 )
 from azure.storage.blob import BlobServiceClient, ContentSettings, ExponentialRetry
 
-from strm_provider.hooks.storage import StorageError, StorageHook, extra_json, read_full
+from strm_provider.hooks.storage import ProviderConnectionHook, StorageError, StorageHook, extra_json, read_full
 from strm_provider.naming import content_type
 
 #: What a token for Blob Storage is requested for.
@@ -211,7 +211,7 @@ class StrmAzureBlobHook(StorageHook):
         return super().explain(err)
 
 
-class WasbBlobHook(StrmAzureBlobHook):
+class WasbBlobHook(ProviderConnectionHook, StrmAzureBlobHook):
     """Data connector on a ``wasb`` connection of the Microsoft Azure provider, the container named by the
     exporter.
 
@@ -224,21 +224,11 @@ class WasbBlobHook(StrmAzureBlobHook):
     hook_name = "Azure Blob Storage (container named by the exporter)"
     default_conn_name = "wasb_default"
 
-    def __init__(self, conn_id: str, *, bucket: str, **kwargs: Any) -> None:
-        super().__init__(conn_id, **kwargs)
-        self._bucket = bucket
-
-    @property
-    def bucket(self) -> str:
-        return self._bucket
-
     @cached_property
     def service(self) -> BlobServiceClient:
         from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
 
-        hook = WasbHook(wasb_conn_id=self.conn_id)
-        hook.get_connection = self.get_connection  # type: ignore[method-assign]  # see from_connection
-        return hook.get_conn()
+        return self.provider_hook(WasbHook, wasb_conn_id=self.conn_id).get_conn()
 
     @property
     def account_uri(self) -> str:

@@ -21,7 +21,14 @@ from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 from google.oauth2 import service_account
 
-from strm_provider.hooks.storage import StorageError, StorageHook, extra_json, parse_json_field, read_full
+from strm_provider.hooks.storage import (
+    ProviderConnectionHook,
+    StorageError,
+    StorageHook,
+    extra_json,
+    parse_json_field,
+    read_full,
+)
 from strm_provider.naming import content_type
 
 #: Resumable-upload chunk: a multiple of 256 KiB; bounds the memory one upload holds.
@@ -230,7 +237,7 @@ def _first_line(err: BaseException) -> str:
     return (str(err.args[0]) if err.args else str(err)).splitlines()[0][:300]
 
 
-class GoogleCloudGcsHook(StrmGcsHook):
+class GoogleCloudGcsHook(ProviderConnectionHook, StrmGcsHook):
     """Data connector on a ``google_cloud_platform`` connection of the Google provider, the bucket named by
     the exporter.
 
@@ -244,27 +251,11 @@ class GoogleCloudGcsHook(StrmGcsHook):
     hook_name = "Google Cloud (bucket named by the exporter)"
     default_conn_name = "google_cloud_default"
 
-    def __init__(self, conn_id: str, *, bucket: str, **kwargs: Any) -> None:
-        super().__init__(conn_id, **kwargs)
-        self._bucket = bucket
-
-    @property
-    def bucket(self) -> str:
-        return self._bucket
-
     @cached_property
     def _google(self) -> Any:
         from airflow.providers.google.cloud.hooks.gcs import GCSHook
 
-        owner = self
-
-        class _GCSHook(GCSHook):
-            """Reads the connection this hook reads (see ``from_connection``); GCSHook reads it in ``__init__``."""
-
-            def get_connection(self, conn_id: str) -> Any:  # type: ignore[override]
-                return owner.get_connection(conn_id)
-
-        return _GCSHook(gcp_conn_id=self.conn_id)
+        return self.provider_hook(GCSHook, gcp_conn_id=self.conn_id)
 
     @cached_property
     def _credentials(self) -> tuple[Any, str | None]:

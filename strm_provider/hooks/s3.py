@@ -26,7 +26,13 @@ from botocore.exceptions import (
     NoCredentialsError,
 )
 
-from strm_provider.hooks.storage import StorageError, StorageHook, extra_json, parse_json_field
+from strm_provider.hooks.storage import (
+    ProviderConnectionHook,
+    StorageError,
+    StorageHook,
+    extra_json,
+    parse_json_field,
+)
 from strm_provider.naming import content_type
 
 #: 8 MiB parts, at most 2 in memory per file (s3transfer's default is 10): a file being uploaded holds
@@ -336,7 +342,7 @@ class StrmS3CompatibleHook(StrmS3Hook):
         )
 
 
-class AwsS3Hook(StrmS3Hook):
+class AwsS3Hook(ProviderConnectionHook, StrmS3Hook):
     """Data connector on an ``aws`` connection of the Amazon provider, the bucket named by the exporter.
 
     The connection is read by the provider's own hook (S3Hook), so whatever it supports works
@@ -348,13 +354,9 @@ class AwsS3Hook(StrmS3Hook):
     hook_name = "Amazon Web Services (bucket named by the exporter)"
     default_conn_name = "aws_default"
 
-    def __init__(self, conn_id: str, *, bucket: str, **kwargs: Any) -> None:
-        super().__init__(conn_id, **kwargs)
-        self._bucket = bucket
-
     def _settings(self, conn: Any, extra: dict[str, Any]) -> S3Settings:
         return S3Settings(
-            bucket=self._bucket,
+            bucket=self.bucket,
             access_key=None,
             secret_key=None,
             region=extra.get("region_name"),
@@ -365,8 +367,7 @@ class AwsS3Hook(StrmS3Hook):
         )
 
     def _amazon_hook(self, region: str) -> S3Hook:
-        hook = S3Hook(aws_conn_id=self.conn_id, region_name=region)
-        hook.get_connection = self.get_connection  # type: ignore[method-assign]  # see from_connection
+        hook = self.provider_hook(S3Hook, aws_conn_id=self.conn_id, region_name=region)
         wrapper = hook.conn_config
         wrapper.botocore_config = self._config().merge(wrapper.botocore_config or Config())
         return hook

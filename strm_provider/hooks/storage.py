@@ -15,11 +15,13 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from airflow.sdk import BaseHook
 
 from strm_provider.naming import join_key, test_object_key
+
+_Hook = TypeVar("_Hook")
 
 
 class StorageError(Exception):
@@ -80,9 +82,8 @@ class StorageHook(BaseHook, abc.ABC):
 
         ``strm create data-connector`` validates the credentials before it saves them, and a remote
         Airflow's connections are not readable locally; the instance's ``get_connection`` is bound to
-        ``conn`` so every hook reads its fields as usual. Hooks on an official provider's connection hand
-        the same binding to that provider's hook: outside a task, its own lookup does not see the metadata
-        database where the CLI found the connection.
+        ``conn`` so every hook reads its fields as usual (and hands it on to an official provider's hook,
+        :meth:`ProviderConnectionHook.provider_hook`).
         """
         hook = cls(conn.conn_id, **kwargs)
         hook.get_connection = lambda _conn_id: conn  # type: ignore[method-assign]
@@ -196,6 +197,38 @@ class StorageHook(BaseHook, abc.ABC):
     def explain(self, err: BaseException) -> str:
         """Short cause of an SDK error; subclasses map their SDK's error codes."""
         return f"{type(err).__name__}: {err}"
+
+
+class ProviderConnectionHook(StorageHook):
+    """A data connector on an official provider's connection (``aws``, ``google_cloud_platform``, ``wasb``).
+
+    Such a connection holds only credentials: the exporter names the bucket or container, and that
+    provider's own hook reads the connection (:meth:`provider_hook`), so everything it supports works.
+    Put it before the storage kind's hook in the bases, whose upload, naming and errors it keeps.
+    """
+
+    def __init__(self, conn_id: str, *, bucket: str, **kwargs: Any) -> None:
+        super().__init__(conn_id, **kwargs)
+        self._bucket = bucket
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
+    def provider_hook(self, hook_class: type[_Hook], **kwargs: Any) -> _Hook:
+        """``hook_class(**kwargs)``, reading its connection through this hook's ``get_connection``.
+
+        Outside a task, a provider hook's own lookup does not see the metadata database where the CLI
+        found the connection (see :meth:`from_connection`), and some hooks read it in ``__init__``: only a
+        subclass binds the lookup early enough.
+        """
+        owner = self
+
+        class Bound(hook_class):  # type: ignore[valid-type,misc]
+            def get_connection(self, conn_id: str) -> Any:  # type: ignore[override]
+                return owner.get_connection(conn_id)
+
+        return Bound(**kwargs)
 
 
 def read_full(reader: IO[bytes], size: int) -> bytes:
