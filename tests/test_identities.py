@@ -26,7 +26,7 @@ import pytest
 from strm_provider.hooks import storage_hook
 from tests.exporting import connections, data_files, environ, events_in, run_exporter, write_exporter
 from tests.faults.scenario import seq_events, unique
-from tests.servers import serving
+from tests.servers import QuietHandler, serving
 from tests.servers.gcs import CLIENT_EMAIL
 from tests.servers.moto import minimal_policy
 
@@ -52,25 +52,18 @@ def container_credentials(s3_target: Any, role_arn: str) -> Iterator[None]:
     """
     sts = s3_target.client("sts")
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             creds = sts.assume_role(RoleArn=role_arn, RoleSessionName="worker")["Credentials"]
-            body = json.dumps(
+            self.reply(
+                200,
                 {
                     "AccessKeyId": creds["AccessKeyId"],
                     "SecretAccessKey": creds["SecretAccessKey"],
                     "Token": creds["SessionToken"],
                     "Expiration": creds["Expiration"].isoformat(),
-                }
-            ).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
+                },
+            )
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     env = {
@@ -148,7 +141,7 @@ def web_identity(s3_target: Any, role_arn: str, token_file: Any) -> Iterator[lis
     admin = Credentials(s3_target.admin["AccessKeyId"], s3_target.admin["SecretAccessKey"])
     exchanges: list[dict[str, str]] = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
@@ -167,14 +160,7 @@ def web_identity(s3_target: Any, role_arn: str, token_file: Any) -> Iterator[lis
             if status == 200:
                 exchanges.append({"action": form.get("Action", ""), "role": form.get("RoleArn", ""),
                                   "token": form.get("WebIdentityToken", "")})  # fmt: skip
-            self.send_response(status)
-            self.send_header("Content-Type", "text/xml")
-            self.send_header("Content-Length", str(len(reply)))
-            self.end_headers()
-            self.wfile.write(reply)
-
-        def log_message(self, *args: Any) -> None:
-            pass
+            self.reply(status, reply, "text/xml")
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     env = {

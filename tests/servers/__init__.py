@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import http.server
+import json
 import os
 import signal
 import socket
@@ -18,6 +20,26 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """A local endpoint's request handler (token endpoints, credential servers): :meth:`reply` answers, and
+    nothing is logged, so pytest's output stays clean."""
+
+    #: the Content-Type of a JSON :meth:`reply`
+    json_type = "application/json"
+
+    def reply(self, status: int, body: dict[str, Any] | bytes, content_type: str | None = None) -> None:
+        """Answer ``status`` with ``body``: bytes as given, a dict as JSON."""
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type or self.json_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
 
 
 def free_port() -> int:

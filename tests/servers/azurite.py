@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import http.server
-import json
 import shutil
 import ssl
 import subprocess
@@ -33,7 +32,7 @@ import pytest
 import trustme
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from . import StorageTarget, free_port, running, serving
+from . import QuietHandler, StorageTarget, free_port, running, serving
 
 NODE_DIR = Path(__file__).resolve().parent.parent / "node"
 AZURITE = NODE_DIR / "node_modules" / ".bin" / "azurite-blob"
@@ -58,19 +57,20 @@ def ensure_azurite() -> Path:
     return AZURITE
 
 
-class _EntraHandler(http.server.BaseHTTPRequestHandler):
+class _EntraHandler(QuietHandler):
     """OIDC discovery and the client-credentials grant, v2.0 endpoints, one tenant and application."""
 
     server: _EntraServer
+    json_type = "application/json; charset=utf-8"
 
     def do_GET(self) -> None:
         tenant, _, rest = self.path.lstrip("/").partition("/")
         if rest != "v2.0/.well-known/openid-configuration":
-            return self._reply(404, {"error": "not_found"})
+            return self.reply(404, {"error": "not_found"})
         if tenant != self.server.tenant_id:
             return self._error(400, "invalid_tenant", 90002, f"Tenant '{tenant}' not found.")
         base = f"{self.server.url}/{tenant}"
-        self._reply(
+        self.reply(
             200,
             {
                 "issuer": f"{base}/v2.0",
@@ -87,7 +87,7 @@ class _EntraHandler(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         tenant, _, rest = self.path.lstrip("/").partition("/")
         if rest != "oauth2/v2.0/token":
-            return self._reply(404, {"error": "not_found"})
+            return self.reply(404, {"error": "not_found"})
         length = int(self.headers.get("Content-Length") or 0)
         form = {k: v[0] for k, v in urllib.parse.parse_qs(self.rfile.read(length).decode()).items()}
         server = self.server
@@ -124,14 +124,14 @@ class _EntraHandler(http.server.BaseHTTPRequestHandler):
         if scope != f"{STORAGE_AUDIENCE}/.default":
             return self._error(400, "invalid_scope", 1002012, f"The provided value for scope {scope} is not valid.")
         server.tokens_issued += 1
-        self._reply(
+        self.reply(
             200, {"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": server.token()}
         )
 
     def _error(self, status: int, error: str, code: int, text: str) -> None:
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
         trace = uuid.uuid4()
-        self._reply(
+        self.reply(
             status,
             {
                 "error": error,
@@ -142,17 +142,6 @@ class _EntraHandler(http.server.BaseHTTPRequestHandler):
                 "trace_id": str(trace),
             },
         )
-
-    def _reply(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
 
 class _EntraServer(http.server.ThreadingHTTPServer):

@@ -24,7 +24,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from . import StorageTarget, free_port, running, serving
+from . import QuietHandler, StorageTarget, free_port, running, serving
 
 BUCKET = "strm-gcs-bucket"
 PROJECT = "strm-test-project"
@@ -53,7 +53,7 @@ def public_pem(private_pem: str) -> bytes:
     return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-class _TokenHandler(http.server.BaseHTTPRequestHandler):
+class _TokenHandler(QuietHandler):
     """``POST /token`` with the JWT-bearer grant, checked against the one known service account."""
 
     server: _TokenServer
@@ -68,7 +68,7 @@ class _TokenHandler(http.server.BaseHTTPRequestHandler):
             return self._exchange(form)
         assertion = (form.get("assertion") or [""])[0]
         if grant != "urn:ietf:params:oauth:grant-type:jwt-bearer" or not assertion:
-            return self._reply(400, {"error": "unsupported_grant_type", "error_description": "Invalid grant_type"})
+            return self.reply(400, {"error": "unsupported_grant_type", "error_description": "Invalid grant_type"})
         try:
             claims = jwt.decode(
                 assertion,
@@ -79,12 +79,12 @@ class _TokenHandler(http.server.BaseHTTPRequestHandler):
                 leeway=60,
             )
         except jwt.InvalidIssuerError:
-            return self._reply(400, {"error": "invalid_grant", "error_description": "Invalid grant: account not found"})
+            return self.reply(400, {"error": "invalid_grant", "error_description": "Invalid grant: account not found"})
         except jwt.PyJWTError:
-            return self._reply(400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."})
+            return self.reply(400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."})
         self.server.scopes_seen.append(str(claims.get("scope", "")))
         token = self._issue("ya29.fake")
-        self._reply(200, {"access_token": token, "expires_in": 3599, "token_type": "Bearer"})
+        self.reply(200, {"access_token": token, "expires_in": 3599, "token_type": "Bearer"})
 
     def _impersonate(self) -> None:
         """IAM Credentials' generateAccessToken: a token of the service account in the path, for a caller
@@ -92,11 +92,11 @@ class _TokenHandler(http.server.BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
         caller = self.headers.get("Authorization", "").removeprefix("Bearer ")
         if caller not in self.server.issued:
-            return self._reply(401, {"error": {"code": 401, "message": "Request had invalid credentials."}})
+            return self.reply(401, {"error": {"code": 401, "message": "Request had invalid credentials."}})
         target = self.path.rsplit("/", 1)[1].removesuffix(":generateAccessToken")
         self.server.impersonations.append({"target": target, "delegates": body.get("delegates", [])})
         expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
-        self._reply(200, {"accessToken": self._issue("ya29.impersonated"), "expireTime": expires})
+        self.reply(200, {"accessToken": self._issue("ya29.impersonated"), "expireTime": expires})
 
     def _issue(self, kind: str) -> str:
         token = f"{kind}-{uuid.uuid4().hex}"
@@ -107,10 +107,10 @@ class _TokenHandler(http.server.BaseHTTPRequestHandler):
         """Workload identity federation's STS token exchange: a subject token from the pool's issuer."""
         subject = (form.get("subject_token") or [""])[0]
         if subject not in self.server.subject_tokens:
-            return self._reply(400, {"error": "invalid_grant", "error_description": "The subject token is invalid."})
+            return self.reply(400, {"error": "invalid_grant", "error_description": "The subject token is invalid."})
         self.server.exchanges.append({k: v[0] for k, v in form.items()})
         token = self._issue("ya29.federated")
-        self._reply(
+        self.reply(
             200,
             {
                 "access_token": token,
@@ -119,17 +119,6 @@ class _TokenHandler(http.server.BaseHTTPRequestHandler):
                 "expires_in": 3600,
             },
         )
-
-    def _reply(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:  # keep pytest output clean
-        pass
 
 
 class _TokenServer(http.server.ThreadingHTTPServer):
