@@ -103,10 +103,12 @@ def worker_confluent(spec: dict[str, Any]) -> None:
 def worker_export(spec: dict[str, Any]) -> None:
     """One KafkaToStorageOperator export of the whole backlog (read, upload, commit), as the DAG runs it.
 
-    The plan comes first, untimed, as the DAG's own ``plan`` task (it commits the new exporter's start):
+    The plan comes first, untimed, as the DAG's own ``plan`` task decides it (and commits the new exporter's start):
     (c) measures the export task alone; (d) includes the plan.
     """
-    from strm_provider.operators import KafkaExportPlanOperator, KafkaToStorageOperator
+    from strm_provider.hooks.kafka import StrmKafkaHook
+    from strm_provider.offsets import plan_stream
+    from strm_provider.operators import KafkaToStorageOperator
 
     method = spec["method"]
     common = {
@@ -117,7 +119,12 @@ def worker_export(spec: dict[str, Any]) -> None:
         "kafka_conn_id": KAFKA_CONNS[method],
     }
     context: Any = {"run_id": "bench"}
-    [partition_set] = KafkaExportPlanOperator(task_id="plan", include_existing_events=True, **common).execute(context)
+    consumer = StrmKafkaHook(KAFKA_CONNS[method]).consumer(common["group_id"])
+    try:
+        [work] = plan_stream(consumer, TOPIC, include_existing_events=True).sets
+    finally:
+        consumer.close()
+    partition_set = work.to_xcom()
     settle(spec["servers"])
     codec = {"compression": CODECS[method]} if method in CODECS else {}
     operator = KafkaToStorageOperator(task_id="export", partition_set=partition_set, **common, **codec)

@@ -67,6 +67,12 @@ def build_dag(cfg: ExporterConfig, source: Path | None = None) -> DAG:
             "group_id": cfg.group_id,
             "path_prefix": cfg.path_prefix,
             "kafka_conn_id": cfg.kafka_connection,
+            # the plan fixes how files are cut and named, and the export tasks take it from there
+            "max_file_bytes": cfg.max_file_bytes,
+            "max_file_events": cfg.max_file_events,
+            "compression": cfg.compression,
+            "record_format": cfg.format,
+            "exporter": cfg.name,
         }
         plan = KafkaExportPlanOperator(
             task_id="plan",
@@ -77,11 +83,6 @@ def build_dag(cfg: ExporterConfig, source: Path | None = None) -> DAG:
         KafkaToStorageOperator.partial(
             task_id="export",
             on_invalid_event=cfg.on_invalid_event,
-            max_file_bytes=cfg.max_file_bytes,
-            max_file_events=cfg.max_file_events,
-            compression=cfg.compression,
-            record_format=cfg.format,
-            exporter=cfg.name,
             outlets=[Asset(asset_uri(cfg))],
             **common,
         ).expand(partition_set=plan.output)

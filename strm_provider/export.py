@@ -50,6 +50,7 @@ class ExportResult:
     dead_letter_files: list[str] = field(default_factory=list)
     partitions: list[dict[str, Any]] = field(default_factory=list)
     committed: bool = False
+    lost_to_retention: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -103,6 +104,7 @@ def export_ranges(
             }
             for r in ranges
         ]
+        result.lost_to_retention = sum(r.lost_to_retention for r in ranges)
         return result
 
     def guard() -> None:
@@ -121,8 +123,9 @@ def export_ranges(
                 following = next((r for r in ranges[i + 1 :] if r.size), None)
                 if rng.size and following is not None:
                     reader.prefetch(stream, following.partition, following.start)
+                lost = rng.lost_to_retention
                 if rng.size:
-                    _read_partition(
+                    lost += _read_partition(
                         reader,
                         stream,
                         rng,
@@ -131,6 +134,7 @@ def export_ranges(
                         dead,
                         on_invalid_event,
                         lines,
+                        lambda p=rng.partition: _earliest(consumer, stream, p),
                     )
                 cursor[rng.partition] = rng.end
                 written = files.total_events - events_before
@@ -140,9 +144,10 @@ def export_ranges(
                     "end": rng.end,
                     "events": written,
                     "dead_letters": dead.total_events - dead_before,
-                    "lost_to_retention": rng.lost_to_retention,
+                    "lost_to_retention": lost,
                 }
                 result.partitions.append(entry)
+                result.lost_to_retention += lost
                 log.info(
                     "partition %s: offsets %s..%s, %s events written, %s dead letters, file %s",
                     rng.partition,
@@ -223,6 +228,31 @@ class _Lines:
         return [envelope_line(batch.partition, batch.meta(first + i), v) for i, v in enumerate(values)]
 
 
+def _earliest(consumer: Any, stream: str, partition: int) -> int:
+    from kafka import TopicPartition
+
+    tp = TopicPartition(stream, partition)
+    return int(consumer.beginning_offsets([tp])[tp])
+
+
+def _lost_in(batch: Batch, position: int, earliest: Callable[[], int]) -> int:
+    """Offsets from ``position`` up to ``batch`` that retention deleted while the run read the partition.
+
+    The reader's position then falls below the earliest offset, and the client resumes from there: the
+    batch starts past ``position``, or jumps inside. Gaps also come from transaction markers and
+    compaction; they are told apart by asking Kafka for the earliest offset, only when there is a gap.
+    """
+    count = len(batch.values)
+    first, last = batch.meta(0).offset, batch.meta(count - 1).offset
+    if first == position and last - first + 1 == count:
+        return 0
+    low = earliest()
+    if low <= position:
+        return 0
+    read_below = sum(1 for i in range(count) if batch.meta(i).offset < low)
+    return max(min(low, last + 1) - position - read_below, 0)
+
+
 def _read_partition(
     reader: RecordReader,
     stream: str,
@@ -232,12 +262,15 @@ def _read_partition(
     dead: RollingFile,
     on_invalid_event: str,
     how: _Lines,
-) -> None:
-    """Read ``[rng.start, rng.end)`` of one partition into the files, a batch at a time.
+    earliest: Callable[[], int],
+) -> int:
+    """Read ``[rng.start, rng.end)`` of one partition into the files, a batch at a time; return how
+    many offsets retention deleted before they were read.
 
     Valid events go out in runs (one write per run); an invalid one ends a run and becomes a dead
     letter (or fails the task), so files and dead letters keep offset order either way.
     """
+    lost = 0
     last_progress = time.monotonic()
     for batch in reader.batches(stream, rng.partition, rng.start, rng.end):
         values = batch.values
@@ -250,6 +283,15 @@ def _read_partition(
             )
         if not values:
             continue
+        gone = _lost_in(batch, cursor[rng.partition], earliest)
+        if gone:
+            log.warning(
+                "partition %s: %s offsets from %s were deleted by retention while this run read them",
+                rng.partition,
+                gone,
+                cursor[rng.partition],
+            )
+            lost += gone
         periods = how.periods(batch)
         block = to_block(values)
         if block is not None:  # the common case: a batch of one-line JSON objects, handled whole
@@ -288,3 +330,4 @@ def _read_partition(
                 bad += 1
             first = bad
             cursor[rng.partition] = batch.meta(first - 1).offset + 1
+    return lost

@@ -1,33 +1,41 @@
 """The one place that reads and commits an exporter's consumer-group offsets.
 
-The group's committed offsets are the exporter's progress, and the commit protocol is what the
-exactly-once guarantee rests on:
+The group's committed offsets are the exporter's progress in Kafka, and the commit protocol is what
+the exactly-once guarantee rests on:
 
-- a brand-new exporter's start is pinned (committed with :data:`CREATED_METADATA`) before anything
-  is read, so "created" is a fixed point;
-- each run records its plan before reading: every range's start with its planned end as metadata
-  (:data:`PLAN_METADATA`), so a run that never completes is replayed as it was planned;
+- before anything is read, the plan task commits every partition's start: a new exporter's pin
+  (:data:`~strm_provider.planning.CREATED_METADATA`), each range's start with its planned end
+  (:data:`~strm_provider.planning.PLAN_METADATA`), and the group's offset again where nothing is
+  planned, so that Kafka, which forgets a group's offsets ``offsets.retention.minutes`` after
+  their last commit, never forgets them while the exporter runs (:func:`record_plan`);
 - the final commit moves each range to its end only where the group still holds what the run
   planned from, after every file was uploaded (:func:`commit_ranges`); the guard before each file
   completes (:func:`check_group`) refuses to overwrite what another run committed meanwhile.
 
-Planning itself (which ranges, in which sets) is pure and lives in :mod:`strm_provider.planning`.
+Kafka can still forget (an exporter paused for longer than the retention), so the plan is also
+recorded in Airflow (:mod:`strm_provider.progress`); deciding between the two is
+:func:`strm_provider.planning.plan_run`.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from strm_provider.planning import PartitionRange, Plan, plan_ranges
+from strm_provider.planning import (
+    CREATED_METADATA,
+    PLAN_METADATA,
+    Decision,
+    PartitionRange,
+    Progress,
+    StreamOffsets,
+    plan_run,
+)
 
 log = logging.getLogger(__name__)
 
-#: metadata of a range's start committed by the plan: the planned end follows
-PLAN_METADATA = "strm:plan:"
-#: metadata of a new exporter's pinned start
-CREATED_METADATA = "strm:created"
+__all__ = ["CREATED_METADATA", "PLAN_METADATA", "ExportError"]
 
 
 class ExportError(Exception):
@@ -39,7 +47,16 @@ def run_metadata(run_id: str) -> str:
     return f"strm:{run_id}"[:200]
 
 
-def _read(consumer: Any, stream: str) -> tuple[dict[int, Any], dict[int, int], dict[int, int]]:
+def _topic_id(consumer: Any, stream: str) -> str | None:
+    """The topic's id from the metadata the consumer just fetched (Kafka 2.8+); None where the broker has none."""
+    cluster = getattr(consumer, "_cluster", None)
+    value = cluster.topic_id(stream) if cluster is not None and hasattr(cluster, "topic_id") else None
+    return str(value) if value is not None and getattr(value, "int", 1) != 0 else None
+
+
+def read_stream(consumer: Any, stream: str) -> StreamOffsets:
+    """What Kafka holds of ``stream`` and the consumer's group: committed offsets with their metadata,
+    earliest and end offsets, and the topic's id."""
     from kafka import TopicPartition
 
     partitions = consumer.partitions_for_topic(stream)
@@ -48,44 +65,63 @@ def _read(consumer: Any, stream: str) -> tuple[dict[int, Any], dict[int, int], d
     tps = [TopicPartition(stream, p) for p in sorted(partitions)]
     end = {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
     beginning = {tp.partition: off for tp, off in consumer.beginning_offsets(tps).items()}
-    committed = {tp.partition: consumer.committed(tp, metadata=True) for tp in tps}
-    return committed, beginning, end
+    committed = {}
+    for tp in tps:
+        held = consumer.committed(tp, metadata=True)
+        committed[tp.partition] = None if held is None else (held.offset, held.metadata or "")
+    return StreamOffsets(committed, beginning, end, _topic_id(consumer, stream))
 
 
 def read_offsets(consumer: Any, stream: str) -> tuple[dict[int, int | None], dict[int, int], dict[int, int]]:
     """Committed (per the consumer's group), earliest and end offsets of every partition of ``stream``."""
-    committed, beginning, end = _read(consumer, stream)
-    return {p: (c.offset if c is not None else None) for p, c in committed.items()}, beginning, end
+    offsets = read_stream(consumer, stream)
+    return {p: offsets.offset(p) for p in offsets.committed}, offsets.beginning, offsets.end
 
 
-def plan_stream(consumer: Any, stream: str, *, include_existing_events: bool) -> Plan:
-    """Read the offsets of ``stream``, plan a run, and record the plan in Kafka before anything is read.
-
-    One commit carries the pin of a brand-new exporter and, for every range with events, the
-    range's start with its planned end as metadata (:data:`PLAN_METADATA`). The offsets do not
-    move; if the run never completes, the next run finds the intent and replays the same range.
-    """
+def record_plan(consumer: Any, stream: str, commits: Mapping[int, tuple[int, str]]) -> None:
+    """Commit the plan's offsets (:attr:`~strm_provider.planning.Decision.commits`) in one request."""
     from kafka import TopicPartition
     from kafka.structs import OffsetAndMetadata
 
-    raw, beginning, end = _read(consumer, stream)
-    committed = {p: (c.offset if c is not None else None) for p, c in raw.items()}
-    pending = {
-        p: int(c.metadata.removeprefix(PLAN_METADATA))
-        for p, c in raw.items()
-        if c is not None
-        and (c.metadata or "").startswith(PLAN_METADATA)
-        and c.metadata.removeprefix(PLAN_METADATA).isdigit()
-    }
-    plan = plan_ranges(committed, beginning, end, include_existing_events=include_existing_events, pending=pending)
-    offsets = {p: OffsetAndMetadata(o, CREATED_METADATA, -1) for p, o in plan.pin.items()}
-    offsets |= {r.partition: OffsetAndMetadata(r.start, f"{PLAN_METADATA}{r.end}", -1) for r in plan.ranges if r.size}
-    if offsets:
-        consumer.commit({TopicPartition(stream, p): o for p, o in offsets.items()})
-    if plan.pin:
-        log.info("new exporter: pinned its start at %s", plan.pin)
-    ranges = [replace(r, committed=r.start) if r.size else r for r in plan.ranges]
-    return replace(plan, ranges=ranges)
+    if commits:
+        consumer.commit({TopicPartition(stream, p): OffsetAndMetadata(o, m, -1) for p, (o, m) in commits.items()})
+
+
+def plan_stream(
+    consumer: Any,
+    stream: str,
+    *,
+    include_existing_events: bool,
+    record: Progress | None = None,
+    save: Callable[[Progress], None] | None = None,
+    run_id: str = "",
+    partition_sets: int = 1,
+    settings: Mapping[str, Any] | None = None,
+    codecs: Mapping[str, str] | None = None,
+    exporter: str = "NAME",
+) -> Decision:
+    """Read the offsets of ``stream``, decide the run (:func:`~strm_provider.planning.plan_run`), keep
+    the record with ``save``, and only then commit the plan's starts in Kafka.
+
+    The record comes first: a plan committed in Kafka but not recorded would be replayed only in part.
+    """
+    decision = plan_run(
+        read_stream(consumer, stream),
+        record,
+        stream=stream,
+        run_id=run_id,
+        include_existing_events=include_existing_events,
+        partition_sets=partition_sets,
+        settings=settings,
+        codecs=codecs,
+        exporter=exporter,
+    )
+    if save is not None:
+        save(decision.record)
+    record_plan(consumer, stream, decision.commits)
+    if decision.plan.pin:
+        log.info("new exporter: pinned its start at %s", decision.plan.pin)
+    return decision
 
 
 def pin_start(consumer: Any, stream: str, *, include_existing_events: bool) -> dict[int, int]:
@@ -96,17 +132,14 @@ def pin_start(consumer: Any, stream: str, *, include_existing_events: bool) -> d
     behind by a deleted exporter of the same name is reset to the earliest offsets; a fresh group
     needs nothing (the first run starts at the earliest offsets).
     """
-    from kafka import TopicPartition
-    from kafka.structs import OffsetAndMetadata
-
     committed, beginning, end = read_offsets(consumer, stream)
     is_new = all(v is None for v in committed.values())
     if is_new and not include_existing_events:
-        return plan_stream(consumer, stream, include_existing_events=False).pin
+        return plan_stream(consumer, stream, include_existing_events=False).plan.pin
     if is_new:
         return {}
     target = beginning if include_existing_events else end
-    consumer.commit({TopicPartition(stream, p): OffsetAndMetadata(o, CREATED_METADATA, -1) for p, o in target.items()})
+    record_plan(consumer, stream, {p: (o, CREATED_METADATA) for p, o in target.items()})
     return dict(target)
 
 
@@ -114,7 +147,12 @@ def commit_ranges(consumer: Any, stream: str, ranges: list[PartitionRange], meta
     """Commit each range's end, but only where the group still holds what this run planned from.
 
     A commit only moves a partition forward from the offset the run planned from; if another run
-    already moved it, this run commits nothing and fails loudly instead of rewinding or skipping.
+    already moved it elsewhere, this run commits nothing and fails loudly instead of rewinding or
+    skipping. A partition already at its end (an earlier attempt of the same plan, or a replay of
+    it, committed) is left as it is: committing it again could erase the plan marker of the run
+    that has planned from there since. Kafka has no compare-and-set for offsets, so a commit racing
+    another within the moment between reading and committing is not caught here; it is harmless,
+    since every run that may commit a range holds the same plan for it and writes the same objects.
     """
     from kafka import TopicPartition
     from kafka.structs import OffsetAndMetadata
@@ -123,7 +161,9 @@ def commit_ranges(consumer: Any, stream: str, ranges: list[PartitionRange], meta
     for rng in ranges:
         tp = TopicPartition(stream, rng.partition)
         current = consumer.committed(tp)
-        if current not in (rng.committed, rng.end) and not (rng.committed is None and current is None):
+        if not rng.size or current == rng.end:
+            continue
+        if current != rng.committed:
             raise ExportError(
                 f"partition {rng.partition}: the group's committed offset moved from {rng.committed} to "
                 f"{current} during this run (another run of the same exporter?); not committing"

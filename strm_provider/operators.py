@@ -8,14 +8,17 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowFailException
 
+from strm_provider import progress
 from strm_provider.export import ExportResult, export_ranges
 from strm_provider.hooks import storage_hook
 from strm_provider.hooks.kafka import StrmKafkaHook
 from strm_provider.naming import EXTENSIONS, check_template, fixed_part
 from strm_provider.offsets import add_lag, group_lag, plan_stream, run_metadata
-from strm_provider.planning import PartitionSet, split_sets
+from strm_provider.planning import Decision, PartitionSet, PlanRefused
 from strm_provider.readers import RecordReader
+from strm_provider.writer import codec_build
 
 
 def _previous_run_failed(context: Context) -> bool:
@@ -27,11 +30,83 @@ def _previous_run_failed(context: Context) -> bool:
     return previous is not None and str(getattr(previous, "state", "")) in ("failed", "DagRunState.FAILED")
 
 
-class KafkaExportPlanOperator(BaseOperator):
+def _plan(
+    op: KafkaExportPlanOperator | KafkaToStorageOperator, consumer: Any, context: Context, partition_sets: int
+) -> Decision:
+    """Decide this run from Kafka and the exporter's record in Airflow, keep the record, commit the starts.
+
+    A refusal (the exporter's position cannot be told without guessing) fails the task at once, without
+    retries: trying again cannot settle it, ``strm reset`` does.
+    """
+    record = progress.load(op.group_id)
+    before = progress.dumps(record) if record else None
+
+    def save(new: Any) -> None:
+        if progress.dumps(new) != before:
+            progress.save(op.group_id, new)
+
+    exporter = op.exporter or op.group_id.removeprefix("strm-exporter-")
+    try:
+        decision = plan_stream(
+            consumer,
+            op.stream,
+            include_existing_events=op.include_existing_events,
+            record=record,
+            save=save,
+            run_id=str(context.get("run_id") or ""),
+            partition_sets=partition_sets,
+            settings=op.cut_settings(),
+            codecs={name: codec_build(name) for name in EXTENSIONS},
+            exporter=exporter,
+        )
+    except PlanRefused as err:
+        raise AirflowFailException(str(err)) from None
+    if decision.recovered:
+        op.log.warning(
+            "Kafka had forgotten the group's committed offsets of partitions %s: recovered them from Airflow's "
+            "record (Variable %s)",
+            decision.recovered,
+            progress.variable_key(op.group_id),
+        )
+    if decision.replaying:
+        op.log.warning(
+            "run %s did not finish: replaying its plan whole (sets %s, %s events, its settings); events that "
+            "arrived since wait for the next run",
+            decision.replaying,
+            [s.index for s in decision.sets],
+            sum(s.size for s in decision.sets),
+        )
+    return decision
+
+
+class _CutSettings:
+    """The arguments that decide where files are cut and how they are named: a plan fixes them."""
+
+    path_prefix: str
+    max_file_bytes: int
+    max_file_events: int | None
+    compression: str
+    record_format: str
+
+    def cut_settings(self) -> dict[str, Any]:
+        return {
+            "path_prefix": self.path_prefix,
+            "max_file_bytes": self.max_file_bytes,
+            "max_file_events": self.max_file_events,
+            "compression": self.compression,
+            "record_format": self.record_format,
+            "codec": codec_build(self.compression),
+        }
+
+
+class KafkaExportPlanOperator(_CutSettings, BaseOperator):
     """Fix this run's offset ranges and split them into partition sets (one mapped export each).
 
-    On an exporter's first run, and on a run following a failed one, it also writes the empty
-    ``.strm_test_<uuid>.jsonl`` to prove the data connector's credentials before anything is read.
+    The plan is recorded in an Airflow Variable (``strm.progress.<group_id>``) before anything is
+    uploaded, with the settings that decide where files are cut; a run that did not finish is replayed
+    whole by the next one, and offsets that Kafka forgot are taken from there. On an exporter's first
+    run, and on a run following a failed one, it also writes the empty ``.strm_test_<uuid>.jsonl`` to
+    prove the data connector's credentials before anything is read.
 
     :param stream: the Kafka topic to export. (templated)
     :param data_connector: connection id of the data connector the files go to: ``strm_s3``,
@@ -48,6 +123,12 @@ class KafkaExportPlanOperator(BaseOperator):
     :param partition_sets: how many sets (files and mapped export tasks) to split the partitions into.
     :param include_existing_events: on the exporter's first run, also export what the stream holds
         already (default: start at the stream's end).
+    :param max_file_bytes: the export tasks' ``max_file_bytes``, fixed by the plan (default 128 MiB).
+    :param max_file_events: the export tasks' ``max_file_events``, fixed by the plan (default: no limit).
+    :param compression: the export tasks' ``compression``, fixed by the plan (default ``none``).
+    :param record_format: the export tasks' ``record_format``, fixed by the plan (default ``value``).
+    :param exporter: the exporter's name in messages that name a ``strm`` command (default: the group
+        id without ``strm-exporter-``).
     """
 
     template_fields: Sequence[str] = ("stream", "data_connector", "bucket", "path_prefix", "group_id", "kafka_conn_id")
@@ -64,6 +145,11 @@ class KafkaExportPlanOperator(BaseOperator):
         kafka_conn_id: str = StrmKafkaHook.default_conn_name,
         partition_sets: int = 1,
         include_existing_events: bool = False,
+        max_file_bytes: int = 128 * 1024 * 1024,
+        max_file_events: int | None = None,
+        compression: str = "none",
+        record_format: str = "value",
+        exporter: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -75,6 +161,11 @@ class KafkaExportPlanOperator(BaseOperator):
         self.kafka_conn_id = kafka_conn_id
         self.partition_sets = partition_sets
         self.include_existing_events = include_existing_events
+        self.max_file_bytes = max_file_bytes
+        self.max_file_events = max_file_events
+        self.compression = compression
+        self.record_format = record_format
+        self.exporter = exporter
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
         # Every run: a connection of the wrong type, or a bucket missing or misplaced, fails here in one line.
@@ -83,9 +174,10 @@ class KafkaExportPlanOperator(BaseOperator):
         kafka.check_reader()  # before anything is planned: every export task would fail the same way
         consumer = kafka.consumer(self.group_id)
         try:
-            plan = plan_stream(consumer, self.stream, include_existing_events=self.include_existing_events)
+            decision = _plan(self, consumer, context, self.partition_sets)
         finally:
             consumer.close()
+        plan = decision.plan
         # a retry too: the first try may have pinned the start, so the exporter does not look new any more
         # and then failed on the credentials; skipping the check now would pass with a wrong secret
         retry = getattr(context.get("ti"), "try_number", 1) > 1
@@ -101,12 +193,12 @@ class KafkaExportPlanOperator(BaseOperator):
                 rng.size,
                 f", {rng.lost_to_retention} offsets lost to retention" if rng.lost_to_retention else "",
             )
-        sets = split_sets(plan.ranges, self.partition_sets)
-        self.log.info("%s events planned in %s partition set(s)", plan.events_planned, len(sets))
+        sets = decision.sets
+        self.log.info("%s events planned in %s partition set(s)", sum(s.size for s in sets), len(sets))
         return [s.to_xcom() for s in sets]
 
 
-class KafkaToStorageOperator(BaseOperator):
+class KafkaToStorageOperator(_CutSettings, BaseOperator):
     """Export one partition set of a Kafka stream to a data connector as JSON Lines, exactly once.
 
     Reads each partition's planned range, streams the events into one file per set (rotating at
@@ -126,8 +218,10 @@ class KafkaToStorageOperator(BaseOperator):
         ``/`` (default: none). ``{date}`` (``YYYY-MM-DD``) and ``{hour}`` (``HH``) in it are filled from
         each event's Kafka timestamp in UTC, and a file never spans two folders. (templated)
     :param kafka_conn_id: connection id of the Kafka cluster (type ``strm_kafka``). (templated)
-    :param partition_set: the set to export, as the plan task returns it (from XCom); ``None`` plans
-        every partition here.
+    :param partition_set: the set to export, as the plan task returns it (from XCom), with the settings
+        the plan fixed (they take the place of ``path_prefix``, ``max_file_bytes``, ``max_file_events``,
+        ``compression`` and ``record_format``, so a replayed plan cuts its files as it first did);
+        ``None`` plans every partition here, as the plan task does.
     :param include_existing_events: without ``partition_set``, on the first run, also export what the
         stream holds already (default: start at the stream's end).
     :param on_invalid_event: ``dead_letter`` (default: records that are not JSON objects go to
@@ -145,7 +239,8 @@ class KafkaToStorageOperator(BaseOperator):
         the DAG id).
 
     Metrics, through Airflow's (StatsD or OpenTelemetry, as the deployment configures them), after
-    the commit: the counters ``events``, ``bytes``, ``files`` and ``dead_letters``, the timer
+    the commit: the counters ``events``, ``bytes``, ``files``, ``dead_letters`` and
+    ``lost_to_retention`` (offsets deleted by retention before they were exported), the timer
     ``seconds``, and the gauge ``lag`` (the group's offsets behind the stream's end, all partitions),
     each tagged with ``exporter`` and ``stream`` where the backend has tags. With the OpenLineage
     provider installed (extra ``[openlineage]``) the task reports the topic as its input and the
@@ -192,6 +287,15 @@ class KafkaToStorageOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         started = time.monotonic()
+        fixed = (self.partition_set or {}).get("settings") or {}
+        for name in ("path_prefix", "max_file_bytes", "max_file_events", "compression", "record_format"):
+            setattr(self, name, fixed.get(name, getattr(self, name)))
+        if fixed.get("codec", codec_build(self.compression)) != codec_build(self.compression):
+            raise AirflowFailException(
+                f"this set was planned with {fixed['codec']} cutting its files, and this worker has "
+                f"{codec_build(self.compression)}: its files would be cut at other points; run it on a worker "
+                "with the planning build"
+            )
         check_template(self.path_prefix)
         if self.compression not in EXTENSIONS:
             raise ValueError(f"compression: expected one of {sorted(EXTENSIONS)}, got {self.compression!r}")
@@ -203,8 +307,7 @@ class KafkaToStorageOperator(BaseOperator):
         reader: RecordReader | None = None
         try:
             if self.partition_set is None:
-                plan = plan_stream(consumer, self.stream, include_existing_events=self.include_existing_events)
-                sets = split_sets(plan.ranges, 1)
+                sets = _plan(self, consumer, context, 1).sets
                 if not sets:
                     self.log.info("nothing to export")
                     return ExportResult().as_dict()
@@ -255,6 +358,7 @@ class KafkaToStorageOperator(BaseOperator):
             ("bytes", result.bytes),
             ("files", len(result.files)),
             ("dead_letters", result.dead_letters),
+            ("lost_to_retention", result.lost_to_retention),
         ):
             Stats.incr(f"{prefix}.{metric}", value, tags=tags)
         Stats.timing(f"{prefix}.seconds", timedelta(seconds=seconds), tags=tags)

@@ -1,18 +1,34 @@
 """The one place that plans offset ranges: which offsets a run exports, per partition and per set.
 
-The plan is computed once per DAG run (by the ``plan`` task) and passed to the export tasks through
-XCom, so a retried export task re-exports exactly the same range. This module only computes;
-reading and committing the group's offsets is :mod:`strm_provider.offsets`.
+A run's plan is fixed once (by the ``plan`` task) and passed to the export tasks through XCom, so a
+retried export task re-exports exactly the same range. The plan is also recorded in Airflow before
+anything is uploaded (:mod:`strm_provider.progress`), and a run that did not finish is replayed
+whole by the next: the same sets, the same ranges (empty ones included) and the same settings that
+decide where files are cut and how they are named, so every object it uploaded is written again
+under the same name with the same lines.
+
+This module only decides; reading and committing the group's offsets is :mod:`strm_provider.offsets`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+#: metadata of a range's start committed by the plan: the planned end follows
+PLAN_METADATA = "strm:plan:"
+#: metadata of a new exporter's pinned start
+CREATED_METADATA = "strm:created"
+#: the settings a plan fixes: they decide where files are cut and what they are named
+CUT_SETTINGS = ("path_prefix", "max_file_bytes", "max_file_events", "compression", "record_format", "codec")
+
+
+class PlanRefused(Exception):
+    """The run cannot tell where the exporter stands without guessing: nothing is written or committed."""
 
 
 @dataclass(frozen=True)
@@ -32,18 +48,30 @@ class PartitionRange:
 
 @dataclass(frozen=True)
 class PartitionSet:
-    """One mapped export task's work: one file (or a few, on rotation) over these partitions."""
+    """One mapped export task's work: one file (or a few, on rotation) over these partitions.
+
+    ``settings`` are the plan's :data:`CUT_SETTINGS`; empty for a set planned without them (the
+    export task's own arguments then apply).
+    """
 
     index: int
     partitions: list[int]
     ranges: list[PartitionRange] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return sum(r.size for r in self.ranges)
 
     def to_xcom(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "index": self.index,
             "partitions": self.partitions,
             "ranges": [asdict(r) for r in self.ranges],
         }
+        if self.settings:
+            data["settings"] = self.settings
+        return data
 
     @classmethod
     def from_xcom(cls, data: Mapping[str, Any]) -> PartitionSet:
@@ -51,6 +79,7 @@ class PartitionSet:
             index=int(data["index"]),
             partitions=[int(p) for p in data["partitions"]],
             ranges=[PartitionRange(**r) for r in data["ranges"]],
+            settings=dict(data.get("settings") or {}),
         )
 
 
@@ -67,6 +96,95 @@ class Plan:
         return sum(r.size for r in self.ranges)
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """A plan as recorded in Airflow while it is in flight: every set, empty ones included."""
+
+    run_id: str
+    sets: list[PartitionSet]
+    settings: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "settings": self.settings, "sets": [s.to_xcom() for s in self.sets]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunPlan:
+        settings = dict(data.get("settings") or {})
+        sets = [replace(PartitionSet.from_xcom(s), settings=settings) for s in data.get("sets") or []]
+        return cls(str(data.get("run_id") or ""), sets, settings)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where an exporter stands, as Airflow records it (:mod:`strm_provider.progress` stores it).
+
+    ``committed``: the offsets the group held when the last plan was made (its starts). ``plan``: the
+    plan in flight, until a later run sees Kafka hold its ends. ``recovered``: the last time Kafka had
+    forgotten the group's offsets and the run took them from here.
+    """
+
+    stream: str
+    committed: dict[int, int]
+    topic_id: str | None = None
+    plan: RunPlan | None = None
+    recovered: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream,
+            "topic_id": self.topic_id,
+            "committed": {str(p): o for p, o in sorted(self.committed.items())},
+            "plan": self.plan.to_json() if self.plan else None,
+            "recovered": self.recovered,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Progress:
+        plan = data.get("plan")
+        return cls(
+            stream=str(data["stream"]),
+            committed={int(p): int(o) for p, o in (data.get("committed") or {}).items()},
+            topic_id=data.get("topic_id"),
+            plan=RunPlan.from_json(plan) if plan else None,
+            recovered=data.get("recovered"),
+        )
+
+
+@dataclass(frozen=True)
+class StreamOffsets:
+    """What Kafka says of a stream and the exporter's group: per partition, the committed offset and
+    its metadata (``None`` where the group has none), the earliest and end offsets; the topic's id
+    (``None`` where the broker does not tell)."""
+
+    committed: dict[int, tuple[int, str] | None]
+    beginning: dict[int, int]
+    end: dict[int, int]
+    topic_id: str | None = None
+
+    def offset(self, partition: int) -> int | None:
+        entry = self.committed.get(partition)
+        return None if entry is None else entry[0]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a run does: the sets to export, the offsets to commit before reading, the record to keep.
+
+    ``commits`` maps a partition to the offset and metadata committed before anything is read: the
+    plan's starts (the pin of a new exporter, the range starts with their planned ends), and for
+    every other partition the group's offset again, so Kafka never lets it expire while the exporter
+    runs. ``replaying`` names the run whose unfinished plan this run replays; ``recovered`` lists the
+    partitions whose offsets Kafka had forgotten, taken from Airflow's record.
+    """
+
+    plan: Plan
+    sets: list[PartitionSet]
+    commits: dict[int, tuple[int, str]]
+    record: Progress
+    replaying: str | None = None
+    recovered: dict[int, int] = field(default_factory=dict)
+
+
 def plan_ranges(
     committed: Mapping[int, int | None],
     beginning: Mapping[int, int],
@@ -74,14 +192,12 @@ def plan_ranges(
     *,
     include_existing_events: bool,
     pending: Mapping[int, int] | None = None,
+    reset_hint: str = "strm reset batch-exporter NAME",
 ) -> Plan:
     """Plan ``[start, end)`` per partition from the group's committed offsets.
 
     - ``pending`` holds the end a previous run planned from the same committed offset and did not
-      finish (its intent, kept in the commit metadata): that range is replayed as it was, so the
-      files it may already have uploaded are rewritten under the same names, never duplicated by
-      files cut at other rotation points.
-
+      finish (its intent, kept in the commit metadata): that range is replayed as it was.
     - A new exporter (no committed offset at all) starts at the end offsets when
       ``include_existing_events`` is false, else at the earliest retained offset. That start is
       pinned (committed before anything else), so "created" is a fixed point and later runs
@@ -90,6 +206,8 @@ def plan_ranges(
       exported from its start.
     - A committed offset below the earliest retained one lost data to retention: the run goes on
       from the earliest offset and reports how many offsets were lost.
+    - A committed offset past the partition's end is refused (:class:`PlanRefused`): the topic was
+      deleted and recreated, or lost data on the broker; only the user can say where to go on from.
     """
     partitions = sorted(end)
     new_exporter = all(committed.get(p) is None for p in partitions)
@@ -105,12 +223,15 @@ def plan_ranges(
             pin[p] = done = start
         elif done is None:
             start = low
+        elif done > high:
+            raise PlanRefused(
+                f"partition {p}: the committed offset {done} is past the stream's end {high} (was the topic "
+                f"deleted and recreated?); nothing exported or committed. `{reset_hint} --to-earliest` shows "
+                "what moving the exporter would export (add --execute to apply)"
+            )
         elif done < low:
             lost, start = low - done, low
             log.warning("partition %s: %s offsets were deleted by retention before export", p, lost)
-        elif done > high:
-            log.warning("partition %s: committed offset %s is past the end %s (topic recreated?)", p, done, high)
-            start = low
         else:
             start = done
             unfinished = (pending or {}).get(p)
@@ -121,11 +242,12 @@ def plan_ranges(
     return Plan(ranges, pin, new_exporter)
 
 
-def split_sets(ranges: list[PartitionRange], sets: int) -> list[PartitionSet]:
+def split_sets(ranges: list[PartitionRange], sets: int, *, keep_empty: bool = False) -> list[PartitionSet]:
     """Split the partitions into ``sets`` contiguous groups, ascending (``0-1-2``, ``3-4``).
 
     Contiguous groups keep file names readable and stable while the partition count is stable.
-    Sets with nothing to export are dropped: their mapped task would have no work.
+    Sets with nothing to export are dropped (their mapped task would have no work) unless
+    ``keep_empty``: a recorded plan keeps them, as they decide the layout a replay must repeat.
     """
     ordered = sorted(ranges, key=lambda r: r.partition)
     count = max(1, min(sets, len(ordered)))
@@ -135,6 +257,170 @@ def split_sets(ranges: list[PartitionRange], sets: int) -> list[PartitionSet]:
     for index in range(count):
         chunk = ordered[pos : pos + size + (1 if index < extra else 0)]
         pos += len(chunk)
-        if chunk and any(r.size for r in chunk):
+        if chunk and (keep_empty or any(r.size for r in chunk)):
             result.append(PartitionSet(index, [r.partition for r in chunk], chunk))
     return result
+
+
+def _pending(offsets: StreamOffsets) -> dict[int, int]:
+    """Planned ends kept in the commit metadata (``strm:plan:<end>``) by a plan Airflow has no record of."""
+    pending = {}
+    for p, entry in offsets.committed.items():
+        if entry is not None and entry[1].startswith(PLAN_METADATA) and entry[1][len(PLAN_METADATA) :].isdigit():
+            pending[p] = int(entry[1][len(PLAN_METADATA) :])
+    return pending
+
+
+def _refresh(offsets: StreamOffsets, skip: set[int]) -> dict[int, tuple[int, str]]:
+    """The group's offsets as they are, to commit again (a commit restarts Kafka's retention clock)."""
+    return {p: entry for p, entry in offsets.committed.items() if entry is not None and p not in skip}
+
+
+def _replay(
+    offsets: StreamOffsets, record: Progress, codecs: Mapping[str, str], hint: str
+) -> tuple[list[PartitionSet], dict[int, int]] | None:
+    """The sets of the recorded plan still to export (``None`` when all are committed), and the
+    partitions whose offsets Kafka has forgotten.
+
+    A set is committed when Kafka holds every range's end. Where Kafka holds its start, or nothing
+    (forgotten: the plan may or may not have completed), the set is replayed: the same objects are
+    written again, so replaying a completed set changes nothing in the bucket.
+    """
+    plan = record.plan
+    assert plan is not None
+    forgotten: dict[int, int] = {}
+    undone: list[PartitionSet] = []
+    for pset in plan.sets:
+        finished = True
+        for rng in pset.ranges:
+            held = offsets.offset(rng.partition)
+            if held is None:
+                forgotten[rng.partition] = rng.start
+                finished = finished and not rng.size
+            elif held == rng.start and rng.size:
+                finished = False
+            elif held != rng.end and held != rng.start:
+                raise PlanRefused(
+                    f"partition {rng.partition}: the group's committed offset is {held}, but run {plan.run_id!r} "
+                    f"planned {rng.start}..{rng.end} and has not finished (offsets moved outside the exporter?); "
+                    f"nothing exported or committed. `{hint} --to-offsets {rng.partition}:{rng.start}` (or :{held}) "
+                    "shows what each choice would do (add --execute to apply)"
+                )
+        if not finished:
+            undone.append(pset)
+    if not undone:
+        return None
+    compression = plan.settings.get("compression", "none")
+    here = codecs.get(compression, plan.settings.get("codec"))
+    if compression != "none" and plan.settings.get("codec") != here:
+        raise PlanRefused(
+            f"run {plan.run_id!r} did not finish and must be replayed with the compressor that cut its files "
+            f"({plan.settings.get('codec')}), but this worker has {here}: its files would be cut "
+            f"at other points and duplicate events; run the exporter on a worker with that build, or settle it "
+            f"with `{hint}` (add --execute to apply)"
+        )
+    return undone, forgotten
+
+
+def plan_run(
+    offsets: StreamOffsets,
+    record: Progress | None,
+    *,
+    stream: str,
+    run_id: str,
+    include_existing_events: bool,
+    partition_sets: int = 1,
+    settings: Mapping[str, Any] | None = None,
+    codecs: Mapping[str, str] | None = None,
+    exporter: str = "NAME",
+) -> Decision:
+    """Decide what this run exports, from what Kafka holds and what Airflow recorded.
+
+    - A plan in flight that Kafka does not show committed is replayed whole (its unfinished sets,
+      exactly as planned); events and partitions that arrived since wait for the next run.
+    - Kafka's offsets and Airflow's record must agree; where Kafka has forgotten the group's
+      offsets (they expire after a quiet spell), Airflow's record is used and the run says so.
+    - Nothing is guessed: a changed topic identity, an offset past the end, or offsets that moved
+      outside the exporter refuse the run (:class:`PlanRefused`, one line naming ``strm reset``).
+
+    ``settings`` are the :data:`CUT_SETTINGS` a new plan records; ``codecs`` the compressor build of
+    this worker per compression: a compressed plan is replayed only by the build that cut it.
+    """
+    hint = f"strm reset batch-exporter {exporter}"
+    settings = dict(settings or {})
+    if record is not None and record.stream != stream:
+        record = None  # the exporter now reads another stream: what it recorded of the old one does not apply
+    if record is not None and record.topic_id and offsets.topic_id and record.topic_id != offsets.topic_id:
+        raise PlanRefused(
+            f"stream '{stream}' was deleted and recreated (topic id {record.topic_id} is now {offsets.topic_id}): "
+            f"its offsets are not the exported ones; nothing exported or committed. `{hint} --to-earliest` "
+            "(or --to-latest) shows what each choice would export (add --execute to apply)"
+        )
+    topic_id = offsets.topic_id or (record.topic_id if record else None)
+    base: dict[int, int] = dict(record.committed) if record else {}
+
+    if record is not None and record.plan is not None:
+        replay = _replay(offsets, record, codecs or {}, hint)
+        if replay is not None:
+            undone, forgotten = replay
+            commits = _refresh(offsets, {r.partition for s in record.plan.sets for r in s.ranges})
+            for pset in record.plan.sets:
+                for rng in pset.ranges:
+                    if pset in undone:
+                        commits[rng.partition] = (rng.start, f"{PLAN_METADATA}{rng.end}")
+                    elif rng.partition in forgotten:
+                        commits[rng.partition] = (rng.end, f"{PLAN_METADATA}{rng.end}")
+            sets = [replace(s, ranges=[replace(r, committed=r.start) for r in s.ranges]) for s in undone if s.size]
+            note = _recovered(run_id, forgotten) if forgotten else record.recovered
+            ranges = [r for s in record.plan.sets for r in s.ranges]
+            return Decision(
+                Plan(ranges, {}, False),
+                sets,
+                commits,
+                replace(record, topic_id=topic_id, recovered=note),
+                replaying=record.plan.run_id,
+                recovered=forgotten,
+            )
+        base |= {r.partition: r.end for s in record.plan.sets for r in s.ranges}
+
+    committed: dict[int, int | None] = {}
+    recovered: dict[int, int] = {}
+    for p in sorted(offsets.end):
+        held, known = offsets.offset(p), base.get(p)
+        if held is not None and known is not None and held != known:
+            raise PlanRefused(
+                f"partition {p}: Kafka holds the committed offset {held}, but Airflow recorded {known} for this "
+                f"exporter (offsets moved outside the exporter?); nothing exported or committed. `{hint} "
+                f"--to-offsets {p}:{held}` (or {p}:{known}) shows what each choice would do (add --execute to apply)"
+            )
+        if held is None and known is not None:
+            recovered[p] = known
+        committed[p] = held if held is not None else known
+    plan = plan_ranges(
+        committed,
+        offsets.beginning,
+        offsets.end,
+        include_existing_events=include_existing_events,
+        pending=_pending(offsets) if record is None else None,
+        reset_hint=hint,
+    )
+    ranges = [replace(r, committed=r.start) for r in plan.ranges]
+    commits = {r.partition: (r.start, f"{PLAN_METADATA}{r.end}") for r in ranges}
+    commits |= {p: (o, CREATED_METADATA) for p, o in plan.pin.items()}
+    layout = [replace(s, settings=settings) for s in split_sets(ranges, partition_sets, keep_empty=True)]
+    in_flight = RunPlan(run_id, layout, settings) if any(s.size for s in layout) else None
+    note = _recovered(run_id, recovered) if recovered else (record.recovered if record else None)
+    new_record = Progress(stream, {r.partition: r.start for r in ranges}, topic_id, in_flight, note)
+    return Decision(
+        replace(plan, ranges=ranges), [s for s in layout if s.size], commits, new_record, recovered=recovered
+    )
+
+
+def _recovered(run_id: str, partitions: Mapping[int, int]) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    return {
+        "run_id": run_id,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "partitions": {str(p): o for p, o in sorted(partitions.items())},
+    }

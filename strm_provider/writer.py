@@ -45,6 +45,16 @@ def chunk_size(max_bytes: int) -> int:
     return max(256, min(MAX_CHUNK, max_bytes // 16))
 
 
+def codec_build(compression: str) -> str:
+    """The library build that compresses with ``compression``: a replay must cut with the same one."""
+    if compression == "gzip":
+        return f"gzip (zlib {zlib.ZLIB_RUNTIME_VERSION})"
+    if compression == "zstd":
+        libzstd = ".".join(str(n) for n in zstandard.ZSTD_VERSION)
+        return f"zstd (libzstd {libzstd}, zstandard {zstandard.__version__})"
+    return "none"
+
+
 class Compressor:
     """One file's gzip or zstd stream, fed a chunk at a time and flushed to a byte boundary after each.
 

@@ -43,14 +43,13 @@ def plan_sets(group: str, topic: str, *, sets: int = 1, kafka_conn_id: str = "st
     """What the DAG's ``plan`` task puts in XCom for this exporter now (one dict per partition set)."""
     from strm_provider.hooks.kafka import StrmKafkaHook
     from strm_provider.offsets import plan_stream
-    from strm_provider.planning import split_sets
 
     consumer = StrmKafkaHook(kafka_conn_id).consumer(group)
     try:
-        plan = plan_stream(consumer, topic, include_existing_events=True)
+        decision = plan_stream(consumer, topic, include_existing_events=True, partition_sets=sets)
     finally:
         consumer.close()
-    return [s.to_xcom() for s in split_sets(plan.ranges, sets)]
+    return [s.to_xcom() for s in decision.sets]
 
 
 def task_spec(topic: str, group: str, prefix: str = "", work: dict | None = None, **settings: Any) -> dict[str, Any]:
