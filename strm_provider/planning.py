@@ -405,8 +405,13 @@ def plan_run(
         reset_hint=hint,
     )
     ranges = [replace(r, committed=r.start) for r in plan.ranges]
-    commits = {r.partition: (r.start, f"{PLAN_METADATA}{r.end}") for r in ranges}
-    commits |= {p: (o, CREATED_METADATA) for p, o in plan.pin.items()}
+    commits = {
+        r.partition: (
+            r.start,
+            CREATED_METADATA if r.partition in plan.pin and not r.size else f"{PLAN_METADATA}{r.end}",
+        )
+        for r in ranges
+    }
     layout = [replace(s, settings=settings) for s in split_sets(ranges, partition_sets, keep_empty=True)]
     in_flight = RunPlan(run_id, layout, settings) if any(s.size for s in layout) else None
     note = _recovered(run_id, recovered) if recovered else (record.recovered if record else None)

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from strm_provider.hooks import StorageError, storage_hook, storage_hook_class
 from strm_provider.naming import is_test_object
-from strm_provider.operators import KafkaToStorageOperator
-from tests.exporting import connections, data_files, events_in, run_exporter, write_exporter
+from tests.exporting import connections, data_files, events_in, run_exporter, write_exporter, xcom_values
 from tests.faults.seams import before_commits
 from tests.servers.moto import MotoS3
 from tests.test_export_e2e import events_of, produce_seq, unique
@@ -196,22 +196,30 @@ def test_failed_run_is_replayed_not_recut(
 
 
 def test_the_operator_on_its_own_starts_at_creation_and_always_reports_one_summary_shape(
-    kafka: Any, s3_target: MotoS3
+    kafka: Any, s3_target: MotoS3, tmp_path: Path
 ) -> None:
     """Used in a DAG of one's own, with the YAML's default: what the stream held before is not exported."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
     topic, prefix = kafka.create_topic(unique("alone"), 2), unique("alone")
     kafka.produce(topic, [{"before": i} for i in range(6)])
+    source = tmp_path / "own_dag.py"
+    source.write_text(
+        "from airflow.sdk import DAG\n"
+        "from strm_provider.operators import KafkaToStorageOperator\n"
+        f"with DAG(dag_id='own_{topic}', schedule=None):\n"
+        f"    KafkaToStorageOperator(task_id='export', stream='{topic}', data_connector='dc',"
+        f" group_id='strm-{topic}', path_prefix='{prefix}')\n"
+    )
+    bag = DagBag(dag_folder=str(source))
+    DagBundlesManager().sync_bundles_to_db()  # as the DAG processor does for a DAG in the user's folder
+    sync_bag_to_db(bag, "dags-folder", None)
+    dag = bag.dags[f"own_{topic}"]
     with connections(strm_kafka_default=kafka.connection(), dc=s3_target.connection(prefix)):
-
-        def export(run_id: str) -> dict[str, Any]:
-            operator = KafkaToStorageOperator(
-                task_id="export", stream=topic, data_connector="dc", group_id=f"strm-{topic}", path_prefix=prefix
-            )
-            return operator.execute({"run_id": run_id})
-
-        first = export("manual__first")
+        (first,) = xcom_values(dag.test(), "export")
         kafka.produce(topic, [{"after": i} for i in range(4)])
-        second = export("manual__second")
+        (second,) = xcom_values(dag.test(), "export")
     assert first == {
         "events": 0,
         "bytes": 0,
@@ -220,6 +228,7 @@ def test_the_operator_on_its_own_starts_at_creation_and_always_reports_one_summa
         "dead_letter_files": [],
         "partitions": [],
         "committed": False,
+        "lost_to_retention": 0,
     }
     assert set(second) == set(first) and second["events"] == 4 and second["committed"]
     events = [json.loads(line) for body in data_files(s3_target.objects(prefix)).values() for line in body.splitlines()]
