@@ -33,6 +33,8 @@ def main() -> None:
     parser.add_argument("--kinds", default=",".join(SERVERS))
     args = parser.parse_args()
     os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="strm-kinds-airflow-"))
+    from strm_provider.hooks.kafka import StrmKafkaHook
+    from strm_provider.offsets import plan_stream
     from strm_provider.operators import KafkaToStorageOperator
 
     rows = []
@@ -48,14 +50,20 @@ def main() -> None:
         for kind in args.kinds.split(","):
             with start_storage(kind, work / kind) as target:
                 os.environ[conn_env("bench_dc")] = json.dumps(target.connection("kinds"))
+                group = f"strm-exporter-kinds-{kind}"
+                consumer = StrmKafkaHook("bench_kafka").consumer(group)
+                try:  # the DAG's plan task, untimed
+                    [work] = plan_stream(consumer, TOPIC, include_existing_events=True).sets
+                finally:
+                    consumer.close()
                 operator = KafkaToStorageOperator(
                     task_id="export",
                     stream=TOPIC,
                     data_connector="bench_dc",
                     path_prefix="kinds",
-                    group_id=f"strm-exporter-kinds-{kind}",
+                    group_id=group,
                     kafka_conn_id="bench_kafka",
-                    include_existing_events=True,
+                    partition_set=work.to_xcom(),
                 )
                 began = time.perf_counter()
                 summary = operator.execute(context={"run_id": "bench"})  # type: ignore[arg-type]
