@@ -190,6 +190,10 @@ def test_make_up_exports_every_interval_and_make_down_stops_exactly_what_it_star
     succeeded = len(runs)
     assert succeeded >= 2
     assert {r["run_type"] for r in dag_runs(stack, "strm_export_s3-demo")} == {"scheduled"}
+    # the scheduler's tasks keep the exporter's progress in Airflow, through the Task SDK's Variables
+    record = json.loads(api(stack, "variables/strm.progress.strm-exporter-s3-demo")["value"])
+    assert record["stream"] == "demo" and record["committed"] and all(o >= 0 for o in record["committed"].values())
+    assert record["plan"] is None or record["plan"]["run_id"].startswith("scheduled__"), record
 
     processes = family(stack)
     ports = dict(stack.ports)
