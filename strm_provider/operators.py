@@ -16,7 +16,7 @@ from strm_provider.hooks import storage_hook
 from strm_provider.hooks.kafka import StrmKafkaHook
 from strm_provider.naming import EXTENSIONS, check_template, fixed_part
 from strm_provider.offsets import add_lag, group_lag, plan_stream, run_metadata
-from strm_provider.planning import Decision, PartitionSet, PlanRefused
+from strm_provider.planning import Decision, PartitionSet, PlanRefused, Progress
 from strm_provider.readers import RecordReader
 from strm_provider.writer import codec_build
 
@@ -41,7 +41,7 @@ def _plan(
     record = progress.load(op.group_id)
     before = progress.dumps(record) if record else None
 
-    def save(new: Any) -> None:
+    def save(new: Progress) -> None:
         if progress.dumps(new) != before:
             progress.save(op.group_id, new)
 
