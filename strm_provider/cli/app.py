@@ -73,6 +73,11 @@ def delete() -> None:
 
 
 @cli.group()
+def reset() -> None:
+    """Move a batch exporter to another position in its stream."""
+
+
+@cli.group()
 def simulate() -> None:
     """Produce demo events."""
 

@@ -1,13 +1,16 @@
-"""``strm create|list|get|delete batch-exporter``: batch exporters as YAML files in the folder the DAG file reads.
+"""``strm create|list|get|delete|monitor|logs|reset batch-exporter``: batch exporters as YAML files in the
+folder the DAG file reads.
 
 Reading and writing the files is :mod:`strm_provider.config`; here is what the commands add: the JSON
-``strm`` prints, and the checks against Kafka and the data connector before a file is written.
+``strm`` prints, the checks against Kafka and the data connector before a file is written, and the
+exporter's progress record in Airflow, which create, delete and reset keep in step with Kafka.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from datetime import datetime
 from typing import Any
 
 import click
@@ -21,12 +24,15 @@ from strm_provider.cli.app import (
     list_,
     logs,
     monitor,
+    reset,
     show,
     store,
     validated,
 )
 from strm_provider.cli.data_connectors import data_connector
 from strm_provider.cli.output import OUTPUT, emit_json, emit_table
+from strm_provider.cli.reset import IsoDateTime, PartitionOffsets
+from strm_provider.cli.store import ConnectorStore
 from strm_provider.config import (
     ExporterConfig,
     LoadedExporter,
@@ -170,10 +176,33 @@ def create_batch_exporter(ctx: click.Context, stream: str, **opts: Any) -> None:
         validated(
             lambda: target.write_test_file(spec, fixed_part(cfg.path_prefix), cfg.bucket), spec.name, "--path-prefix"
         )
-    pin_start(hook, cfg.stream, cfg.group_id, include_existing_events=cfg.include_existing_events)
+    pinned, topic_id = pin_start(hook, cfg.stream, cfg.group_id, include_existing_events=cfg.include_existing_events)
+    record_start(target, cfg, pinned, topic_id)
     cfg = cfg.model_copy(update={"asset_uri": spec.asset_uri(fixed_part(cfg.path_prefix), cfg.bucket)})
     write_exporter(cfg)
     show(describe(cfg), opts["output"] or "json", _exporter_table)
+
+
+def record_start(target: ConnectorStore, cfg: ExporterConfig, pinned: dict[int, int], topic_id: str | None) -> None:
+    """Keep the pinned start as the exporter's record in Airflow, so its first run finds Kafka and Airflow
+    agreeing. Where nothing was pinned (a fresh group that starts at the earliest offsets), a record left
+    by an earlier exporter of the same name is removed: the first run would take it for offsets Kafka forgot."""
+    from strm_provider import progress
+    from strm_provider.planning import Progress
+
+    key = progress.variable_key(cfg.group_id)
+    if pinned:
+        record = Progress(cfg.stream, dict(pinned), topic_id)
+        target.set_variable(key, progress.dumps(record), progress.description(cfg.group_id))
+    else:
+        target.delete_variable(key)
+
+
+def forget_progress(target: ConnectorStore, configs: list[ExporterConfig]) -> list[str]:
+    """Delete the exporters' records in Airflow; the names of those that had one."""
+    from strm_provider import progress
+
+    return [cfg.name for cfg in configs if target.delete_variable(progress.variable_key(cfg.group_id))]
 
 
 def _connector_for(target: Any, cfg: ExporterConfig) -> Any:
@@ -248,14 +277,23 @@ def get_batch_exporter(name: str, output: str | None) -> None:
 
 @delete.command("batch-exporter")
 @click.argument("names", metavar="NAME...", nargs=-1, required=True)
-def delete_batch_exporter(names: tuple[str, ...]) -> None:
-    """Delete batch exporters; checks every NAME first, so nothing is deleted when one is unknown."""
-    paths = [_exporter(name).path for name in dict.fromkeys(names)]
-    for path in paths:
+@click.pass_context
+def delete_batch_exporter(ctx: click.Context, names: tuple[str, ...]) -> None:
+    """Delete batch exporters and their progress records in Airflow; checks every NAME first, so nothing is
+    deleted when one is unknown."""
+    loaded = [_exporter(name) for name in dict.fromkeys(names)]
+    # the records first: if Airflow refuses, nothing is deleted and the command can simply be run again
+    recorded = forget_progress(store(ctx), [e.config for e in loaded])
+    for exporter in loaded:
         with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+            exporter.path.unlink()
     deleted = ", ".join(dict.fromkeys(names))
-    click.echo(f"Batch Exporter{' has' if len(paths) == 1 else 's have'} been deleted: {deleted}")
+    line = f"Batch Exporter{' has' if len(loaded) == 1 else 's have'} been deleted: {deleted}"
+    if recorded and len(loaded) == 1:
+        line += " (and its progress record in Airflow)"
+    elif recorded:
+        line += f" (and the progress records in Airflow of {', '.join(recorded)})"
+    click.echo(line)
 
 
 def _health_table(items: list[dict[str, Any]]) -> None:
@@ -280,6 +318,32 @@ def _health_table(items: list[dict[str, Any]]) -> None:
         ["NAME", "STATE", "LAST RUN ENDED (UTC)", "EVENTS", "BYTES", "FILES", "LAG", "LAG PER PARTITION", "PROBLEM"],
         rows,
     )
+    notes = [line for item in items for line in _progress_notes(item)]
+    if notes:
+        click.echo("")
+        for line in notes:
+            click.echo(line)
+
+
+def _progress_notes(item: dict[str, Any]) -> list[str]:
+    """Below the table: what the exporter's progress record in Airflow says beyond the row."""
+    name, notes = item["ref"]["name"], []
+    if item.get("progressError"):
+        notes.append(f"{name}: progress record unreadable: {item['progressError']}")
+    progress = item.get("progress") or {}
+    plan, recovered = progress.get("planInFlight"), progress.get("recovered")
+    if plan:
+        notes.append(
+            f"{name}: plan in flight: run {plan['runId']}, {plan['events']:,} events planned, "
+            "not seen committed in Kafka yet"
+        )
+    if recovered:
+        partitions = ", ".join(recovered["partitions"]) or "none"
+        notes.append(
+            f"{name}: Kafka had forgotten the offsets of partitions {partitions}; run {recovered['runId']} took "
+            f"them from Airflow's record at {str(recovered['at'] or '?')[:19].replace('T', ' ')} UTC"
+        )
+    return notes
 
 
 def _problem(item: dict[str, Any]) -> str:
@@ -297,7 +361,8 @@ def _problem(item: dict[str, Any]) -> str:
 @OUTPUT
 @click.pass_context
 def monitor_batch_exporter(ctx: click.Context, name: str | None, watch: bool, every: int, output: str | None) -> None:
-    """Health of every batch exporter, or of NAME: state, last run, lag per partition.
+    """Health of every batch exporter, or of NAME: state, last run, lag per partition; below the table, a
+    run's plan not yet committed and offsets Kafka had forgotten that a run took from Airflow's record.
 
     \b
     HEALTHY    the last run succeeded and ended within two intervals
@@ -331,6 +396,47 @@ def monitor_batch_exporter(ctx: click.Context, name: str | None, watch: bool, ev
         if not watch:
             return
         time.sleep(every)
+
+
+@reset.command("batch-exporter")
+@click.argument("name")
+@click.option("--to-earliest", is_flag=True, help="The earliest events the stream still holds")
+@click.option("--to-latest", is_flag=True, help="The end of the stream: only events that arrive from now on")
+@click.option(
+    "--to-datetime",
+    type=IsoDateTime(),
+    help="The first event at or after this time (UTC unless it names an offset, e.g. 2026-12-04T10:00:00+01:00); "
+    "a partition with no event since then goes to its end",
+)
+@click.option(
+    "--to-offsets",
+    type=PartitionOffsets(),
+    help="PARTITION:OFFSET pairs, e.g. 0:120,1:98; partitions not given keep their offset",
+)
+@click.option("--execute", is_flag=True, help="Apply the change (default: only show what it would do)")
+@OUTPUT
+@click.pass_context
+def reset_batch_exporter(
+    ctx: click.Context,
+    name: str,
+    to_earliest: bool,
+    to_latest: bool,
+    to_datetime: datetime | None,
+    to_offsets: dict[int, int] | None,
+    execute: bool,
+    output: str | None,
+) -> None:
+    """Move batch exporter NAME to another position in its stream: its next run exports from there.
+
+    Give exactly one of --to-earliest, --to-latest, --to-datetime, --to-offsets. Without --execute nothing
+    changes: per partition, it shows where the exporter stands in Kafka and in Airflow's record, where it
+    would go, and how many events that exports again or skips. Refused while a run is in progress; pause
+    the exporter first (`airflow dags pause strm_export_NAME`) so that no run starts meanwhile.
+    """
+    from strm_provider.cli.reset import choose, reset_exporter
+
+    target = choose(to_earliest, to_latest, to_datetime, to_offsets)
+    reset_exporter(store(ctx), _exporter(name).config, target, execute=execute, output=output or "table")
 
 
 def _render(line: dict[str, Any]) -> str:

@@ -1,12 +1,14 @@
-"""What ``strm monitor batch-exporter`` says of an exporter: its state, its last run and its lag.
+"""What ``strm monitor batch-exporter`` says of an exporter: its state, its last run, its lag, its progress record.
 
 The state comes from Airflow's records of the exporter's DAG (:mod:`strm_provider.cli.runs`), the
-lag from Kafka (the exporter's consumer group against the stream's end offsets).
+lag from Kafka (the exporter's consumer group against the stream's end offsets), the plan in flight
+and the last recovery from the exporter's progress record in Airflow (:mod:`strm_provider.progress`).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +17,7 @@ import click
 from strm_provider.cli.runs import RunInfo, Runs, TaskRun, first_error
 from strm_provider.cli.store import ConnectorStore
 from strm_provider.config import ExporterConfig
+from strm_provider.planning import PlanRefused, Progress, RunPlan
 
 #: every state, in the order a table sorts them by concern
 STATES = ("UNHEALTHY", "RETRYING", "RUNNING", "WAITING", "PAUSED", "HEALTHY")
@@ -45,24 +48,65 @@ def state_of(
     return "UNHEALTHY", f"the last run {run.state}"
 
 
-def lag(store: ConnectorStore, cfg: ExporterConfig) -> tuple[dict[str, int] | None, str]:
-    """Per partition, the offsets of the stream not yet exported (end offset minus committed); or None and
+def lag(
+    store: ConnectorStore, cfg: ExporterConfig, record: Progress | None = None
+) -> tuple[dict[str, int] | None, dict[int, int | None] | None, str]:
+    """Per partition, the offsets of the stream not yet exported (end offset minus committed); the group's
+    committed offsets when ``record`` holds a plan (to tell whether Kafka shows it committed); or None and
     why not (Kafka unreachable, a connection the remote Airflow does not reveal)."""
     from strm_provider.cli.streams import kafka_hook
-    from strm_provider.offsets import group_lag
+    from strm_provider.offsets import group_lag, read_offsets
 
     try:
         hook = kafka_hook(store, cfg.kafka_connection, f"'kafka_connection' of exporter '{cfg.name}'")
         consumer = hook.consumer(cfg.group_id, request_timeout_ms=15_000)
     except Exception as err:  # lag is information; the rest still shows
-        return None, _one_line(err)
+        return None, None, _one_line(err)
     try:
-        return {str(p): n for p, n in group_lag(consumer, cfg.stream).items()}, ""
+        partitions = {str(p): n for p, n in group_lag(consumer, cfg.stream).items()}
+        committed = read_offsets(consumer, cfg.stream)[0] if record is not None and record.plan else None
+        return partitions, committed, ""
     except Exception as err:
-        return None, _one_line(err)
+        return None, None, _one_line(err)
     finally:
         with contextlib.suppress(Exception):
             consumer.close()
+
+
+def record_of(store: ConnectorStore, cfg: ExporterConfig) -> tuple[Progress | None, str]:
+    """The exporter's progress record in Airflow (None when it has none, or one of another stream), or why
+    it cannot be read."""
+    from strm_provider import progress
+
+    key = progress.variable_key(cfg.group_id)
+    try:
+        record = progress.parse(store.get_variable(key), key)
+    except PlanRefused as err:  # its message names the Variable and what to do
+        return None, str(err)
+    except Exception as err:  # the record is information; the rest still shows
+        return None, _one_line(err)
+    return (record if record is not None and record.stream == cfg.stream else None), ""
+
+
+def in_flight(record: Progress, committed: Mapping[int, int | None] | None) -> RunPlan | None:
+    """The record's plan, unless Kafka holds every range's end: a finished run's plan stays in the record until
+    the next run sees it committed. ``committed`` None (Kafka unknown) takes the record as it is."""
+    plan = record.plan
+    ranges = [r for s in plan.sets for r in s.ranges if r.size] if plan else []
+    if not ranges or (committed is not None and all(committed.get(r.partition) == r.end for r in ranges)):
+        return None
+    return plan
+
+
+def progress_of(record: Progress, committed: Mapping[int, int | None] | None) -> dict[str, Any]:
+    """The plan in flight and the last recovery of offsets Kafka had forgotten, as JSON shows them."""
+    plan = in_flight(record, committed)
+    events = sum(r.size for s in plan.sets for r in s.ranges) if plan else 0
+    recovered = None
+    if record.recovered:
+        note = record.recovered
+        recovered = {"runId": note.get("run_id"), "at": note.get("at"), "partitions": note.get("partitions") or {}}
+    return {"planInFlight": {"runId": plan.run_id, "events": events} if plan else None, "recovered": recovered}
 
 
 def _one_line(err: BaseException) -> str:
@@ -71,7 +115,8 @@ def _one_line(err: BaseException) -> str:
 
 
 def report(runs: Runs, store: ConnectorStore, cfg: ExporterConfig, now: datetime | None = None) -> dict[str, Any]:
-    """One exporter's row: state, the last run (when it ended, what it exported), the lag."""
+    """One exporter's row: state, the last run (when it ended, what it exported), the lag, the plan in flight
+    and the last recovery of offsets Kafka had forgotten."""
     now = now or datetime.now(UTC)
     paused = runs.paused(cfg.dag_id)
     run = runs.latest(cfg.dag_id)
@@ -92,10 +137,14 @@ def report(runs: Runs, store: ConnectorStore, cfg: ExporterConfig, now: datetime
             "ended": run.end.isoformat() if run.end else None,
             **_exported(runs, cfg.dag_id, run.run_id, tasks),
         }
-    partitions, lag_error = lag(store, cfg)
+    record, record_error = record_of(store, cfg)
+    partitions, committed, lag_error = lag(store, cfg, record)
     row["lag"] = {"total": sum(partitions.values()), "partitions": partitions} if partitions is not None else None
     if lag_error:
         row["lagError"] = lag_error
+    row["progress"] = progress_of(record, committed) if record is not None else None
+    if record_error:
+        row["progressError"] = record_error
     return row
 
 

@@ -4,6 +4,9 @@ One interface, two implementations. :class:`LocalStore` uses Airflow's own model
 (what ``airflow connections add`` does: the password and extra are Fernet-encrypted when a key is
 configured). :class:`RemoteStore` talks to a deployed Airflow's REST API v2, so a laptop can manage
 it; that API never returns secrets, so checks that need them run on the server.
+
+The same store reaches Airflow Variables: each batch exporter's progress record lives in one
+(:mod:`strm_provider.progress`), and the commands that create, move or delete an exporter keep it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import abc
 import json
 import os
 from typing import Any
+from urllib.parse import quote
 
 import click
 
@@ -27,7 +31,7 @@ class Duplicate(Exception):
 
 
 class ConnectorStore(abc.ABC):
-    """Data connectors (and the Kafka connection) of one Airflow deployment."""
+    """Data connectors (and the Kafka connection) of one Airflow deployment, and its Variables."""
 
     #: shown in messages: where connectors are stored
     where: str
@@ -57,6 +61,18 @@ class ConnectorStore(abc.ABC):
     @abc.abstractmethod
     def connection(self, conn_id: str) -> Any | None:
         """A connection object with readable secrets (for Kafka clients), or None when absent."""
+
+    @abc.abstractmethod
+    def get_variable(self, key: str) -> str | None:
+        """The value of the Airflow Variable ``key``, or None when there is none."""
+
+    @abc.abstractmethod
+    def set_variable(self, key: str, value: str, description: str) -> None:
+        """Create the Variable ``key`` or overwrite its value and description."""
+
+    @abc.abstractmethod
+    def delete_variable(self, key: str) -> bool:
+        """Remove the Variable ``key``; whether there was one."""
 
 
 def validate_new(spec: ConnectorSpec, prefix: str, bucket: str | None = None) -> str:
@@ -156,6 +172,36 @@ class LocalStore(ConnectorStore):
             return Connection.get_connection_from_secrets(conn_id)
         except AirflowNotFoundException:
             return None
+
+    def get_variable(self, key: str) -> str | None:
+        """From the metadata database, where :meth:`set_variable` writes (not through secrets backends)."""
+        from airflow.models import Variable
+        from sqlalchemy import select
+
+        def read(session: Any) -> str | None:
+            row = session.scalar(select(Variable).where(Variable.key == key))
+            if row is None:
+                return None
+            value = row.val
+            if value is None:  # Airflow answers None when the Fernet key cannot decrypt it
+                raise StoreError(
+                    f"Airflow Variable '{key}' cannot be decrypted with this machine's Fernet key "
+                    "([core] fernet_key must be the one the Airflow deployment uses)"
+                )
+            return value
+
+        return self.in_session(read)
+
+    def set_variable(self, key: str, value: str, description: str) -> None:
+        from airflow.models import Variable
+
+        # Variable.set upserts and encrypts the value as Airflow itself does
+        self.in_session(lambda session: Variable.set(key, value, description=description, session=session))
+
+    def delete_variable(self, key: str) -> bool:
+        from airflow.models import Variable
+
+        return bool(self.in_session(lambda session: Variable.delete(key, session=session)))
 
 
 def _spec(conn: Any) -> ConnectorSpec:
@@ -312,6 +358,27 @@ class RemoteStore(ConnectorStore):
             extra=json.dumps(spec.extra),
         )
 
+    def get_variable(self, key: str) -> str | None:
+        data = self.call("GET", _variable_path(key), ok_missing=True)
+        if data is None:
+            return None
+        value = data.get("value")
+        # The API masks a Variable whose name reads like a secret's (an exporter named "token-...")
+        if value in (MASK, json.dumps(MASK)):
+            raise StoreError(
+                f"{self.where} masks Airflow Variable '{key}' (its name reads like a secret's), so it cannot be "
+                "read remotely; run this command on the Airflow host"
+            )
+        return None if value is None else str(value)
+
+    def set_variable(self, key: str, value: str, description: str) -> None:
+        body = {"key": key, "value": value, "description": description}
+        if self.call("PATCH", _variable_path(key), ok_missing=True, json=body) is None:
+            self.call("POST", "/variables", json=body)
+
+    def delete_variable(self, key: str) -> bool:
+        return self.call("DELETE", _variable_path(key), ok_missing=True) is not None
+
 
 def _remote_spec(data: dict[str, Any]) -> ConnectorSpec:
     return ConnectorSpec.from_fields(
@@ -323,6 +390,10 @@ def _remote_spec(data: dict[str, Any]) -> ConnectorSpec:
         data.get("port"),
         data.get("extra"),
     )
+
+
+def _variable_path(key: str) -> str:
+    return f"/variables/{quote(key, safe='')}"
 
 
 def _detail(resp: Any) -> str:

@@ -122,7 +122,7 @@ def partitions_of(consumer: Any, stream: str) -> list[int]:
 
 def check_stream(hook: Any, stream: str) -> None:
     """Refuse (exit 2) before anything is written when the stream does not exist."""
-    consumer = _consumer(hook)
+    consumer = group_consumer(hook)
     try:
         if not partitions_of(consumer, stream):
             raise click.BadParameter(
@@ -135,13 +135,19 @@ def check_stream(hook: Any, stream: str) -> None:
             consumer.close()
 
 
-def pin_start(hook: Any, stream: str, group_id: str, *, include_existing_events: bool) -> dict[int, int]:
-    """Commit where a new exporter starts (:func:`strm_provider.offsets.pin_start`), refusing a missing stream."""
+def pin_start(
+    hook: Any, stream: str, group_id: str, *, include_existing_events: bool
+) -> tuple[dict[int, int], str | None]:
+    """Commit where a new exporter starts (:func:`strm_provider.offsets.pin_start`), refusing a missing stream.
+
+    Returns the pinned offsets (none for a fresh group that starts at the earliest) and the topic's id,
+    which the exporter's record in Airflow keeps beside them."""
     from strm_provider import offsets
 
-    consumer = _consumer(hook, group_id)
+    consumer = group_consumer(hook, group_id)
     try:
-        return offsets.pin_start(consumer, stream, include_existing_events=include_existing_events)
+        pinned = offsets.pin_start(consumer, stream, include_existing_events=include_existing_events)
+        return pinned, offsets.read_stream(consumer, stream).topic_id
     except LookupError:
         raise click.BadParameter(
             f"stream '{stream}' does not exist on the Kafka cluster at {hook.bootstrap_servers}; "
@@ -153,7 +159,8 @@ def pin_start(hook: Any, stream: str, group_id: str, *, include_existing_events:
             consumer.close()
 
 
-def _consumer(hook: Any, group_id: str | None = None) -> Any:
+def group_consumer(hook: Any, group_id: str | None = None) -> Any:
+    """A consumer of ``group_id`` (it never joins the group: offsets are read and committed by hand)."""
     return client(lambda: hook.consumer(group_id, request_timeout_ms=15_000))
 
 
