@@ -98,6 +98,7 @@ def plan_stream(
     partition_sets: int = 1,
     settings: Mapping[str, Any] | None = None,
     codecs: Mapping[str, str] | None = None,
+    finished: set[int] | None = None,
     exporter: str = "NAME",
 ) -> Decision:
     """Read the offsets of ``stream``, decide the run (:func:`~strm_provider.planning.plan_run`), keep
@@ -114,6 +115,7 @@ def plan_stream(
         partition_sets=partition_sets,
         settings=settings,
         codecs=codecs,
+        finished=finished,
         exporter=exporter,
     )
     if save is not None:

@@ -40,6 +40,15 @@ def _plan(
     """
     record = progress.load(op.group_id)
     before = progress.dumps(record) if record else None
+    finished = set()
+    if record is not None and record.plan is not None:
+        # what the plan's export tasks reported (XCom), for sets whose offsets Kafka has forgotten
+        reporters = sorted(op.downstream_task_ids) if isinstance(op, KafkaExportPlanOperator) else [op.task_id]
+        summaries = []
+        for run_id in record.plan.runs:
+            pulled = context["ti"].xcom_pull(task_ids=reporters, run_id=run_id, default=None)
+            summaries += [s for s in pulled or [] if s is not None]
+        finished = record.plan.finished(summaries)
 
     def save(new: Progress) -> None:
         if progress.dumps(new) != before:
@@ -57,6 +66,7 @@ def _plan(
             partition_sets=partition_sets,
             settings=op.cut_settings(),
             codecs={name: codec_build(name) for name in EXTENSIONS},
+            finished=finished,
             exporter=exporter,
         )
     except PlanRefused as err:

@@ -98,20 +98,41 @@ class Plan:
 
 @dataclass(frozen=True)
 class RunPlan:
-    """A plan as recorded in Airflow while it is in flight: every set, empty ones included."""
+    """A plan as recorded in Airflow while it is in flight: every set, empty ones included.
+
+    ``runs`` are the runs that exported it (the one that planned it, then any that replayed it): their
+    export tasks' summaries tell which sets were committed when Kafka no longer can.
+    """
 
     run_id: str
     sets: list[PartitionSet]
     settings: dict[str, Any]
+    runs: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "settings": self.settings, "sets": [s.to_xcom() for s in self.sets]}
+        return {
+            "run_id": self.run_id,
+            "runs": self.runs or [self.run_id],
+            "settings": self.settings,
+            "sets": [s.to_xcom() for s in self.sets],
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RunPlan:
         settings = dict(data.get("settings") or {})
         sets = [replace(PartitionSet.from_xcom(s), settings=settings) for s in data.get("sets") or []]
-        return cls(str(data.get("run_id") or ""), sets, settings)
+        run_id = str(data.get("run_id") or "")
+        return cls(run_id, sets, settings, [str(r) for r in data.get("runs") or [run_id]])
+
+    def finished(self, summaries: list[Any]) -> set[int]:
+        """The sets whose export task reported its commit, from the tasks' summaries (XCom) of :attr:`runs`."""
+        reported = {
+            (int(e["partition"]), int(e["start"]), int(e["end"]))
+            for summary in summaries
+            if isinstance(summary, Mapping) and summary.get("committed")
+            for e in summary.get("partitions") or []
+        }
+        return {s.index for s in self.sets if all((r.partition, r.start, r.end) in reported for r in s.ranges)}
 
 
 @dataclass(frozen=True)
@@ -277,14 +298,14 @@ def _refresh(offsets: StreamOffsets, skip: set[int]) -> dict[int, tuple[int, str
 
 
 def _replay(
-    offsets: StreamOffsets, record: Progress, codecs: Mapping[str, str], hint: str
+    offsets: StreamOffsets, record: Progress, codecs: Mapping[str, str], hint: str, reported: set[int]
 ) -> tuple[list[PartitionSet], dict[int, int]] | None:
     """The sets of the recorded plan still to export (``None`` when all are committed), and the
     partitions whose offsets Kafka has forgotten.
 
-    A set is committed when Kafka holds every range's end. Where Kafka holds its start, or nothing
-    (forgotten: the plan may or may not have completed), the set is replayed: the same objects are
-    written again, so replaying a completed set changes nothing in the bucket.
+    A set is committed when Kafka holds every range's end, or, where Kafka has forgotten, when its
+    export task reported the commit (``reported``). Where Kafka holds its start, or nothing and no task
+    reported it, the set is replayed: the same objects are written again.
     """
     plan = record.plan
     assert plan is not None
@@ -295,8 +316,8 @@ def _replay(
         for rng in pset.ranges:
             held = offsets.offset(rng.partition)
             if held is None:
-                forgotten[rng.partition] = rng.start
-                finished = finished and not rng.size
+                forgotten[rng.partition] = rng.end if pset.index in reported else rng.start
+                finished = finished and (not rng.size or pset.index in reported)
             elif held == rng.start and rng.size:
                 finished = False
             elif held != rng.end and held != rng.start:
@@ -310,6 +331,16 @@ def _replay(
             undone.append(pset)
     if not undone:
         return None
+    for rng in (r for s in undone for r in s.ranges if r.size):
+        low = offsets.beginning.get(rng.partition, 0)
+        if low > rng.start:
+            raise PlanRefused(
+                f"partition {rng.partition}: run {plan.run_id!r} did not finish, and retention has since deleted "
+                f"offsets {rng.start}..{low - 1} its files start from, so they cannot be written again under the "
+                f"same names; nothing exported or committed. `{hint} --to-offsets {rng.partition}:{low}` resumes at "
+                f"the earliest offset (events the failed run uploaded may then be exported twice), "
+                f"`--to-offsets {rng.partition}:{rng.end}` after its plan (add --execute to apply)"
+            )
     compression = plan.settings.get("compression", "none")
     here = codecs.get(compression, plan.settings.get("codec"))
     if compression != "none" and plan.settings.get("codec") != here:
@@ -332,6 +363,7 @@ def plan_run(
     partition_sets: int = 1,
     settings: Mapping[str, Any] | None = None,
     codecs: Mapping[str, str] | None = None,
+    finished: set[int] | None = None,
     exporter: str = "NAME",
 ) -> Decision:
     """Decide what this run exports, from what Kafka holds and what Airflow recorded.
@@ -345,6 +377,8 @@ def plan_run(
 
     ``settings`` are the :data:`CUT_SETTINGS` a new plan records; ``codecs`` the compressor build of
     this worker per compression: a compressed plan is replayed only by the build that cut it.
+    ``finished``: the sets of the plan in flight whose export task reported its commit
+    (:meth:`RunPlan.finished`), for when Kafka has forgotten.
     """
     hint = f"strm reset batch-exporter {exporter}"
     settings = dict(settings or {})
@@ -360,7 +394,7 @@ def plan_run(
     base: dict[int, int] = dict(record.committed) if record else {}
 
     if record is not None and record.plan is not None:
-        replay = _replay(offsets, record, codecs or {}, hint)
+        replay = _replay(offsets, record, codecs or {}, hint, finished or set())
         if replay is not None:
             undone, forgotten = replay
             commits = _refresh(offsets, {r.partition for s in record.plan.sets for r in s.ranges})
@@ -373,11 +407,12 @@ def plan_run(
             sets = [replace(s, ranges=[replace(r, committed=r.start) for r in s.ranges]) for s in undone if s.size]
             note = _recovered(run_id, forgotten) if forgotten else record.recovered
             ranges = [r for s in record.plan.sets for r in s.ranges]
+            runs = record.plan.runs if run_id in record.plan.runs else [*record.plan.runs, run_id]
             return Decision(
                 Plan(ranges, {}, False),
                 sets,
                 commits,
-                replace(record, topic_id=topic_id, recovered=note),
+                replace(record, topic_id=topic_id, recovered=note, plan=replace(record.plan, runs=runs)),
                 replaying=record.plan.run_id,
                 recovered=forgotten,
             )
@@ -413,7 +448,7 @@ def plan_run(
         for r in ranges
     }
     layout = [replace(s, settings=settings) for s in split_sets(ranges, partition_sets, keep_empty=True)]
-    in_flight = RunPlan(run_id, layout, settings) if any(s.size for s in layout) else None
+    in_flight = RunPlan(run_id, layout, settings, [run_id]) if any(s.size for s in layout) else None
     note = _recovered(run_id, recovered) if recovered else (record.recovered if record else None)
     new_record = Progress(stream, {r.partition: r.start for r in ranges}, topic_id, in_flight, note)
     return Decision(

@@ -8,8 +8,7 @@ keeps them one minute (checked every second), so what takes a week in production
    its offsets in Kafka, as every run commits them again;
 2. an exporter paused for longer than the retention finds them forgotten, takes them from its
    record in Airflow (the Variable ``strm.progress.<group id>``) and neither re-exports nor skips
-   (after a run that exported events: expected to fail, see ``REPLAYS_A_FINISHED_RUN``; after an
-   empty run: passes);
+   (after a run that exported events, whose tasks reported the commit, as after an empty run);
 3. a run that failed mid-run and then a pause longer than the retention: the next run replays the
    failed plan whole from Airflow's record (same object names, overwritten), the one after exports
    the rest.
@@ -259,21 +258,6 @@ def test_quiet_spell_keeps_the_offsets(waited: Waited, existing: bool) -> None:
     exporter.finish(f"quiet spell >= {QUIET_SPELL_S}s, empty runs every {QUIET_EVERY_S}s, existing={existing}")
 
 
-#: the product keeps a plan "in flight" in its record until a later run sees Kafka hold its ends; when
-#: Kafka forgot them meanwhile, it cannot tell a finished run from a failed one and replays the last
-#: run's plan whole, so the events of the pause wait for one more run (and the last run's objects are
-#: written again). Strict: once the product tells a finished run apart, this turns into a failure to
-#: remove the marker.
-REPLAYS_A_FINISHED_RUN = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product: after Kafka forgot the offsets, the first run replays the last, finished, run's plan "
-    "instead of exporting the events of the pause (planning.plan_run keeps Progress.plan until a run sees it "
-    "committed in Kafka)",
-)
-
-
-@REPLAYS_A_FINISHED_RUN
 @pytest.mark.parametrize("existing", [True, False], ids=["existing", "new-only"])
 def test_paused_longer_than_the_retention(waited: Waited, existing: bool) -> None:
     """An exporter that did not run for longer than Kafka's retention, while events arrived: Kafka has

@@ -112,3 +112,26 @@ def test_a_compressed_plan_is_replayed_only_by_the_build_that_cut_it() -> None:
     assert same.replaying == "run1"
     with pytest.raises(PlanRefused, match=r"\(gzip \(zlib 1.2.13\)\), but this worker has gzip \(zlib 1.3.1\)"):
         decide(kafka({0: 0, 1: 5}, {0: 10, 1: 5}), record, codecs={"gzip": "gzip (zlib 1.3.1)"})
+
+
+def test_a_plan_its_tasks_reported_committed_is_not_replayed_when_kafka_forgot() -> None:
+    record = first_plan()
+    summary = {
+        "committed": True,
+        "partitions": [{"partition": 0, "start": 0, "end": 10}, {"partition": 1, "start": 5, "end": 5}],
+    }
+    assert record.plan is not None and record.plan.finished([summary, None, {"committed": False}]) == {0}
+    decision = decide(kafka({0: None, 1: None}, {0: 30, 1: 9}), record, finished={0})
+    assert decision.replaying is None and decision.recovered == {0: 10, 1: 5}
+    assert [(r.start, r.end) for r in decision.plan.ranges] == [(10, 30), (5, 9)]
+    assert record.plan.finished([{**summary, "committed": False}]) == set()
+
+
+def test_an_unfinished_plan_whose_start_retention_deleted_is_refused() -> None:
+    offsets = kafka({0: None, 1: None}, {0: 30, 1: 9})
+    offsets = StreamOffsets(offsets.committed, {0: 4, 1: 0}, offsets.end, offsets.topic_id)
+    with pytest.raises(
+        PlanRefused, match=r"^partition 0: run 'run1' did not finish, and retention has since deleted offsets 0..3 "
+    ):
+        decide(offsets, first_plan())
+    assert decide(offsets, first_plan(), finished={0}).replaying is None, "a reported set is not replayed"
