@@ -9,7 +9,10 @@ empty, a partition added, the exporter's ``partition_sets``, ``max_file_events``
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -45,6 +48,15 @@ def fail_after_a_file(monkeypatch: pytest.MonkeyPatch, storage: Any, prefix: str
         raise RuntimeError("the storage refused the writer (simulated outage)")
 
     on_batches(fail, monkeypatch)
+
+
+def strm(*args: str) -> str:
+    """The ``strm`` command as a user runs it, on this session's Airflow; its standard output."""
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "strm"), *args], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, f"strm {' '.join(args)}: {done.stdout}{done.stderr}"
+    return done.stdout
 
 
 def progress_record(group: str) -> dict[str, Any] | None:
@@ -115,11 +127,9 @@ def test_a_failed_run_is_replayed_whole(
     check_exactly_once(f"failed run replayed after: {change}", kafka, s3_target, prefix, topic, group, produced)
 
 
-def test_a_recreated_topic_is_refused_until_reset(kafka: Any, s3_target: Any) -> None:
+def test_a_recreated_topic_is_refused_until_reset(kafka: Any, s3_target: Any, capfd: pytest.CaptureFixture) -> None:
     """The topic is deleted and recreated under the same name: the run refuses, writing and committing
     nothing, until the exporter is moved with strm reset."""
-    from strm_provider.cli import main
-
     name, prefix = unique("recreated"), unique("recreated")
     group = f"strm-exporter-{name}"
     topic = kafka.create_topic(name, 2)
@@ -140,15 +150,20 @@ def test_a_recreated_topic_is_refused_until_reset(kafka: Any, s3_target: Any) ->
                 time.sleep(0.5)
         kafka.reset_clients()
         kafka.produce(topic, seq_events(200, 50))
-        before = s3_target.objects(prefix)
+        before = data_files(s3_target.objects(prefix))
         record = progress_record(group)
+        capfd.readouterr()
 
         run = run_exporter(path)
         assert run.state == "failed"
-        assert s3_target.objects(prefix) == before, "nothing written"
+        assert data_files(s3_target.objects(prefix)) == before, "nothing exported"
         assert progress_record(group) == record, "nothing recorded"
         assert set(kafka.committed(group, topic).values()) <= {None, 100}, "nothing committed"
-        assert main(["reset", "batch-exporter", name, "--to-earliest", "--execute"]) == 0
+        log = capfd.readouterr()
+        error = next(line for line in (log.out + log.err).splitlines() if "AirflowFailException: " in line)
+        assert f"stream '{topic}' was deleted and recreated (topic id " in error, error
+        assert f"`strm reset batch-exporter {name} --to-earliest`" in error, error
+        strm("reset", "batch-exporter", name, "--to-earliest", "--execute")
         assert run_exporter(path).state == "success"
     check_exactly_once("topic deleted and recreated: refused, then reset", kafka, s3_target, prefix, topic, group, 250)
 

@@ -21,9 +21,22 @@ def _quiet_airflow() -> None:
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 
+def _airflow_logs_to_stderr() -> None:
+    """Airflow's own log lines (a log it could not fetch, say) go to stderr: stdout holds only the answer,
+    which scripts parse (``-o json``)."""
+    import logging
+
+    import airflow  # noqa: F401  (configures logging on import)
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+            handler.setStream(sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``strm`` console script."""
     _quiet_airflow()
+    _airflow_logs_to_stderr()
     from strm_provider.cli import batch_exporters, data_connectors, streams  # noqa: F401  (they add the commands)
     from strm_provider.cli.app import cli
 
