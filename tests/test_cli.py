@@ -605,7 +605,7 @@ def test_delete_refuses_with_dependents_then_recursive(strm: Cli, tmp_path: Path
     assert len(strm("list", "batch-exporters", "-o", "json").json()["batchExporters"]) == 3
 
     assert strm("delete", "batch-exporter", "a").out == (
-        "Batch Exporter has been deleted: a (and its progress record in Airflow)\n"
+        "Batch Exporter has been deleted: a\nProgress record in Airflow has been deleted: a\n"
     )
     assert strm("delete", "data-connector", "s3", "--recursive").out == (
         "Data Connector and dependent entities have been deleted: s3 (batch exporters b, c)\n"

@@ -204,11 +204,12 @@ def test_create_records_the_pinned_start_and_delete_removes_the_record(gcs: Cli,
     assert kafka.committed(group(fresh), stream) == {0: None, 1: None, 2: None}
     assert variable(gcs.env, fresh) is None
 
-    assert gcs("delete", "batch-exporter", name).out == (
-        f"Batch Exporter has been deleted: {name} (and its progress record in Airflow)\n"
+    # only the exporters that had a record are named on the second line
+    assert gcs("delete", "batch-exporter", name, fresh).out == (
+        f"Batch Exporters have been deleted: {name}, {fresh}\nProgress record in Airflow has been deleted: {name}\n"
     )
     assert variable(gcs.env, name) is None
-    assert gcs("delete", "batch-exporter", fresh).out == f"Batch Exporter has been deleted: {fresh}\n"
+    assert gcs("list", "batch-exporters", "-o", "json").json() == {"batchExporters": []}
 
 
 # ----- reset: the dry run -------------------------------------------------------------------------
@@ -528,7 +529,7 @@ def test_remote_create_reset_monitor_and_delete_keep_the_record(
     row = remote("monitor", "batch-exporter", name, "-o", "json").json()
     assert row["progress"] == {"planInFlight": None, "recovered": None} and row["lag"]["total"] == 6
     assert remote("delete", "batch-exporter", name).out == (
-        f"Batch Exporter has been deleted: {name} (and its progress record in Airflow)\n"
+        f"Batch Exporter has been deleted: {name}\nProgress record in Airflow has been deleted: {name}\n"
     )
     assert variable(session_strm.env, name) is None
     remote("delete", "data-connector", connector)

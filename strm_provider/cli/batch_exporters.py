@@ -288,12 +288,13 @@ def delete_batch_exporter(ctx: click.Context, names: tuple[str, ...]) -> None:
         with contextlib.suppress(FileNotFoundError):
             exporter.path.unlink()
     deleted = ", ".join(dict.fromkeys(names))
-    line = f"Batch Exporter{' has' if len(loaded) == 1 else 's have'} been deleted: {deleted}"
-    if recorded and len(loaded) == 1:
-        line += " (and its progress record in Airflow)"
-    elif recorded:
-        line += f" (and the progress records in Airflow of {', '.join(recorded)})"
-    click.echo(line)
+    click.echo(f"Batch Exporter{' has' if len(loaded) == 1 else 's have'} been deleted: {deleted}")
+    if recorded:  # a line of its own: the first stays what scripts already read
+        plural = len(recorded) > 1
+        click.echo(
+            f"Progress record{'s' if plural else ''} in Airflow {'have' if plural else 'has'} been deleted: "
+            + ", ".join(recorded)
+        )
 
 
 def _health_table(items: list[dict[str, Any]]) -> None:
