@@ -552,6 +552,14 @@ def test_a_run_refused_for_offsets_moved_by_hand_runs_again_after_a_reset(
         try:
             assert run_exporter(path).state == "success"
             assert sorted(e["n"] for e in events_in(s3_target.objects(prefix))) == list(range(10))
+            # Kafka forgets partition 1: the run's export task reported its commit, so the record puts the
+            # exporter at the plan's end there, and nothing is in flight
+            forget(kafka, name, stream, [1])
+            out = cli("reset", "batch-exporter", name, "--to-latest").out
+            assert out.splitlines()[1] == "Airflow's record: no plan in flight"
+            assert table(out)[1:3] == [["0", "5", "5", "5", "no change"], ["1", "forgotten", "5", "5", "no change"]]
+            assert cli("monitor", "batch-exporter", name, "-o", "json").json()["progress"]["planInFlight"] is None
+            commit(kafka, name, stream, {1: 5})
             # someone moves partition 0 back by hand; more events arrive
             commit(kafka, name, stream, {0: 2})
             kafka.produce(stream, [{"n": i} for i in range(10, 14)])  # ends 7, 7

@@ -17,7 +17,7 @@ import click
 from strm_provider.cli.runs import RunInfo, Runs, TaskRun, first_error
 from strm_provider.cli.store import ConnectorStore
 from strm_provider.config import ExporterConfig
-from strm_provider.planning import PlanRefused, Progress, RunPlan
+from strm_provider.planning import PartitionRange, PlanRefused, Progress, RunPlan
 
 #: every state, in the order a table sorts them by concern
 STATES = ("UNHEALTHY", "RETRYING", "RUNNING", "WAITING", "PAUSED", "HEALTHY")
@@ -88,19 +88,48 @@ def record_of(store: ConnectorStore, cfg: ExporterConfig) -> tuple[Progress | No
     return (record if record is not None and record.stream == cfg.stream else None), ""
 
 
-def in_flight(record: Progress, committed: Mapping[int, int | None] | None) -> RunPlan | None:
-    """The record's plan, unless Kafka holds every range's end: a finished run's plan stays in the record until
-    the next run sees it committed. ``committed`` None (Kafka unknown) takes the record as it is."""
+def committed_sets(runs: Runs, dag_id: str, record: Progress, committed: Mapping[int, int | None] | None) -> set[int]:
+    """The recorded plan's sets that are committed, as the plan task decides: Kafka holds every range's end,
+    or, where Kafka has forgotten, the set's export task reported its commit. ``committed`` None (Kafka
+    unknown) counts only the sets with nothing to export."""
     plan = record.plan
-    ranges = [r for s in plan.sets for r in s.ranges if r.size] if plan else []
-    if not ranges or (committed is not None and all(committed.get(r.partition) == r.end for r in ranges)):
+    if plan is None:
+        return set()
+    forgotten = committed is not None and any(
+        committed.get(r.partition) is None for s in plan.sets for r in s.ranges if r.size
+    )
+    # the export tasks' summaries are read only when Kafka has forgotten: they cost a request per task
+    reported = plan.finished(export_summaries(runs, dag_id, plan)) if forgotten else set()
+
+    def done(index: int, rng: PartitionRange) -> bool:
+        held = None if committed is None else committed.get(rng.partition)
+        return not rng.size or held == rng.end or (held is None and committed is not None and index in reported)
+
+    return {s.index for s in plan.sets if all(done(s.index, r) for r in s.ranges)}
+
+
+def export_summaries(runs: Runs, dag_id: str, plan: RunPlan) -> list[Any]:
+    """What the export tasks of the runs that exported ``plan`` returned (XCom), where Airflow still has it."""
+    summaries = []
+    for run_id in plan.runs:
+        for task in runs.tasks(dag_id, run_id):
+            if task.task_id == "export":
+                summaries.append(runs.summary(dag_id, run_id, task))
+    return [s for s in summaries if s is not None]
+
+
+def in_flight(record: Progress, committed_sets: set[int]) -> RunPlan | None:
+    """The record's plan unless every set is committed: a finished run's plan stays in the record until the
+    next run sees it committed."""
+    plan = record.plan
+    if plan is None or all(s.index in committed_sets for s in plan.sets):
         return None
     return plan
 
 
-def progress_of(record: Progress, committed: Mapping[int, int | None] | None) -> dict[str, Any]:
+def progress_of(record: Progress, committed_sets: set[int]) -> dict[str, Any]:
     """The plan in flight and the last recovery of offsets Kafka had forgotten, as JSON shows them."""
-    plan = in_flight(record, committed)
+    plan = in_flight(record, committed_sets)
     events = sum(r.size for s in plan.sets for r in s.ranges) if plan else 0
     recovered = None
     if record.recovered:
@@ -142,7 +171,10 @@ def report(runs: Runs, store: ConnectorStore, cfg: ExporterConfig, now: datetime
     row["lag"] = {"total": sum(partitions.values()), "partitions": partitions} if partitions is not None else None
     if lag_error:
         row["lagError"] = lag_error
-    row["progress"] = progress_of(record, committed) if record is not None else None
+    if record is not None:
+        row["progress"] = progress_of(record, committed_sets(runs, cfg.dag_id, record, committed))
+    else:
+        row["progress"] = None
     if record_error:
         row["progressError"] = record_error
     return row

@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from strm_provider.cli.output import emit_json, emit_table
+from strm_provider.cli.runs import Runs
 from strm_provider.cli.store import ConnectorStore
 from strm_provider.config import ExporterConfig
 from strm_provider.planning import Progress, RunPlan, StreamOffsets
@@ -111,12 +112,9 @@ def choose(
     return given[0]
 
 
-def refuse_while_running(store: ConnectorStore, cfg: ExporterConfig) -> None:
+def refuse_while_running(runs: Runs, cfg: ExporterConfig) -> None:
     """Refuse while a run could plan or commit: one is running, or one is queued and may start any moment
     (a paused exporter starts no queued run)."""
-    from strm_provider.cli.runs import open_runs
-
-    runs = open_runs(store)
     run = runs.latest(cfg.dag_id)
     if run is None or run.state not in ("running", "queued"):
         return
@@ -152,14 +150,13 @@ class Row:
         }
 
 
-def recorded_offsets(record: Progress | None, plan: RunPlan | None) -> dict[int, int]:
-    """Where Airflow's record puts the exporter: the starts of a plan in flight (a run replays it from there),
-    the ends of a plan Kafka shows committed."""
+def recorded_offsets(record: Progress | None, committed_sets: set[int]) -> dict[int, int]:
+    """Where Airflow's record puts the exporter: the starts of the plan's sets not committed yet (a run replays
+    them from there), the ends of those committed."""
     if record is None:
         return {}
-    if record.plan is None or plan is not None:
-        return dict(record.committed)
-    return record.committed | {r.partition: r.end for s in record.plan.sets for r in s.ranges}
+    done = [s for s in (record.plan.sets if record.plan else []) if s.index in committed_sets]
+    return record.committed | {r.partition: r.end for s in done for r in s.ranges}
 
 
 def current_offsets(offsets: StreamOffsets, recorded: dict[int, int]) -> dict[int, int | None]:
@@ -225,23 +222,31 @@ def _given(offsets: StreamOffsets, current: dict[int, int | None], given: dict[i
     return targets
 
 
-def rows_of(
-    offsets: StreamOffsets, recorded: dict[int, int], plan: RunPlan | None, targets: dict[int, int]
-) -> list[Row]:
-    """Per partition, the effect of moving from where the exporter stands to the target.
+@dataclass(frozen=True)
+class Reading:
+    """Where the exporter stands: what Kafka holds, Airflow's record as the next run would read it, the targets."""
 
-    Offsets below the earliest are gone and past the end do not exist, so where the exporter stands is
-    counted from within the stream: that is what a run would read from."""
-    current = current_offsets(offsets, recorded)
-    planned = {r.partition: r.end for s in (plan.sets if plan else []) for r in s.ranges if r.size}
-    rows = []
-    for p, target in sorted(targets.items()):
-        again = skipped = None
-        if current[p] is not None:
-            standing = min(max(current[p], offsets.beginning[p]), offsets.end[p])
-            again, skipped = max(standing - target, 0), max(target - standing, 0)
-        rows.append(Row(p, offsets.offset(p), recorded.get(p), planned.get(p), target, again, skipped))
-    return rows
+    offsets: StreamOffsets
+    plan: RunPlan | None  # in flight
+    recorded: dict[int, int]  # where the record puts each partition
+    pending: dict[int, int]  # the planned end of each partition whose set is not committed yet
+    targets: dict[int, int]
+
+    def rows(self) -> list[Row]:
+        """Per partition, the effect of moving from where the exporter stands to the target.
+
+        Offsets below the earliest are gone and past the end do not exist, so where the exporter stands is
+        counted from within the stream: that is what a run would read from."""
+        offsets = self.offsets
+        current = current_offsets(offsets, self.recorded)
+        rows = []
+        for p, target in sorted(self.targets.items()):
+            again = skipped = None
+            if current[p] is not None:
+                standing = min(max(current[p], offsets.beginning[p]), offsets.end[p])
+                again, skipped = max(standing - target, 0), max(target - standing, 0)
+            rows.append(Row(p, offsets.offset(p), self.recorded.get(p), self.pending.get(p), target, again, skipped))
+        return rows
 
 
 def _cell(value: int | None, absent: str) -> str:
@@ -381,43 +386,47 @@ def read_kafka(consumer: Any, cfg: ExporterConfig) -> StreamOffsets:
         ) from None
 
 
-def read_targets(
-    consumer: Any, cfg: ExporterConfig, record: Progress | None, to: Target
-) -> tuple[StreamOffsets, RunPlan | None, dict[int, int], dict[int, int]]:
+def read_targets(runs: Runs, consumer: Any, cfg: ExporterConfig, record: Progress | None, to: Target) -> Reading:
     """What Kafka holds, the plan in flight, where the record puts the exporter, and the targets."""
     from kafka.errors import KafkaError
 
-    from strm_provider.cli.health import in_flight
+    from strm_provider.cli.health import committed_sets, in_flight
 
     try:
         offsets = read_kafka(consumer, cfg)
-        plan = in_flight(record, {p: offsets.offset(p) for p in offsets.end}) if record else None
-        recorded = recorded_offsets(record, plan)
+        done = (
+            committed_sets(runs, cfg.dag_id, record, {p: offsets.offset(p) for p in offsets.end}) if record else set()
+        )
+        plan = in_flight(record, done) if record else None
+        recorded = recorded_offsets(record, done)
         targets = targets_of(consumer, cfg.stream, offsets, current_offsets(offsets, recorded), to)
     except KafkaError as err:
         raise click.ClickException(f"Kafka: {type(err).__name__}: {err}") from None
-    return offsets, plan, recorded, targets
+    pending = {
+        r.partition: r.end for s in (plan.sets if plan else []) if s.index not in done for r in s.ranges if r.size
+    }
+    return Reading(offsets, plan, recorded, pending, targets)
 
 
 def reset_exporter(store: ConnectorStore, cfg: ExporterConfig, to: Target, *, execute: bool, output: str) -> None:
     """Show (and with ``execute`` apply) moving ``cfg``'s exporter to ``to``."""
     from strm_provider.cli.health import record_of
+    from strm_provider.cli.runs import open_runs
     from strm_provider.cli.streams import group_consumer, kafka_hook
 
-    refuse_while_running(store, cfg)
+    runs = open_runs(store)
+    refuse_while_running(runs, cfg)
     record, record_error = record_of(store, cfg)
     hook = kafka_hook(store, cfg.kafka_connection, f"'kafka_connection' of exporter '{cfg.name}'")
     consumer = group_consumer(hook, cfg.group_id)
     try:
-        offsets, plan, recorded, targets = read_targets(consumer, cfg, record, to)
+        reading = read_targets(runs, consumer, cfg, record, to)
         if execute:
-            apply(store, consumer, cfg, targets, offsets.topic_id)
+            apply(store, consumer, cfg, reading.targets, reading.offsets.topic_id)
     finally:
         with contextlib.suppress(Exception):
             consumer.close()
-    view = View(
-        cfg, to, rows_of(offsets, recorded, plan, targets), record, record_error, plan, offsets.topic_id, execute
-    )
+    view = View(cfg, to, reading.rows(), record, record_error, reading.plan, reading.offsets.topic_id, execute)
     if output == "json":
         show_json(view)
     else:
