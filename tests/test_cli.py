@@ -609,6 +609,7 @@ def test_delete_refuses_with_dependents_then_recursive(strm: Cli, tmp_path: Path
     )
     assert strm("delete", "data-connector", "s3", "--recursive").out == (
         "Data Connector and dependent entities have been deleted: s3 (batch exporters b, c)\n"
+        "Progress record in Airflow has been deleted: b, c\n"
     )
     empty = strm("list", "batch-exporters")
     assert f"No batch exporters in {strm.env['STRM_EXPORTERS_DIR']}" in empty.err

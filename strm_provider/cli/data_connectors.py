@@ -200,21 +200,27 @@ def delete_data_connector(ctx: click.Context, name: str, recursive: bool) -> Non
     """Delete data connector NAME; refuses while batch exporters use it, unless --recursive."""
     target = store(ctx)
     data_connector(target, name)
-    dependents = sorted(
-        (e.config.name, e.path) for e in load_exporters().configs.values() if e.config.data_connector == name
+    exporters = sorted(
+        (e for e in load_exporters().configs.values() if e.config.data_connector == name), key=lambda e: e.config.name
     )
+    dependents = [(e.config.name, e.path) for e in exporters]
     if dependents and not recursive:
         raise click.BadParameter(
             f"data connector '{name}' is used by batch exporters {', '.join(n for n, _ in dependents)}; "
             "delete them first, or pass --recursive to delete them too",
             param_hint="'NAME'",
         )
+    from strm_provider.cli.batch_exporters import forget_progress
+
     for _, path in dependents:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+    forgotten = forget_progress(target, [e.config for e in exporters])
     target.delete(name)
     if dependents:
         names = ", ".join(n for n, _ in dependents)
         click.echo(f"Data Connector and dependent entities have been deleted: {name} (batch exporters {names})")
     else:
         click.echo(f"Data Connector has been deleted: {name}")
+    if forgotten:
+        click.echo(f"Progress record in Airflow has been deleted: {', '.join(forgotten)}")
