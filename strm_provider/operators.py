@@ -15,7 +15,7 @@ from strm_provider.export import ExportResult, export_ranges
 from strm_provider.hooks import storage_hook
 from strm_provider.hooks.kafka import StrmKafkaHook
 from strm_provider.naming import EXTENSIONS, check_template, fixed_part
-from strm_provider.offsets import add_lag, group_lag, plan_stream, read_offsets, run_metadata
+from strm_provider.offsets import add_lag, group_lag, plan_stream, run_metadata
 from strm_provider.planning import Decision, PartitionSet, PlanRefused, Progress
 from strm_provider.readers import RecordReader
 from strm_provider.writer import codec_build
@@ -184,18 +184,18 @@ class KafkaExportPlanOperator(_CutSettings, BaseOperator):
         kafka.check_reader()  # before anything is planned: every export task would fail the same way
         consumer = kafka.consumer(self.group_id)
         try:
-            # Before anything is recorded or committed: a group Kafka holds nothing for (a new exporter, or
-            # one paused longer than Kafka keeps offsets), a retry (the first try may have committed before
-            # failing on the credentials) and a run after a failed one prove the credentials first.
-            fresh = all(offset is None for offset in read_offsets(consumer, self.stream)[0].values())
-            retry = getattr(context.get("ti"), "try_number", 1) > 1
-            if fresh or retry or _previous_run_failed(context):
-                key = storage.write_test_file(fixed_part(check_template(self.path_prefix)))
-                self.log.info("exporter (re)started: validated data connector '%s' with %s", self.data_connector, key)
             decision = _plan(self, consumer, context, self.partition_sets)
         finally:
             consumer.close()
         plan = decision.plan
+        # After the plan, so that a new exporter's start is pinned at its first run even when its credentials
+        # are wrong (it is "created" then), and before anything is read. A retry too: the first try may have
+        # pinned the start and then failed on the credentials; skipping the check now would pass with a wrong
+        # secret. And after a pause longer than Kafka keeps offsets, as after a failed run.
+        retry = getattr(context.get("ti"), "try_number", 1) > 1
+        if plan.new_exporter or decision.recovered or retry or _previous_run_failed(context):
+            key = storage.write_test_file(fixed_part(check_template(self.path_prefix)))
+            self.log.info("exporter (re)started: validated data connector '%s' with %s", self.data_connector, key)
         for rng in plan.ranges:
             self.log.info(
                 "partition %s: plan offsets %s..%s (%s events)%s",

@@ -119,7 +119,26 @@ def plan_fails(kafka: Any, conn: dict[str, Any], bucket: str | None, env: dict[s
     return message
 
 
-def test_refusals_name_the_connection_its_type_and_the_cause(kafka: Any, s3_target: Any, gcs_target: Any) -> None:
+def run_fails(kafka: Any, conn: dict[str, Any], bucket: str, env: dict[str, str], capfd: Any) -> str:
+    """A new exporter's first run on ``conn`` fails in its plan task: the error line its log shows. Nothing is read."""
+    topic = kafka.create_topic(unique("refused"), 1)
+    kafka.produce(topic, seq_events(0, 10))
+    with environ(env), connections(strm_kafka_default=kafka.connection(), dc=conn):
+        path = write_exporter(
+            name=topic, stream=topic, data_connector="dc", bucket=bucket, path_prefix=topic,
+            include_existing_events=True, retries=0,
+        )  # fmt: skip
+        capfd.readouterr()
+        assert run_exporter(path).state == "failed"
+        path.unlink()
+    log = capfd.readouterr()
+    line = next(line for line in (log.out + log.err).splitlines() if "StorageError: data connector 'dc'" in line)
+    return line[line.index("data connector 'dc'") :]
+
+
+def test_refusals_name_the_connection_its_type_and_the_cause(
+    kafka: Any, s3_target: Any, gcs_target: Any, capfd: Any
+) -> None:
     bucket = s3_target.bucket
     assert plan_fails(kafka, {"conn_type": "postgres", "host": "db"}, bucket) == (
         "data connector 'dc' (postgres): connection type 'postgres' is not a data connector; expected one of "
@@ -132,8 +151,8 @@ def test_refusals_name_the_connection_its_type_and_the_cause(kafka: Any, s3_targ
     assert plan_fails(kafka, s3_target.connection("x"), bucket).startswith(
         f"data connector 'dc' (strm_s3): the connection names its bucket itself; remove field 'bucket' ('{bucket}')"
     )
-    # identities that get no token: an aws connection without a key where the default chain finds none,
-    # and a key its token endpoint does not know
+    # identities that get no token, found when the first run writes its validation file: an aws connection
+    # without a key where the default chain finds none, and a key its token endpoint does not know
     no_key = {"conn_type": "aws", "extra": {"endpoint_url": s3_target.endpoint}}
     nobody = {
         "AWS_EC2_METADATA_DISABLED": "true",
@@ -141,12 +160,12 @@ def test_refusals_name_the_connection_its_type_and_the_cause(kafka: Any, s3_targ
         "AWS_CONFIG_FILE": os.devnull,
     }
     with environ({}, unset=STATIC_AWS):
-        message = plan_fails(kafka, no_key, bucket, nobody)
+        message = run_fails(kafka, no_key, bucket, nobody, capfd)
     assert message.startswith(
         f"data connector 'dc' (aws): GetBucketLocation of bucket '{bucket}' failed: no AWS credentials"
     )
-    message = plan_fails(
-        kafka, gcs_target.google_connection(secret="unknown"), gcs_target.bucket, gcs_target.emulator()
+    message = run_fails(
+        kafka, gcs_target.google_connection(secret="unknown"), gcs_target.bucket, gcs_target.emulator(), capfd
     )
     assert message.startswith(f"data connector 'dc' (google_cloud_platform) could not write gs://{gcs_target.bucket}/")
     assert "the service-account key was rejected by the token endpoint" in message, message
