@@ -124,6 +124,16 @@ class RunPlan:
         run_id = str(data.get("run_id") or "")
         return cls(run_id, sets, settings, [str(r) for r in data.get("runs") or [run_id]])
 
+    def committed_sets(self, held: Mapping[int, int | None], reported: set[int]) -> set[int]:
+        """The sets that are committed: Kafka ``held`` every range's end, or, where Kafka holds nothing, the
+        set's export task ``reported`` its commit (:meth:`finished`). A set with nothing to export is."""
+
+        def done(index: int, rng: PartitionRange) -> bool:
+            offset = held.get(rng.partition)
+            return not rng.size or offset == rng.end or (offset is None and index in reported)
+
+        return {s.index for s in self.sets if all(done(s.index, r) for r in s.ranges)}
+
     def finished(self, summaries: list[Any]) -> set[int]:
         """The sets whose export task reported its commit, from the tasks' summaries (XCom) of :attr:`runs`."""
         reported = {
@@ -311,15 +321,12 @@ def _replay(
     assert plan is not None
     forgotten: dict[int, int] = {}
     undone: list[PartitionSet] = []
+    committed = plan.committed_sets({p: offsets.offset(p) for p in offsets.committed}, reported)
     for pset in plan.sets:
-        finished = True
         for rng in pset.ranges:
             held = offsets.offset(rng.partition)
             if held is None:
                 forgotten[rng.partition] = rng.end if pset.index in reported else rng.start
-                finished = finished and (not rng.size or pset.index in reported)
-            elif held == rng.start and rng.size:
-                finished = False
             elif held != rng.end and held != rng.start:
                 raise PlanRefused(
                     f"partition {rng.partition}: the group's committed offset is {held}, but run {plan.run_id!r} "
@@ -327,7 +334,7 @@ def _replay(
                     f"nothing exported or committed. `{hint} --to-offsets {rng.partition}:{rng.start}` (or :{held}) "
                     "shows what each choice would do (add --execute to apply)"
                 )
-        if not finished:
+        if pset.index not in committed:
             undone.append(pset)
     if not undone:
         return None

@@ -17,7 +17,7 @@ import click
 from strm_provider.cli.runs import RunInfo, Runs, TaskRun, first_error
 from strm_provider.cli.store import ConnectorStore
 from strm_provider.config import ExporterConfig
-from strm_provider.planning import PartitionRange, PlanRefused, Progress, RunPlan
+from strm_provider.planning import PlanRefused, Progress, RunPlan
 
 #: every state, in the order a table sorts them by concern
 STATES = ("UNHEALTHY", "RETRYING", "RUNNING", "WAITING", "PAUSED", "HEALTHY")
@@ -100,12 +100,7 @@ def committed_sets(runs: Runs, dag_id: str, record: Progress, committed: Mapping
     )
     # the export tasks' summaries are read only when Kafka has forgotten: they cost a request per task
     reported = plan.finished(export_summaries(runs, dag_id, plan)) if forgotten else set()
-
-    def done(index: int, rng: PartitionRange) -> bool:
-        held = None if committed is None else committed.get(rng.partition)
-        return not rng.size or held == rng.end or (held is None and committed is not None and index in reported)
-
-    return {s.index for s in plan.sets if all(done(s.index, r) for r in s.ranges)}
+    return plan.committed_sets(committed or {}, reported)
 
 
 def export_summaries(runs: Runs, dag_id: str, plan: RunPlan) -> list[Any]:
