@@ -7,6 +7,7 @@ file never stops the others from loading.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
 import re
 import tempfile
@@ -157,16 +158,34 @@ class ExporterConfig(BaseModel):
 
 
 def _describe(err: ValidationError) -> str:
+    """Every problem of a file in one line: an unknown field with the known one it most resembles (a missing
+    field that a misspelling explains is not reported again), then the allowed fields, once."""
+    items = err.errors()
+    suggested = {_field(item): _suggestion(_field(item)) for item in items if item["type"] == "extra_forbidden"}
     parts = []
-    for item in err.errors():
-        field = ".".join(str(p) for p in item["loc"]) or "(file)"
-        msg = item["msg"].removeprefix("Value error, ")
+    for item in items:
+        field = _field(item)
         if item["type"] == "extra_forbidden":
-            msg = f"unknown field; expected one of {sorted(ExporterConfig.model_fields)}"
+            hint = suggested[field]
+            parts.append(f"field '{field}': unknown field" + (f", did you mean '{hint}'?" if hint else ""))
         elif item["type"] == "missing":
-            msg = "required field is missing"
-        parts.append(f"field '{field}': {msg}")
+            if field not in suggested.values():
+                parts.append(f"field '{field}': required field is missing")
+        else:
+            parts.append(f"field '{field}': {item['msg'].removeprefix('Value error, ')}")
+    if suggested:
+        parts.append(f"allowed fields: {', '.join(sorted(ExporterConfig.model_fields))}")
     return "; ".join(parts)
+
+
+def _field(item: Any) -> str:
+    return ".".join(str(p) for p in item["loc"]) or "(file)"
+
+
+def _suggestion(field: str) -> str | None:
+    """The allowed field an unknown one is most likely a misspelling of."""
+    close = difflib.get_close_matches(field, list(ExporterConfig.model_fields), n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 def load_exporter(path: Path) -> ExporterConfig:
