@@ -10,6 +10,7 @@ from typing import Any
 
 from strm_provider import __version__
 from strm_provider.connection_types import DATA_CONNECTORS
+from strm_provider.naming import EXTENSIONS
 
 _STR = {"type": ["string", "null"]}
 _SECRET = {"type": ["string", "null"], "format": "password"}
@@ -21,7 +22,14 @@ def _field(label: str, description: str, schema: dict[str, Any] = _STR) -> dict[
 
 _TEST_PREFIX = _field(
     "Test prefix",
-    "Where the Test button writes its empty .strm_test_<uuid>.jsonl (an exporter's path prefix)",
+    "Where the Test button writes its .strm_test_<uuid>.jsonl, holding no event: an exporter's path prefix "
+    "({date} and {hour} are filled from the current time)",
+)
+_TEST_COMPRESSION = _field(
+    "Test file compression",
+    "The ending of the Test button's file: that of the exporters writing here (none: .jsonl, gzip: .jsonl.gz, "
+    "zstd: .jsonl.zst), as their policy must allow",
+    {"type": "string", "enum": list(EXTENSIONS), "default": "none"},
 )
 
 
@@ -120,6 +128,7 @@ def get_provider_info() -> dict[str, Any]:
                         _SECRET,
                     ),
                     "test_prefix": _TEST_PREFIX,
+                    "test_compression": _TEST_COMPRESSION,
                 },
             },
             {
@@ -143,6 +152,7 @@ def get_provider_info() -> dict[str, Any]:
                         "Credentials JSON", "JSON with url, accessKey, secretKey, api, path", _SECRET
                     ),
                     "test_prefix": _TEST_PREFIX,
+                    "test_compression": _TEST_COMPRESSION,
                 },
             },
             {
@@ -170,6 +180,7 @@ def get_provider_info() -> dict[str, Any]:
                     "iam_endpoint_url": _field("IAM Credentials endpoint", "Only for private endpoints or tests"),
                     "endpoint_url": _field("Endpoint URL", "Only for private endpoints or emulators"),
                     "test_prefix": _TEST_PREFIX,
+                    "test_compression": _TEST_COMPRESSION,
                 },
             },
             {
@@ -197,6 +208,7 @@ def get_provider_info() -> dict[str, Any]:
                     ),
                     "authority_host": _field("Authority host", "Only for sovereign clouds or tests"),
                     "test_prefix": _TEST_PREFIX,
+                    "test_compression": _TEST_COMPRESSION,
                 },
             },
         ],

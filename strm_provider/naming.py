@@ -31,7 +31,9 @@ _FILE_NAME = re.compile(
     r"^(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)-(?P<stream>[A-Za-z0-9._-]+?)-"
     r"(?P<digest>[0-9a-f]{8})---(?P<parts>\d+(?:-\d+)*)(?P<ext>\.jsonl(?:\.gz|\.zst)?)$"
 )
-_TEST_NAME = re.compile(r"^\.strm_test_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.jsonl$")
+_TEST_NAME = re.compile(
+    r"^\.strm_test_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.jsonl(?:\.gz|\.zst)?$"
+)
 
 
 class ExportedFile(NamedTuple):
@@ -138,9 +140,17 @@ def content_type(key: str) -> str:
     return CONTENT_TYPES[".jsonl"]
 
 
-def test_object_key(value: uuid.UUID) -> str:
-    """Name of the empty validation file: ``.strm_test_<uuid4>.jsonl``."""
-    return f".strm_test_{value}.jsonl"
+def test_object_key(value: uuid.UUID, compression: str = "none") -> str:
+    """Name of the validation file: ``.strm_test_<uuid4>.jsonl``, with the ending of the exporter's files
+    (``.jsonl.gz``, ``.jsonl.zst``), so it is refused exactly where they would be."""
+    return f".strm_test_{value}{EXTENSIONS[compression]}"
+
+
+def validation_key(prefix: str, value: uuid.UUID, compression: str = "none", now: datetime | None = None) -> str:
+    """Where the validation file of an exporter writing under ``prefix`` goes: the folder its files of
+    this hour go to (placeholders filled from ``now``, UTC), with their ending."""
+    when = now or datetime.now(UTC)
+    return join_key(render_prefix(prefix, int(when.timestamp() * 1000)), test_object_key(value, compression))
 
 
 def parse_key(key: str) -> ExportedFile | None:
@@ -162,5 +172,5 @@ def is_data_file(key: str) -> bool:
 
 
 def is_test_object(key: str) -> bool:
-    """The empty validation file of :func:`test_object_key`, below any prefix."""
+    """A validation file of :func:`test_object_key`, below any prefix."""
     return _TEST_NAME.match(key.rpartition("/")[2]) is not None

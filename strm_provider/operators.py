@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from strm_provider import progress
 from strm_provider.export import ExportResult, export_ranges
 from strm_provider.hooks import storage_hook
 from strm_provider.hooks.kafka import StrmKafkaHook
+from strm_provider.hooks.storage import StorageHook
 from strm_provider.naming import EXTENSIONS, check_template, fixed_part
 from strm_provider.offsets import add_lag, group_lag, plan_stream, run_metadata
 from strm_provider.planning import Decision, PartitionSet, PlanRefused, Progress
@@ -115,8 +117,9 @@ class KafkaExportPlanOperator(_CutSettings, BaseOperator):
     The plan is recorded in an Airflow Variable (``strm.progress.<group_id>``) before anything is
     uploaded, with the settings that decide where files are cut; a run that did not finish is replayed
     whole by the next one, and offsets that Kafka forgot are taken from there. On an exporter's first
-    run, and on a run following a failed one, it also writes the empty ``.strm_test_<uuid>.jsonl`` to
-    prove the data connector's credentials before anything is read.
+    run, and once after a failed run until a run succeeds, it also writes the validation file
+    ``.strm_test_<uuid>.jsonl`` (``.jsonl.gz``, ``.jsonl.zst`` when compressed), holding no event, in the
+    folder this hour's files go to, to prove the data connector's credentials before anything is read.
 
     :param stream: the Kafka topic to export. (templated)
     :param data_connector: connection id of the data connector the files go to: ``strm_s3``,
@@ -127,8 +130,8 @@ class KafkaExportPlanOperator(_CutSettings, BaseOperator):
     :param group_id: the exporter's Kafka consumer group: its committed offsets are the exporter's
         progress. (templated)
     :param path_prefix: folder of the files in the bucket or container, without leading or trailing
-        ``/`` (default: none); ``{date}``/``{hour}`` in it are filled from each event's time, and the
-        validation file goes to the folders before the first of them. (templated)
+        ``/`` (default: none); ``{date}``/``{hour}`` in it are filled from each event's time, and for
+        the validation file from the current time. (templated)
     :param kafka_conn_id: connection id of the Kafka cluster (type ``strm_kafka``). (templated)
     :param partition_sets: how many sets (files and mapped export tasks) to split the partitions into.
     :param include_existing_events: on the exporter's first run, also export what the stream holds
@@ -188,14 +191,7 @@ class KafkaExportPlanOperator(_CutSettings, BaseOperator):
         finally:
             consumer.close()
         plan = decision.plan
-        # After the plan, so that a new exporter's start is pinned at its first run even when its credentials
-        # are wrong (it is "created" then), and before anything is read. A retry too: the first try may have
-        # pinned the start and then failed on the credentials; skipping the check now would pass with a wrong
-        # secret. And after a pause longer than Kafka keeps offsets, as after a failed run.
-        retry = getattr(context.get("ti"), "try_number", 1) > 1
-        if plan.new_exporter or decision.recovered or retry or _previous_run_failed(context):
-            key = storage.write_test_file(fixed_part(check_template(self.path_prefix)))
-            self.log.info("exporter (re)started: validated data connector '%s' with %s", self.data_connector, key)
+        self._validate(context, decision, storage)
         for rng in plan.ranges:
             self.log.info(
                 "partition %s: plan offsets %s..%s (%s events)%s",
@@ -208,6 +204,25 @@ class KafkaExportPlanOperator(_CutSettings, BaseOperator):
         sets = decision.sets
         self.log.info("%s events planned in %s partition set(s)", sum(s.size for s in sets), len(sets))
         return [s.to_xcom() for s in sets]
+
+    def _validate(self, context: Context, decision: Decision, storage: StorageHook) -> None:
+        """Write the validation file, as the export tasks will write their files, when the exporter (re)starts.
+
+        After the plan, so that a new exporter's start is pinned at its first run even when its credentials
+        are wrong (it is "created" then), and before anything is read. On a new exporter; after a pause
+        longer than Kafka keeps offsets; and once after a failed run or try (the first try may have pinned
+        the start and then failed on the credentials), until a run succeeds again: each validation leaves a
+        file that a write-only identity cannot delete, so failing runs must not pile them up.
+        """
+        record = decision.record
+        restarting = getattr(context.get("ti"), "try_number", 1) > 1 or _previous_run_failed(context)
+        if decision.plan.new_exporter or decision.recovered or (restarting and not record.validated):
+            key = storage.write_test_file(check_template(self.path_prefix), self.compression)
+            self.log.info("exporter (re)started: validated data connector '%s' with %s", self.data_connector, key)
+            if restarting:
+                progress.save(self.group_id, replace(record, validated=str(context.get("run_id") or "?")))
+        elif not restarting and record.validated:
+            progress.save(self.group_id, replace(record, validated=None))
 
 
 class KafkaToStorageOperator(_CutSettings, BaseOperator):

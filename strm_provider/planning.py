@@ -151,7 +151,9 @@ class Progress:
 
     ``committed``: the offsets the group held when the last plan was made (its starts). ``plan``: the
     plan in flight, until a later run sees Kafka hold its ends. ``recovered``: the last time Kafka had
-    forgotten the group's offsets and the run took them from here.
+    forgotten the group's offsets and the run took them from here. ``validated``: the run whose plan
+    task proved the data connector after a failed run; until a run succeeds again, later failed runs
+    do not write another validation file.
     """
 
     stream: str
@@ -159,6 +161,7 @@ class Progress:
     topic_id: str | None = None
     plan: RunPlan | None = None
     recovered: dict[str, Any] | None = None
+    validated: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -167,6 +170,7 @@ class Progress:
             "committed": {str(p): o for p, o in sorted(self.committed.items())},
             "plan": self.plan.to_json() if self.plan else None,
             "recovered": self.recovered,
+            "validated": self.validated,
         }
 
     @classmethod
@@ -178,6 +182,7 @@ class Progress:
             topic_id=data.get("topic_id"),
             plan=RunPlan.from_json(plan) if plan else None,
             recovered=data.get("recovered"),
+            validated=data.get("validated"),
         )
 
 
@@ -457,7 +462,9 @@ def plan_run(
     layout = [replace(s, settings=settings) for s in split_sets(ranges, partition_sets, keep_empty=True)]
     in_flight = RunPlan(run_id, layout, settings, [run_id]) if any(s.size for s in layout) else None
     note = _recovered(run_id, recovered) if recovered else (record.recovered if record else None)
-    new_record = Progress(stream, {r.partition: r.start for r in ranges}, topic_id, in_flight, note)
+    new_record = Progress(
+        stream, {r.partition: r.start for r in ranges}, topic_id, in_flight, note, record.validated if record else None
+    )
     return Decision(
         replace(plan, ranges=ranges), [s for s in layout if s.size], commits, new_record, recovered=recovered
     )

@@ -79,6 +79,12 @@ class Compressor:
         return self._zstd.compress(data) + self._zstd.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH)
 
 
+def empty_file(compression: str) -> bytes:
+    """The bytes of a file of no events: nothing, or an empty gzip or zstd stream (which tools read as an
+    empty file, where a zero-byte ``.gz`` is an error)."""
+    return b"" if compression == "none" else Compressor(compression).finish(b"")
+
+
 class RollingFile:
     """A sequence of files named from their content, rotated at deterministic boundaries."""
 

@@ -3,8 +3,10 @@ and exactly-once across a failure between upload and commit."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +131,7 @@ def test_failure_between_upload_and_commit(kafka: Any, s3_target: MotoS3, monkey
 
 
 def test_validation_file_after_failed_run(kafka: Any, s3_target: MotoS3) -> None:
-    """The empty validation file is written on the first run and on a run after a failed one, not otherwise."""
+    """The validation file is written on the first run and once after a failed run, not otherwise."""
     topic, prefix = kafka.create_topic(unique("restart"), 2), unique("restart")
     with connections(strm_kafka_default=kafka.connection(), dc=s3_target.connection(prefix)):
         path = write_exporter(stream=topic, data_connector="dc", path_prefix=prefix, include_existing_events=True)
@@ -144,6 +146,52 @@ def test_validation_file_after_failed_run(kafka: Any, s3_target: MotoS3) -> None
     objects = s3_target.objects(prefix)
     assert sum(is_test_object(k) for k in objects) == 2
     assert sorted(e["seq"] for e in events_of(data_files(objects))) == list(range(10))
+
+
+def test_a_compressed_exporter_validates_as_it_writes_and_once_per_failure(
+    kafka: Any, s3_target: MotoS3, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The validation file has the ending of the exporter's files and goes to this hour's folder, so a policy
+    granting only ``*.jsonl`` fails a gzip exporter at its plan, before anything is read or committed. Failing
+    runs validate once until a run succeeds again: a write-only identity cannot delete what they leave."""
+    topic, prefix = kafka.create_topic(unique("gzcheck"), 1), unique("gzcheck")
+    settings = {"compression": "gzip", "path_prefix": f"{prefix}/dt={{date}}/hour={{hour}}", "retries": 0}
+    produce_seq(kafka, topic, 0, 5)
+    with connections(strm_kafka_default=kafka.connection(), dc=s3_target.connection(prefix)):
+        path = write_exporter(stream=topic, data_connector="dc", include_existing_events=True, **settings)
+        capfd.readouterr()
+        assert run_exporter(path).state == "failed"
+        refused = f"could not write s3://{s3_target.bucket}/{prefix}/dt="
+        assert refused in capfd.readouterr().out + capfd.readouterr().err
+        assert s3_target.objects(prefix) == {}
+        assert kafka.committed(f"strm-exporter-dc-{topic}", topic) == {0: 0}  # the start is pinned, no more
+
+    def failing_commit() -> None:
+        raise RuntimeError("injected: the commit fails after the upload")
+
+    def validations() -> list[str]:
+        return sorted(k for k in s3_target.objects(prefix) if is_test_object(k))
+
+    granted = s3_target.connection(prefix, endings=(".jsonl", ".jsonl.gz"))
+    with connections(strm_kafka_default=kafka.connection(), dc=granted):
+        assert run_exporter(path).state == "success"  # after a failed run: validated (1)
+        hour = datetime.now(UTC).strftime("dt=%Y-%m-%d/hour=%H")
+        [first] = validations()
+        assert first.startswith(f"{prefix}/{hour}/.strm_test_") and first.endswith(".jsonl.gz"), first
+        assert gzip.decompress(s3_target.objects(prefix)[first]) == b""  # a gzip stream of no events
+        counts = []
+        for i, fails in enumerate((True, True, True, False, False, True, True, False)):
+            produce_seq(kafka, topic, 5 + 3 * i, 3)
+            with monkeypatch.context() as patch:
+                if fails:
+                    before_commits(failing_commit, patch)
+                assert run_exporter(path).state == ("failed" if fails else "success")
+            counts.append(len(validations()))
+        assert run_exporter(path).state == "success"  # the last run replayed a failed plan: this one catches up
+    # a success, then three failed runs: the run after the first failure validates, the next ones do not;
+    # after two successes, the run after the next failure validates again
+    assert counts == [1, 2, 2, 2, 2, 2, 3, 3]
+    assert Counter(e["seq"] for e in events_in(data_files(s3_target.objects(prefix)))) == Counter(range(5 + 3 * 8))
 
 
 #: how the replay test lays files out: as the hosted product did, or gzip under hourly folders, cut on

@@ -92,8 +92,9 @@ def logs() -> None:
     """Show the task logs of a batch exporter's runs."""
 
 
-def validated(write: Any, name: str, prefix_flag: str) -> str:
-    """Run the validation write; a failure becomes one line naming the connector and the cause."""
+def validated(write: Any, name: str, what: str) -> str:
+    """Run the validation write; a failure becomes one line naming the connector, the cause (which names
+    the object, and the bucket where it is the bucket) and ``what`` the validation file stood for."""
     from strm_provider.hooks import StorageError
 
     try:
@@ -101,7 +102,7 @@ def validated(write: Any, name: str, prefix_flag: str) -> str:
     except StorageError as err:
         raise click.ClickException(
             f"validation of data connector '{name}' failed, nothing was created: {err} "
-            f"(fix the credentials or {prefix_flag}, or skip the check with --no-validate)"
+            f"({what}; or skip the check with --no-validate)"
         ) from None
     except Exception as err:
         raise click.ClickException(

@@ -16,6 +16,7 @@ from strm_provider.cli.app import NO_VALIDATE, create, delete, get, list_, show,
 from strm_provider.cli.output import OUTPUT, emit_json, emit_table
 from strm_provider.cli.store import ConnectorStore, Duplicate
 from strm_provider.config import load_exporters
+from strm_provider.naming import EXTENSIONS
 
 
 @create.command("data-connector")
@@ -49,7 +50,16 @@ from strm_provider.config import load_exporters
 @click.option(
     "--test-prefix",
     default="",
-    help="Where validation writes (and Airflow's Test button): the path prefix your policy allows",
+    help="Where validation writes (and Airflow's Test button): an exporter's path prefix, {date}/{hour} "
+    "included, e.g. events/dt={date}",
+)
+@click.option(
+    "--test-compression",
+    type=click.Choice(list(EXTENSIONS)),
+    default="none",
+    show_default=True,
+    help="The ending of the validation file (and the Test button's): that of the exporters' files, "
+    ".jsonl, .jsonl.gz or .jsonl.zst",
 )
 @NO_VALIDATE
 @OUTPUT
@@ -57,10 +67,11 @@ from strm_provider.config import load_exporters
 def create_data_connector(ctx: click.Context, kind: str, name: str, bucket: str, **opts: Any) -> None:
     """Create data connector NAME of TYPE (s3, gcs, azure-blob-storage) for BUCKET (or container)."""
     from strm_provider.config import check_prefix
+    from strm_provider.naming import check_template
 
     dc.check_name(name)
     try:
-        test_prefix = check_prefix(opts["test_prefix"])
+        test_prefix = check_template(check_prefix(opts["test_prefix"]))
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="'--test-prefix'") from None
     _only_for(kind, opts)
@@ -95,6 +106,8 @@ def create_data_connector(ctx: click.Context, kind: str, name: str, bucket: str,
         )
     if test_prefix:
         spec.extra["test_prefix"] = test_prefix
+    if opts["test_compression"] != "none":
+        spec.extra["test_compression"] = opts["test_compression"]
     target = store(ctx)
     if target.get(name) is not None:
         raise click.BadParameter(
@@ -103,7 +116,11 @@ def create_data_connector(ctx: click.Context, kind: str, name: str, bucket: str,
     if opts["validate"]:
         from strm_provider.cli.store import validate_new
 
-        validated(lambda: validate_new(spec, test_prefix), name, "--test-prefix")
+        validated(
+            lambda: validate_new(spec, test_prefix, compression=opts["test_compression"]),
+            name,
+            "its validation file goes where --test-prefix and --test-compression say",
+        )
     try:
         target.create(spec)
     except Duplicate:

@@ -53,8 +53,11 @@ class ConnectorStore(abc.ABC):
         """Remove the connection ``name``."""
 
     @abc.abstractmethod
-    def write_test_file(self, spec: ConnectorSpec, prefix: str, bucket: str | None = None) -> str:
-        """Write the empty validation file with the *stored* credentials of ``spec``; return a description.
+    def write_test_file(
+        self, spec: ConnectorSpec, prefix: str, bucket: str | None = None, compression: str = "none"
+    ) -> str:
+        """Write the validation file with the *stored* credentials of ``spec`` as an exporter writing under
+        ``prefix`` (templated or not) with ``compression`` writes; return a description.
 
         ``bucket`` is the exporter's, for the official providers' connection types."""
 
@@ -75,10 +78,10 @@ class ConnectorStore(abc.ABC):
         """Remove the Variable ``key``; whether there was one."""
 
 
-def validate_new(spec: ConnectorSpec, prefix: str, bucket: str | None = None) -> str:
+def validate_new(spec: ConnectorSpec, prefix: str, bucket: str | None = None, compression: str = "none") -> str:
     """Write the validation file with credentials that are not stored yet (raises StorageError)."""
     hook = spec.hook(bucket)
-    key = hook.write_test_file(prefix)
+    key = hook.write_test_file(prefix, compression)
     return f"{hook.asset_scheme}://{hook.bucket}/{key}"
 
 
@@ -160,8 +163,10 @@ class LocalStore(ConnectorStore):
 
         self.in_session(remove)
 
-    def write_test_file(self, spec: ConnectorSpec, prefix: str, bucket: str | None = None) -> str:
-        return validate_new(spec, prefix, bucket)
+    def write_test_file(
+        self, spec: ConnectorSpec, prefix: str, bucket: str | None = None, compression: str = "none"
+    ) -> str:
+        return validate_new(spec, prefix, bucket, compression)
 
     def connection(self, conn_id: str) -> Any | None:
         """Through Airflow's secrets chain (env vars, secrets backends, then the database)."""
@@ -309,8 +314,12 @@ class RemoteStore(ConnectorStore):
     def delete(self, name: str) -> None:
         self.call("DELETE", f"/connections/{name}", ok_missing=True)
 
-    def write_test_file(self, spec: ConnectorSpec, prefix: str, bucket: str | None = None) -> str:
-        """Ask the server to test the stored connection, writing below ``prefix`` (needs test_connection)."""
+    def write_test_file(
+        self, spec: ConnectorSpec, prefix: str, bucket: str | None = None, compression: str = "none"
+    ) -> str:
+        """Ask the server to test the stored connection as an exporter writing under ``prefix`` with
+        ``compression`` writes (the Test button's ``test_prefix`` and ``test_compression``; needs
+        test_connection)."""
         if bucket:
             # The server's Test runs the official provider's own check, which writes nothing to a bucket.
             raise StoreError(
@@ -318,8 +327,8 @@ class RemoteStore(ConnectorStore):
                 "run this command on the Airflow host, or pass --no-validate"
             )
         # The server restores masked ("***") values of the extra from the stored connection, but keeps
-        # only the keys sent: send the whole extra as the API showed it, with the test prefix changed.
-        extra = {**spec.extra, "test_prefix": prefix}
+        # only the keys sent: send the whole extra as the API showed it, with the test file's place changed.
+        extra = {**spec.extra, "test_prefix": prefix, "test_compression": compression}
         body = {"connection_id": spec.name, "conn_type": spec.conn_type, "extra": json.dumps(extra)}
         resp = self._send("POST", "/api/v2/connections/test", json=body)
         if resp.status_code == 403 and "disabled" in resp.text.lower():

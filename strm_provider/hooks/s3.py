@@ -247,10 +247,10 @@ class StrmS3Hook(StorageHook):
     def _upload_stream(self, key: str, reader: IO[bytes]) -> None:
         self.client.upload_fileobj(reader, self.bucket, key, ExtraArgs=self.settings.upload_args(key), Config=TRANSFER)
 
-    def write_empty(self, key: str) -> None:
+    def write_empty(self, key: str, body: bytes = b"") -> None:
         """One PutObject, whose answer must confirm the encryption the connection asks for."""
         try:
-            answer = self.client.put_object(Bucket=self.bucket, Key=key, Body=b"", **self.settings.upload_args(key))
+            answer = self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **self.settings.upload_args(key))
         except Exception as err:
             raise self._as_storage_error(err, key) from err
         sse = self.settings.sse

@@ -19,7 +19,7 @@ from typing import IO, Any, TypeVar
 
 from airflow.sdk import BaseHook
 
-from strm_provider.naming import join_key, test_object_key
+from strm_provider.naming import EXTENSIONS, validation_key
 
 _Hook = TypeVar("_Hook")
 
@@ -114,9 +114,23 @@ class StorageHook(BaseHook, abc.ABC):
     # ----- shared behaviour ---------------------------------------------------------------------
     @property
     def test_prefix(self) -> str:
-        """Where :meth:`test_connection` writes its probe (the connection's extra ``test_prefix``)."""
+        """Where :meth:`test_connection` writes its probe (the connection's extra ``test_prefix``, an exporter's
+        path prefix: ``{date}``/``{hour}`` are filled from the current time)."""
         conn = self.get_connection(self.conn_id)
         return str(extra_json(conn.extra).get("test_prefix") or "").strip("/")
+
+    @property
+    def test_compression(self) -> str:
+        """The ending :meth:`test_connection` gives its probe: the connection's extra ``test_compression``
+        (``none``, ``gzip``, ``zstd``), the ``compression`` of the exporters that write here."""
+        conn = self.get_connection(self.conn_id)
+        value = str(extra_json(conn.extra).get("test_compression") or "none")
+        if value not in EXTENSIONS:
+            raise StorageError(
+                f"data connector '{self.conn_id}': extra field 'test_compression': expected one of "
+                f"{', '.join(EXTENSIONS)}, got {value!r}"
+            )
+        return value
 
     def asset_uri(self, prefix: str) -> str:
         """URI of the Airflow Asset for ``prefix`` in this bucket (``s3://bucket/prefix``)."""
@@ -162,15 +176,22 @@ class StorageHook(BaseHook, abc.ABC):
         if errors:
             raise self._as_storage_error(errors[0], key) from errors[0]
 
-    def write_empty(self, key: str) -> None:
-        """Write a zero-byte object (the validation file)."""
-        with self.open_writer(key):
-            pass
+    def write_empty(self, key: str, body: bytes = b"") -> None:
+        """Write a file that holds no event (the validation file): ``body`` is empty, or an empty
+        compressed stream."""
+        with self.open_writer(key) as out:
+            out.write(body)
 
-    def write_test_file(self, prefix: str | None = None) -> str:
-        """Write the empty ``.strm_test_<uuid4>.jsonl`` below ``prefix``; return its key."""
-        key = join_key(self.test_prefix if prefix is None else prefix, test_object_key(uuid.uuid4()))
-        self.write_empty(key)
+    def write_test_file(self, prefix: str | None = None, compression: str | None = None) -> str:
+        """Write the validation file as an exporter writing under ``prefix`` with ``compression`` writes its
+        files, so it fails wherever they would: in the folder its files of this hour go to, with their
+        ending (``.strm_test_<uuid4>.jsonl``, ``.jsonl.gz``, ``.jsonl.zst``), holding no event. Defaults:
+        the connection's ``test_prefix`` and ``test_compression``. Returns the key."""
+        from strm_provider.writer import empty_file  # the writer builds on this module
+
+        compression = self.test_compression if compression is None else compression
+        key = validation_key(self.test_prefix if prefix is None else prefix, uuid.uuid4(), compression)
+        self.write_empty(key, empty_file(compression))
         return key
 
     def test_connection(self) -> tuple[bool, str]:
