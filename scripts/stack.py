@@ -6,11 +6,13 @@
 - ``s3``: moto_server (S3 + IAM, policies enforced), a bucket and an IAM user holding only the
   minimal policy of the README, its key in ``.stack/s3.json`` (what ``aws iam create-access-key`` prints);
 - ``airflow``: ``airflow standalone`` (API server + UI, scheduler, DAG processor, triggerer) with
-  ``AIRFLOW_HOME=.stack/airflow``, the repo's ``dags/`` and ``STRM_EXPORTERS_DIR=.stack/exporters``;
+  ``AIRFLOW_HOME=.stack/airflow``, the repo's ``dags/`` and ``STRM_EXPORTERS_DIR=.stack/exporters``, and
+  one task log server (what the UI and ``strm logs`` read a running task's log from);
 - ``producer``: ``strm simulate random-events demo``, continuously;
 
 and creates the data connector ``s3`` and the batch exporter ``s3-demo`` (every 30 s). Files then
-appear in the bucket every interval with nobody touching anything.
+appear in the bucket every interval with nobody touching anything. Every listening socket is on
+127.0.0.1; ``.stack/env`` gives a shell the ``strm`` CLI on the stack and nothing else.
 
 ``down`` stops exactly the processes ``up`` started (the PID files, and their descendants), and
 keeps the state (Airflow's database, the broker's data) for the next ``up``. S3 lives in memory:
@@ -23,7 +25,9 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -55,9 +59,29 @@ USER = "admin"
 PROCESSES = ("producer", "airflow", "s3", "broker")
 #: environment variable holding the token that marks a process (and its children) as started by ``up``
 TOKEN_VAR = "STRM_STACK_TOKEN"
-DEFAULT_PORTS = {"ui": 8080, "kafka": 9092, "s3": 9000}
+#: ``logs``: the task log server, for the worker's and the triggerer's logs (Airflow's 8793 and 8794 in one)
+DEFAULT_PORTS = {"ui": 8080, "kafka": 9092, "s3": 9000, "logs": 8793}
 #: Airflow settings of the caller that the stack's processes keep
 PASSED_SETTINGS = ("AIRFLOW__METRICS__", "AIRFLOW__OPENLINEAGE__")
+#: settings of :meth:`Stack.env` a shell needs for ``strm`` on the stack: its Airflow (home, with the
+#: Fernet key of the connections, database and DAGs folder), the exporters folder, and the log server's
+#: port, where ``strm logs`` reads a running task's log
+CLI_SETTINGS = (
+    "AIRFLOW_HOME",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+    "AIRFLOW__CORE__DAGS_FOLDER",
+    "STRM_EXPORTERS_DIR",
+    "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",
+    "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT",
+)
+#: ``airflow standalone``'s components that start a log server of their own; Airflow 3.3 binds it to every
+#: interface (0.0.0.0/[::], 8793 and 8794) and has no setting for its host, so they skip it
+SKIP_SERVE_LOGS = ("scheduler", "triggerer")
+#: Airflow signs its JWTs with HS512 when given a secret (``[api_auth] jwt_algorithm`` unset), and PyJWT
+#: warns (``InsecureKeyLengthWarning``) below the hash's size, 64 bytes; Airflow's generated secrets have 24
+MIN_SECRET_BYTES = 64
+#: ``[section] option`` of Airflow's secrets: the task JWTs and the log server's tokens
+AIRFLOW_SECRETS = (("api_auth", "jwt_secret"), ("api", "secret_key"))
 
 
 # ----- small helpers ------------------------------------------------------------------------------
@@ -118,8 +142,10 @@ class Stack:
         return self.home / "simple_auth_manager_passwords.json.generated"
 
     def env(self) -> dict[str, str]:
-        """The environment of every Airflow and ``strm`` process of the stack (also written to ``.stack/env``)."""
+        """The environment of every Airflow and ``strm`` process of the stack (:data:`CLI_SETTINGS` of it
+        also go to ``.stack/env``)."""
         ui = self.ports["ui"]
+        logs = str(self.ports["logs"])
         return {
             **airflow_env(self.home, self.exporters),
             "AIRFLOW__CORE__PARALLELISM": "4",  # LocalExecutor forks this many workers
@@ -133,8 +159,35 @@ class Stack:
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{ui}/execution/",
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            # one log server on 127.0.0.1 (see airflow_standalone), at the address Airflow builds from a
+            # task's hostname: 127.0.0.1, not the machine's name, which may resolve to another interface
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": logs,
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": logs,
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.servers.airflow.loopback_hostname",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
             "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         }
+
+    def shell_env(self) -> str:
+        """``.stack/env``: :data:`CLI_SETTINGS`, added to a user's shell by ``source``; the rest of it stays.
+
+        The venv goes before ``PATH`` (as ``source .venv/bin/activate`` does: ``strm`` and ``python``, which the
+        README's commands call by name, are the venv's), and loopback is added to the shell's ``NO_PROXY``: a
+        proxy of the user's must not get the CLI's requests to the stack's S3. ``NO_PROXY="*"`` stays with the
+        stack's processes (:func:`tests.servers.airflow.airflow_env`).
+        """
+        env = self.env()
+        loopback = "127.0.0.1,localhost"
+        lines = [
+            f"# Written by `make up`: `source {shown(self.root / 'env')}` gives a shell the `strm` CLI on the stack.",
+            "# It sets the stack's Airflow (AIRFLOW_HOME, its database, DAGs folder and log server port) and",
+            f"# exporters folder (STRM_EXPORTERS_DIR), puts {VENV_BIN} before your PATH and adds {loopback}",
+            "# to your NO_PROXY/no_proxy; nothing else of your shell changes.",
+            *(f"export {key}={shlex.quote(env[key])}" for key in CLI_SETTINGS),
+            f'export PATH={shlex.quote(str(VENV_BIN))}:"$PATH"',
+            *(f'export {var}="${{{var}:+${var},}}{loopback}"' for var in ("NO_PROXY", "no_proxy")),
+        ]
+        return "\n".join(lines) + "\n"
 
     def full_env(self) -> dict[str, str]:
         """The caller's environment without its Airflow/STRM settings (another AIRFLOW_HOME, database or
@@ -315,7 +368,8 @@ def prepare(stack: Stack) -> None:
     stack.exporters.mkdir(parents=True, exist_ok=True)
     if not stack.password_file.exists():  # our own, so standalone never prints a password into its log
         write_secret(stack.password_file, {USER: secrets.token_urlsafe(12)})
-    airflow(stack, "db", "migrate")
+    airflow(stack, "db", "migrate")  # also writes airflow.cfg, the first time
+    strengthen_secrets(stack.home / "airflow.cfg")
     kafka = {"conn_type": "strm_kafka", "host": f"127.0.0.1:{stack.ports['kafka']}"}
     conns = stack.root / "connections.json"
     write_secret(conns, {"strm_kafka_default": {**kafka, "extra": '{"security_protocol": "PLAINTEXT"}'}})
@@ -360,8 +414,66 @@ def create_exporter(stack: Stack) -> None:
         raise SystemExit(f"[stack] {shown} failed:\n{out.strip()}")
 
 
+def strengthen_secrets(config: Path) -> None:
+    """Give Airflow's config file secrets of :data:`MIN_SECRET_BYTES`, where it has shorter ones.
+
+    Airflow writes its secrets into ``airflow.cfg`` when it creates the file, 24 bytes long; a ``.stack/``
+    of an earlier ``make up`` has those, so each ``up`` checks. In the file, not in the stack's
+    environment: an ``airflow`` command run with the stack's ``AIRFLOW_HOME`` signs with the same keys.
+    """
+    lines = config.read_text().splitlines(keepends=True)
+    section = ""
+    headers: dict[str, int] = {}  # section -> the line of its header
+    found: set[tuple[str, str]] = set()
+    for index, line in enumerate(lines):
+        if header := re.fullmatch(r"\[(\w+)\]\s*", line):
+            section = header[1]
+            headers[section] = index
+        elif (option := re.fullmatch(r"(\w+) = (.*?)\s*", line)) and (section, option[1]) in AIRFLOW_SECRETS:
+            found.add((section, option[1]))
+            if len(option[2].encode()) < MIN_SECRET_BYTES:
+                lines[index] = f"{option[1]} = {secrets.token_urlsafe(MIN_SECRET_BYTES)}\n"
+    # an option missing from the file would make each Airflow process generate a short one of its own
+    missing = [pair for pair in AIRFLOW_SECRETS if pair not in found]
+    for section, option in sorted(missing, key=lambda pair: headers.get(pair[0], -1), reverse=True):  # last first
+        new = f"{option} = {secrets.token_urlsafe(MIN_SECRET_BYTES)}\n"
+        if section in headers:
+            lines.insert(headers[section] + 1, new)
+        else:
+            lines += [f"\n[{section}]\n", new]
+    config.write_text("".join(lines))
+
+
+def airflow_standalone() -> None:
+    """``airflow standalone``, with one task log server on 127.0.0.1 instead of its components' own.
+
+    Its scheduler and triggerer would each start one on every interface (:data:`SKIP_SERVE_LOGS`), so
+    they start with ``--skip-serve-logs``; the log server of Airflow's own (the app they would serve)
+    runs beside them on the stack's ``logs`` port, for both, as they read the same folder.
+    """
+    from airflow.__main__ import main as airflow_main
+    from airflow.cli.commands import standalone_command
+
+    class SubCommand(standalone_command.SubCommand):
+        def __init__(self, parent: Any, name: str, command: list[str], env: dict[str, str]) -> None:
+            skip = ["--skip-serve-logs"] if name in SKIP_SERVE_LOGS else []
+            super().__init__(parent, name=name, command=[*command, *skip], env=env)
+
+    standalone_command.SubCommand = SubCommand
+    port = os.environ["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"]
+    log_server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "airflow.utils.serve_logs.log_server:get_app",
+         "--host", "127.0.0.1", "--port", port, "--no-access-log"],
+    )  # fmt: skip
+    sys.argv = ["airflow", "standalone"]
+    try:
+        airflow_main()
+    finally:
+        log_server.terminate()
+
+
 def start_airflow(stack: Stack) -> psutil.Process:
-    return stack.spawn("airflow", [str(VENV_BIN / "airflow"), "standalone"])
+    return stack.spawn("airflow", [sys.executable, str(Path(__file__).resolve()), "airflow-standalone"])
 
 
 def airflow_health(stack: Stack) -> bool:
@@ -410,7 +522,7 @@ def up(stack: Stack, ports: str, rate: float, wait_files: int) -> None:
     stack.root.mkdir(parents=True, exist_ok=True)
     state = {**stack.state(), "ports": choose_ports(ports), "repo": str(REPO)}
     stack.state_file.write_text(json.dumps(state, indent=2) + "\n")
-    (stack.root / "env").write_text("".join(f"export {k}={json.dumps(v)}\n" for k, v in stack.env().items()))
+    (stack.root / "env").write_text(stack.shell_env())
     try:
         start_broker(stack)
         start_s3(stack)
@@ -484,7 +596,10 @@ def ls(stack: Stack) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["up", "down", "status", "ls"])
+    parser.add_argument(
+        "command", choices=["up", "down", "status", "ls", "airflow-standalone"],
+        help="airflow-standalone: what up starts as the stack's Airflow (in the stack's environment)",
+    )  # fmt: skip
     parser.add_argument(
         "--root", type=Path, default=Path(os.environ.get("STACK_ROOT") or REPO / ".stack"),
         help="stack directory (default: $STACK_ROOT, else .stack/)",
@@ -496,6 +611,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="events per second the producer sends")
     parser.add_argument("--wait-files", type=int, default=0, help="after start-up, wait for N exported files")
     args = parser.parse_args(argv)
+    if args.command == "airflow-standalone":
+        airflow_standalone()
+        return
     stack = Stack(args.root)
     if args.command == "up":
         up(stack, args.ports, args.rate, args.wait_files)

@@ -23,3 +23,10 @@ def airflow_env(home: Path, exporters: Path, dags: Path = REPO / "dags") -> dict
         "STRM_EXPORTERS_DIR": str(exporters),
         "NO_PROXY": "*",
     }
+
+
+def loopback_hostname() -> str:
+    """``[core] hostname_callable`` of an Airflow whose log server listens on 127.0.0.1 only (``make up``'s):
+    Airflow fetches a running task's log from ``http://<the task's hostname>:<port>``, and the machine's own
+    name may resolve to an address nothing listens on."""
+    return "127.0.0.1"
