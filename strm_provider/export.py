@@ -44,7 +44,10 @@ class ExportResult:
     """What one partition set exported: the task's XCom summary (no secrets)."""
 
     events: int = 0
+    #: of the events' JSON Lines, before compression
     bytes: int = 0
+    #: of the files as stored (compressed when compressed)
+    stored_bytes: int = 0
     files: list[str] = field(default_factory=list)
     dead_letters: int = 0
     dead_letter_files: list[str] = field(default_factory=list)
@@ -148,8 +151,9 @@ def export_ranges(
                 }
                 result.partitions.append(entry)
                 result.lost_to_retention += lost
+                # read, not yet stored: the file's upload completes when it is closed
                 log.info(
-                    "partition %s: offsets %s..%s, %s events written, %s dead letters, file %s",
+                    "partition %s: offsets %s..%s read, %s events, %s dead letters, into file %s",
                     rng.partition,
                     rng.start,
                     rng.end,
@@ -163,7 +167,10 @@ def export_ranges(
             files.abort(err)
             dead.abort(err)
             raise
+    for key in files.keys + dead.keys:
+        log.info("stored %s", key)
     result.events, result.bytes, result.files = files.total_events, files.total_bytes, files.keys
+    result.stored_bytes = files.total_stored_bytes
     result.dead_letters, result.dead_letter_files = dead.total_events, dead.keys
 
     commit_ranges(consumer, stream, ranges, commit_metadata)

@@ -113,7 +113,8 @@ class RollingFile:
         self._events = 0
         self._finishing: tuple[threading.Thread, list[BaseException]] | None = None
         self.keys: list[str] = []
-        self.total_bytes = 0
+        self.total_bytes = 0  # of JSON Lines, before compression
+        self.total_stored_bytes = 0  # as stored, compressed when compressed
         self.total_events = 0
 
     def write_block(
@@ -163,6 +164,7 @@ class RollingFile:
             if self._compressor is None:
                 self._out.write(view[base : base + size])
                 self._bytes += size
+                self.total_stored_bytes += size
             else:
                 self._pending += view[base : base + size]
             self._events += take
@@ -188,6 +190,7 @@ class RollingFile:
         self._pending.clear()
         self._out.write(data)
         self._bytes += len(data)
+        self.total_stored_bytes += len(data)
         if self._bytes + self._chunk_size > self._max_bytes:
             self.close(wait=False)
 
@@ -214,6 +217,7 @@ class RollingFile:
             tail = self._compressor.finish(bytes(self._pending))
             self._out.write(tail)
             self._bytes += len(tail)
+            self.total_stored_bytes += len(tail)
         self._compressor = None
         self._pending.clear()
         cm, self._cm, self._out = self._cm, None, None

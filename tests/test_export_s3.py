@@ -318,3 +318,27 @@ def test_a_wrong_encryption_setting_is_named() -> None:
         conn = Connection(conn_id="dc", conn_type="strm_s3", login="a", password="b", extra={"bucket": "b", **extra})
         ok, message = storage_hook_class("strm_s3").from_connection(conn).test_connection()
         assert not ok and message == f"data connector 'dc': {cause}"
+
+
+def test_the_task_log_says_read_until_the_file_is_stored_and_names_the_data_connector(
+    kafka: Any, s3_target: MotoS3, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A file's events are logged as read while its upload may still fail; "stored" comes once it is. The
+    credentials line names the data connector, not an ``aws`` connection the user never made."""
+    topic, prefix = kafka.create_topic(unique("logs"), 1), unique("logs")
+    with connections(strm_kafka_default=kafka.connection(), dc=s3_target.connection(prefix)):
+        path = write_exporter(stream=topic, data_connector="dc", path_prefix=prefix, retries=0)
+        assert run_exporter(path).state == "success"
+        produce_seq(kafka, topic, 0, 10)
+        caplog.clear()
+        capfd.readouterr()
+        with connections(dc=s3_target.connection(prefix, secret="wrong")):
+            assert run_exporter(path).state == "failed"
+        failed = caplog.text + "".join(capfd.readouterr())  # our loggers, and Airflow's and providers' output
+        assert "partition 0: offsets 0..10 read, 10 events" in failed, failed[-3000:]
+        assert "stored " not in failed and "events written" not in failed
+        assert "data connector 'dc' credentials retrieved" in failed and "AWS Connection" not in failed
+        caplog.clear()
+        assert run_exporter(path).state == "success"
+        [key] = data_files(s3_target.objects(prefix))
+        assert f"stored {key}" in caplog.text

@@ -89,6 +89,15 @@ class S3Settings:
         return args
 
 
+class _DataConnectorWrapper(AwsConnectionWrapper):
+    """The provider's view of a connection, built from a data connector's settings: it logs where the
+    credentials came from, and names the data connector there, not an ``aws`` connection there is none of."""
+
+    @property
+    def conn_repr(self) -> str:
+        return f"data connector '{self.conn_id}'"
+
+
 class _ConnectionS3Hook(S3Hook):
     """The Amazon provider's S3Hook, fed our connection's settings instead of an ``aws`` connection.
 
@@ -188,7 +197,7 @@ class StrmS3Hook(StorageHook):
             extra["endpoint_url"] = s.endpoint_url
         if s.role_arn:
             extra["role_arn"] = s.role_arn
-        wrapper = AwsConnectionWrapper.from_connection_metadata(
+        wrapper = _DataConnectorWrapper.from_connection_metadata(
             conn_id=self.conn_id, login=s.access_key, password=s.secret_key, extra=extra
         )
         # The hook reads its botocore Config from the wrapper it is given (``conn_config``), not from
