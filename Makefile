@@ -11,7 +11,7 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
 unexport PYTHONDONTWRITEBYTECODE
 UV := $(CURDIR)/.tools/bin/uv
 
-.PHONY: venv kafka demo test lint bench up down clean system-deps
+.PHONY: venv kafka demo test lint bench up down clean system-deps java-deps install-debs
 
 $(UV):
 	$(PY) -m venv .tools
@@ -20,23 +20,36 @@ $(UV):
 venv: $(UV)
 	$(UV) sync --frozen --all-extras --compile-bytecode --quiet
 
-kafka: venv system-deps  ## Apache Kafka (pinned in tests/servers/apache_kafka.py) from Maven Central into .cache/, once
+kafka: venv java-deps  ## Apache Kafka (pinned in tests/servers/apache_kafka.py) from Maven Central into .cache/, once
 	.venv/bin/python -m tests.servers.apache_kafka fetch
 
 demo: venv  ## a real export on the embedded defaults (STORAGE=s3|s3-compatible|gcs|azure, BROKER=embedded|apache)
 	.venv/bin/python scripts/demo.py --storage $(STORAGE) --broker $(BROKER)
 
-system-deps:  ## Debian packages the tests drive, installed when missing: Chromium, docker-compose, PostgreSQL, Redis, Java 17+ and Maven (Apache Kafka)
+# Debian packages, installed when missing (with sudo unless root): what Apache Kafka needs for `make kafka`,
+# `make up` and `make bench`, and what the tests also drive for `make test`.
+JAVA_DEBS := openjdk-17-jre-headless maven
+TEST_DEBS := chromium docker-compose postgresql redis-server
+
+java-deps:  ## Java 17+ and Maven (Apache Kafka), from Debian when missing
+	@$(MAKE) --no-print-directory install-debs DEBS="$(JAVA_DEBS)"
+
+system-deps:  ## every Debian package the tests drive, installed when missing: Java 17+ and Maven, Chromium, docker-compose, PostgreSQL, Redis
+	@$(MAKE) --no-print-directory install-debs DEBS="$(JAVA_DEBS) $(TEST_DEBS)"
+
+install-debs:
 	@missing=""; \
-	  command -v chromium >/dev/null || missing="$$missing chromium"; \
-	  command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
-	  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
-	  command -v redis-server >/dev/null || missing="$$missing redis-server"; \
-	  java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])' || missing="$$missing openjdk-17-jre-headless"; \
-	  command -v mvn >/dev/null || missing="$$missing maven"; \
+	  for deb in $(DEBS); do case $$deb in \
+	    chromium) command -v chromium >/dev/null || missing="$$missing chromium";; \
+	    docker-compose) command -v docker-compose >/dev/null || missing="$$missing docker-compose";; \
+	    postgresql) ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql";; \
+	    redis-server) command -v redis-server >/dev/null || missing="$$missing redis-server";; \
+	    openjdk-17-jre-headless) java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])' || missing="$$missing $$deb";; \
+	    maven) command -v mvn >/dev/null || missing="$$missing maven";; \
+	  esac; done; \
 	  if [ -n "$$missing" ]; then \
 	    SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	    echo "installing:$$missing"; \
+	    echo "installing Debian packages:$$missing"; \
 	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
 	  fi
 
