@@ -8,8 +8,11 @@ The stack runs in a temporary directory on free ports, so it never meets a devel
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import json
 import os
+import re
+import secrets
 import subprocess
 import sys
 import time
@@ -59,6 +62,63 @@ def family(stack: Any) -> dict[int, float]:
         for member in [proc, *proc.children(recursive=True)]:
             out[member.pid] = member.create_time()
     return out
+
+
+def listening(stack: Any) -> list[tuple[str, str, int]]:
+    """(command line, address, port) of every TCP socket a process of the stack listens on."""
+    out = []
+    for pid in family(stack):
+        try:
+            proc = psutil.Process(pid)
+            sockets = [c.laddr for c in proc.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+            out += [(" ".join(proc.cmdline())[:120], addr.ip, addr.port) for addr in sockets]
+        except psutil.NoSuchProcess:  # a task's process that ended meanwhile
+            pass
+    return out
+
+
+def loopback(ip: str) -> bool:
+    """Whether ``ip`` is a loopback address; Java listens on ``::ffff:127.0.0.1`` for 127.0.0.1."""
+    address = ipaddress.ip_address(ip.split("%")[0])
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+def check_listeners(stack: Any) -> None:
+    """Every listening socket of the stack is on loopback, and its own ports (UI, Kafka, S3, logs) are among them."""
+    sockets = listening(stack)
+    assert [s for s in sockets if not loopback(s[1])] == [], sockets
+    assert set(stack.ports.values()) <= {port for _, _, port in sockets}, (stack.ports, sockets)
+
+
+def weak_key_warnings(stack: Any) -> list[str]:
+    """The lines of Airflow's logs of the stack (its components' output, task and DAG processor logs) where
+    PyJWT warns that a secret is too short for the algorithm."""
+    logs = [*(stack.root / "logs").glob("*.log"), *(stack.home / "logs").rglob("*.log")]
+    return [line for path in logs for line in path.read_text(errors="replace").splitlines() if "InsecureKey" in line]
+
+
+def source_env(stack: Any, tmp_path: Path) -> dict[str, str]:
+    """``source .stack/env`` in a shell of a user's own (a PATH without the venv, a NO_PROXY, no proxy), then
+    ``strm list batch-exporters``: what it printed, and the shell's PATH and NO_PROXY after."""
+    user_bin = tmp_path / "user-bin"
+    user_bin.mkdir(exist_ok=True)
+    user_path = f"{user_bin}:/usr/bin:/bin"
+    script = (
+        f"source {stack.root / 'env'}\n"
+        "strm list batch-exporters\n"
+        'printf "PATH=%s\\nNO_PROXY=%s\\n" "$PATH" "$NO_PROXY"\n'
+    )
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        env={"PATH": user_path, "HOME": str(tmp_path), "NO_PROXY": "corp.example"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    shell = dict(line.split("=", 1) for line in done.stdout.splitlines() if line.startswith(("PATH=", "NO_PROXY=")))
+    return {"out": done.stdout, "user_path": user_path, **shell}
 
 
 def alive(pids: dict[int, float]) -> list[int]:
@@ -172,12 +232,19 @@ def test_make_down_stops_what_up_started_after_the_clock_was_stepped(
     assert list((root / "pids").iterdir()) == []
 
 
-def test_make_up_exports_every_interval_and_make_down_stops_exactly_what_it_started(root: Path) -> None:
+def test_make_up_exports_every_interval_and_make_down_stops_exactly_what_it_started(root: Path, tmp_path: Path) -> None:
     module = stack_module()
     stack = module.Stack(root)
 
     first = stack_cli(root, "up", "--ports", "auto", "--wait-files", "2").stdout
     assert f"Airflow UI:   {stack.ui_url}" in first
+    # it serves on 127.0.0.1, as it says: nothing of it listens on another interface
+    check_listeners(stack)
+    # .stack/env gives a user's shell the CLI on the stack, and keeps the shell's PATH and NO_PROXY
+    shell = source_env(stack, tmp_path)
+    assert "s3-demo" in shell["out"]
+    assert shell["PATH"].endswith(f":{shell['user_path']}")
+    assert shell["NO_PROXY"] == "corp.example,127.0.0.1,localhost"
     assert str(stack.password_file) in first
     password = json.loads(stack.password_file.read_text())["admin"]
     assert password not in first
@@ -203,10 +270,20 @@ def test_make_up_exports_every_interval_and_make_down_stops_exactly_what_it_star
     assert list((root / "pids").glob("*.pid")) == []
     assert "nothing was running" in stack_cli(root, "down").stdout
 
+    # a .stack/ of an earlier make up has the secrets Airflow generates, 24 bytes: the next up replaces them
+    config = stack.home / "airflow.cfg"
+    short = re.sub(
+        r"(?m)^(jwt_secret|secret_key) = .*$", lambda m: f"{m[1]} = {secrets.token_urlsafe(18)}", config.read_text()
+    )
+    config.write_text(short)
+
     # a second ``up`` on the same state works: new S3 (in memory), same Airflow database and broker data
     stack_cli(root, "up", "--ports", "auto", "--wait-files", "1")
     try:
         assert set(stack.running()) == {"broker", "s3", "airflow", "producer"}
+        check_listeners(stack)
+        # the scheduler signed each task's token and the API server checked it, both ups: with keys of full length
+        assert weak_key_warnings(stack) == []
         assert not set(check_bucket(stack, module, 1)) & set(first_files)
         assert len(successful_runs(stack, at_least=succeeded + 1)) > succeeded
     finally:
@@ -286,7 +363,8 @@ def test_readme_flow_on_the_stack(root: Path) -> None:
     out = run_flow(
         script.replace(".stack/", f"{root}/"),
         cwd=REPO,
-        env={"STACK_ROOT": str(root), "STACK_PORTS": "auto", "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"},
+        # a PATH without the venv: after ``source .stack/env``, ``strm`` and ``python`` are the venv's
+        env={"STACK_ROOT": str(root), "STACK_PORTS": "auto", "PATH": "/usr/bin:/bin"},
     )
     assert "s3-demo" in out  # strm list batch-exporters: make up's exporter
     listed = [line.split("s3://strmprivacy-export-demo/")[1] for line in out.splitlines() if "s3://" in line]
