@@ -33,6 +33,9 @@ STRM = str(BIN / "strm")
 SECRETS: set[str] = set()
 API_PASSWORD = "api-pw-" + uuid.uuid4().hex
 SECRETS.add(API_PASSWORD)
+#: the api-server's JWT secret: a process of this session that runs tasks through its Execution API signs
+#: their tokens with it
+JWT_SECRET = uuid.uuid4().hex + uuid.uuid4().hex  # 64 bytes, as HS512 wants
 
 
 def unique(prefix: str) -> str:
@@ -137,7 +140,7 @@ def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "strm:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
         "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
-        "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex,
+        "AIRFLOW__API_AUTH__JWT_SECRET": JWT_SECRET,
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
     }
     log = work / "api-server.log"
@@ -498,6 +501,7 @@ def test_batch_exporter_pins_end_offsets_writes_yaml_and_has_the_documented_shap
         "dataConnectorRef": {"name": "s3"},
         "interval": "60s",
         "pathPrefix": prefix,
+        "assetUri": f"s3://{s3_target.bucket}/{prefix}",  # every field of the YAML: what the file says
     }
     assert kafka.committed(f"strm-exporter-s3-{stream}", stream) == kafka.end_offsets(stream)
     assert len([k for k in s3_target.objects(prefix) if is_test_object(k)]) == 2  # connector + exporter
@@ -531,6 +535,7 @@ def test_batch_exporter_pins_end_offsets_writes_yaml_and_has_the_documented_shap
         "2",
     )
     assert named.json()["interval"] == "300s" and named.json()["ref"] == {"name": "five-minutes"}
+    assert (named.json()["includeExistingEvents"], named.json()["partitionSets"]) == (True, 2)
     assert kafka.committed("strm-exporter-five-minutes", stream) == dict.fromkeys(range(3))
     assert strm("get", "batch-exporter", "five-minutes").json() == named.json()
     listed = strm("list", "batch-exporters", "-o", "json").json()

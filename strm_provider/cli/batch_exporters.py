@@ -9,9 +9,10 @@ exporter's progress record in Airflow, which create, delete and reset keep in st
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 
@@ -34,8 +35,10 @@ from strm_provider.cli.output import OUTPUT, emit_json, emit_table
 from strm_provider.cli.reset import IsoDateTime, PartitionOffsets
 from strm_provider.cli.store import ConnectorStore
 from strm_provider.config import (
+    BrokenExporter,
     ExporterConfig,
     LoadedExporter,
+    LoadResult,
     exporter_path,
     exporters_dir,
     format_interval,
@@ -44,10 +47,15 @@ from strm_provider.config import (
 )
 from strm_provider.naming import EXTENSIONS
 
+#: the fields :func:`describe` shows under their documented keys; every other field the YAML holds follows
+#: under its own name in camelCase
+DOCUMENTED = ("name", "stream", "data_connector", "bucket", "interval", "path_prefix", "compression", "format")
+
 
 def describe(cfg: ExporterConfig) -> dict[str, Any]:
-    """A batch exporter as ``strm get batch-exporter`` prints it; the file layout options only when set, so
-    an exporter without them prints exactly the documented shape."""
+    """A batch exporter as ``strm get batch-exporter`` prints it: the documented keys (the file layout options
+    only when set, so an exporter without them prints exactly the documented shape), then every other
+    field its YAML holds, so that what the file says is all visible."""
     described: dict[str, Any] = {
         "ref": {"name": cfg.name},
         "streamRef": {"name": cfg.stream},
@@ -60,7 +68,15 @@ def describe(cfg: ExporterConfig) -> dict[str, Any]:
         described["compression"] = cfg.compression
     if cfg.format != "value":
         described["format"] = cfg.format
+    for key, value in cfg.to_yaml_dict().items():
+        if key not in DOCUMENTED:
+            described[_camel(key)] = value
     return described
+
+
+def _camel(snake: str) -> str:
+    first, *rest = snake.split("_")
+    return first + "".join(word.capitalize() for word in rest)
 
 
 @create.command("batch-exporter")
@@ -239,32 +255,80 @@ def _exporter_table(items: list[dict[str, Any]]) -> None:
     )
 
 
-def _warn_broken(errors: list[str]) -> None:
-    for error in errors:
-        click.echo(f"Warning: skipped a broken exporter file: {error}", err=True)
+class Invalid(NamedTuple):
+    """An exporter file that does not validate, by the name ``strm`` gives it (its file name without the
+    extension), and the DAG Airflow runs in its place."""
+
+    name: str
+    broken: BrokenExporter
+    dag_id: str
+
+    @property
+    def reason(self) -> str:
+        """Why the file is invalid, without the file's path in front (shown beside it)."""
+        return self.broken.error.removeprefix(f"{self.broken.path}: ")
+
+
+def invalid_exporters(loaded: LoadResult) -> dict[str, Invalid]:
+    """Every broken file of ``loaded`` by its name, with the id the DAG file gives its stand-in DAG: the same
+    rule, applied in the same order (valid exporters' DAG ids first, then each broken file's in turn)."""
+    from strm_provider.dag_factory import broken_dag_id
+
+    taken = {e.config.dag_id for e in loaded.configs.values()}
+    invalid: dict[str, Invalid] = {}
+    for broken in loaded.broken:
+        dag_id = broken_dag_id(broken.path, taken)
+        taken.add(dag_id)
+        invalid.setdefault(broken.path.stem, Invalid(broken.path.stem, broken, dag_id))
+    return invalid
+
+
+def describe_invalid(item: Invalid) -> dict[str, Any]:
+    return {"ref": {"name": item.name}, "state": "INVALID", "file": str(item.broken.path), "error": item.reason}
+
+
+def _invalid_table(items: list[dict[str, Any]]) -> None:
+    emit_table(
+        ["NAME", "STATE", "FILE", "PROBLEM"], [[i["ref"]["name"], i["state"], i["file"], i["error"]] for i in items]
+    )
+
+
+def _none_found() -> None:
+    click.echo(f"No batch exporters in {exporters_dir()} (the folder set by STRM_EXPORTERS_DIR)", err=True)
 
 
 @list_.command("batch-exporters")
 @OUTPUT
 def list_batch_exporters(output: str | None) -> None:
-    """List batch exporters (the YAML files in the exporters folder)."""
+    """List batch exporters (the YAML files in the exporters folder); files that do not validate follow,
+    each with the field and the reason (JSON: ``invalidBatchExporters``, present only when there are any)."""
     loaded = load_exporters()
-    _warn_broken(loaded.errors)
     items = [describe(e.config) for e in sorted(loaded.configs.values(), key=lambda e: e.config.name)]
-    if not items:
-        click.echo(f"No batch exporters in {exporters_dir()} (the folder set by STRM_EXPORTERS_DIR)", err=True)
+    invalid = [describe_invalid(i) for _, i in sorted(invalid_exporters(loaded).items())]
+    if not items and not invalid:
+        _none_found()
     if (output or "table") == "json":
-        emit_json({"batchExporters": items})
-    else:
+        # a list of their own: a script reading batchExporters finds every documented key on every item
+        emit_json({"batchExporters": items, **({"invalidBatchExporters": invalid} if invalid else {})})
+        return
+    if items or not invalid:
         _exporter_table(items)
+    if invalid:
+        if items:
+            click.echo("")
+        _invalid_table(invalid)
 
 
 def _exporter(name: str) -> LoadedExporter:
+    """Exporter NAME, which must be valid: a file that does not validate is named with its reason."""
     loaded = load_exporters()
-    if name not in loaded.configs:
-        names = ", ".join(sorted(loaded.configs)) or "none"
-        raise click.BadParameter(f"no batch exporter named '{name}' (batch exporters: {names})", param_hint="'NAME'")
-    return loaded.configs[name]
+    if name in loaded.configs:
+        return loaded.configs[name]
+    invalid = invalid_exporters(loaded).get(name)
+    if invalid is not None:
+        raise click.ClickException(f"batch exporter '{name}' is invalid: {invalid.broken.path}: {invalid.reason}")
+    names = ", ".join(sorted(loaded.configs)) or "none"
+    raise click.BadParameter(f"no batch exporter named '{name}' (batch exporters: {names})", param_hint="'NAME'")
 
 
 @get.command("batch-exporter")
@@ -297,33 +361,46 @@ def delete_batch_exporter(ctx: click.Context, names: tuple[str, ...]) -> None:
         )
 
 
+#: the monitor's columns
+HEALTH_COLUMNS = "NAME|STATE|LAST RUN ENDED (UTC)|EVENTS|JSON BYTES|STORED BYTES|FILES|LAG|LAG PER PARTITION|PROBLEM"
+
+
 def _health_table(items: list[dict[str, Any]]) -> None:
-    rows = []
-    for item in items:
-        last = item.get("lastRun") or {}
-        lag = item.get("lag")
-        rows.append(
-            [
-                item["ref"]["name"],
-                item["state"],
-                (last.get("ended") or "")[:19].replace("T", " "),
-                f"{last.get('events', 0):,}" if last else "",
-                f"{last.get('bytes', 0):,}" if last else "",
-                last.get("files", "") if last else "",
-                "?" if lag is None else f"{lag['total']:,}",
-                " ".join(f"{p}:{n}" for p, n in lag["partitions"].items()) if lag else "",
-                _problem(item),
-            ]
-        )
     emit_table(
-        ["NAME", "STATE", "LAST RUN ENDED (UTC)", "EVENTS", "BYTES", "FILES", "LAG", "LAG PER PARTITION", "PROBLEM"],
-        rows,
+        HEALTH_COLUMNS.split("|"),
+        [_health_row(item) for item in items],
     )
     notes = [line for item in items for line in _progress_notes(item)]
     if notes:
         click.echo("")
         for line in notes:
             click.echo(line)
+
+
+def _health_row(item: dict[str, Any]) -> list[Any]:
+    last, lag = item.get("lastRun") or {}, item.get("lag")
+    exported = "events" in last  # an invalid file's stand-in DAG exports nothing
+
+    def count(key: str) -> str:
+        return "" if not exported else "?" if last[key] is None else f"{last[key]:,}"
+
+    return [
+        item["ref"]["name"],
+        item["state"],
+        _utc(last.get("ended")),
+        count("events"),
+        count("bytes"),
+        count("storedBytes"),
+        count("files"),
+        "" if item["state"] == "INVALID" else "?" if lag is None else f"{lag['total']:,}",
+        " ".join(f"{p}:{n}" for p, n in lag["partitions"].items()) if lag else "",
+        _problem(item),
+    ]
+
+
+def _utc(iso: str | None) -> str:
+    """``2026-12-06 04:31:02`` of an ISO date in UTC."""
+    return (iso or "")[:19].replace("T", " ")
 
 
 def _progress_notes(item: dict[str, Any]) -> list[str]:
@@ -348,8 +425,13 @@ def _progress_notes(item: dict[str, Any]) -> list[str]:
 
 
 def _problem(item: dict[str, Any]) -> str:
+    if item["state"] == "INVALID":
+        return f"{item['file']}: {item['error']}"
     if item.get("failedTask"):
-        return f"{item['failedTask']}: {item.get('error', '')}"
+        at = f" (failed {_utc(item['failedAt'])} UTC)" if item.get("failedAt") else ""
+        failure = f"{item['failedTask']}{at}: {item.get('error', '')}"
+        # a run is going; the failure is the last finished run's
+        return f"the last run failed: {failure}" if item["state"] == "RUNNING" else failure
     if item["state"] in ("UNHEALTHY", "RETRYING"):
         return item.get("reason", "")
     return f"lag unknown: {item['lagError']}" if item.get("lagError") else ""
@@ -365,29 +447,31 @@ def monitor_batch_exporter(ctx: click.Context, name: str | None, watch: bool, ev
     """Health of every batch exporter, or of NAME: state, last run, lag per partition; below the table, a
     run's plan not yet committed and offsets Kafka had forgotten that a run took from Airflow's record.
 
+    The last run is the last one that ended, also while the next one runs: when it ended, its events, their
+    JSON BYTES (the events as JSON Lines) and STORED BYTES (the files as stored, compressed when they are).
+
     \b
     HEALTHY    the last run succeeded and ended within two intervals
-    RUNNING    a run is going
-    RETRYING   a task failed and waits for its next try
-    UNHEALTHY  the last run failed (the failing task and its error are shown), or no run ended for
-               over two intervals
+    RUNNING    a run is going; when the last run failed, its failing task, when it failed and its
+               error are shown
+    RETRYING   a task failed and waits for its next try (the task, when it failed and its error
+               are shown)
+    UNHEALTHY  the last run failed (the failing task, when it failed and its error are shown), or
+               no run ended for over two intervals
+    INVALID    the exporter file does not validate (the file, the field and why are shown); Airflow
+               runs a stand-in DAG whose one task fails, and nothing is exported until it is fixed
     PAUSED     paused in Airflow
     WAITING    no run yet
     """
-    from strm_provider.cli.health import report
     from strm_provider.cli.runs import open_runs
 
-    if name is not None:
-        configs = [_exporter(name).config]
-    else:
-        loaded = load_exporters()
-        _warn_broken(loaded.errors)
-        configs = [e.config for e in sorted(loaded.configs.values(), key=lambda e: e.config.name)]
-        if not configs:
-            click.echo(f"No batch exporters in {exporters_dir()} (the folder set by STRM_EXPORTERS_DIR)", err=True)
+    loaded = load_exporters()
+    configs, invalid = _monitored(loaded, name)
+    if name is None and not configs and not invalid:
+        _none_found()
     runs = open_runs(store(ctx))
     while True:
-        items = [report(runs, store(ctx), cfg) for cfg in configs]
+        items = _health_items(ctx, runs, configs, invalid)
         if watch and (output or "table") == "table":
             click.clear()
         if (output or "table") == "json":
@@ -397,6 +481,25 @@ def monitor_batch_exporter(ctx: click.Context, name: str | None, watch: bool, ev
         if not watch:
             return
         time.sleep(every)
+
+
+def _monitored(loaded: LoadResult, name: str | None) -> tuple[list[ExporterConfig], list[Invalid]]:
+    """The exporters to report on: NAME (valid or not), or every one."""
+    invalid = invalid_exporters(loaded)
+    if name is None:
+        return [e.config for e in loaded.configs.values()], list(invalid.values())
+    if name not in loaded.configs and name in invalid:
+        return [], [invalid[name]]
+    return [_exporter(name).config], []
+
+
+def _health_items(ctx: click.Context, runs: Any, configs: list[ExporterConfig], invalid: list[Invalid]) -> list[Any]:
+    """Every row, valid exporters and invalid files together, by name."""
+    from strm_provider.cli.health import invalid_report, report
+
+    rows = [report(runs, store(ctx), cfg) for cfg in configs]
+    rows += [invalid_report(runs, i.name, str(i.broken.path), i.reason, i.dag_id) for i in invalid]
+    return sorted(rows, key=lambda row: row["ref"]["name"])
 
 
 @reset.command("batch-exporter")
@@ -440,15 +543,52 @@ def reset_batch_exporter(
     reset_exporter(store(ctx), _exporter(name).config, target, execute=execute, output=output or "table")
 
 
+#: Airflow's log reader opens every log with a group listing where it read it from (the log file, the worker's
+#: log server link): plumbing, not the exporter's log
+SOURCE_GROUP = "::group::Log message source details"
+GROUP_START, GROUP_END = "::group::", "::endgroup::"
+#: a worker log server's link, e.g. http://worker:8793/log/dag_id=.../attempt=1.log
+LOG_LINK = re.compile(r"^https?://\S+/log/\S*$")
+
+
+def _readable(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The lines of a try that tell about the exporter: without the log's source details and group ends.
+
+    Counted after this filter, so that ``--follow`` picks up where it was although the source details
+    change while a task runs (the log server's link until it ends, then the file)."""
+    kept, in_sources = [], False
+    for line in lines:
+        event = str(line.get("event") or "")
+        if event.startswith(SOURCE_GROUP):
+            in_sources = True
+        elif event.startswith(GROUP_END):
+            in_sources = False
+        elif not in_sources and not LOG_LINK.match(event.strip()):
+            kept.append(line)
+    return kept
+
+
 def _render(line: dict[str, Any]) -> str:
+    event = str(line.get("event") or "")
+    if event.startswith(GROUP_START):  # Airflow's sections of a try (Pre Execute, Post Execute): a heading
+        return f"--- {event.removeprefix(GROUP_START).strip()}"
     stamp = str(line.get("timestamp") or "")[:23].replace("T", " ")
     level = str(line.get("level") or "").upper()
-    event = str(line.get("event") or "")
     details = line.get("error_detail")
     if details:
         for detail in details if isinstance(details, list) else [details]:
             event += f"\n    {detail.get('exc_type', '')}: {detail.get('exc_value', '')}"
     return " ".join(part for part in (stamp, level, event) if part)
+
+
+def _dag_of(name: str) -> str:
+    """The DAG of exporter NAME, or of the stand-in DAG Airflow runs for an invalid file of that name."""
+    loaded = load_exporters()
+    if name not in loaded.configs:
+        invalid = invalid_exporters(loaded).get(name)
+        if invalid is not None:
+            return invalid.dag_id
+    return _exporter(name).config.dag_id
 
 
 @logs.command("batch-exporter")
@@ -459,25 +599,26 @@ def _render(line: dict[str, Any]) -> str:
 def logs_batch_exporter(ctx: click.Context, name: str, run_id: str | None, follow: bool) -> None:
     """The task logs of batch exporter NAME's latest run (or --run-id): the plan, then every export.
 
-    Read through Airflow's log reader (local) or its REST API (--airflow-url), secrets masked.
+    Read through Airflow's log reader (local) or its REST API (--airflow-url), secrets masked. For an
+    exporter file that does not validate, the logs of the DAG Airflow runs in its place.
     """
     from strm_provider.cli.runs import open_runs
 
-    cfg = _exporter(name).config
+    dag_id = _dag_of(name)
     runs = open_runs(store(ctx))
-    run = runs.run(cfg.dag_id, run_id) if run_id else runs.latest(cfg.dag_id)
+    run = runs.run(dag_id, run_id) if run_id else runs.latest(dag_id)
     if run is None:
         what = f"run '{run_id}'" if run_id else "run yet"
-        raise click.ClickException(f"batch exporter '{name}' has no {what} (DAG {cfg.dag_id})")
+        raise click.ClickException(f"batch exporter '{name}' has no {what} (DAG {dag_id})")
     click.echo(f"run {run.run_id}: {run.state}")
     shown: dict[tuple[str, int, int], int] = {}
     while True:
         # the state first: once the run has ended, this pass reads every task's log to its end
-        current = runs.run(cfg.dag_id, run.run_id) if follow else run
-        for task in runs.tasks(cfg.dag_id, run.run_id):
+        current = runs.run(dag_id, run.run_id) if follow else run
+        for task in runs.tasks(dag_id, run.run_id):
             for attempt in range(1, task.try_number + 1):
                 key = (task.task_id, task.map_index, attempt)
-                lines = runs.log(cfg.dag_id, run.run_id, task, attempt)
+                lines = _readable(runs.log(dag_id, run.run_id, task, attempt))
                 if key not in shown and lines:
                     state = task.state if attempt == task.try_number else "failed"
                     click.echo(f"=== {task.label}, try {attempt} ({state})")

@@ -14,13 +14,14 @@ from typing import Any
 
 import click
 
-from strm_provider.cli.runs import RunInfo, Runs, TaskRun, first_error
+from strm_provider.cli.runs import FINISHED, RunInfo, Runs, TaskRun, first_error
 from strm_provider.cli.store import ConnectorStore
 from strm_provider.config import ExporterConfig
+from strm_provider.naming import EXTENSIONS
 from strm_provider.planning import PlanRefused, Progress, RunPlan
 
 #: every state, in the order a table sorts them by concern
-STATES = ("UNHEALTHY", "RETRYING", "RUNNING", "WAITING", "PAUSED", "HEALTHY")
+STATES = ("INVALID", "UNHEALTHY", "RETRYING", "RUNNING", "WAITING", "PAUSED", "HEALTHY")
 
 
 def state_of(
@@ -139,45 +140,102 @@ def _one_line(err: BaseException) -> str:
 
 
 def report(runs: Runs, store: ConnectorStore, cfg: ExporterConfig, now: datetime | None = None) -> dict[str, Any]:
-    """One exporter's row: state, the last run (when it ended, what it exported), the lag, the plan in flight
-    and the last recovery of offsets Kafka had forgotten."""
+    """One exporter's row: state, the last finished run (when it ended, what it exported) and the run going,
+    the latest failed try and its error, the lag, the plan in flight and the last recovery of offsets Kafka
+    had forgotten."""
     now = now or datetime.now(UTC)
     paused = runs.paused(cfg.dag_id)
     run = runs.latest(cfg.dag_id)
     tasks = runs.tasks(cfg.dag_id, run.run_id) if run else []
     state, why = state_of(paused, run, tasks, cfg.interval, now)
     row: dict[str, Any] = {"ref": {"name": cfg.name}, "state": state}
+    going = run is not None and run.state not in FINISHED
+    # while a run is going, the row keeps the figures of the last one that ended: a healthy exporter at a
+    # short interval would otherwise show an empty row half of the time
+    finished, finished_tasks = run, tasks
+    if going:
+        finished = runs.last_finished(cfg.dag_id)
+        finished_tasks = runs.tasks(cfg.dag_id, finished.run_id) if finished else []
+    failure = failed_try(runs, cfg.dag_id, run, tasks) if run is not None else None
+    if failure is None and going and finished is not None and finished.state == "failed":
+        failure = failed_try(runs, cfg.dag_id, finished, finished_tasks)
+        why = why or f"the last run ({finished.run_id}) failed"
     if why:
         row["reason"] = why
-    failed = [t for t in tasks if t.state == "failed"]
-    if run is not None and failed:
-        task = failed[0]
-        row["failedTask"] = task.label
-        row["error"] = first_error(runs.log(cfg.dag_id, run.run_id, task, task.try_number)) or "(no error in its log)"
-    if run is not None:
-        row["lastRun"] = {
-            "runId": run.run_id,
-            "state": run.state,
-            "ended": run.end.isoformat() if run.end else None,
-            **_exported(runs, cfg.dag_id, run.run_id, tasks),
-        }
-    record, record_error = record_of(store, cfg)
-    partitions, committed, lag_error = lag(store, cfg, record)
-    row["lag"] = {"total": sum(partitions.values()), "partitions": partitions} if partitions is not None else None
-    if lag_error:
-        row["lagError"] = lag_error
-    if record is not None:
-        row["progress"] = progress_of(record, committed_sets(runs, cfg.dag_id, record, committed))
-    else:
-        row["progress"] = None
-    if record_error:
-        row["progressError"] = record_error
+    if failure is not None:
+        row.update(failure)
+    if finished is not None:
+        row["lastRun"] = finished_run(runs, cfg.dag_id, finished, finished_tasks)
+    if going:
+        assert run is not None
+        row["currentRun"] = {"runId": run.run_id, "state": run.state, "started": _iso(run.start)}
+    row.update(_kafka_side(runs, store, cfg))
     return row
 
 
-def _exported(runs: Runs, dag_id: str, run_id: str, tasks: list[TaskRun]) -> dict[str, int]:
-    """Events, bytes and files of a run: the sum of its export tasks' summaries."""
-    total = {"events": 0, "bytes": 0, "files": 0}
+def invalid_report(runs: Runs, name: str, path: str, error: str, dag_id: str) -> dict[str, Any]:
+    """The row of an exporter file that does not validate: the file and why, and what Airflow recorded of the
+    DAG standing in for it (its ``check_config`` task fails every interval with the same reason)."""
+    row: dict[str, Any] = {"ref": {"name": name}, "state": "INVALID", "file": path, "error": error}
+    finished = runs.last_finished(dag_id)
+    if finished is not None:
+        tasks = runs.tasks(dag_id, finished.run_id)
+        failed = [t for t in tasks if t.state == "failed"]
+        if failed:  # its error is the file's, shown already
+            row.update({"failedTask": failed[0].label, "failedAt": _iso(failed[0].end)})
+        row["lastRun"] = {"runId": finished.run_id, "state": finished.state, "ended": _iso(finished.end)}
+    return row
+
+
+def _kafka_side(runs: Runs, store: ConnectorStore, cfg: ExporterConfig) -> dict[str, Any]:
+    """The lag, and the progress record's plan in flight and recovery, or why they are unknown."""
+    side: dict[str, Any] = {}
+    record, record_error = record_of(store, cfg)
+    partitions, committed, lag_error = lag(store, cfg, record)
+    side["lag"] = {"total": sum(partitions.values()), "partitions": partitions} if partitions is not None else None
+    if lag_error:
+        side["lagError"] = lag_error
+    side["progress"] = (
+        progress_of(record, committed_sets(runs, cfg.dag_id, record, committed)) if record is not None else None
+    )
+    if record_error:
+        side["progressError"] = record_error
+    return side
+
+
+def failed_try(runs: Runs, dag_id: str, run: RunInfo, tasks: list[TaskRun]) -> dict[str, Any] | None:
+    """The run's failed try (a failed task, or one waiting for its retry): the task, the first line of its
+    error and when it ended; None when no task of the run failed."""
+    failed = [t for t in tasks if t.state in ("failed", "up_for_retry")]
+    if not failed:
+        return None
+    task = failed[0]
+    error = first_error(runs.log(dag_id, run.run_id, task, task.try_number)) or "(no error in its log)"
+    return {"failedTask": task.label, "error": error, "failedAt": _iso(task.end)}
+
+
+def finished_run(runs: Runs, dag_id: str, run: RunInfo, tasks: list[TaskRun]) -> dict[str, Any]:
+    """A run that ended, as ``lastRun`` shows it: its id, state, end and what it exported."""
+    return {
+        "runId": run.run_id,
+        "state": run.state,
+        "ended": _iso(run.end),
+        **_exported(runs, dag_id, run.run_id, tasks),
+    }
+
+
+def _iso(when: datetime | None) -> str | None:
+    """ISO 8601 in UTC, as Airflow keeps its dates (a naive one is taken as UTC)."""
+    if when is None:
+        return None
+    return (when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)).isoformat()
+
+
+def _exported(runs: Runs, dag_id: str, run_id: str, tasks: list[TaskRun]) -> dict[str, Any]:
+    """Events, bytes and files of a run: the sum of its export tasks' summaries. ``bytes`` counts the events'
+    JSON Lines, ``storedBytes`` the files as stored (compressed when they are); None when a summary does
+    not say."""
+    total: dict[str, Any] = {"events": 0, "bytes": 0, "storedBytes": 0, "files": 0}
     for task in tasks:
         if task.task_id != "export" or task.state != "success":
             continue
@@ -186,4 +244,19 @@ def _exported(runs: Runs, dag_id: str, run_id: str, tasks: list[TaskRun]) -> dic
             total["events"] += int(summary.get("events") or 0)
             total["bytes"] += int(summary.get("bytes") or 0)
             total["files"] += len(summary.get("files") or [])
+            stored = _stored_bytes(summary)
+            total["storedBytes"] = (
+                None if stored is None or total["storedBytes"] is None else total["storedBytes"] + stored
+            )
     return total
+
+
+def _stored_bytes(summary: dict[str, Any]) -> int | None:
+    """What an export task's files take in storage: its ``stored_bytes`` where the summary has it; else,
+    when no file is compressed, its JSON bytes (the files hold exactly those); else unknown."""
+    if summary.get("stored_bytes") is not None:
+        return int(summary["stored_bytes"])
+    compressed = tuple(ext for ext in EXTENSIONS.values() if ext != EXTENSIONS["none"])
+    if any(str(key).endswith(compressed) for key in summary.get("files") or []):
+        return None
+    return int(summary.get("bytes") or 0)

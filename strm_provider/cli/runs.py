@@ -24,11 +24,17 @@ class RunInfo(NamedTuple):
     end: datetime | None
 
 
+#: the run states after which nothing more happens to a run
+FINISHED = ("success", "failed")
+
+
 class TaskRun(NamedTuple):
     task_id: str
     map_index: int
     state: str
     try_number: int
+    #: when its latest try ended (a failed try that waits for its retry keeps it); None while it runs
+    end: datetime | None = None
 
     @property
     def label(self) -> str:
@@ -46,6 +52,10 @@ class Runs(abc.ABC):
     @abc.abstractmethod
     def latest(self, dag_id: str) -> RunInfo | None:
         """The most recent run (by its scheduled time), or None."""
+
+    @abc.abstractmethod
+    def last_finished(self, dag_id: str) -> RunInfo | None:
+        """The most recent run that has ended (succeeded or failed), or None."""
 
     @abc.abstractmethod
     def run(self, dag_id: str, run_id: str) -> RunInfo | None:
@@ -101,6 +111,18 @@ class LocalRuns(Runs):
         stmt = select(DagRun).where(DagRun.dag_id == dag_id).order_by(DagRun.run_after.desc()).limit(1)
         return self._read(lambda s: self._info(s.scalar(stmt)))
 
+    def last_finished(self, dag_id: str) -> RunInfo | None:
+        from airflow.models import DagRun
+        from sqlalchemy import select
+
+        stmt = (
+            select(DagRun)
+            .where(DagRun.dag_id == dag_id, DagRun.state.in_(FINISHED))
+            .order_by(DagRun.run_after.desc())
+            .limit(1)
+        )
+        return self._read(lambda s: self._info(s.scalar(stmt)))
+
     def run(self, dag_id: str, run_id: str) -> RunInfo | None:
         from airflow.models import DagRun
         from sqlalchemy import select
@@ -115,7 +137,9 @@ class LocalRuns(Runs):
         stmt = select(TaskInstance).where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
         return _sorted(
             self._read(
-                lambda s: [TaskRun(t.task_id, t.map_index, _state(t.state), t.try_number) for t in s.scalars(stmt)]
+                lambda s: [
+                    TaskRun(t.task_id, t.map_index, _state(t.state), t.try_number, t.end_date) for t in s.scalars(stmt)
+                ]
             )
         )
 
@@ -187,9 +211,14 @@ class RemoteRuns(Runs):
         )
 
     def latest(self, dag_id: str) -> RunInfo | None:
-        page = self.api.call(
-            "GET", f"/dags/{dag_id}/dagRuns", ok_missing=True, params={"order_by": "-run_after", "limit": 1}
-        )
+        return self._newest(dag_id, {})
+
+    def last_finished(self, dag_id: str) -> RunInfo | None:
+        return self._newest(dag_id, {"state": list(FINISHED)})
+
+    def _newest(self, dag_id: str, where: dict[str, Any]) -> RunInfo | None:
+        params = {"order_by": "-run_after", "limit": 1, **where}
+        page = self.api.call("GET", f"/dags/{dag_id}/dagRuns", ok_missing=True, params=params)
         runs = (page or {}).get("dag_runs") or []
         return self._info(runs[0]) if runs else None
 
@@ -199,14 +228,7 @@ class RemoteRuns(Runs):
 
     def tasks(self, dag_id: str, run_id: str) -> list[TaskRun]:
         page = self.api.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})
-        return _sorted(
-            [
-                TaskRun(
-                    t["task_id"], int(t.get("map_index", -1)), _state(t.get("state")), int(t.get("try_number") or 0)
-                )
-                for t in page.get("task_instances", [])
-            ]
-        )
+        return _sorted([_task(t) for t in page.get("task_instances", [])])
 
     def summary(self, dag_id: str, run_id: str, task: TaskRun) -> Any:
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task.task_id}/xcomEntries/return_value"
@@ -233,7 +255,7 @@ class RemoteRuns(Runs):
 
 def _task(data: dict[str, Any]) -> TaskRun:
     map_index, try_number = int(data.get("map_index", -1)), int(data.get("try_number") or 0)
-    return TaskRun(data["task_id"], map_index, _state(data.get("state")), try_number)
+    return TaskRun(data["task_id"], map_index, _state(data.get("state")), try_number, _date(data.get("end_date")))
 
 
 def open_runs(store: ConnectorStore) -> Runs:
