@@ -175,9 +175,10 @@ def remote(api_server: ApiServer, tmp_path: Path) -> Cli:
 
 
 # ----- helpers ------------------------------------------------------------------------------------
-def aws_credentials(tmp_path: Path, s3_target: Any, prefix: str, *, secret: str | None = None) -> Path:
-    """What ``aws iam create-access-key`` prints, for a user holding only the README's policy on ``prefix``."""
-    user = s3_target.user_for(prefix)
+def aws_credentials(tmp_path: Path, s3_target: Any, prefix: str, *, secret: str | None = None, **policy: Any) -> Path:
+    """What ``aws iam create-access-key`` prints, for a user holding only the README's policy on ``prefix``
+    (``policy``: what else it grants, e.g. the compressed files' ``endings``)."""
+    user = s3_target.user_for(prefix, **policy)
     SECRETS.add(user["SecretAccessKey"])
     path = tmp_path / f"s3-{uuid.uuid4().hex[:6]}.json"
     path.write_text(
@@ -233,8 +234,10 @@ def stored_row(env: dict[str, str], conn_id: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
-def s3_connector(strm: Cli, tmp_path: Path, s3_target: Any, name: str, prefix: str, *extra: str) -> Result:
-    creds = aws_credentials(tmp_path, s3_target, prefix)
+def s3_connector(
+    strm: Cli, tmp_path: Path, s3_target: Any, name: str, prefix: str, *extra: str, **policy: Any
+) -> Result:
+    creds = aws_credentials(tmp_path, s3_target, prefix, **policy)
     return strm(
         "create",
         "data-connector",
@@ -493,7 +496,8 @@ def test_batch_exporter_pins_end_offsets_writes_yaml_and_has_the_documented_shap
     kafka.produce(stream, [{"n": i} for i in range(7)])
     add_kafka(strm, kafka)
     prefix = unique("events")
-    s3_connector(strm, tmp_path, s3_target, "s3", prefix)
+    # the README's policy for every file ending: one exporter below writes .jsonl.zst
+    s3_connector(strm, tmp_path, s3_target, "s3", prefix, endings=(".jsonl", ".jsonl.gz", ".jsonl.zst"))
     res = strm("create", "batch-exporter", stream, "--path-prefix", prefix)  # the only connector: no --data-connector
     assert res.json() == {
         "ref": {"name": f"s3-{stream}"},
