@@ -170,7 +170,8 @@ class Progress:
             "committed": {str(p): o for p, o in sorted(self.committed.items())},
             "plan": self.plan.to_json() if self.plan else None,
             "recovered": self.recovered,
-            "validated": self.validated,
+            # only while set: between a failed run and the next success
+            **({"validated": self.validated} if self.validated else {}),
         }
 
     @classmethod
