@@ -161,18 +161,21 @@ def test_monitor_logs_metrics_and_lineage_on_the_live_stack(root: Path, tmp_path
             assert set(rows) == {"s3-demo", "bad-creds", "paused"}, mode
             demo = rows["s3-demo"]
             assert demo["state"] in ("HEALTHY", "RUNNING"), (mode, demo)
-            if demo["state"] == "HEALTHY":
-                assert demo["lastRun"]["state"] == "success" and demo["lastRun"]["ended"]
+            # while the next run goes, the row keeps the last finished one
+            assert demo["lastRun"]["state"] == "success" and demo["lastRun"]["ended"], (mode, demo)
+            assert demo["lastRun"]["storedBytes"] is not None, (mode, demo)
+            assert ("currentRun" in demo) == (demo["state"] == "RUNNING"), (mode, demo)
             assert set(demo["lag"]["partitions"]) == {str(p) for p in range(module.PARTITIONS)}, (mode, demo)
             assert demo["lag"]["total"] == sum(demo["lag"]["partitions"].values())
             bad = rows["bad-creds"]
             assert bad["state"] == "UNHEALTHY" and bad["failedTask"] == "plan", (mode, bad)
             assert "'bad'" in bad["error"] and "Signature" in bad["error"], (mode, bad)
+            assert bad["failedAt"] and bad["failedAt"] <= bad["lastRun"]["ended"], (mode, bad)
             assert rows["paused"]["state"] == "PAUSED", (mode, rows["paused"])
             one = json.loads(strm(env, "monitor", "batch-exporter", "bad-creds", "-o", "json"))
             assert one["ref"] == {"name": "bad-creds"} and one["state"] == "UNHEALTHY"
             table = strm(env, "monitor", "batch-exporter")
-            assert "UNHEALTHY" in table and "PAUSED" in table and "plan: " in table, table
+            assert "UNHEALTHY" in table and "PAUSED" in table and "plan (failed " in table, table
             assert WRONG_SECRET not in json.dumps(report) + table
             if mode == "local":  # --watch refreshes until interrupted
                 watching = subprocess.Popen(
@@ -188,8 +191,12 @@ def test_monitor_logs_metrics_and_lineage_on_the_live_stack(root: Path, tmp_path
 
             demo_logs = strm(env, "logs", "batch-exporter", "s3-demo", "--follow")  # to the end of the run
             assert "=== plan, try 1" in demo_logs and "=== export[0], try 1" in demo_logs, (mode, demo_logs[-2000:])
-            assert "events written" in demo_logs and "offsets committed" in demo_logs, (mode, demo_logs[-2000:])
+            assert "events, " in demo_logs and "stored " in demo_logs, (mode, demo_logs[-2000:])
+            assert "offsets committed" in demo_logs, (mode, demo_logs[-2000:])
             assert demo_logs.rstrip().endswith(": success"), (mode, demo_logs[-2000:])
+            # Airflow's log plumbing stays out: group markers, where the log was read from
+            assert "::group::" not in demo_logs and "::endgroup::" not in demo_logs, (mode, demo_logs[-2000:])
+            assert "/log/dag_id=" not in demo_logs and "Log message source details" not in demo_logs, mode
             bad_logs = strm(env, "logs", "batch-exporter", "bad-creds", "--follow")
             assert "=== plan, try 1" in bad_logs and "Signature" in bad_logs, (mode, bad_logs[-2000:])
             assert bad_logs.rstrip().endswith(": failed") and "Could not read" not in bad_logs, (mode, bad_logs[-2000:])
