@@ -45,7 +45,7 @@ from strm_provider.config import (
     load_exporters,
     write_exporter,
 )
-from strm_provider.naming import EXTENSIONS
+from strm_provider.naming import EXTENSIONS, join_key
 
 #: the fields :func:`describe` shows under their documented keys; every other field the YAML holds follows
 #: under its own name in camelCase
@@ -190,7 +190,10 @@ def create_batch_exporter(ctx: click.Context, stream: str, **opts: Any) -> None:
     check_stream(hook, cfg.stream)
     if opts["validate"]:
         validated(
-            lambda: target.write_test_file(spec, fixed_part(cfg.path_prefix), cfg.bucket), spec.name, "--path-prefix"
+            lambda: target.write_test_file(spec, cfg.path_prefix, cfg.bucket, cfg.compression),
+            spec.name,
+            f"the exporter writes its files as {join_key(cfg.path_prefix, '*' + EXTENSIONS[cfg.compression])}, "
+            "and so did the validation",
         )
     pinned, topic_id = pin_start(hook, cfg.stream, cfg.group_id, include_existing_events=cfg.include_existing_events)
     record_start(target, cfg, pinned, topic_id)
