@@ -52,6 +52,8 @@ REGION = "eu-west-1"
 STREAM = "demo"
 CONNECTOR = "s3"
 PREFIX = "events"
+#: what the exporters' key may write under PREFIX: the files of any ``compression``
+ENDINGS = (".jsonl", ".jsonl.gz", ".jsonl.zst")
 INTERVAL = "30s"
 PARTITIONS = 5
 USER = "admin"
@@ -326,7 +328,8 @@ def start_s3(stack: Stack) -> None:
     proc = stack.spawn("s3", [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)])
     wait_until("S3 server", lambda: port_open(port), 30, proc)
     target = provision(stack.s3_url, BUCKET)
-    write_secret(stack.root / "s3.json", {"AccessKey": target.user_for(PREFIX)})
+    # the README's minimal policy with every ending an exporter may write, so compression can be tried here
+    write_secret(stack.root / "s3.json", {"AccessKey": target.user_for(PREFIX, endings=ENDINGS)})
     write_secret(stack.root / "s3-admin.json", target.admin)
     enforce_iam(stack.s3_url)
     say(f"S3 (moto_server, IAM enforced) on {stack.s3_url}, bucket {BUCKET}")
@@ -562,6 +565,8 @@ def banner(stack: Stack, elapsed: float | None) -> None:
         f"Log in as:    {USER}, password: cat {shown(stack.password_file)}",
         f"Exporter DAG: {stack.ui_url}/dags/strm_export_{CONNECTOR}-{STREAM}",
         f"Bucket:       s3://{BUCKET}/{PREFIX}/ on {stack.s3_url}; list it: .venv/bin/python scripts/stack.py ls",
+        f"Exporter key: {shown(stack.root / 's3.json')} may only write s3://{BUCKET}/{PREFIX}/"
+        + ", ".join(f"*{e}" for e in ENDINGS),
         f"CLI:          source {shown(stack.root / 'env')} && strm list batch-exporters",
         f"Logs:         {stack.logs}/",
         f"Processes:    {count}, {rss / 2**20:.0f} MiB RSS sum, {pss / 2**20:.0f} MiB PSS sum"

@@ -17,8 +17,9 @@ def readme_flow(name: str) -> str:
     return match.group(1)
 
 
-def run_flow(script: str, cwd: Path, env: dict[str, str], timeout: float = 900) -> str:
-    """Run the block with bash, stopping at the first failing command; return what it printed."""
+def run_flow(script: str, cwd: Path, env: dict[str, str], timeout: float = 900, stderr: bool = False) -> str:
+    """Run the block with bash, stopping at the first failing command; return what it printed (and with
+    ``stderr``, then its stderr: the commands as bash traces them, the errors of those the block lets fail)."""
     inherited = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "STRM_", "AWS_"))}
     done = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", "set -x\n" + script],
@@ -29,4 +30,4 @@ def run_flow(script: str, cwd: Path, env: dict[str, str], timeout: float = 900) 
         timeout=timeout,
     )
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
-    return done.stdout
+    return done.stdout + (done.stderr if stderr else "")

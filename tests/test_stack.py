@@ -365,9 +365,15 @@ def test_readme_flow_on_the_stack(root: Path) -> None:
         cwd=REPO,
         # a PATH without the venv: after ``source .stack/env``, ``strm`` and ``python`` are the venv's
         env={"STACK_ROOT": str(root), "STACK_PORTS": "auto", "PATH": "/usr/bin:/bin"},
+        stderr=True,
     )
     assert "s3-demo" in out  # strm list batch-exporters: make up's exporter
     listed = [line.split("s3://strmprivacy-export-demo/")[1] for line in out.splitlines() if "s3://" in line]
     copies = [key for key in listed if key.startswith("events/copy/") and is_data_file(key)]
     assert copies, out[-3000:]
-    assert "Batch Exporter has been deleted: demo-copy" in out and "stopped: " in out
+    # compressed into this hour's folder, which the stack's key may write; another folder is refused at
+    # creation, naming what the exporter would write
+    hourly = re.compile(r"^events/gz/dt=\d{4}-\d\d-\d\d/hour=\d\d/[^/]+\.jsonl\.gz$")
+    assert [key for key in listed if hourly.match(key) and is_data_file(key)], out[-3000:]
+    assert "nothing was created" in out and "the exporter writes its files as elsewhere/*.jsonl" in out
+    assert "Batch Exporters have been deleted: demo-copy, demo-gz" in out and "stopped: " in out
