@@ -570,9 +570,12 @@ def test_batch_exporter_pins_end_offsets_writes_yaml_and_has_the_documented_shap
     assert (hourly["compression"], hourly["format"]) == ("zstd", "envelope")
     assert strm("get", "batch-exporter", "hourly").json() == hourly
     assert strm("get", "batch-exporter", "hourly", "-o", "table").out.split()[-2:] == ["zstd", "envelope"]
-    assert (
-        len([k for k in s3_target.objects(prefix) if is_test_object(k) and k.count("/") == prefix.count("/") + 1]) == 4
-    )
+    probes = [k for k in s3_target.objects(prefix) if is_test_object(k)]
+    flat = [k for k in probes if k.count("/") == prefix.count("/") + 1]
+    assert len(flat) == 3 and all(k.endswith(".jsonl") for k in flat)  # the connector's, the plain exporters'
+    # the templated, compressed exporter's: this hour's folder, its ending
+    [dated] = [k for k in probes if k not in flat]
+    assert re.match(rf"^{prefix}/dt=\d{{4}}-\d\d-\d\d/hour=\d\d/\.strm_test_[0-9a-f-]{{36}}\.jsonl\.zst$", dated), dated
     saved = yaml.safe_load((folder / "hourly.yaml").read_text())
     assert (saved["compression"], saved["format"], saved["asset_uri"]) == (
         "zstd", "envelope", f"s3://{s3_target.bucket}/{prefix}"
