@@ -18,7 +18,7 @@ from typing import Any
 from airflow.sdk import DAG, Asset, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from strm_provider.config import BrokenExporter, ExporterConfig, exporters_dir, load_exporters
+from strm_provider.config import BrokenExporter, ExporterConfig, LoadResult, exporters_dir, load_exporters
 from strm_provider.naming import fixed_part
 from strm_provider.operators import KafkaExportPlanOperator, KafkaToStorageOperator
 
@@ -116,11 +116,22 @@ def broken_dag_id(path: Path, taken: set[str]) -> str:
     return dag_id
 
 
+def broken_dag_ids(result: LoadResult) -> dict[Path, str]:
+    """The DAG id of each broken file's stand-in: valid exporters keep theirs, then each broken file in turn
+    takes :func:`broken_dag_id` (``strm`` names the same DAGs as the DAG file)."""
+    taken = {loaded.config.dag_id for loaded in result.configs.values()}
+    ids: dict[Path, str] = {}
+    for broken in result.broken:
+        ids[broken.path] = broken_dag_id(broken.path, taken)
+        taken.add(ids[broken.path])
+    return ids
+
+
 def build_dags(folder: Path | None = None, *, beside: Path | None = None) -> dict[str, DAG]:
     """DAGs of every exporter in ``folder`` (default: :func:`exporters_dir`), by DAG id, broken ones included."""
     result = load_exporters(folder or exporters_dir(beside))
     dags = {cfg.dag_id: build_dag(cfg, path) for path, cfg in result.configs.values()}
+    ids = broken_dag_ids(result)
     for broken in result.broken:
-        dag_id = broken_dag_id(broken.path, set(dags))
-        dags[dag_id] = build_broken_dag(broken, dag_id)
+        dags[ids[broken.path]] = build_broken_dag(broken, ids[broken.path])
     return dags

@@ -273,16 +273,13 @@ class Invalid(NamedTuple):
 
 
 def invalid_exporters(loaded: LoadResult) -> dict[str, Invalid]:
-    """Every broken file of ``loaded`` by its name, with the id the DAG file gives its stand-in DAG: the same
-    rule, applied in the same order (valid exporters' DAG ids first, then each broken file's in turn)."""
-    from strm_provider.dag_factory import broken_dag_id
+    """Every broken file of ``loaded`` by its name, with the id the DAG file gives its stand-in DAG."""
+    from strm_provider.dag_factory import broken_dag_ids
 
-    taken = {e.config.dag_id for e in loaded.configs.values()}
+    ids = broken_dag_ids(loaded)
     invalid: dict[str, Invalid] = {}
     for broken in loaded.broken:
-        dag_id = broken_dag_id(broken.path, taken)
-        taken.add(dag_id)
-        invalid.setdefault(broken.path.stem, Invalid(broken.path.stem, broken, dag_id))
+        invalid.setdefault(broken.path.stem, Invalid(broken.path.stem, broken, ids[broken.path]))
     return invalid
 
 
