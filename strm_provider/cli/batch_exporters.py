@@ -547,6 +547,8 @@ def reset_batch_exporter(
 #: log server link): plumbing, not the exporter's log
 SOURCE_GROUP = "::group::Log message source details"
 GROUP_START, GROUP_END = "::group::", "::endgroup::"
+#: the one source detail kept: why a running task's log could not be fetched from its worker
+UNREADABLE = "Could not read served logs"
 #: a worker log server's link, e.g. http://worker:8793/log/dag_id=.../attempt=1.log
 LOG_LINK = re.compile(r"^https?://\S+/log/\S*$")
 
@@ -563,8 +565,8 @@ def _readable(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
             in_sources = True
         elif event.startswith(GROUP_END):
             in_sources = False
-        elif not in_sources and not LOG_LINK.match(event.strip()):
-            kept.append(line)
+        elif event.startswith(UNREADABLE) or (not in_sources and not LOG_LINK.match(event.strip())):
+            kept.append(line)  # a log that could not be read says so: it is why the try shows nothing
     return kept
 
 
