@@ -271,6 +271,7 @@ def test_the_operator_on_its_own_starts_at_creation_and_always_reports_one_summa
     assert first == {
         "events": 0,
         "bytes": 0,
+        "stored_bytes": 0,
         "files": [],
         "dead_letters": 0,
         "dead_letter_files": [],
