@@ -74,6 +74,7 @@ def test_compressed_hourly_envelopes(kafka: Any, storage: StorageTarget, compres
             max_file_bytes=8192,
             include_existing_events=True,
         )
+        started = datetime.now(UTC)
         assert run_exporter(path).state == "success"
     objects = storage.objects(prefix)
     files = lines_in(objects)
@@ -118,9 +119,12 @@ def test_compressed_hourly_envelopes(kafka: Any, storage: StorageTarget, compres
             "value",
         ]
 
-    # the validation file under the prefix's fixed part, the dead letter beside it, compressed alike
-    tests = [k for k in objects if is_test_object(k)]
-    assert len(tests) == 1 and tests[0].rsplit("/", 1)[0] == prefix
+    # the validation file as the files are written: in the folder of the hour it was written, compressed alike
+    # (a stream of no events); the dead letter under the prefix's fixed part, compressed alike
+    (test,) = [k for k in objects if is_test_object(k)]
+    hours = {f"{prefix}/dt={when:%Y-%m-%d}/hour={when:%H}" for when in (started, datetime.now(UTC))}
+    assert test.rsplit("/", 1)[0] in hours and test.endswith(ENDINGS[compression]), test
+    assert opened(test, objects[test]) == b""
     dead = [k for k in objects if "/_dead_letter/" in k]
     assert len(dead) == 1 and dead[0].startswith(f"{prefix}/_dead_letter/") and dead[0].endswith(ENDINGS[compression])
     (letter,) = opened(dead[0], objects[dead[0]]).splitlines()
