@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.exporting import connections, data_files, environ, exporters_folder, load_dag, opened, write_exporter
+from tests.servers import free_port
 from tests.test_cli import (  # noqa: F401  (api_server, remote, session_strm: fixtures)
     BIN,
     JWT_SECRET,
@@ -241,5 +242,30 @@ def test_an_invalid_exporter_file_is_listed_explained_and_its_logs_are_read(
         # Airflow's log plumbing is not shown: its group markers, where the log was read from
         assert "::group::" not in logs and "::endgroup::" not in logs, logs
         assert "Log message source details" not in logs and "http://" not in logs and ".log\n" not in logs, logs
+
+        # a task still running on a worker whose log server does not answer: one line says so, no traceback
+        running_on_a_silent_worker(f"strm_export_{typo}", "check_config")
+        silent = Cli({**session_strm.env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())})
+        read = silent("logs", "batch-exporter", typo)  # fails on a "Traceback" in its stderr
+        assert "Could not read served logs" in read.out, read.out
+        assert [line for line in read.err.splitlines() if "Could not read served logs: " in line], read.err
     finally:
         path.unlink(missing_ok=True)
+
+
+def running_on_a_silent_worker(dag_id: str, task_id: str) -> None:
+    """Mark ``task_id`` of the DAG's newest run running on 127.0.0.1, as a worker that is running it leaves it."""
+    from airflow.models import DagRun, TaskInstance
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+    from sqlalchemy import select
+
+    with create_session() as session:
+        run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id).order_by(DagRun.run_after.desc()))
+        assert run is not None
+        ti = session.scalar(
+            select(TaskInstance).where(
+                TaskInstance.dag_id == dag_id, TaskInstance.run_id == run.run_id, TaskInstance.task_id == task_id
+            )
+        )
+        ti.state, ti.hostname = TaskInstanceState.RUNNING, "127.0.0.1"

@@ -7,6 +7,7 @@ exits 2 naming the argument, a refusal by the outside world (storage, Kafka, Air
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -24,13 +25,22 @@ def _quiet_airflow() -> None:
 def _airflow_logs_to_stderr() -> None:
     """Airflow's own log lines (a log it could not fetch, say) go to stderr: stdout holds only the answer,
     which scripts parse (``-o json``)."""
-    import logging
-
     import airflow  # noqa: F401  (configures logging on import)
 
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
             handler.setStream(sys.stderr)
+        handler.addFilter(_one_line)
+
+
+def _one_line(record: logging.LogRecord) -> bool:
+    """An error Airflow logs while the CLI reads (a worker's log server that does not answer, say) is one
+    line with its cause, not a traceback: ``strm`` speaks to people, and the cause is all they can act on."""
+    if record.exc_info and record.exc_info[1] is not None:
+        err = record.exc_info[1]
+        record.msg, record.args = f"{record.getMessage()}: {type(err).__name__}: {err}", None
+        record.exc_info = record.exc_text = None
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
