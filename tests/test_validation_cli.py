@@ -111,7 +111,12 @@ def test_the_connector_validation_takes_the_exporters_ending_and_folder(
     prefix = unique("tb")
     args = connector_args(tmp_path, s3_target, prefix)
     line = strm.bad(*args, "--test-compression", "zstd", code=1)
-    assert ".jsonl.zst: AccessDenied" in line and "--test-compression" in line, line
+    assert f"/{prefix}/dt=" in line and ".jsonl.zst: AccessDenied" in line, line
+    # a misspelled bucket: the message blames the bucket and points nowhere else
+    typo = [a if a != s3_target.bucket else "strmprivacy-expotr-demo" for a in args]
+    line = strm.bad(*typo, code=1)
+    assert "GetBucketLocation of bucket 'strmprivacy-expotr-demo' failed" in line, line
+    assert line.endswith("(or skip the check with --no-validate)") and "credentials or" not in line, line
     strm(*args)  # the same with the .jsonl the policy grants
     [probe] = probes(s3_target, prefix)
     assert probe.startswith(f"{prefix}/dt={datetime.now(UTC):%Y-%m-%d}/.strm_test_") and probe.endswith(".jsonl")

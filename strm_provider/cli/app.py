@@ -92,9 +92,9 @@ def logs() -> None:
     """Show the task logs of a batch exporter's runs."""
 
 
-def validated(write: Any, name: str, what: str) -> str:
-    """Run the validation write; a failure becomes one line naming the connector, the cause (which names
-    the object, and the bucket where it is the bucket) and ``what`` the validation file stood for."""
+def validated(write: Any, name: str, what: str = "") -> str:
+    """Run the validation write; a failure becomes one line naming the connector and the cause (which names
+    the object refused, or the bucket where the bucket is the cause), and ``what`` the file stood for."""
     from strm_provider.hooks import StorageError
 
     try:
@@ -102,7 +102,7 @@ def validated(write: Any, name: str, what: str) -> str:
     except StorageError as err:
         raise click.ClickException(
             f"validation of data connector '{name}' failed, nothing was created: {err} "
-            f"({what}; or skip the check with --no-validate)"
+            f"({what + '; ' if what else ''}or skip the check with --no-validate)"
         ) from None
     except Exception as err:
         raise click.ClickException(

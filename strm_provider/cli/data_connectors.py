@@ -116,11 +116,7 @@ def create_data_connector(ctx: click.Context, kind: str, name: str, bucket: str,
     if opts["validate"]:
         from strm_provider.cli.store import validate_new
 
-        validated(
-            lambda: validate_new(spec, test_prefix, compression=opts["test_compression"]),
-            name,
-            "its validation file goes where --test-prefix and --test-compression say",
-        )
+        validated(lambda: validate_new(spec, test_prefix, compression=opts["test_compression"]), name)
     try:
         target.create(spec)
     except Duplicate:
