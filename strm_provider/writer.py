@@ -114,7 +114,7 @@ class RollingFile:
         self._finishing: tuple[threading.Thread, list[BaseException]] | None = None
         self.keys: list[str] = []
         self.total_bytes = 0  # of JSON Lines, before compression
-        self.total_stored_bytes = 0  # as stored, compressed when compressed
+        self.total_stored_bytes = 0  # of the closed files, as stored (compressed when compressed)
         self.total_events = 0
 
     def write_block(
@@ -164,7 +164,6 @@ class RollingFile:
             if self._compressor is None:
                 self._out.write(view[base : base + size])
                 self._bytes += size
-                self.total_stored_bytes += size
             else:
                 self._pending += view[base : base + size]
             self._events += take
@@ -190,7 +189,6 @@ class RollingFile:
         self._pending.clear()
         self._out.write(data)
         self._bytes += len(data)
-        self.total_stored_bytes += len(data)
         if self._bytes + self._chunk_size > self._max_bytes:
             self.close(wait=False)
 
@@ -217,7 +215,8 @@ class RollingFile:
             tail = self._compressor.finish(bytes(self._pending))
             self._out.write(tail)
             self._bytes += len(tail)
-            self.total_stored_bytes += len(tail)
+        if self._out is not None:  # the file's size as stored is final now
+            self.total_stored_bytes += self._bytes
         self._compressor = None
         self._pending.clear()
         cm, self._cm, self._out = self._cm, None, None

@@ -319,16 +319,23 @@ def list_batch_exporters(output: str | None) -> None:
         _invalid_table(invalid)
 
 
-def _exporter(name: str) -> LoadedExporter:
-    """Exporter NAME, which must be valid: a file that does not validate is named with its reason."""
-    loaded = load_exporters()
+def _named(loaded: LoadResult, name: str) -> LoadedExporter | Invalid:
+    """Exporter NAME, or the file of that name that does not validate; a bad parameter when there is neither."""
     if name in loaded.configs:
         return loaded.configs[name]
     invalid = invalid_exporters(loaded).get(name)
     if invalid is not None:
-        raise click.ClickException(f"batch exporter '{name}' is invalid: {invalid.broken.path}: {invalid.reason}")
+        return invalid
     names = ", ".join(sorted(loaded.configs)) or "none"
     raise click.BadParameter(f"no batch exporter named '{name}' (batch exporters: {names})", param_hint="'NAME'")
+
+
+def _exporter(name: str) -> LoadedExporter:
+    """Exporter NAME, which must be valid: a file that does not validate is named with its reason."""
+    found = _named(load_exporters(), name)
+    if isinstance(found, Invalid):
+        raise click.ClickException(f"batch exporter '{name}' is invalid: {found.broken.path}: {found.reason}")
+    return found
 
 
 @get.command("batch-exporter")
@@ -485,12 +492,10 @@ def monitor_batch_exporter(ctx: click.Context, name: str | None, watch: bool, ev
 
 def _monitored(loaded: LoadResult, name: str | None) -> tuple[list[ExporterConfig], list[Invalid]]:
     """The exporters to report on: NAME (valid or not), or every one."""
-    invalid = invalid_exporters(loaded)
     if name is None:
-        return [e.config for e in loaded.configs.values()], list(invalid.values())
-    if name not in loaded.configs and name in invalid:
-        return [], [invalid[name]]
-    return [_exporter(name).config], []
+        return [e.config for e in loaded.configs.values()], list(invalid_exporters(loaded).values())
+    found = _named(loaded, name)
+    return ([], [found]) if isinstance(found, Invalid) else ([found.config], [])
 
 
 def _health_items(ctx: click.Context, runs: Any, configs: list[ExporterConfig], invalid: list[Invalid]) -> list[Any]:
@@ -585,12 +590,8 @@ def _render(line: dict[str, Any]) -> str:
 
 def _dag_of(name: str) -> str:
     """The DAG of exporter NAME, or of the stand-in DAG Airflow runs for an invalid file of that name."""
-    loaded = load_exporters()
-    if name not in loaded.configs:
-        invalid = invalid_exporters(loaded).get(name)
-        if invalid is not None:
-            return invalid.dag_id
-    return _exporter(name).config.dag_id
+    found = _named(load_exporters(), name)
+    return found.dag_id if isinstance(found, Invalid) else found.config.dag_id
 
 
 @logs.command("batch-exporter")
