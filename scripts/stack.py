@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 import psutil
 
-from strm_provider.naming import is_data_file
+from strm_provider.naming import EXTENSIONS, is_data_file
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the dev servers' package (tests.servers)
@@ -53,7 +53,7 @@ STREAM = "demo"
 CONNECTOR = "s3"
 PREFIX = "events"
 #: what the exporters' key may write under PREFIX: the files of any ``compression``
-ENDINGS = (".jsonl", ".jsonl.gz", ".jsonl.zst")
+ENDINGS = tuple(EXTENSIONS.values())
 INTERVAL = "30s"
 PARTITIONS = 5
 USER = "admin"
