@@ -20,8 +20,8 @@ $(UV):
 venv: $(UV)
 	$(UV) sync --frozen --all-extras --compile-bytecode --quiet
 
-kafka: venv java-deps  ## Apache Kafka (pinned in tests/servers/apache_kafka.py) from Maven Central into .cache/, once
-	.venv/bin/python -m tests.servers.apache_kafka fetch
+kafka: venv java-deps  ## Apache Kafka (pinned in devstack/apache_kafka.py) from Maven Central into .cache/, once
+	.venv/bin/python -m devstack.apache_kafka fetch
 
 demo: venv  ## a real export on the embedded defaults (STORAGE=s3|s3-compatible|gcs|azure, BROKER=embedded|apache)
 	.venv/bin/python scripts/demo.py --storage $(STORAGE) --broker $(BROKER)

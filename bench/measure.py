@@ -108,8 +108,8 @@ def bucket_bytes(s3: Any, prefix: str) -> tuple[int, int, int]:
     """(objects, bytes of JSON, bytes stored) of JSON Lines files below ``prefix``, whoever named them (the
     naive DAG and the upload-only method name their own), without validation files and dead letters.
     Compressed files are downloaded and opened as a downstream reader would, to count their JSON."""
+    from devstack import opened
     from strm_provider.naming import DEAD_LETTER_DIR, is_test_object
-    from tests.exporting import opened
 
     client = s3.client()
     objects = size = stored = 0

@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from bench import run
+from bench.report import LABELS
 
-from bench import run  # noqa: E402
-from bench.report import LABELS  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 METHODS = ("export_task", "export_task_confluent")
 

@@ -48,15 +48,13 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from bench.backlog import PARTITIONS, TOPIC, produce
+from bench.measure import bucket_bytes, result_row, run_measured, settle
+from bench.report import LABELS, chart, ratios, table
+from bench.workers import CODECS, KAFKA_CONNS, PREFIXES, WORKERS
+
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from bench.backlog import PARTITIONS, TOPIC, produce  # noqa: E402
-from bench.measure import bucket_bytes, result_row, run_measured, settle  # noqa: E402
-from bench.report import LABELS, chart, ratios, table  # noqa: E402
-from bench.workers import CODECS, KAFKA_CONNS, PREFIXES, WORKERS  # noqa: E402
 
 METHODS = tuple(LABELS)
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
@@ -180,11 +178,10 @@ def connections(broker: Any, s3: Any) -> dict[str, dict[str, Any]]:
 
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
-    from tests.exporting import conn_env
-    from tests.servers import free_port
-    from tests.servers.airflow import airflow_env
-    from tests.servers.kafka import Broker, start_broker
-    from tests.servers.moto import start_moto
+    from devstack import free_port
+    from devstack.airflow import airflow_env, conn_env
+    from devstack.kafka import Broker, start_broker
+    from devstack.moto import start_moto
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = set(methods) - set(METHODS)

@@ -13,18 +13,16 @@ import argparse
 import contextlib
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from bench.backlog import PARTITIONS, TOPIC, produce
+from devstack import SERVERS, free_port, start_storage
+from devstack.airflow import conn_env
+from devstack.kafka import Broker, start_broker
 
-from bench.backlog import PARTITIONS, TOPIC, produce  # noqa: E402
-from tests.exporting import conn_env  # noqa: E402
-from tests.servers import SERVERS, free_port, start_storage  # noqa: E402
-from tests.servers.kafka import Broker, start_broker  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:

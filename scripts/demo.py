@@ -22,15 +22,13 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from devstack import SERVERS, free_port, start_storage
+from devstack.airflow import airflow_env, conn_env
+from devstack.kafka import Broker, start_broker, start_embedded_broker
+from strm_provider.cli.streams import random_event
+from strm_provider.naming import is_data_file
 
-from strm_provider.cli.streams import random_event  # noqa: E402
-from strm_provider.naming import is_data_file  # noqa: E402
-from tests.exporting import conn_env  # noqa: E402
-from tests.servers import SERVERS, free_port, start_storage  # noqa: E402
-from tests.servers.airflow import airflow_env  # noqa: E402
-from tests.servers.kafka import Broker, start_broker, start_embedded_broker  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 CONNECTOR = {"s3": "s3", "s3-compatible": "s3", "gcs": "gcs", "azure": "azure"}
 EVENTS = 10_000

@@ -39,12 +39,11 @@ from typing import Any
 import httpx
 import psutil
 
+from devstack import free_port
+from devstack.airflow import airflow_env
 from strm_provider.naming import EXTENSIONS, is_data_file
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # the dev servers' package (tests.servers)
-from tests.servers import free_port  # noqa: E402
-from tests.servers.airflow import airflow_env  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 BUCKET = "strmprivacy-export-demo"
@@ -165,7 +164,7 @@ class Stack:
             # task's hostname: 127.0.0.1, not the machine's name, which may resolve to another interface
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": logs,
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": logs,
-            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.servers.airflow.loopback_hostname",
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "devstack.airflow.loopback_hostname",
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
             "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         }
@@ -176,7 +175,7 @@ class Stack:
         The venv goes before ``PATH`` (as ``source .venv/bin/activate`` does: ``strm`` and ``python``, which the
         README's commands call by name, are the venv's), and loopback is added to the shell's ``NO_PROXY``: a
         proxy of the user's must not get the CLI's requests to the stack's S3. ``NO_PROXY="*"`` stays with the
-        stack's processes (:func:`tests.servers.airflow.airflow_env`).
+        stack's processes (:func:`devstack.airflow.airflow_env`).
         """
         env = self.env()
         loopback = "127.0.0.1,localhost"
@@ -310,7 +309,7 @@ def choose_ports(requested: str) -> dict[str, int]:
 
 def start_broker(stack: Stack) -> None:
     """Apache Kafka, one KRaft node; a later ``up`` restarts it on the same log dirs."""
-    from tests.servers.apache_kafka import VERSION, Listeners, controller_port, prepare, wait_ready
+    from devstack.apache_kafka import VERSION, Listeners, controller_port, prepare, wait_ready
 
     port = stack.ports["kafka"]
     data = stack.root / "kafka"
@@ -322,7 +321,7 @@ def start_broker(stack: Stack) -> None:
 
 def start_s3(stack: Stack) -> None:
     """moto_server, a bucket in eu-west-1, an admin key (for ``ls``) and a least-privilege exporter key."""
-    from tests.servers.moto import enforce_iam, provision
+    from devstack.moto import enforce_iam, provision
 
     port = stack.ports["s3"]
     proc = stack.spawn("s3", [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)])
@@ -496,7 +495,7 @@ def start_producer(stack: Stack, rate: float) -> None:
 
 def admin_s3(stack: Stack) -> Any:
     """An S3 client with the stack's admin key (the exporter's key may only write)."""
-    from tests.servers.moto import MotoS3
+    from devstack.moto import MotoS3
 
     return MotoS3(stack.s3_url, BUCKET, json.loads((stack.root / "s3-admin.json").read_text())).client()
 

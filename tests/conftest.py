@@ -12,18 +12,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.servers.airflow import airflow_env
+from devstack.airflow import airflow_env
 
 REPO = Path(__file__).resolve().parent.parent
 _HOME = Path(tempfile.mkdtemp(prefix="strm-airflow-"))
 os.environ.update({**airflow_env(_HOME, _HOME / "exporters"), "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO"})
 (_HOME / "exporters").mkdir()
 
-pytest_plugins = [
-    f"tests.servers.{name}"
-    for name in ("kafka", "moto", "gcs", "azurite", "seaweedfs", "postgres", "redis")
-    if (REPO / "tests" / "servers" / f"{name}.py").exists()
-]
+pytest_plugins = ["tests.fixtures"]
 
 
 def pytest_sessionstart(session: object) -> None:

@@ -2,44 +2,33 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import yaml
-import zstandard
 
+from devstack import opened
+from devstack.airflow import conn_env, environ
+from strm_provider.config import ExporterConfig
 from strm_provider.naming import is_data_file
-
-
-def conn_env(conn_id: str) -> str:
-    return f"AIRFLOW_CONN_{conn_id.upper().replace('-', '_').replace('.', '_')}"
-
-
-@contextmanager
-def environ(values: dict[str, str], unset: tuple[str, ...] = ()) -> Iterator[None]:
-    """``values`` set and ``unset`` removed in this process's environment for the block, then restored."""
-    saved = {key: os.environ.get(key) for key in (*values, *unset)}
-    for key in unset:
-        os.environ.pop(key, None)
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def connections(**conns: dict[str, Any]) -> AbstractContextManager[None]:
     """Airflow connections given as environment variables (how tasks and hooks find them)."""
     return environ({conn_env(conn_id): json.dumps(conn) for conn_id, conn in conns.items()})
+
+
+def exporter_group(name: str) -> str:
+    """The Kafka consumer group of exporter ``name``, by the product's rule."""
+    return ExporterConfig.model_construct(name=name).group_id
+
+
+def exporter_dag(name: str) -> str:
+    """The DAG id of exporter ``name``, by the product's rule."""
+    return ExporterConfig.model_construct(name=name).dag_id
 
 
 def exporters_folder() -> Path:
@@ -76,16 +65,6 @@ def run_exporter(path: Path) -> Any:
 def data_files(objects: dict[str, bytes]) -> dict[str, bytes]:
     """Exported files only (no validation files, no dead letters)."""
     return {k: v for k, v in objects.items() if is_data_file(k)}
-
-
-def opened(key: str, body: bytes) -> bytes:
-    """A file's JSON Lines, as a downstream reader gets them: Python's gzip and zstandard open compressed ones."""
-    if key.endswith(".gz"):
-        return gzip.decompress(body)
-    if key.endswith(".zst"):
-        with zstandard.ZstdDecompressor().stream_reader(body) as reader:
-            return reader.read()
-    return body
 
 
 def lines_in(objects: dict[str, bytes]) -> dict[str, list[bytes]]:

@@ -16,7 +16,7 @@ from kafka import KafkaProducer
 from strm_provider.export import ExportError
 from strm_provider.naming import parse_key
 from strm_provider.operators import KafkaToStorageOperator
-from tests.exporting import connections, data_files, run_exporter, write_exporter, xcom_values
+from tests.exporting import connections, data_files, exporter_group, run_exporter, write_exporter, xcom_values
 from tests.faults.scenario import plan_sets, task_spec, unique
 
 #: Exactly-once must hold whichever client reads (the connection's ``reader`` extra).
@@ -57,7 +57,7 @@ def make_topic(kafka: Any, label: str) -> str:
 
 def test_bad_input_becomes_dead_letters(kafka: Any, s3_target: Any) -> None:
     topic, prefix = make_topic(kafka, "bad"), unique("bad")
-    group = f"strm-exporter-{topic}"
+    group = exporter_group(topic)
     produce_raw(kafka, topic, [value for value, _ in RECORDS])
     with connections(strm_kafka_default=kafka.connection(), dc=s3_target.connection(prefix)):
         path = write_exporter(
@@ -100,7 +100,7 @@ def test_bad_input_becomes_dead_letters(kafka: Any, s3_target: Any) -> None:
 
 def test_bad_input_fails_the_run(kafka: Any, s3_target: Any) -> None:
     topic, prefix = make_topic(kafka, "strict"), unique("strict")
-    group = f"strm-exporter-{topic}"
+    group = exporter_group(topic)
     produce_raw(kafka, topic, [b'{"seq": 0}', b'{"seq": 1}', b"{broken", b'{"seq": 3}'])
     with connections(strm_kafka_default=kafka.connection(), dc=s3_target.connection(prefix)):
         path = write_exporter(

@@ -25,10 +25,10 @@ from typing import Any
 import psutil
 import pytest
 
+from devstack import free_port, wait_for_port
+from devstack.postgres import Postgres
 from strm_provider.naming import parse_key
-from tests.exporting import data_files, events_in, write_exporter
-from tests.servers import free_port, wait_for_port
-from tests.servers.postgres import Postgres
+from tests.exporting import data_files, events_in, exporter_dag, exporter_group, write_exporter
 
 pytestmark = pytest.mark.slow
 
@@ -162,7 +162,7 @@ def test_mapped_exports_run_on_both_celery_workers(
     subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
     logs = tmp_path / "logs"
     logs.mkdir()
-    dag_id = f"strm_export_{name}"
+    dag_id = exporter_dag(name)
     with contextlib.ExitStack() as stack:
         stack.enter_context(process([AIRFLOW, "api-server"], env, logs / "api-server.log"))
         stack.enter_context(process([AIRFLOW, "dag-processor"], env, logs / "dag-processor.log"))
@@ -212,7 +212,7 @@ def test_mapped_exports_run_on_both_celery_workers(
     parts = sorted(p for key in files for p in parse_key(key).partitions)
     assert parts == list(range(8))
     assert sorted(e["seq"] for e in events_in(objects)) == list(range(400))
-    assert kafka.committed(f"strm-exporter-{name}", topic) == kafka.end_offsets(topic)
+    assert kafka.committed(exporter_group(name), topic) == kafka.end_offsets(topic)
 
     # observability: each export's XCom is a summary without secrets; the Asset got one event per export
     for _, raw in xcoms:

@@ -23,9 +23,9 @@ import pytest
 import requests
 import yaml
 
+from devstack import free_port, running
 from strm_provider.naming import is_test_object
-from tests.exporting import connections, events_in, load_dag, run_exporter
-from tests.servers import free_port, running
+from tests.exporting import connections, events_in, exporter_dag, exporter_group, load_dag, run_exporter
 
 BIN = Path(sys.executable).parent
 STRM = str(BIN / "strm")
@@ -507,7 +507,7 @@ def test_batch_exporter_pins_end_offsets_writes_yaml_and_has_the_documented_shap
         "pathPrefix": prefix,
         "assetUri": f"s3://{s3_target.bucket}/{prefix}",  # every field of the YAML: what the file says
     }
-    assert kafka.committed(f"strm-exporter-s3-{stream}", stream) == kafka.end_offsets(stream)
+    assert kafka.committed(exporter_group(f"s3-{stream}"), stream) == kafka.end_offsets(stream)
     assert len([k for k in s3_target.objects(prefix) if is_test_object(k)]) == 2  # connector + exporter
 
     folder = Path(strm.env["STRM_EXPORTERS_DIR"])
@@ -540,7 +540,7 @@ def test_batch_exporter_pins_end_offsets_writes_yaml_and_has_the_documented_shap
     )
     assert named.json()["interval"] == "300s" and named.json()["ref"] == {"name": "five-minutes"}
     assert (named.json()["includeExistingEvents"], named.json()["partitionSets"]) == (True, 2)
-    assert kafka.committed("strm-exporter-five-minutes", stream) == dict.fromkeys(range(3))
+    assert kafka.committed(exporter_group("five-minutes"), stream) == dict.fromkeys(range(3))
     assert strm("get", "batch-exporter", "five-minutes").json() == named.json()
     listed = strm("list", "batch-exporters", "-o", "json").json()
     assert listed == {"batchExporters": [named.json(), res.json()]}  # by name
@@ -686,7 +686,7 @@ def test_created_exporter_becomes_a_dag_that_exports(
             path = Path(os.environ["STRM_EXPORTERS_DIR"]) / f"{res.json()['ref']['name']}.yaml"
             # the bucket's Asset, pinned in the file: parsing the DAG never looks the connector up
             assert yaml.safe_load(path.read_text())["asset_uri"] == f"s3://{s3_target.bucket}/{prefix}"
-            dag = load_dag(f"strm_export_{res.json()['ref']['name']}")
+            dag = load_dag(exporter_dag(res.json()["ref"]["name"]))
             assert [outlet.uri for outlet in dag.get_task("export").outlets] == [f"s3://{s3_target.bucket}/{prefix}"]
             run = run_exporter(path)
             assert run.state == "success"
@@ -782,7 +782,7 @@ def test_remote_airflow_through_the_rest_api(
     )
     assert exp.json()["dataConnectorRef"] == {"name": name}
     assert len([k for k in s3_target.objects(prefix) if is_test_object(k)]) == probes + 1
-    assert kafka.committed(f"strm-exporter-{name}-{stream}", stream) == kafka.end_offsets(stream)
+    assert kafka.committed(exporter_group(f"{name}-{stream}"), stream) == kafka.end_offsets(stream)
     denied = remote.bad(
         "create",
         "batch-exporter",

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from devstack import StorageTarget
 from strm_provider.naming import is_test_object, parse_key
-from tests.exporting import connections, data_files, run_exporter, write_exporter
-from tests.servers import StorageTarget
+from tests.exporting import connections, data_files, exporter_group, run_exporter, write_exporter
 
 KINDS = {"s3": "s3_target", "s3-compatible": "s3_compatible_target", "gcs": "gcs_target", "azure": "azure_target"}
 _counter = itertools.count()
@@ -69,7 +69,7 @@ def test_export_exactly_once_across_runs(kafka: Any, storage: StorageTarget) -> 
         # the exporter (re)started: one empty validation file
         tests = [k for k in first if is_test_object(k)]
         assert len(tests) == 1 and first[tests[0]] == b""
-        assert kafka.committed(f"strm-exporter-dc-{topic}", topic) == kafka.end_offsets(topic)
+        assert kafka.committed(exporter_group(f"dc-{topic}"), topic) == kafka.end_offsets(topic)
 
         # no new events: no new file
         assert run_exporter(path).state == "success"
@@ -83,7 +83,7 @@ def test_export_exactly_once_across_runs(kafka: Any, storage: StorageTarget) -> 
         assert len(new) == 1
         assert sorted(e["seq"] for e in events_of(new)) == list(range(1000, 1137))
         assert Counter(e["seq"] for e in events_of(after)) == Counter(range(1137))
-        assert kafka.committed(f"strm-exporter-dc-{topic}", topic) == kafka.end_offsets(topic)
+        assert kafka.committed(exporter_group(f"dc-{topic}"), topic) == kafka.end_offsets(topic)
 
 
 def test_partition_sets_split_files(kafka: Any, storage: StorageTarget) -> None:
@@ -116,7 +116,7 @@ def test_new_exporter_starts_at_creation(kafka: Any, storage: StorageTarget) -> 
         objects = storage.objects(prefix)
         assert data_files(objects) == {}
         assert sum(is_test_object(k) for k in objects) == 1
-        assert kafka.committed(f"strm-exporter-dc-{topic}", topic) == {0: 30, 1: 30, 2: 30}
+        assert kafka.committed(exporter_group(f"dc-{topic}"), topic) == {0: 30, 1: 30, 2: 30}
         produce_seq(kafka, topic, 90, 30)
         assert run_exporter(path).state == "success"
     assert sorted(e["seq"] for e in events_of(data_files(storage.objects(prefix)))) == list(range(90, 120))
@@ -131,4 +131,4 @@ def test_wrong_secret_fails_clearly(kafka: Any, storage: StorageTarget) -> None:
         assert run_exporter(path).state == "failed"
     assert storage.objects(prefix) == {}
     # the exporter's start was pinned (its "creation"); nothing past it was committed
-    assert kafka.committed(f"strm-exporter-dc-{topic}", topic) == {0: 0, 1: 0}
+    assert kafka.committed(exporter_group(f"dc-{topic}"), topic) == {0: 0, 1: 0}

@@ -12,11 +12,19 @@ from typing import Any
 
 import pytest
 
+from devstack.moto import MotoS3
 from strm_provider.hooks import StorageError, storage_hook, storage_hook_class
 from strm_provider.naming import is_test_object
-from tests.exporting import connections, data_files, events_in, run_exporter, write_exporter, xcom_values
+from tests.exporting import (
+    connections,
+    data_files,
+    events_in,
+    exporter_group,
+    run_exporter,
+    write_exporter,
+    xcom_values,
+)
 from tests.faults.seams import before_commits
-from tests.servers.moto import MotoS3
 from tests.test_export_e2e import events_of, produce_seq, unique
 
 
@@ -113,7 +121,7 @@ def test_failure_between_upload_and_commit(kafka: Any, s3_target: MotoS3, monkey
             raise RuntimeError("injected: worker lost after upload, before commit")
 
     before_commits(crash_once, monkeypatch)
-    group = f"strm-exporter-dc-{topic}"
+    group = exporter_group(f"dc-{topic}")
     with connections(strm_kafka_default=kafka.connection(), dc=s3_target.connection(prefix)):
         path = write_exporter(stream=topic, data_connector="dc", path_prefix=prefix, include_existing_events=True)
         assert run_exporter(path).state == "success"  # the task's retry finished the run
@@ -164,7 +172,7 @@ def test_a_compressed_exporter_validates_as_it_writes_and_once_per_failure(
         refused = f"could not write s3://{s3_target.bucket}/{prefix}/dt="
         assert refused in capfd.readouterr().out + capfd.readouterr().err
         assert s3_target.objects(prefix) == {}
-        assert kafka.committed(f"strm-exporter-dc-{topic}", topic) == {0: 0}  # the start is pinned, no more
+        assert kafka.committed(exporter_group(f"dc-{topic}"), topic) == {0: 0}  # the start is pinned, no more
 
     def failing_commit() -> None:
         raise RuntimeError("injected: the commit fails after the upload")
@@ -240,7 +248,7 @@ def test_failed_run_is_replayed_not_recut(
     objects = s3_target.objects(prefix)
     assert Counter(e["seq"] for e in events_in(objects)) == Counter(range(300))
     assert all(k.endswith(".jsonl" if layout == "plain" else ".jsonl.gz") for k in data_files(objects))
-    assert kafka.committed(f"strm-exporter-dc-{topic}", topic) == kafka.end_offsets(topic)
+    assert kafka.committed(exporter_group(f"dc-{topic}"), topic) == kafka.end_offsets(topic)
 
 
 def test_the_operator_on_its_own_starts_at_creation_and_always_reports_one_summary_shape(

@@ -16,7 +16,15 @@ import pytest
 
 import strm_provider.operators as operators
 from strm_provider.export import ExportError
-from tests.exporting import connections, data_files, load_dag, run_exporter, write_exporter
+from tests.exporting import (
+    connections,
+    data_files,
+    exporter_dag,
+    exporter_group,
+    load_dag,
+    run_exporter,
+    write_exporter,
+)
 from tests.faults.scenario import check_exactly_once, plan_sets, seq_events, task_spec, unique
 from tests.faults.seams import on_batches
 
@@ -31,7 +39,7 @@ class Exporter:
     def __init__(self, kafka: Any, s3_target: Any, label: str) -> None:
         self.kafka, self.s3 = kafka, s3_target
         self.name, self.prefix = unique(label), unique(label)
-        self.group = f"strm-exporter-{self.name}"
+        self.group = exporter_group(self.name)
         self.topic = kafka.create_topic(self.name, 3)
         self.produced = 600
         kafka.produce(self.topic, seq_events(0, 300))
@@ -66,7 +74,7 @@ class Exporter:
         self.kafka.produce(self.topic, seq_events(self.produced, 90))
         self.produced += 90
         assert run_exporter(path).state == "success"
-        assert load_dag(f"strm_export_{self.name}").max_active_runs == 1, "Airflow queues a second run"
+        assert load_dag(exporter_dag(self.name)).max_active_runs == 1, "Airflow queues a second run"
         check_exactly_once(row, self.kafka, self.s3, self.prefix, self.topic, self.group, self.produced)
 
 

@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 from kafka import TopicPartition
 
+from devstack import free_port
+from devstack.kafka import Broker, start_broker
 from strm_provider.hooks.kafka import KafkaUnavailable
 from strm_provider.operators import KafkaExportPlanOperator, KafkaToStorageOperator
-from tests.exporting import connections, run_exporter, write_exporter, xcom_values
+from tests.exporting import connections, exporter_group, run_exporter, write_exporter, xcom_values
 from tests.faults.scenario import check_exactly_once, plan_sets, seq_events, task_spec, unique
 from tests.faults.seams import on_batches
-from tests.servers import free_port
-from tests.servers.kafka import Broker, start_broker
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def test_broker_restarted_mid_run(
     """Fault 4a: the broker's JVM is killed and comes back while the task reads: the task finishes, exactly once."""
     kafka, stack, procs = own_broker
     name, prefix = unique("restart"), unique("restart")
-    group = f"strm-exporter-{name}"
+    group = exporter_group(name)
     topic = kafka.create_topic(name, 3)
     kafka.produce(topic, seq_events(0, 3000))
     restarts = []
@@ -86,7 +86,7 @@ def test_broker_unreachable_at_start(s3_target: Any) -> None:
         started = time.monotonic()
         with pytest.raises(KafkaUnavailable) as err:
             KafkaExportPlanOperator(
-                task_id="plan", stream=name, data_connector="dc", group_id=f"strm-exporter-{name}"
+                task_id="plan", stream=name, data_connector="dc", group_id=exporter_group(name)
             ).execute({"run_id": "manual__nobroker"})
         assert time.monotonic() - started < 60
         message = str(err.value)
@@ -100,7 +100,7 @@ def test_broker_unreachable_at_start(s3_target: Any) -> None:
 def test_partitions_added_between_runs(kafka: Any, s3_target: Any) -> None:
     """Fault 6: partitions added between runs are exported from their first offset."""
     name, prefix = unique("grow"), unique("grow")
-    group = f"strm-exporter-{name}"
+    group = exporter_group(name)
     topic = kafka.create_topic(name, 2)
     kafka.produce(topic, seq_events(0, 200))
     with connections(strm_kafka_default=kafka.connection(), dc=s3_target.connection(prefix)):
@@ -126,7 +126,7 @@ def test_partitions_added_between_runs(kafka: Any, s3_target: Any) -> None:
 def test_committed_offset_lost_to_retention(kafka: Any, s3_target: Any) -> None:
     """Fault 7: data deleted past the committed offset: the run reports the loss, goes on, and succeeds."""
     name, prefix = unique("retention"), unique("retention")
-    group = f"strm-exporter-{name}"
+    group = exporter_group(name)
     topic = kafka.create_topic(name, 3)
     kafka.produce(topic, seq_events(0, 300))
     with connections(strm_kafka_default=kafka.connection(), dc=s3_target.connection(prefix)):

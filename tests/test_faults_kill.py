@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.exporting import connections, data_files, run_exporter, write_exporter
+from tests.exporting import connections, data_files, exporter_group, run_exporter, write_exporter
 from tests.faults.scenario import check_exactly_once, plan_sets, run_task, seq_events, task_spec, unique
 
 MiB = 1024 * 1024
@@ -60,7 +60,7 @@ def sigkill_then_retry_then_next_run(
 ) -> None:
     count, pad, settings, runner = CASES[phase]
     name, prefix = unique(f"kill-{phase}"), unique("kill")
-    group = f"strm-exporter-{name}"
+    group = exporter_group(name)
     topic = kafka.create_topic(name, 5)
     if layout:
         settings = {**settings, **layout, "path_prefix": layout["path_prefix"].format(prefix=prefix)}

@@ -19,7 +19,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from strm_provider.progress import variable_key
-from tests.exporting import connections, data_files, run_exporter, write_exporter, xcom_values
+from tests.exporting import connections, data_files, exporter_group, run_exporter, write_exporter, xcom_values
 from tests.faults.scenario import check_exactly_once, plan_sets, seq_events, seqs_in, task_spec, unique
 from tests.faults.seams import before_commits, on_batches
 
@@ -83,7 +83,7 @@ def test_a_failed_run_is_replayed_whole(
 ) -> None:
     """The failed run's objects are written again with the same names and bytes; what arrived since waits."""
     name, prefix = unique("replay"), unique("replay")
-    group = f"strm-exporter-{name}"
+    group = exporter_group(name)
     topic = kafka.create_topic(name, 4)
     send(kafka, topic, seq_events(0, 900, noise=True), [1, 2, 3])  # none in partition 0
     settings: dict[str, Any] = {"partition_sets": 1, "max_file_events": 200, "retries": 0}
@@ -131,7 +131,7 @@ def test_a_recreated_topic_is_refused_until_reset(kafka: Any, s3_target: Any, ca
     """The topic is deleted and recreated under the same name: the run refuses, writing and committing
     nothing, until the exporter is moved with strm reset."""
     name, prefix = unique("recreated"), unique("recreated")
-    group = f"strm-exporter-{name}"
+    group = exporter_group(name)
     topic = kafka.create_topic(name, 2)
     kafka.produce(topic, seq_events(0, 200))
     with connections(strm_kafka_default=kafka.connection(), dc=s3_target.connection(prefix)):
@@ -172,7 +172,7 @@ def test_retention_deleting_offsets_mid_run_is_counted(kafka: Any, s3_target: An
     """Retention deletes offsets the run is about to read: the run goes on from the earliest offset and
     reports exactly how many offsets it lost, as a loss found at planning time is reported."""
     name, prefix = unique("midrun"), unique("midrun")
-    group = f"strm-exporter-{name}"
+    group = exporter_group(name)
     topic = kafka.create_topic(name, 1)
     kafka.produce(topic, seq_events(0, 5000, pad=4000))  # ~20 MB: several 4 MiB fetches
     deleted: list[int] = []
@@ -206,7 +206,7 @@ def test_two_runs_racing_the_final_commit(kafka: Any, s3_target: Any, monkeypatc
     from strm_provider.operators import KafkaToStorageOperator
 
     name, prefix = unique("race"), unique("race")
-    group = f"strm-exporter-{name}"
+    group = exporter_group(name)
     topic = kafka.create_topic(name, 3)
     kafka.produce(topic, seq_events(0, 600))
     both = threading.Barrier(2, timeout=60)

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
-from tests.exporting import connections, run_exporter, write_exporter
+from tests.exporting import connections, exporter_group, run_exporter, write_exporter
 from tests.faults.scenario import check_exactly_once, unique
 
 RUNS = 20
@@ -20,7 +20,7 @@ RATE = 500  # events per second
 @pytest.mark.slow
 def test_soak_20_runs_while_producing(kafka: Any, s3_target: Any) -> None:
     name, prefix = unique("soak"), unique("soak")
-    group = f"strm-exporter-{name}"
+    group = exporter_group(name)
     topic = kafka.create_topic(name, 3)
     stop, produced, errors = threading.Event(), [0], []
 

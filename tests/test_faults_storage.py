@@ -18,7 +18,7 @@ import pytest
 import strm_provider.hooks.s3 as s3
 from strm_provider.hooks.storage import StorageError
 from strm_provider.operators import KafkaToStorageOperator
-from tests.exporting import connections, data_files, run_exporter, write_exporter
+from tests.exporting import connections, data_files, exporter_group, run_exporter, write_exporter
 from tests.faults.proxy import TcpProxy
 from tests.faults.scenario import check_exactly_once, plan_sets, seq_events, task_spec, unique
 
@@ -55,7 +55,7 @@ class Scenario:
     def __init__(self, kafka: Any, s3_target: Any, proxy: TcpProxy, label: str, events: int, pad: int) -> None:
         self.kafka, self.s3, self.proxy = kafka, s3_target, proxy
         self.name, self.prefix = unique(label), unique(label)
-        self.group = f"strm-exporter-{self.name}"
+        self.group = exporter_group(self.name)
         self.topic = kafka.create_topic(self.name, 3)
         self.produced = events
         kafka.produce(self.topic, seq_events(0, events, pad))

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
+from devstack import StorageTarget
 from strm_provider.config import ConfigError, load_exporter
 from strm_provider.naming import is_test_object, parse_key
-from tests.exporting import connections, data_files, lines_in, opened, run_exporter, write_exporter
+from tests.exporting import connections, data_files, exporter_group, lines_in, opened, run_exporter, write_exporter
 from tests.faults.scenario import plan_sets, run_task, seq_events, task_spec, unique
-from tests.servers import StorageTarget
 
 KINDS = {"s3": "s3_target", "s3-compatible": "s3_compatible_target", "gcs": "gcs_target", "azure": "azure_target"}
 ENDINGS = {"gzip": ".jsonl.gz", "zstd": ".jsonl.zst"}
@@ -133,7 +133,7 @@ def test_compressed_hourly_envelopes(kafka: Any, storage: StorageTarget, compres
     # a plain download says what it holds
     types = storage.content_types(prefix)
     assert {types[k] for k in stored} | {types[dead[0]]} == {TYPES[compression]}
-    assert kafka.committed(f"strm-exporter-{path.stem}", topic) == kafka.end_offsets(topic)
+    assert kafka.committed(exporter_group(path.stem), topic) == kafka.end_offsets(topic)
 
 
 def test_default_layout_is_unchanged(kafka: Any, s3_target: Any) -> None:
@@ -177,7 +177,7 @@ def test_a_policy_without_the_compressed_ending_fails_the_export_in_one_line(kaf
     """gzip files under a policy that grants only *.jsonl: every upload is refused. The task fails (it does not
     hang on the file it had open when the one before it failed), says what to grant, and commits nothing."""
     name, prefix = unique("deny"), unique("deny")
-    group = f"strm-exporter-{name}"
+    group = exporter_group(name)
     topic = kafka.create_topic(name, 2)
     kafka.produce(topic, seq_events(0, 3000, 200, noise=True))
     with connections(strm_kafka_default=kafka.connection(), dc=s3_target.connection(prefix)):

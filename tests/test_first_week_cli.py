@@ -18,8 +18,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.exporting import connections, data_files, environ, exporters_folder, load_dag, opened, write_exporter
-from tests.servers import free_port
+from devstack import free_port
+from tests.exporting import (
+    connections,
+    data_files,
+    environ,
+    exporter_dag,
+    exporters_folder,
+    load_dag,
+    opened,
+    write_exporter,
+)
 from tests.test_cli import (  # noqa: F401  (api_server, remote, session_strm: fixtures)
     BIN,
     JWT_SECRET,
@@ -142,14 +151,14 @@ def test_monitor_shows_failures_with_their_time_the_last_finished_run_and_invali
         typo_file.write_text(f"stream: {stream}\ndata_conector: weekdc\n")
         try:
             t0 = datetime.now(UTC)
-            assert run_with_logs(f"strm_export_{good}", api_server).state == "success"
-            assert run_with_logs(f"strm_export_{denied}", api_server).state == "failed"
-            assert run_with_logs(f"strm_export_{typo}", api_server).state == "failed"
+            assert run_with_logs(exporter_dag(good), api_server).state == "success"
+            assert run_with_logs(exporter_dag(denied), api_server).state == "failed"
+            assert run_with_logs(exporter_dag(typo), api_server).state == "failed"
             files = data_files(s3_target.objects(prefix))
             stored, as_json = sum(map(len, files.values())), sum(len(opened(k, body)) for k, body in files.items())
             # the scheduler queues the next runs
-            airflow("dags", "trigger", f"strm_export_{good}")
-            airflow("dags", "trigger", f"strm_export_{denied}")
+            airflow("dags", "trigger", exporter_dag(good))
+            airflow("dags", "trigger", exporter_dag(denied))
 
             for cli in (session_strm, remote):
                 # good: RUNNING, with the figures of its last finished run beside it
@@ -180,7 +189,7 @@ def test_monitor_shows_failures_with_their_time_the_last_finished_run_and_invali
             # denied's next run: its plan task fails and waits for its retry
             denied_file.write_text(denied_file.read_text().replace("retries: 0", "retries: 1\nretry_delay: 1h"))
             t1 = datetime.now(UTC)
-            leave_waiting_for_retry(f"strm_export_{denied}", api_server)
+            leave_waiting_for_retry(exporter_dag(denied), api_server)
             for cli in (session_strm, remote):
                 row = cli("monitor", "batch-exporter", denied, "-o", "json").json()
                 assert row["state"] == "RETRYING" and row["failedTask"] == "plan", row
@@ -234,7 +243,7 @@ def test_an_invalid_exporter_file_is_listed_explained_and_its_logs_are_read(
         assert got.error_line() == f"Error: batch exporter '{typo}' is invalid: {path}: {error}"
 
         assert "has no run yet" in session_strm("logs", "batch-exporter", typo, ok=False).err
-        assert run_with_logs(f"strm_export_{typo}", api_server).state == "failed"
+        assert run_with_logs(exporter_dag(typo), api_server).state == "failed"
         logs = session_strm("logs", "batch-exporter", typo).out
         assert "=== check_config, try 1 (failed)" in logs, logs
         assert f"AirflowFailException: invalid exporter file: {path}: {error}" in logs, logs
@@ -244,7 +253,7 @@ def test_an_invalid_exporter_file_is_listed_explained_and_its_logs_are_read(
         assert "Log message source details" not in logs and "http://" not in logs and ".log\n" not in logs, logs
 
         # a task still running on a worker whose log server does not answer: one line says so, no traceback
-        running_on_a_silent_worker(f"strm_export_{typo}", "check_config")
+        running_on_a_silent_worker(exporter_dag(typo), "check_config")
         silent = Cli({**session_strm.env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())})
         read = silent("logs", "batch-exporter", typo)  # fails on a "Traceback" in its stderr
         assert "Could not read served logs" in read.out, read.out

@@ -23,12 +23,12 @@ from typing import Any
 
 import pytest
 
+from devstack import QuietHandler, serving
+from devstack.gcs import CLIENT_EMAIL
+from devstack.moto import minimal_policy
 from strm_provider.hooks import storage_hook
-from tests.exporting import connections, data_files, environ, events_in, run_exporter, write_exporter
+from tests.exporting import connections, data_files, environ, events_in, exporter_group, run_exporter, write_exporter
 from tests.faults.scenario import seq_events, unique
-from tests.servers import QuietHandler, serving
-from tests.servers.gcs import CLIENT_EMAIL
-from tests.servers.moto import minimal_policy
 
 ACCOUNT = "123456789012"
 
@@ -118,7 +118,7 @@ def test_s3_without_a_key_writes_as_the_workers_identity(kafka: Any, s3_target: 
     objects = s3_target.objects(prefix)
     assert sorted(e["seq"] for e in events_in(objects)) == list(range(300))
     assert len(data_files(objects)) == 1
-    assert kafka.committed(f"strm-exporter-{path.stem}", topic) == kafka.end_offsets(topic)
+    assert kafka.committed(exporter_group(path.stem), topic) == kafka.end_offsets(topic)
 
 
 @contextlib.contextmanager
@@ -136,7 +136,7 @@ def web_identity(s3_target: Any, role_arn: str, token_file: Any) -> Iterator[lis
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
-    from tests.servers.moto import REGION
+    from devstack.moto import REGION
 
     admin = Credentials(s3_target.admin["AccessKeyId"], s3_target.admin["SecretAccessKey"])
     exchanges: list[dict[str, str]] = []
@@ -199,7 +199,7 @@ def test_s3_without_a_key_writes_with_a_web_identity_token(kafka: Any, s3_target
     )
     objects = s3_target.objects(prefix)
     assert sorted(e["seq"] for e in events_in(objects)) == list(range(250))
-    assert kafka.committed(f"strm-exporter-{path.stem}", topic) == kafka.end_offsets(topic)
+    assert kafka.committed(exporter_group(path.stem), topic) == kafka.end_offsets(topic)
 
 
 def test_s3_without_a_key_or_an_identity_says_so_in_one_line(s3_target: Any) -> None:

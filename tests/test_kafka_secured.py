@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import trustme
 
+from devstack.kafka import SASL_PASSWORD
 from strm_provider.hooks.kafka import KafkaUnavailable, StrmKafkaHook
 from strm_provider.operators import KafkaExportPlanOperator
-from tests.exporting import connections, events_in, run_exporter, write_exporter
-from tests.servers.kafka import SASL_PASSWORD
+from tests.exporting import connections, events_in, exporter_group, run_exporter, write_exporter
 from tests.test_cli import SECRETS, Cli, base_env, home  # noqa: F401  (fixture)
 from tests.test_secrets import database_text, home_files_text
 
@@ -64,7 +64,7 @@ def test_cli_test_button_and_exporter_over_a_secured_listener(
         )
         assert run_exporter(path).state == "success"
     assert len(events_in(s3_target.objects(prefix))) == 60
-    assert kafka.committed(f"strm-exporter-{stream}", stream) == kafka.end_offsets(stream)
+    assert kafka.committed(exporter_group(stream), stream) == kafka.end_offsets(stream)
     assert not [text for text in (database_text(), home_files_text()) if SASL_PASSWORD in text]
 
 
@@ -93,7 +93,7 @@ def _refused(kafka: Any, conn: dict[str, Any], s3_target: Any, cause: str) -> No
         assert run_exporter(path).state == "failed"
         path.unlink()
     assert s3_target.objects(prefix) == {}
-    assert set(kafka.committed(f"strm-exporter-{stream}", stream).values()) == {None}
+    assert set(kafka.committed(exporter_group(stream), stream).values()) == {None}
     for text in (database_text(), home_files_text(), message, repr(err.value)):
         assert conn["password"] not in text and SASL_PASSWORD not in text
 

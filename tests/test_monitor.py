@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from strm_provider.naming import parse_key
+from tests.exporting import exporter_dag
 from tests.test_stack import (  # noqa: F401  (root: a fixture)
     SCRIPT,
     api,
@@ -134,12 +135,12 @@ def test_monitor_logs_metrics_and_lineage_on_the_live_stack(root: Path, tmp_path
         (stack.exporters / "paused.yaml").write_text(
             "name: paused\nstream: demo\ndata_connector: s3\npath_prefix: events/paused\ninterval: 1h\n"
         )
-        wait_for("the paused exporter's DAG", lambda: known(stack, "strm_export_paused"), 120)
-        assert airflow(local, "dags", "pause", "strm_export_paused")
-        assert api(stack, "dags/strm_export_paused")["is_paused"]
+        wait_for("the paused exporter's DAG", lambda: known(stack, exporter_dag("paused")), 120)
+        assert airflow(local, "dags", "pause", exporter_dag("paused"))
+        assert api(stack, f"dags/{exporter_dag('paused')}")["is_paused"]
         wait_for(
             "a failed run of bad-creds",
-            lambda: [r for r in dag_runs(stack, "strm_export_bad-creds") if r["state"] == "failed"],
+            lambda: [r for r in dag_runs(stack, exporter_dag("bad-creds")) if r["state"] == "failed"],
             150,
         )
         assert successful_runs(stack, at_least=2, timeout=120)
@@ -206,12 +207,12 @@ def test_monitor_logs_metrics_and_lineage_on_the_live_stack(root: Path, tmp_path
             assert "has no run 'nope'" in strm(env, "logs", "batch-exporter", "s3-demo", "--run-id", "nope", code=1)
 
         # metrics: stop the demo exporter, let its last run end, and compare the counters with the bucket
-        assert airflow(local, "dags", "pause", "strm_export_s3-demo")
+        assert airflow(local, "dags", "pause", exporter_dag("s3-demo"))
         # a run the scheduler queued just before the pause stays queued (a paused DAG starts none): only a
         # running one can still export
         wait_for(
             "the demo exporter's runs to end",
-            lambda: not [r for r in dag_runs(stack, "strm_export_s3-demo") if r["state"] == "running"],
+            lambda: not [r for r in dag_runs(stack, exporter_dag("s3-demo")) if r["state"] == "running"],
             120,
         )
         time.sleep(2)
@@ -234,7 +235,7 @@ def test_monitor_logs_metrics_and_lineage_on_the_live_stack(root: Path, tmp_path
         complete = [
             e
             for e in events_ol
-            if e.get("eventType") == "COMPLETE" and e["job"]["name"] == "strm_export_s3-demo.export"
+            if e.get("eventType") == "COMPLETE" and e["job"]["name"] == exporter_dag("s3-demo.export")
         ]
         assert complete, [e["job"]["name"] for e in events_ol][:20]
         kafka_port = stack.ports["kafka"]

@@ -28,14 +28,14 @@ from typing import Any
 
 import pytest
 
+from devstack import free_port
+from devstack.apache_kafka import Listeners, controller_port, start_kafka
+from devstack.kafka import Broker
+from devstack.moto import MotoS3
 from strm_provider.progress import variable_key
-from tests.exporting import connections, data_files, run_exporter, write_exporter, xcom_values
+from tests.exporting import connections, data_files, exporter_group, run_exporter, write_exporter, xcom_values
 from tests.faults.scenario import check_exactly_once, seq_events, unique
 from tests.faults.seams import on_batches
-from tests.servers import free_port
-from tests.servers.apache_kafka import Listeners, controller_port, start_kafka
-from tests.servers.kafka import Broker
-from tests.servers.moto import MotoS3
 
 #: the broker forgets an empty group's offsets this long after their last commit
 RETENTION_S = 60
@@ -78,7 +78,7 @@ class Exporter:
     def __init__(self, kafka: Broker, s3: MotoS3, label: str, *, partitions: int = 3, **settings: Any) -> None:
         self.kafka, self.s3, self.label = kafka, s3, label
         self.name, self.prefix = unique(label), unique(label)
-        self.group = f"strm-exporter-{self.name}"
+        self.group = exporter_group(self.name)
         self.connector = f"dc_{self.name}"
         self.topic = kafka.create_topic(self.name, partitions)
         self.settings = settings

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.exporting import exporter_dag
+
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 TYPES = ["strm_kafka", "strm_s3", "strm_s3_compatible", "strm_gcs", "strm_azure_blob"]
 
@@ -116,4 +118,4 @@ def test_the_wheel_ships_the_dag_file_and_strm_install_dag_puts_it_in_place(tmp_
         [sys.executable, "-c", WHEEL_CHECK, str(site), str(dags)], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert parsed.returncode == 0, parsed.stderr[-2000:]
-    assert parsed.stdout.splitlines()[-1] == "['strm_export_clicks'] {}"
+    assert parsed.stdout.splitlines()[-1] == f"['{exporter_dag('clicks')}'] {{}}"

@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
+from devstack.azurite import ACCOUNT
+from devstack.gcs import CLIENT_EMAIL
+from devstack.moto import minimal_policy
 from strm_provider.hooks import StorageError, storage_hook
 from strm_provider.naming import parse_key
 from strm_provider.operators import KafkaExportPlanOperator
-from tests.exporting import connections, data_files, environ, events_in, run_exporter, write_exporter
+from tests.exporting import connections, data_files, environ, events_in, exporter_group, run_exporter, write_exporter
 from tests.faults.scenario import seq_events, unique
-from tests.servers.azurite import ACCOUNT
-from tests.servers.gcs import CLIENT_EMAIL
-from tests.servers.moto import minimal_policy
 from tests.test_identities import STATIC_AWS, role
 
 
@@ -46,7 +46,7 @@ def export_and_check(kafka: Any, target: Any, conn: dict[str, Any], prefix: str,
     (dead,) = [body for key, body in objects.items() if key.startswith(f"{prefix}/_dead_letter/")]
     assert base64.b64decode(json.loads(dead)["value_b64"]) == b"{not json"
     assert [k for k in objects if k.startswith(f"{prefix}/.strm_test_")], "the plan task's validation file"
-    assert kafka.committed(f"strm-exporter-{path.stem}", topic) == kafka.end_offsets(topic)
+    assert kafka.committed(exporter_group(path.stem), topic) == kafka.end_offsets(topic)
 
 
 @pytest.mark.parametrize("credentials", ["key", "role_arn"])
@@ -102,7 +102,7 @@ def plan_fails(kafka: Any, conn: dict[str, Any], bucket: str | None, env: dict[s
     """The plan task of a new exporter on ``conn``: its one-line error. Nothing is read or committed."""
     topic = kafka.create_topic(unique("refused"), 1)
     kafka.produce(topic, seq_events(0, 10))
-    group = f"strm-exporter-{topic}"
+    group = exporter_group(topic)
     plan = KafkaExportPlanOperator(
         task_id="plan", stream=topic, data_connector="dc", bucket=bucket, group_id=group, path_prefix=topic,
         include_existing_events=True,

@@ -24,12 +24,12 @@ from strm_provider.hooks.kafka import StrmKafkaHook
 from strm_provider.readers import READERS, Batch, RecordMeta
 from strm_provider.writer import RollingFile
 from tests.conftest import REPO
-from tests.exporting import conn_env, connections, opened
+from tests.exporting import conn_env, connections, exporter_group, opened
 from tests.faults.scenario import unique
 
 
 def read_all(hook: StrmKafkaHook, topic: str, partition: int, start: int, end: int) -> list[tuple[int, bytes | None]]:
-    reader = hook.reader("strm-exporter-readers-test")
+    reader = hook.reader(exporter_group("readers-test"))
     try:
         return [
             (batch.meta(i).offset, value)
@@ -104,7 +104,7 @@ def test_confluent_reader_without_the_library_fails_the_plan_naming_the_extra(ka
     topic, prefix = kafka.create_topic(unique("no-librdkafka"), 2), unique("no-librdkafka")
     kafka.produce(topic, [{"n": i} for i in range(10)])
     conn = {**kafka.connection(), "extra": {"reader": "confluent"}}
-    group = f"strm-exporter-{topic}"
+    group = exporter_group(topic)
     script = (
         "import sys; sys.modules['confluent_kafka'] = None  # as if not installed\n"
         "from strm_provider.operators import KafkaExportPlanOperator\n"

@@ -24,7 +24,7 @@ from kafka.structs import OffsetAndMetadata
 
 from strm_provider import progress
 from strm_provider.planning import PartitionRange, PartitionSet, Progress, RunPlan
-from tests.exporting import connections, events_in, run_exporter, write_exporter
+from tests.exporting import connections, events_in, exporter_dag, exporter_group, run_exporter, write_exporter
 from tests.test_cli import (  # noqa: F401  (api_server, home, remote, session_strm, strm: fixtures)
     BIN,
     Cli,
@@ -57,7 +57,7 @@ def airflow_db(env: dict[str, str]) -> Iterator[Any]:
 
 
 def key_of(name: str) -> str:
-    return progress.variable_key(f"strm-exporter-{name}")
+    return progress.variable_key(exporter_group(name))
 
 
 def variable(env: dict[str, str], name: str) -> str | None:
@@ -90,7 +90,7 @@ def delete_variable(env: dict[str, str], name: str) -> None:
 
 
 def group(name: str) -> str:
-    return f"strm-exporter-{name}"
+    return exporter_group(name)
 
 
 def committed_with_metadata(kafka: Any, name: str, stream: str) -> dict[int, tuple[int, str] | None]:
@@ -234,7 +234,7 @@ def test_dry_run_shows_each_partition_and_the_effect_and_changes_nothing(gcs: Cl
     out = gcs("reset", "batch-exporter", name, "--to-offsets", "0:12,2:3").out
     lines = out.splitlines()
     assert lines[0] == (
-        f"Batch exporter '{name}' (stream {stream}, Kafka group strm-exporter-{name}), to the offsets given "
+        f"Batch exporter '{name}' (stream {stream}, Kafka group {exporter_group(name)}), to the offsets given "
         "(other partitions keep theirs):"
     )
     assert lines[1].startswith(
@@ -347,7 +347,7 @@ def test_execute_moves_kafka_and_the_record_to_each_target(gcs: Cli, kafka: Any)
         ["TOTAL", "0 exported again, 0 skipped"],
     ]
     assert out.splitlines()[-1] == (
-        f"Reset: Kafka group strm-exporter-{name} and Airflow's record now hold the targets; the next run exports "
+        f"Reset: Kafka group {exporter_group(name)} and Airflow's record now hold the targets; the next run exports "
         "from there."
     )
     assert_at({0: 5, 1: 5})
@@ -429,7 +429,7 @@ def test_reset_is_refused_while_a_run_is_running_or_about_to(gcs: Cli, kafka: An
     kafka.produce(stream, [{"n": i} for i in range(3)])
     name = unique("busy")
     create(gcs, stream, name)
-    dag_id = f"strm_export_{name}"
+    dag_id = exporter_dag(name)
     before = variable(gcs.env, name)
     # the DAG, as Airflow knows it (new DAGs are paused), and a run the scheduler started
     airflow(gcs.env, "dags", "reserialize")

@@ -20,7 +20,7 @@ import pytest
 
 from strm_provider.hooks.storage import StorageError
 from strm_provider.operators import KafkaToStorageOperator
-from tests.exporting import connections, run_exporter, write_exporter
+from tests.exporting import connections, exporter_dag, exporter_group, run_exporter, write_exporter
 from tests.faults.scenario import plan_sets, seq_events, task_spec, unique
 
 KAFKA_CANARY = "SECRET-canary-kafka-123"
@@ -81,8 +81,8 @@ def test_no_secret_in_logs_xcom_fields_errors_or_cli(
         assert run_exporter(bad).state == "failed"
 
         # the exception a failing task raises, in this process
-        (work,) = plan_sets(f"strm-exporter-{name}", topic)
-        spec = task_spec(topic, f"strm-exporter-{name}", prefix, work)
+        (work,) = plan_sets(exporter_group(name), topic)
+        spec = task_spec(topic, exporter_group(name), prefix, work)
         spec["operator"]["data_connector"] = "wrong"
         with pytest.raises(StorageError) as err:
             KafkaToStorageOperator(task_id="export", **spec["operator"]).execute({"run_id": "manual__secrets"})
@@ -94,7 +94,7 @@ def test_no_secret_in_logs_xcom_fields_errors_or_cli(
         from airflow.dag_processing.dagbag import DagBag
 
         bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
-        shown = bag.dags[f"strm_export_{name}-broken"]
+        shown = bag.dags[exporter_dag(f"{name}-broken")]
         errors = f"{bag.import_errors} {shown.description} {shown.doc_md} {shown.get_task('check_config').op_args}"
         assert "field 'password'" in errors, errors
         broken.unlink()

@@ -1,6 +1,6 @@
 """The dev servers the tests start: what must hold for every start, not only the lucky ones."""
 
-from tests.servers.apache_kafka import cluster_id
+from devstack.apache_kafka import cluster_id
 
 
 def test_a_new_kafka_cluster_id_is_never_taken_for_an_option() -> None:

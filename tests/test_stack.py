@@ -26,6 +26,7 @@ import psutil
 import pytest
 
 from strm_provider.naming import is_data_file, parse_key
+from tests.exporting import exporter_dag, exporter_group
 from tests.readme import readme_flow, run_flow
 
 pytestmark = pytest.mark.slow
@@ -173,7 +174,7 @@ def api(stack: Any, path: str) -> Any:
 
 
 def successful_runs(
-    stack: Any, at_least: int, timeout: float = 90, dag_id: str = "strm_export_s3-demo"
+    stack: Any, at_least: int, timeout: float = 90, dag_id: str = exporter_dag("s3-demo")
 ) -> list[dict[str, Any]]:
     """The exporter DAG's successful runs, once there are ``at_least`` (or the timeout passed).
 
@@ -256,9 +257,9 @@ def test_make_up_exports_every_interval_and_make_down_stops_exactly_what_it_star
     runs = successful_runs(stack, at_least=2)
     succeeded = len(runs)
     assert succeeded >= 2
-    assert {r["run_type"] for r in dag_runs(stack, "strm_export_s3-demo")} == {"scheduled"}
+    assert {r["run_type"] for r in dag_runs(stack, exporter_dag("s3-demo"))} == {"scheduled"}
     # the scheduler's tasks keep the exporter's progress in Airflow, through the Task SDK's Variables
-    record = json.loads(api(stack, "variables/strm.progress.strm-exporter-s3-demo")["value"])
+    record = json.loads(api(stack, f"variables/strm.progress.{exporter_group('s3-demo')}")["value"])
     assert record["stream"] == "demo" and record["committed"] and all(o >= 0 for o in record["committed"].values())
     assert record["plan"] is None or record["plan"]["run_id"].startswith("scheduled__"), record
 
@@ -317,14 +318,14 @@ def test_a_broken_exporter_file_costs_only_its_own_exporter(root: Path) -> None:
             "name: s3-demo\nstream: demo\ndata_connector: s3\npath_prefix: events/copy\ninterval: 30s\n"
         )
         expected = {
-            "strm_export_broken": [
+            exporter_dag("broken"): [
                 "broken.yaml",
                 "field 'stream': required field is missing",
                 "field 'interval': expected a duration like 30s, 5m or 1h, got '10x'",
                 "field 'path_prefix': must not start or end with '/'",
             ],
-            "strm_export_notyaml": ["notyaml.yaml", "not readable YAML"],
-            "strm_export_copy": ["copy.yaml", "field 'name': duplicate exporter name 's3-demo'"],
+            exporter_dag("notyaml"): ["notyaml.yaml", "not readable YAML"],
+            exporter_dag("copy"): ["copy.yaml", "field 'name': duplicate exporter name 's3-demo'"],
         }
         for dag_id, parts in expected.items():
             log = failed_check_log(stack, dag_id)
@@ -336,7 +337,8 @@ def test_a_broken_exporter_file_costs_only_its_own_exporter(root: Path) -> None:
         runs = successful_runs(stack, at_least=before + 2, timeout=150)
         assert len(runs) >= before + 2
         # and its task log reads as the export's story, without the Kafka client's connection chatter
-        path = f"dags/strm_export_s3-demo/dagRuns/{runs[-1]['dag_run_id']}/taskInstances/export/logs/1?map_index=0"
+        dag, run = exporter_dag("s3-demo"), runs[-1]["dag_run_id"]
+        path = f"dags/{dag}/dagRuns/{run}/taskInstances/export/logs/1?map_index=0"
         story = json.dumps(api(stack, path))
         assert "stored events/" in story and "kafka.net" not in story and "kafka.cluster" not in story
         new = set(check_bucket(stack, module, len(files_before) + 1)) - files_before
@@ -347,7 +349,7 @@ def test_a_broken_exporter_file_costs_only_its_own_exporter(root: Path) -> None:
             "name: broken\nstream: demo\ndata_connector: s3\npath_prefix: events/fixed\ninterval: 30s\n"
             "include_existing_events: true\n"
         )
-        assert successful_runs(stack, at_least=1, timeout=150, dag_id="strm_export_broken")
+        assert successful_runs(stack, at_least=1, timeout=150, dag_id=exporter_dag("broken"))
         fixed = [key for key in module.data_files(stack) if key.startswith("events/fixed/")]
         assert fixed and all(is_data_file(key) for key in fixed)
         running = len(successful_runs(stack, at_least=1))

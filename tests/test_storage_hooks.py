@@ -1,7 +1,7 @@
 """The storage hooks against real servers: streaming, all-or-nothing commits, the Test button.
 
 Each case runs for every storage kind (fake-gcs-server, Azurite, SeaweedFS) through the same
-:class:`~tests.servers.StorageTarget` interface; connections reach the hooks the way Airflow
+:class:`~devstack.StorageTarget` interface; connections reach the hooks the way Airflow
 delivers them outside a task, via ``AIRFLOW_CONN_<ID>`` environment variables.
 """
 

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from strm_provider.naming import is_test_object
+from tests.exporting import exporter_dag
 
 pytestmark = pytest.mark.slow
 
@@ -176,8 +177,8 @@ def test_add_a_data_connector_test_it_and_see_the_exporter_run(stack: dict[str, 
 
     # the exporter's DAG: a successful scheduled run, and the Asset events it created
     page.get_by_role("link", name="Dags").click()
-    page.get_by_role("link", name="strm_export_s3-demo").click()
-    page.wait_for_url(re.compile(r"/dags/strm_export_s3-demo"))
+    page.get_by_role("link", name=exporter_dag("s3-demo")).click()
+    page.wait_for_url(re.compile(f"/dags/{exporter_dag('s3-demo')}"))
     expect(page.get_by_role("heading", name="Latest Run").first).to_be_visible()
     expect(page.get_by_text("s3://strmprivacy-export-demo/events").first).to_be_visible()
     page.get_by_role("link", name="Runs", exact=True).click()

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from tests.servers import free_port
+from devstack import free_port
 
 
 def _reset(sock: socket.socket) -> None:

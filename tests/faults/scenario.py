@@ -18,9 +18,9 @@ import threading
 from collections import Counter
 from typing import Any
 
+from devstack import StorageTarget
 from strm_provider.naming import fixed_part
 from tests.exporting import lines_in
-from tests.servers import StorageTarget
 
 _counter = itertools.count()
 RUNNER = [sys.executable, "-m", "tests.faults.runner"]

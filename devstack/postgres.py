@@ -18,9 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.servers import free_port, running
+from devstack import free_port, running
 
 
 def pg_bin(name: str) -> str:
@@ -73,9 +71,3 @@ def start_postgres() -> Iterator[Postgres]:
             yield Postgres("127.0.0.1", port, "postgres")
     finally:
         shutil.rmtree(top, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[Postgres]:
-    with start_postgres() as server:
-        yield server

@@ -1,6 +1,6 @@
 """Apache Kafka from Maven Central: fetched once into ``.cache/``, run as a single KRaft node on loopback.
 
-``python -m tests.servers.apache_kafka fetch`` (the Makefile's ``kafka`` target) copies the pinned
+``python -m devstack.apache_kafka fetch`` (the Makefile's ``kafka`` target) copies the pinned
 ``org.apache.kafka:kafka_2.13`` and its runtime dependencies with Maven, plus the slf4j binding that
 the POM leaves out; afterwards nothing is downloaded. :func:`start_kafka` formats a data directory
 (once: a restart reuses its log dirs, ports and cluster id) and runs ``kafka.Kafka`` on it.
@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 VERSION = os.environ.get("STRM_TEST_KAFKA_VERSION", "4.1.1")
 HOME = REPO / ".cache" / f"kafka-{VERSION}"
 LIBS = HOME / "libs"
@@ -150,7 +150,7 @@ def server_properties(data_dir: Path, ports: Listeners) -> str:
 
 def controller_port(data_dir: Path) -> int:
     """The node's controller port, kept with its data so a restart on the same log dirs finds its quorum."""
-    from tests.servers import free_port
+    from devstack import free_port
 
     saved = data_dir / "controller.port"
     if not saved.exists():
@@ -194,7 +194,7 @@ def start_kafka(
     timeout: float = 60.0,
 ) -> Iterator[subprocess.Popen]:
     """Run one KRaft node with data in ``data_dir``; format it first unless it holds a formatted node."""
-    from tests.servers import stop_group, wait_for_port
+    from devstack import stop_group, wait_for_port
 
     cmd = prepare(data_dir, ports, format_args)
     log = data_dir / "broker.log"
@@ -230,7 +230,7 @@ def wait_ready(bootstrap: str, timeout: float, alive: Callable[[], bool], log: P
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["fetch"]:
-        raise SystemExit("usage: python -m tests.servers.apache_kafka fetch")
+        raise SystemExit("usage: python -m devstack.apache_kafka fetch")
     try:
         print(f"Apache Kafka {VERSION}: {fetch()}")
     except KafkaDistUnavailable as err:

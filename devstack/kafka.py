@@ -1,4 +1,4 @@
-"""Apache Kafka on 127.0.0.1 for the tests (``tests.servers.apache_kafka``), with helpers the tests use.
+"""Apache Kafka on 127.0.0.1 for the tests (``devstack.apache_kafka``), with helpers the tests use.
 
 The session broker also offers the secured listeners users run: SASL_PLAINTEXT with PLAIN, and
 SASL_SSL with SCRAM-SHA-512 behind a certificate from a CA the tests make. ``make demo``'s
@@ -18,13 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewPartitions, NewTopic
 
+from devstack import free_port, running
+from devstack.apache_kafka import VERSION, Listeners, controller_port, start_kafka
 from strm_provider.readers import READERS
-from tests.servers import free_port, running
-from tests.servers.apache_kafka import VERSION, Listeners, controller_port, start_kafka
 
 #: the users of the secured listeners (PLAIN on SASL_PLAINTEXT, SCRAM-SHA-512 on SASL_SSL)
 SASL_USER = "strm-exporter"
@@ -235,24 +234,3 @@ def start_embedded_broker(data_dir: Path, port: int | None = None) -> contextlib
     binary = shutil.which("noida-db", path=str(Path(sys.executable).parent)) or "noida-db"
     cmd = [binary, "start", "--data-dir", str(data_dir), "--only", "kafka", "--kafka-port", str(port)]
     return running([*cmd, "--host", "127.0.0.1"], log=data_dir / "broker.log", port=port)
-
-
-@pytest.fixture(scope="session")
-def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    """One Apache Kafka node for the session, secured listeners included; tests use their own topics."""
-    data_dir = tmp_path_factory.mktemp("kafka")
-    port = free_port()
-    with start_secured_broker(data_dir, port) as secured:
-        broker = Broker(port, data_dir, secured)
-        yield broker
-        broker.reset_clients()
-
-
-@pytest.fixture(params=READERS)
-def each_reader(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Run a test once per reader: exactly-once must hold whichever client reads."""
-    Broker.reader = request.param
-    try:
-        yield request.param
-    finally:
-        Broker.reader = READERS[0]

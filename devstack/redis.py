@@ -1,22 +1,21 @@
-"""Redis on a free loopback port, in memory only, started by the tests (``make system-deps`` installs it)."""
+"""Redis on a free loopback port, in memory only (``make system-deps`` installs it)."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.servers import free_port, running
+from devstack import free_port, running
 
 
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextlib.contextmanager
+def start_redis(workdir: Path) -> Iterator[str]:
+    """A Redis server for the block; yields its URL."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server not found: run `make system-deps` (Debian package redis-server)")
-    workdir: Path = tmp_path_factory.mktemp("redis")
     port = free_port()
     cmd = [
         binary,

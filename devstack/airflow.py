@@ -6,9 +6,12 @@ all start from this, and add only what they need on top (ports, log levels, an A
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent.parent
+REPO = Path(__file__).resolve().parent.parent
 
 
 def airflow_env(home: Path, exporters: Path, dags: Path = REPO / "dags") -> dict[str, str]:
@@ -30,3 +33,25 @@ def loopback_hostname() -> str:
     Airflow fetches a running task's log from ``http://<the task's hostname>:<port>``, and the machine's own
     name may resolve to an address nothing listens on."""
     return "127.0.0.1"
+
+
+def conn_env(conn_id: str) -> str:
+    """The environment variable Airflow reads connection ``conn_id`` from."""
+    return f"AIRFLOW_CONN_{conn_id.upper().replace('-', '_').replace('.', '_')}"
+
+
+@contextmanager
+def environ(values: dict[str, str], unset: tuple[str, ...] = ()) -> Iterator[None]:
+    """``values`` set and ``unset`` removed in this process's environment for the block, then restored."""
+    saved = {key: os.environ.get(key) for key in (*values, *unset)}
+    for key in unset:
+        os.environ.pop(key, None)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -28,13 +28,13 @@ from typing import Any
 
 import certifi
 import jwt
-import pytest
 import trustme
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from . import QuietHandler, StorageTarget, free_port, running, serving
+from devstack import QuietHandler, StorageTarget, free_port, running, serving
+from devstack.airflow import environ
 
-NODE_DIR = Path(__file__).resolve().parent.parent / "node"
+NODE_DIR = Path(__file__).resolve().parent / "node"
 AZURITE = NODE_DIR / "node_modules" / ".bin" / "azurite-blob"
 ACCOUNT = "devstoreaccount1"
 #: Azurite's well-known development account key (public, documented by Microsoft).
@@ -48,7 +48,7 @@ def ensure_azurite() -> Path:
     if not AZURITE.exists():
         npm = shutil.which("npm")
         if npm is None:
-            pytest.skip("npm is not installed; Azurite tests need Node.js >= 20")
+            raise RuntimeError("npm not found: Azurite needs Node.js >= 20 (`make system-deps`)")
         subprocess.run(
             [npm, "ci", "--prefix", str(NODE_DIR), "--no-audit", "--no-fund", "--loglevel=error"],
             check=True,
@@ -302,19 +302,12 @@ def start_azurite(root: Path) -> Iterator[AzureTarget]:
     ]  # fmt: skip
     tenant, client_id, secret = str(uuid.uuid4()), str(uuid.uuid4()), f"s3cr3t~{uuid.uuid4().hex}"
     with (
-        pytest.MonkeyPatch.context() as env,
         entra_server(server_ctx, tenant, client_id, secret) as entra,
         running(cmd, log=root / "azurite.log", port=port, timeout=60, cwd=str(root)),
+        environ({"REQUESTS_CA_BUNDLE": str(bundle)}),
     ):
-        env.setenv("REQUESTS_CA_BUNDLE", str(bundle))
         target = AzureTarget(f"https://127.0.0.1:{port}/{ACCOUNT}", entra, bundle)
         _create_container(target)
-        yield target
-
-
-@pytest.fixture(scope="session")
-def azure_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzureTarget]:
-    with start_azurite(tmp_path_factory.mktemp("azure_target")) as target:
         yield target
 
 

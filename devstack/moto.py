@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import pytest
 import requests
 
-from tests.servers import S3Objects, StorageTarget, free_port, running
+from devstack import S3Objects, StorageTarget, free_port, running
 
 REGION = "eu-west-1"
 
@@ -138,10 +137,4 @@ def start_moto(workdir: Path) -> Iterator[MotoS3]:
         target = provision(f"http://127.0.0.1:{port}", "strmprivacy-export-demo")
         target.pid = proc.pid
         enforce_iam(target.endpoint)
-        yield target
-
-
-@pytest.fixture(scope="session")
-def s3_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
-    with start_moto(tmp_path_factory.mktemp("moto")) as target:
         yield target
