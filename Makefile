@@ -54,12 +54,12 @@ install-debs:
 	  fi
 
 test: venv system-deps kafka  ## the whole suite, against real servers started by the tests
-	.venv/bin/ruff check strm_provider dags tests scripts bench docker
+	.venv/bin/ruff check strm_provider dags devstack tests scripts bench docker
 	.venv/bin/pytest -p no:cacheprovider
 
 lint: venv
-	.venv/bin/ruff check strm_provider dags tests scripts bench docker
-	.venv/bin/ruff format --check strm_provider dags tests scripts bench docker
+	.venv/bin/ruff check strm_provider dags devstack tests scripts bench docker
+	.venv/bin/ruff format --check strm_provider dags devstack tests scripts bench docker
 
 bench: venv kafka  ## throughput and memory benchmark, ~10 min (bench/results.json + .png); EVENTS=100000 for a quick run
 	.venv/bin/python bench/run.py $(if $(EVENTS),--events $(EVENTS))
