@@ -172,9 +172,26 @@ class S3Objects:
     """The admin view of an S3 server's bucket (moto and SeaweedFS): ``client()`` holds admin credentials."""
 
     bucket: str
+    endpoint: str
+    region: str
+    admin: dict[str, str]
+    #: botocore ``Config`` arguments the server needs (SeaweedFS: path-style addressing)
+    client_config: dict[str, Any] | None = None
 
     def client(self, service: str = "s3", creds: dict[str, str] | None = None) -> Any:
-        raise NotImplementedError
+        """A boto3 client for ``service`` with ``creds`` (default: the admin's)."""
+        import boto3
+        from botocore.config import Config
+
+        creds = creds or self.admin
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=self.region,
+            aws_access_key_id=creds["AccessKeyId"],
+            aws_secret_access_key=creds["SecretAccessKey"],
+            config=Config(**self.client_config) if self.client_config else None,
+        )
 
     def _keys(self, prefix: str) -> Iterator[str]:
         s3 = self.client()

@@ -53,6 +53,7 @@ def minimal_user(iam: Any, name: str, bucket: str, prefix: str, **policy: Any) -
 class MotoS3(S3Objects, StorageTarget):
     kind = "s3"
     conn_type = "strm_s3"
+    region = REGION
 
     def __init__(self, endpoint: str, bucket: str, admin: dict[str, str]) -> None:
         self.endpoint = endpoint
@@ -60,16 +61,6 @@ class MotoS3(S3Objects, StorageTarget):
         self.admin = admin
         self._users: dict[tuple[str, str], dict[str, str]] = {}
         self.pid: int | None = None  # the server process (benchmarks wait for it to go idle)
-
-    def client(self, service: str = "s3", creds: dict[str, str] | None = None) -> Any:
-        creds = creds or self.admin
-        return boto3.client(
-            service,
-            endpoint_url=self.endpoint,
-            region_name=REGION,
-            aws_access_key_id=creds["AccessKeyId"],
-            aws_secret_access_key=creds["SecretAccessKey"],
-        )
 
     def user_for(self, prefix: str, **policy: Any) -> dict[str, str]:
         """An IAM user holding only the minimal policy for ``prefix`` (what ``aws iam create-access-key`` gives)."""

@@ -20,11 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
-from botocore.config import Config
-
-from . import S3Objects, StorageTarget, free_port, running
-from .moto import minimal_user
+from devstack import S3Objects, StorageTarget, free_port, running
+from devstack.moto import minimal_user
 
 BUCKET = "strm-seaweed-bucket"
 REGION = "us-east-1"
@@ -43,23 +40,14 @@ class SeaweedTarget(S3Objects, StorageTarget):
 
     kind = "s3-compatible"
     conn_type = "strm_s3_compatible"
+    region = REGION
+    client_config = {"s3": {"addressing_style": "path"}, "retries": {"max_attempts": 2, "mode": "standard"}}
 
     def __init__(self, endpoint: str, admin: dict[str, str]) -> None:
         self.endpoint = endpoint
         self.bucket = BUCKET
-        self._admin = admin
+        self.admin = admin
         self._users: dict[tuple[str, str], dict[str, str]] = {}
-
-    def client(self, service: str = "s3", creds: dict[str, str] | None = None) -> Any:
-        creds = creds or self._admin
-        return boto3.client(
-            service,
-            endpoint_url=self.endpoint,
-            region_name=REGION,
-            aws_access_key_id=creds["AccessKeyId"],
-            aws_secret_access_key=creds["SecretAccessKey"],
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2, "mode": "standard"}),
-        )
 
     def user_for(self, prefix: str, **policy: Any) -> dict[str, str]:
         """An IAM user whose only permissions are the README's minimal policy for ``prefix``
