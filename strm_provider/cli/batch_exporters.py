@@ -9,16 +9,16 @@ exporter's progress record in Airflow, which create, delete and reset keep in st
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 from datetime import datetime
 from typing import Any, NamedTuple
 
 import click
+from pydantic import ValidationError
 
 from strm_provider.cli.app import (
     KAFKA_CONNECTION,
-    NO_VALIDATE,
+    VALIDATE,
     create,
     delete,
     get,
@@ -116,76 +116,30 @@ def _camel(snake: str) -> str:
 )
 @click.option(
     "--format",
-    "record_format",
     type=click.Choice(["value", "envelope"]),
     default="value",
     show_default=True,
     help="value: each line is the event; envelope: partition, offset, timestamp, key, headers and the event",
 )
 @KAFKA_CONNECTION
-@NO_VALIDATE
+@VALIDATE
 @OUTPUT
 @click.pass_context
 def create_batch_exporter(ctx: click.Context, stream: str, **opts: Any) -> None:
     """Create a batch exporter of STREAM to a data connector: an exporter YAML the DAG file turns into a DAG."""
-    from pydantic import ValidationError
+    from strm_provider.cli.streams import check_stream, kafka_hook, pin_start
+    from strm_provider.naming import fixed_part
 
-    from strm_provider.config import ExporterConfig, check_prefix, parse_interval
-    from strm_provider.naming import check_template, fixed_part
-
-    try:
-        interval = parse_interval(opts["interval"])
-    except ValueError as err:
-        raise click.BadParameter(str(err), param_hint="'--interval'") from None
-    try:
-        prefix = check_template(check_prefix(opts["path_prefix"]))
-    except ValueError as err:
-        raise click.BadParameter(f"{err}, got {opts['path_prefix']!r}", param_hint="'--path-prefix'") from None
     target = store(ctx)
-    connector_name = opts["data_connector"]
-    if not connector_name:
-        existing = target.list()
-        if len(existing) != 1:
-            raise click.BadParameter(
-                f"required: there are {len(existing)} data connectors "
-                f"({', '.join(s.name for s in existing) or 'none'}); name one",
-                param_hint="'--data-connector'",
-            )
-        connector_name = existing[0].name
-    fields: dict[str, Any] = {
-        "stream": stream,
-        "data_connector": connector_name,
-        "path_prefix": prefix,
-        "interval": interval,
-        "partition_sets": opts["partition_sets"],
-        "include_existing_events": opts["include_existing_events"],
-        "kafka_connection": opts["kafka_connection"],
-        "compression": opts["compression"],
-        "format": opts["record_format"],
-    }
-    if opts["name"]:
-        fields["name"] = opts["name"]
-    if opts["bucket"]:
-        fields["bucket"] = opts["bucket"]
-    try:
-        cfg = ExporterConfig.model_validate(fields)
-    except ValidationError as err:
-        item = err.errors()[0]
-        field = str(item["loc"][0]) if item["loc"] else "name"
-        hint = {"stream": "'STREAM'", "name": "'--name'", "data_connector": "'--data-connector'"}.get(
-            field, f"'--{field.replace('_', '-')}'"
-        )
-        raise click.BadParameter(item["msg"].removeprefix("Value error, "), param_hint=hint) from None
-    loaded = load_exporters()
-    if cfg.name in loaded.configs or exporter_path(cfg).exists():
+    opts["data_connector"] = opts["data_connector"] or _only_connector(target)
+    cfg = _new_exporter(ctx, {**opts, "stream": stream})
+    if cfg.name in load_exporters().configs or exporter_path(cfg).exists():
         raise click.BadParameter(
             f"a batch exporter named '{cfg.name}' exists already"
             + ("" if opts["name"] else "; choose another with --name"),
             param_hint="'--name'",
         )
     spec = _connector_for(target, cfg)
-    from strm_provider.cli.streams import check_stream, kafka_hook, pin_start
-
     hook = kafka_hook(target, cfg.kafka_connection)
     check_stream(hook, cfg.stream)
     if opts["validate"]:
@@ -200,6 +154,34 @@ def create_batch_exporter(ctx: click.Context, stream: str, **opts: Any) -> None:
     cfg = cfg.model_copy(update={"asset_uri": spec.asset_uri(fixed_part(cfg.path_prefix), cfg.bucket)})
     write_exporter(cfg)
     show(describe(cfg), opts["output"] or "json", _exporter_table)
+
+
+def _only_connector(target: ConnectorStore) -> str:
+    """The data connector an exporter writes to when none is named: the one there is."""
+    existing = target.list()
+    if len(existing) != 1:
+        raise click.BadParameter(
+            f"required: there are {len(existing)} data connectors "
+            f"({', '.join(s.name for s in existing) or 'none'}); name one",
+            param_hint="'--data-connector'",
+        )
+    return existing[0].name
+
+
+def _new_exporter(ctx: click.Context, params: dict[str, Any]) -> ExporterConfig:
+    """The exporter the command's parameters describe, validated by the model its file is read with: a bad
+    value is refused with the parameter that gave it and the message its file would get for it."""
+    # each parameter named as a field sets it; one not given leaves the field's default (the name's:
+    # <data connector>-<stream>)
+    given = {key: value for key, value in params.items() if value not in (None, "")}
+    try:
+        return ExporterConfig.model_validate({k: v for k, v in given.items() if k in ExporterConfig.model_fields})
+    except ValidationError as err:
+        item = err.errors()[0]
+        # the default name is checked once every field is valid, as the whole exporter's
+        field = str(item["loc"][0]) if item["loc"] else "name"
+        param = next(param for param in ctx.command.params if param.name == field)
+        raise click.BadParameter(item["msg"].removeprefix("Value error, "), ctx, param) from None
 
 
 def record_start(target: ConnectorStore, cfg: ExporterConfig, pinned: dict[int, int], topic_id: str | None) -> None:
@@ -368,82 +350,6 @@ def delete_batch_exporter(ctx: click.Context, names: tuple[str, ...]) -> None:
         )
 
 
-#: the monitor's columns
-HEALTH_COLUMNS = "NAME|STATE|LAST RUN ENDED (UTC)|EVENTS|JSON BYTES|STORED BYTES|FILES|LAG|LAG PER PARTITION|PROBLEM"
-
-
-def _health_table(items: list[dict[str, Any]]) -> None:
-    emit_table(
-        HEALTH_COLUMNS.split("|"),
-        [_health_row(item) for item in items],
-    )
-    notes = [line for item in items for line in _progress_notes(item)]
-    if notes:
-        click.echo("")
-        for line in notes:
-            click.echo(line)
-
-
-def _health_row(item: dict[str, Any]) -> list[Any]:
-    last, lag = item.get("lastRun") or {}, item.get("lag")
-    exported = "events" in last  # an invalid file's stand-in DAG exports nothing
-
-    def count(key: str) -> str:
-        return "" if not exported else "?" if last[key] is None else f"{last[key]:,}"
-
-    return [
-        item["ref"]["name"],
-        item["state"],
-        _utc(last.get("ended")),
-        count("events"),
-        count("bytes"),
-        count("storedBytes"),
-        count("files"),
-        "" if item["state"] == "INVALID" else "?" if lag is None else f"{lag['total']:,}",
-        " ".join(f"{p}:{n}" for p, n in lag["partitions"].items()) if lag else "",
-        _problem(item),
-    ]
-
-
-def _utc(iso: str | None) -> str:
-    """``2026-12-06 04:31:02`` of an ISO date in UTC."""
-    return (iso or "")[:19].replace("T", " ")
-
-
-def _progress_notes(item: dict[str, Any]) -> list[str]:
-    """Below the table: what the exporter's progress record in Airflow says beyond the row."""
-    name, notes = item["ref"]["name"], []
-    if item.get("progressError"):
-        notes.append(f"{name}: progress record unreadable: {item['progressError']}")
-    progress = item.get("progress") or {}
-    plan, recovered = progress.get("planInFlight"), progress.get("recovered")
-    if plan:
-        notes.append(
-            f"{name}: plan in flight: run {plan['runId']}, {plan['events']:,} events planned, "
-            "not seen committed in Kafka yet"
-        )
-    if recovered:
-        partitions = ", ".join(recovered["partitions"]) or "none"
-        notes.append(
-            f"{name}: Kafka had forgotten the offsets of partitions {partitions}; run {recovered['runId']} took "
-            f"them from Airflow's record at {str(recovered['at'] or '?')[:19].replace('T', ' ')} UTC"
-        )
-    return notes
-
-
-def _problem(item: dict[str, Any]) -> str:
-    if item["state"] == "INVALID":
-        return f"{item['file']}: {item['error']}"
-    if item.get("failedTask"):
-        at = f" (failed {_utc(item['failedAt'])} UTC)" if item.get("failedAt") else ""
-        failure = f"{item['failedTask']}{at}: {item.get('error', '')}"
-        # a run is going; the failure is the last finished run's
-        return f"the last run failed: {failure}" if item["state"] == "RUNNING" else failure
-    if item["state"] in ("UNHEALTHY", "RETRYING"):
-        return item.get("reason", "")
-    return f"lag unknown: {item['lagError']}" if item.get("lagError") else ""
-
-
 @monitor.command("batch-exporter")
 @click.argument("name", required=False)
 @click.option("--watch", is_flag=True, help="Refresh until interrupted (Ctrl-C)")
@@ -470,6 +376,7 @@ def monitor_batch_exporter(ctx: click.Context, name: str | None, watch: bool, ev
     PAUSED     paused in Airflow
     WAITING    no run yet
     """
+    from strm_provider.cli.health import health_table
     from strm_provider.cli.runs import open_runs
 
     loaded = load_exporters()
@@ -484,7 +391,7 @@ def monitor_batch_exporter(ctx: click.Context, name: str | None, watch: bool, ev
         if (output or "table") == "json":
             emit_json(items[0] if name is not None else {"batchExporters": items})
         else:
-            _health_table(items)
+            health_table(items)
         if not watch:
             return
         time.sleep(every)
@@ -548,46 +455,6 @@ def reset_batch_exporter(
     reset_exporter(store(ctx), _exporter(name).config, target, execute=execute, output=output or "table")
 
 
-#: Airflow's log reader opens every log with a group listing where it read it from (the log file, the worker's
-#: log server link): plumbing, not the exporter's log
-SOURCE_GROUP = "::group::Log message source details"
-GROUP_START, GROUP_END = "::group::", "::endgroup::"
-#: the one source detail kept: why a running task's log could not be fetched from its worker
-UNREADABLE = "Could not read served logs"
-#: a worker log server's link, e.g. http://worker:8793/log/dag_id=.../attempt=1.log
-LOG_LINK = re.compile(r"^https?://\S+/log/\S*$")
-
-
-def _readable(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The lines of a try that tell about the exporter: without the log's source details and group ends.
-
-    Counted after this filter, so that ``--follow`` picks up where it was although the source details
-    change while a task runs (the log server's link until it ends, then the file)."""
-    kept, in_sources = [], False
-    for line in lines:
-        event = str(line.get("event") or "")
-        if event.startswith(SOURCE_GROUP):
-            in_sources = True
-        elif event.startswith(GROUP_END):
-            in_sources = False
-        elif event.startswith(UNREADABLE) or (not in_sources and not LOG_LINK.match(event.strip())):
-            kept.append(line)  # a log that could not be read says so: it is why the try shows nothing
-    return kept
-
-
-def _render(line: dict[str, Any]) -> str:
-    event = str(line.get("event") or "")
-    if event.startswith(GROUP_START):  # Airflow's sections of a try (Pre Execute, Post Execute): a heading
-        return f"--- {event.removeprefix(GROUP_START).strip()}"
-    stamp = str(line.get("timestamp") or "")[:23].replace("T", " ")
-    level = str(line.get("level") or "").upper()
-    details = line.get("error_detail")
-    if details:
-        for detail in details if isinstance(details, list) else [details]:
-            event += f"\n    {detail.get('exc_type', '')}: {detail.get('exc_value', '')}"
-    return " ".join(part for part in (stamp, level, event) if part)
-
-
 def _dag_of(name: str) -> str:
     """The DAG of exporter NAME, or of the stand-in DAG Airflow runs for an invalid file of that name."""
     found = _named(load_exporters(), name)
@@ -605,7 +472,7 @@ def logs_batch_exporter(ctx: click.Context, name: str, run_id: str | None, follo
     Read through Airflow's log reader (local) or its REST API (--airflow-url), secrets masked. For an
     exporter file that does not validate, the logs of the DAG Airflow runs in its place.
     """
-    from strm_provider.cli.runs import open_runs
+    from strm_provider.cli.runs import open_runs, print_logs
 
     dag_id = _dag_of(name)
     runs = open_runs(store(ctx))
@@ -614,24 +481,4 @@ def logs_batch_exporter(ctx: click.Context, name: str, run_id: str | None, follo
         what = f"run '{run_id}'" if run_id else "run yet"
         raise click.ClickException(f"batch exporter '{name}' has no {what} (DAG {dag_id})")
     click.echo(f"run {run.run_id}: {run.state}")
-    shown: dict[tuple[str, int, int], int] = {}
-    while True:
-        # the state first: once the run has ended, this pass reads every task's log to its end
-        current = runs.run(dag_id, run.run_id) if follow else run
-        for task in runs.tasks(dag_id, run.run_id):
-            for attempt in range(1, task.try_number + 1):
-                key = (task.task_id, task.map_index, attempt)
-                lines = _readable(runs.log(dag_id, run.run_id, task, attempt))
-                if key not in shown and lines:
-                    state = task.state if attempt == task.try_number else "failed"
-                    click.echo(f"=== {task.label}, try {attempt} ({state})")
-                for line in lines[shown.get(key, 0) :]:
-                    click.echo(_render(line))
-                if lines:
-                    shown[key] = len(lines)
-        if not follow:
-            return
-        if current is None or current.state not in ("running", "queued"):
-            click.echo(f"run {run.run_id}: {current.state if current else 'gone'}")
-            return
-        time.sleep(2)
+    print_logs(runs, dag_id, run, follow)

@@ -3,6 +3,7 @@
 The state comes from Airflow's records of the exporter's DAG (:mod:`strm_provider.cli.runs`), the
 lag from Kafka (the exporter's consumer group against the stream's end offsets), the plan in flight
 and the last recovery from the exporter's progress record in Airflow (:mod:`strm_provider.progress`).
+:func:`report` makes an exporter's row as JSON shows it, :func:`health_table` the table people read.
 """
 
 from __future__ import annotations
@@ -14,14 +15,12 @@ from typing import Any
 
 import click
 
+from strm_provider.cli.output import emit_table
 from strm_provider.cli.runs import FINISHED, RunInfo, Runs, TaskRun, first_error
 from strm_provider.cli.store import ConnectorStore
 from strm_provider.config import ExporterConfig
 from strm_provider.naming import EXTENSIONS
 from strm_provider.planning import PlanRefused, Progress, RunPlan
-
-#: every state, in the order a table sorts them by concern
-STATES = ("INVALID", "UNHEALTHY", "RETRYING", "RUNNING", "WAITING", "PAUSED", "HEALTHY")
 
 
 def state_of(
@@ -260,3 +259,81 @@ def _stored_bytes(summary: dict[str, Any]) -> int | None:
     if any(str(key).endswith(compressed) for key in summary.get("files") or []):
         return None
     return int(summary.get("bytes") or 0)
+
+
+#: the monitor's columns
+HEALTH_COLUMNS = "NAME|STATE|LAST RUN ENDED (UTC)|EVENTS|JSON BYTES|STORED BYTES|FILES|LAG|LAG PER PARTITION|PROBLEM"
+
+
+def health_table(items: list[dict[str, Any]]) -> None:
+    """The rows of :func:`report` and :func:`invalid_report` as a table, then what the progress records say
+    beyond it."""
+    emit_table(
+        HEALTH_COLUMNS.split("|"),
+        [_health_row(item) for item in items],
+    )
+    notes = [line for item in items for line in _progress_notes(item)]
+    if notes:
+        click.echo("")
+        for line in notes:
+            click.echo(line)
+
+
+def _health_row(item: dict[str, Any]) -> list[Any]:
+    last, backlog = item.get("lastRun") or {}, item.get("lag")
+    exported = "events" in last  # an invalid file's stand-in DAG exports nothing
+
+    def count(key: str) -> str:
+        return "" if not exported else "?" if last[key] is None else f"{last[key]:,}"
+
+    return [
+        item["ref"]["name"],
+        item["state"],
+        _utc(last.get("ended")),
+        count("events"),
+        count("bytes"),
+        count("storedBytes"),
+        count("files"),
+        "" if item["state"] == "INVALID" else "?" if backlog is None else f"{backlog['total']:,}",
+        " ".join(f"{p}:{n}" for p, n in backlog["partitions"].items()) if backlog else "",
+        _problem(item),
+    ]
+
+
+def _utc(iso: str | None) -> str:
+    """``2026-12-06 04:31:02`` of an ISO date in UTC."""
+    return (iso or "")[:19].replace("T", " ")
+
+
+def _progress_notes(item: dict[str, Any]) -> list[str]:
+    """Below the table: what the exporter's progress record in Airflow says beyond the row."""
+    name, notes = item["ref"]["name"], []
+    if item.get("progressError"):
+        notes.append(f"{name}: progress record unreadable: {item['progressError']}")
+    progress = item.get("progress") or {}
+    plan, recovered = progress.get("planInFlight"), progress.get("recovered")
+    if plan:
+        notes.append(
+            f"{name}: plan in flight: run {plan['runId']}, {plan['events']:,} events planned, "
+            "not seen committed in Kafka yet"
+        )
+    if recovered:
+        partitions = ", ".join(recovered["partitions"]) or "none"
+        notes.append(
+            f"{name}: Kafka had forgotten the offsets of partitions {partitions}; run {recovered['runId']} took "
+            f"them from Airflow's record at {str(recovered['at'] or '?')[:19].replace('T', ' ')} UTC"
+        )
+    return notes
+
+
+def _problem(item: dict[str, Any]) -> str:
+    if item["state"] == "INVALID":
+        return f"{item['file']}: {item['error']}"
+    if item.get("failedTask"):
+        at = f" (failed {_utc(item['failedAt'])} UTC)" if item.get("failedAt") else ""
+        failure = f"{item['failedTask']}{at}: {item.get('error', '')}"
+        # a run is going; the failure is the last finished run's
+        return f"the last run failed: {failure}" if item["state"] == "RUNNING" else failure
+    if item["state"] in ("UNHEALTHY", "RETRYING"):
+        return item.get("reason", "")
+    return f"lag unknown: {item['lagError']}" if item.get("lagError") else ""

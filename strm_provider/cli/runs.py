@@ -2,19 +2,22 @@
 
 Two sources behind one interface, as for data connectors: :class:`LocalRuns` reads Airflow's
 metadata database and its task log reader (what the API server itself uses), :class:`RemoteRuns`
-the REST API v2 of a deployed Airflow. Both only read.
+the REST API v2 of a deployed Airflow. Both only read. :func:`print_logs` shows a run's task logs
+as ``strm logs batch-exporter`` prints them.
 """
 
 from __future__ import annotations
 
 import abc
 import json
+import re
+import time
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from strm_provider.cli.store import ConnectorStore, LocalStore, RemoteStore
+import click
 
-ERROR_LEVELS = ("error", "critical")
+from strm_provider.cli.store import ConnectorStore, LocalStore, RemoteStore
 
 
 class RunInfo(NamedTuple):
@@ -228,7 +231,12 @@ class RemoteRuns(Runs):
 
     def tasks(self, dag_id: str, run_id: str) -> list[TaskRun]:
         page = self.api.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})
-        return _sorted([_task(t) for t in page.get("task_instances", [])])
+        return _sorted([self._task_run(t) for t in page.get("task_instances", [])])
+
+    @staticmethod
+    def _task_run(data: dict[str, Any]) -> TaskRun:
+        map_index, try_number = int(data.get("map_index", -1)), int(data.get("try_number") or 0)
+        return TaskRun(data["task_id"], map_index, _state(data.get("state")), try_number, _date(data.get("end_date")))
 
     def summary(self, dag_id: str, run_id: str, task: TaskRun) -> Any:
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task.task_id}/xcomEntries/return_value"
@@ -253,11 +261,6 @@ class RemoteRuns(Runs):
         return list((page or {}).get("content") or [])
 
 
-def _task(data: dict[str, Any]) -> TaskRun:
-    map_index, try_number = int(data.get("map_index", -1)), int(data.get("try_number") or 0)
-    return TaskRun(data["task_id"], map_index, _state(data.get("state")), try_number, _date(data.get("end_date")))
-
-
 def open_runs(store: ConnectorStore) -> Runs:
     if isinstance(store, RemoteStore):
         return RemoteRuns(store)
@@ -279,3 +282,69 @@ def first_error(lines: list[dict[str, Any]]) -> str:
         str(line.get("event", "")) for line in lines if str(line.get("level", "")).lower() in ("error", "critical")
     ]
     return errors[-1].strip().splitlines()[0] if errors and errors[-1].strip() else ""
+
+
+#: Airflow's log reader opens every log with a group listing where it read it from (the log file, the worker's
+#: log server link): plumbing, not the exporter's log
+SOURCE_GROUP = "::group::Log message source details"
+GROUP_START, GROUP_END = "::group::", "::endgroup::"
+#: the one source detail kept: why a running task's log could not be fetched from its worker
+UNREADABLE = "Could not read served logs"
+#: a worker log server's link, e.g. http://worker:8793/log/dag_id=.../attempt=1.log
+LOG_LINK = re.compile(r"^https?://\S+/log/\S*$")
+
+
+def print_logs(runs: Runs, dag_id: str, run: RunInfo, follow: bool) -> None:
+    """Every try's log of ``run``, each under a heading; with ``follow``, the lines that come until the run
+    ends, then the state it ended in."""
+    shown: dict[tuple[str, int, int], int] = {}
+    while True:
+        # the state first: once the run has ended, this pass reads every task's log to its end
+        current = runs.run(dag_id, run.run_id) if follow else run
+        for task in runs.tasks(dag_id, run.run_id):
+            for attempt in range(1, task.try_number + 1):
+                key = (task.task_id, task.map_index, attempt)
+                lines = _readable(runs.log(dag_id, run.run_id, task, attempt))
+                if key not in shown and lines:
+                    state = task.state if attempt == task.try_number else "failed"
+                    click.echo(f"=== {task.label}, try {attempt} ({state})")
+                for line in lines[shown.get(key, 0) :]:
+                    click.echo(_render(line))
+                if lines:
+                    shown[key] = len(lines)
+        if not follow:
+            return
+        if current is None or current.state not in ("running", "queued"):
+            click.echo(f"run {run.run_id}: {current.state if current else 'gone'}")
+            return
+        time.sleep(2)
+
+
+def _readable(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The lines of a try that tell about the exporter: without the log's source details and group ends.
+
+    Counted after this filter, so that ``--follow`` picks up where it was although the source details
+    change while a task runs (the log server's link until it ends, then the file)."""
+    kept, in_sources = [], False
+    for line in lines:
+        event = str(line.get("event") or "")
+        if event.startswith(SOURCE_GROUP):
+            in_sources = True
+        elif event.startswith(GROUP_END):
+            in_sources = False
+        elif event.startswith(UNREADABLE) or (not in_sources and not LOG_LINK.match(event.strip())):
+            kept.append(line)  # a log that could not be read says so: it is why the try shows nothing
+    return kept
+
+
+def _render(line: dict[str, Any]) -> str:
+    event = str(line.get("event") or "")
+    if event.startswith(GROUP_START):  # Airflow's sections of a try (Pre Execute, Post Execute): a heading
+        return f"--- {event.removeprefix(GROUP_START).strip()}"
+    stamp = str(line.get("timestamp") or "")[:23].replace("T", " ")
+    level = str(line.get("level") or "").upper()
+    details = line.get("error_detail")
+    if details:
+        for detail in details if isinstance(details, list) else [details]:
+            event += f"\n    {detail.get('exc_type', '')}: {detail.get('exc_value', '')}"
+    return " ".join(part for part in (stamp, level, event) if part)
