@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import os
 import uuid
 from functools import cached_property
@@ -29,7 +28,10 @@ from azure.identity import (
 )
 from azure.storage.blob import BlobServiceClient, ContentSettings, ExponentialRetry
 
-from strm_provider.hooks.storage import ProviderConnectionHook, StorageError, StorageHook, extra_json, read_full
+from strm_provider.connection_settings import AzureBlobSettings
+from strm_provider.connection_types import DATA_CONNECTORS, PROVIDER_DATA_CONNECTORS
+from strm_provider.hooks.connection import quiet_library_log
+from strm_provider.hooks.storage import ProviderConnectionHook, StorageError, StorageHook, first_line, read_full
 from strm_provider.naming import content_type
 
 #: What a token for Blob Storage is requested for.
@@ -42,11 +44,9 @@ RETRY = {"initial_backoff": 1, "increment_base": 2, "retry_total": 3, "random_ji
 IDENTITY_RETRY = {"retry_total": 2, "retry_backoff_factor": 0.5}
 TIMEOUTS = {"connection_timeout": 10, "read_timeout": 120}
 
-# azure-core logs every request and response at INFO; in a task log that buries the export's own
-# lines (8 MiB blocks -> hundreds of entries). Quieten it unless someone configured it explicitly.
-_http_log = logging.getLogger("azure.core.pipeline.policies.http_logging_policy")
-if _http_log.level == logging.NOTSET:
-    _http_log.setLevel(logging.WARNING)
+#: azure-core logs every request and response at INFO: in a task log that buries the export's own lines
+#: (8 MiB blocks -> hundreds of entries)
+HTTP_LOG = "azure.core.pipeline.policies.http_logging_policy"
 
 
 class StrmAzureBlobHook(StorageHook):
@@ -58,38 +58,23 @@ class StrmAzureBlobHook(StorageHook):
     """
 
     conn_type = "strm_azure_blob"
-    hook_name = "STRM Azure Blob Storage"
-    default_conn_name = "strm_azure_blob_default"
+    hook_name = DATA_CONNECTORS[conn_type].name
+    default_conn_name = f"{conn_type}_default"
     asset_scheme = "wasbs"
+    settings_class = AzureBlobSettings
 
     # ----- connection ---------------------------------------------------------------------------
-    @cached_property
-    def _conn(self) -> Any:
-        return self.get_connection(self.conn_id)
-
-    @cached_property
-    def _extra(self) -> dict[str, Any]:
-        return extra_json(self._conn.extra)
-
     def _fail(self, what: str) -> StorageError:
         return StorageError(f"data connector '{self.conn_id}' (strm_azure_blob): {what}")
 
     @property
     def bucket(self) -> str:
-        name = str(self._extra.get("container") or "").strip()
-        if not name:
-            raise self._fail("has no 'container' in its extra")
-        return name
+        return str(self.settings.container)
 
     @property
     def account_uri(self) -> str:
         """The storage account URI, e.g. ``https://foo.blob.core.windows.net`` (Azurite: ``.../devstoreaccount1``)."""
-        host = str(self._conn.host or "").strip().rstrip("/")
-        if not host:
-            raise self._fail("has no host: set it to the storage account URI (https://<account>.blob.core.windows.net)")
-        if "://" not in host:
-            host = f"https://{host}"
-        return host
+        return str(self.settings.account_uri)
 
     def asset_uri(self, prefix: str) -> str:
         """``wasbs://<container>@<account host>/<prefix>``; a path-style (emulator) account keeps its path."""
@@ -102,11 +87,12 @@ class StrmAzureBlobHook(StorageHook):
         ``DefaultAzureCredential`` finds it on a server: the environment's service principal, a workload
         identity federated token file (AKS: ``AZURE_FEDERATED_TOKEN_FILE``), a managed identity. The
         connection's client id and tenant, when set, choose the identity."""
-        tenant = str(self._extra.get("tenant_id") or "").strip()
-        client_id = str(self._conn.login or "").strip()
-        secret = self._conn.password or ""
+        settings = self.settings
+        tenant = str(settings.tenant_id or "").strip()
+        client_id = str(settings.login or "").strip()
+        secret = settings.password or ""
         options: dict[str, Any] = dict(IDENTITY_RETRY)
-        authority = str(self._extra.get("authority_host") or "").strip().rstrip("/")
+        authority = str(settings.authority_host or "").strip().rstrip("/")
         if authority:
             # A custom authority has no entry in Microsoft's instance-discovery list.
             options.update(authority=authority, disable_instance_discovery=True)
@@ -150,6 +136,7 @@ class StrmAzureBlobHook(StorageHook):
     @cached_property
     def service(self) -> BlobServiceClient:
         """One client per hook: the credential caches its token across uploads (clients are thread-safe)."""
+        quiet_library_log(HTTP_LOG)
         return BlobServiceClient(
             self.account_uri,
             credential=self._credential,
@@ -179,12 +166,12 @@ class StrmAzureBlobHook(StorageHook):
         if isinstance(err, ClientAuthenticationError) and getattr(err, "response", None) is None:
             # Raised by azure-identity (no storage response): the token request itself failed.
             if "Unable to get authority configuration" in str(err):
-                tenant = self._extra.get("tenant_id")
+                tenant = self.settings.tenant_id
                 return (
                     f"Microsoft Entra ID does not know tenant '{tenant}' (or the authority host is wrong): "
                     "check extra 'tenant_id' and 'authority_host'"
                 )
-            if not self._conn.password:
+            if not self.settings.password:
                 return (
                     "no Azure identity: the connection holds no client secret, and neither the environment, a "
                     f"workload identity token file nor a managed identity gave a token ({_aad_reason(err)})"
@@ -205,9 +192,9 @@ class StrmAzureBlobHook(StorageHook):
                 return f"storage account {self.account_uri} not found"
             return f"{err.status_code} {code or err.reason}".strip()
         if isinstance(err, ServiceRequestError):
-            return f"cannot reach {self.account_uri} or the token endpoint ({_first_line(err)})"
+            return f"cannot reach {self.account_uri} or the token endpoint ({first_line(err)})"
         if isinstance(err, ValueError) and "authority" in str(err).lower():
-            return f"cannot use the authority / tenant ({_first_line(err)})"
+            return f"cannot use the authority / tenant ({first_line(err)})"
         return super().explain(err)
 
 
@@ -221,13 +208,14 @@ class WasbBlobHook(ProviderConnectionHook, StrmAzureBlobHook):
     """
 
     conn_type = "wasb"
-    hook_name = "Azure Blob Storage (container named by the exporter)"
+    hook_name = PROVIDER_DATA_CONNECTORS[conn_type].name
     default_conn_name = "wasb_default"
 
     @cached_property
     def service(self) -> BlobServiceClient:
         from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
 
+        quiet_library_log(HTTP_LOG)
         return self.provider_hook(WasbHook, wasb_conn_id=self.conn_id).get_conn()
 
     @property
@@ -271,9 +259,4 @@ def _aad_reason(err: BaseException) -> str:
     if start >= 0:
         reason = text[start:].splitlines()[0]
         return reason.split(" Trace ID:")[0].strip()[:300]
-    return _first_line(err)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return (text.splitlines()[0] if text else type(err).__name__)[:300]
+    return first_line(err)

@@ -21,14 +21,9 @@ from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 from google.oauth2 import service_account
 
-from strm_provider.hooks.storage import (
-    ProviderConnectionHook,
-    StorageError,
-    StorageHook,
-    extra_json,
-    parse_json_field,
-    read_full,
-)
+from strm_provider.connection_settings import GcsSettings, SettingsError, parse_json_field
+from strm_provider.connection_types import DATA_CONNECTORS, PROVIDER_DATA_CONNECTORS
+from strm_provider.hooks.storage import ProviderConnectionHook, StorageError, StorageHook, first_line, read_full
 from strm_provider.naming import content_type
 
 #: Resumable-upload chunk: a multiple of 256 KiB; bounds the memory one upload holds.
@@ -52,39 +47,30 @@ class StrmGcsHook(StorageHook):
     """
 
     conn_type = "strm_gcs"
-    hook_name = "STRM Google Cloud Storage"
-    default_conn_name = "strm_gcs_default"
+    hook_name = DATA_CONNECTORS[conn_type].name
+    default_conn_name = f"{conn_type}_default"
     asset_scheme = "gs"
+    settings_class = GcsSettings
 
     # ----- connection ---------------------------------------------------------------------------
-    @cached_property
-    def _extra(self) -> dict[str, Any]:
-        return extra_json(self.get_connection(self.conn_id).extra)
-
     @property
     def bucket(self) -> str:
-        name = str(self._extra.get("bucket") or "").strip()
-        if not name:
-            raise StorageError(f"data connector '{self.conn_id}' (strm_gcs) has no 'bucket' in its extra")
-        return name
+        return str(self.settings.bucket)
 
     def _key_info(self) -> dict[str, Any]:
         """The service-account key as a dict; errors name the connection and never echo the key."""
-        extra = self._extra
+        settings = self.settings
         where = f"data connector '{self.conn_id}' (strm_gcs)"
-        try:
-            if extra.get("keyfile_dict"):
-                info = parse_json_field(extra["keyfile_dict"], "keyfile_dict")
-            elif extra.get("key_path"):
-                path = Path(str(extra["key_path"])).expanduser()
-                try:
-                    info = parse_json_field(path.read_text(), "key_path")
-                except OSError as err:
-                    raise StorageError(f"cannot read key_path '{path}': {err.strerror}") from None
-            else:
-                raise StorageError("no service-account key: set extra 'keyfile_dict' or 'key_path'")
-        except StorageError as err:
-            raise StorageError(f"{where}: {err}") from None
+        if settings.keyfile_dict:
+            info = settings.keyfile_dict
+        else:
+            path = Path(str(settings.key_path)).expanduser()
+            try:
+                info = parse_json_field(path.read_text(), "key_path")
+            except OSError as err:
+                raise StorageError(f"{where}: cannot read key_path '{path}': {err.strerror}") from None
+            except SettingsError as err:
+                raise StorageError(f"{where}: {err}") from None
         missing = [f for f in ("client_email", "private_key", "token_uri") if not info.get(f)]
         if info.get("type", "service_account") != "service_account" or missing:
             detail = f"missing {', '.join(missing)}" if missing else f"type is '{info.get('type')}'"
@@ -92,14 +78,7 @@ class StrmGcsHook(StorageHook):
         return info
 
     def _has_key(self) -> bool:
-        return bool(self._extra.get("keyfile_dict") or self._extra.get("key_path"))
-
-    def _impersonation_chain(self) -> list[str]:
-        """Service accounts to impersonate, the last one writing (a list, or a comma-separated string)."""
-        chain = self._extra.get("impersonation_chain") or []
-        if isinstance(chain, str):
-            chain = [part.strip() for part in chain.split(",")]
-        return [str(part) for part in chain if part]
+        return bool(self.settings.keyfile_dict or self.settings.key_path)
 
     @cached_property
     def _credentials(self) -> tuple[Any, str | None]:
@@ -125,11 +104,11 @@ class StrmGcsHook(StorageHook):
             except auth_exceptions.DefaultCredentialsError as err:
                 raise StorageError(
                     f"data connector '{self.conn_id}' (strm_gcs): no Google credentials: the connection holds no "
-                    f"key, and Application Default Credentials found none ({_first_line(err)})"
+                    f"key, and Application Default Credentials found none ({first_line(err)})"
                 ) from None
-        chain = self._impersonation_chain()
+        chain = self.settings.impersonation_chain
         if chain:
-            iam = str(self._extra.get("iam_endpoint_url") or "").rstrip("/")
+            iam = str(self.settings.iam_endpoint_url or "").rstrip("/")
             credentials = impersonated_credentials.Credentials(
                 source_credentials=credentials,
                 target_principal=chain[-1],
@@ -157,8 +136,8 @@ class StrmGcsHook(StorageHook):
         """One client per hook: its token is fetched once and shared by every upload (thread-safe)."""
         credentials, project = self._credentials
         options: dict[str, Any] = {}
-        if self._extra.get("endpoint_url"):
-            options["api_endpoint"] = str(self._extra["endpoint_url"]).rstrip("/")
+        if self.settings.endpoint_url:
+            options["api_endpoint"] = str(self.settings.endpoint_url).rstrip("/")
         # An explicit project avoids google.auth.default() probing the metadata server.
         return storage.Client(project=project or "-", credentials=credentials, client_options=options or None)
 
@@ -191,9 +170,9 @@ class StrmGcsHook(StorageHook):
     def explain(self, err: BaseException) -> str:
         if isinstance(err, auth_exceptions.RefreshError):
             what = "the service-account key" if self._has_key() else "the identity (Application Default Credentials)"
-            return f"{what} was rejected by the token endpoint ({_first_line(err)})"
+            return f"{what} was rejected by the token endpoint ({first_line(err)})"
         if isinstance(err, auth_exceptions.TransportError):
-            return f"cannot reach the token endpoint ({_first_line(err)})"
+            return f"cannot reach the token endpoint ({first_line(err)})"
         status = _status(err)
         if status == 404:
             return f"bucket '{self.bucket}' does not exist (404)"
@@ -233,10 +212,6 @@ def _abandon(out: Any) -> None:
         out._buffer.close()
 
 
-def _first_line(err: BaseException) -> str:
-    return (str(err.args[0]) if err.args else str(err)).splitlines()[0][:300]
-
-
 class GoogleCloudGcsHook(ProviderConnectionHook, StrmGcsHook):
     """Data connector on a ``google_cloud_platform`` connection of the Google provider, the bucket named by
     the exporter.
@@ -248,7 +223,7 @@ class GoogleCloudGcsHook(ProviderConnectionHook, StrmGcsHook):
     """
 
     conn_type = "google_cloud_platform"
-    hook_name = "Google Cloud (bucket named by the exporter)"
+    hook_name = PROVIDER_DATA_CONNECTORS[conn_type].name
     default_conn_name = "google_cloud_default"
 
     @cached_property

@@ -5,13 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from airflow.sdk import BaseHook
-
-from strm_provider.hooks.storage import extra_json
-from strm_provider.readers import BATCH_RECORDS, READERS, ConfluentReader, KafkaPythonReader, RecordReader
-
-SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+from strm_provider.connection_settings import KafkaSettings
+from strm_provider.connection_types import KAFKA, KAFKA_DEFAULT, KAFKA_TYPE
+from strm_provider.hooks.connection import ConnectionHook, quiet_library_log
+from strm_provider.readers import BATCH_RECORDS, ConfluentReader, KafkaPythonReader, RecordReader
 
 #: Reader settings measured to move kafka-python 5x faster than its defaults (see bench/). They also
 #: bound the reader's memory: one partition is read at a time, and a fetch holds at most
@@ -22,7 +19,8 @@ FAST_READ = {
     "check_crcs": False,
     "max_partition_fetch_bytes": 4 * 1024 * 1024,
     "fetch_max_bytes": 8 * 1024 * 1024,
-    # 5,000 records (~3 MB) per poll: as fast as 100k in bench/, and far fewer live record objects.
+    # One reader batch (BATCH_RECORDS, a few MB) per poll: as fast as 100k records in bench/, and far fewer
+    # live record objects.
     "max_poll_records": BATCH_RECORDS,
     # The broker holds a fetch at the log's end this long (default 500 ms) for more records to arrive.
     # A run reads every partition up to the log's end, and the fetch left waiting there delayed the
@@ -97,8 +95,8 @@ class _Refusals(logging.Handler):
         return SILENT_SASL_REFUSAL if self.sasl and self.closed_by_broker else None
 
 
-class StrmKafkaHook(BaseHook):
-    """Kafka cluster from an Airflow connection.
+class StrmKafkaHook(ConnectionHook):
+    """Kafka cluster from an Airflow connection (its settings: :class:`.KafkaSettings`).
 
     host = bootstrap servers (``h1:9092,h2:9092``), login/password = SASL credentials, extra =
     ``security_protocol``, ``sasl_mechanism``, ``ssl_cafile`` and ``reader`` (``kafka-python`` or
@@ -110,77 +108,46 @@ class StrmKafkaHook(BaseHook):
     """
 
     conn_name_attr = "kafka_conn_id"
-    default_conn_name = "strm_kafka_default"
-    conn_type = "strm_kafka"
-    hook_name = "STRM Kafka"
+    default_conn_name = KAFKA_DEFAULT
+    conn_type = KAFKA
+    hook_name = KAFKA_TYPE.name
+    settings_class = KafkaSettings
 
     def __init__(self, kafka_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.kafka_conn_id = kafka_conn_id
-        self._config: dict[str, Any] | None = None
-        self._reader = READERS[0]
-        # A task log tells the export's story (plan, files, summary): kafka-python's INFO lines on every
-        # connection and metadata refresh stay out, unless Airflow's logging config sets a level for them.
-        library_log = logging.getLogger("kafka")
-        if library_log.level == logging.NOTSET:
-            library_log.setLevel(logging.WARNING)
+
+    def settings_error(self, problem: str) -> ValueError:
+        return ValueError(f"Kafka connection '{self.kafka_conn_id}': {problem}")
 
     @property
     def bootstrap_servers(self) -> str:
-        return self.client_config()["bootstrap_servers"]
+        return str(self.settings.bootstrap_servers)
 
     def client_config(self) -> dict[str, Any]:
         """kafka-python settings shared by consumers, producers and admin clients."""
-        if self._config is not None:
-            return self._config
-        conn = self.get_connection(self.kafka_conn_id)
-        extra = extra_json(conn.extra)
-        servers = (conn.host or "").strip()
-        if conn.port and "," not in servers and ":" not in servers:
-            servers = f"{servers}:{conn.port}"
-        if not servers:
-            raise ValueError(f"Kafka connection '{self.kafka_conn_id}': field 'host' must name the bootstrap servers")
-        protocol = str(extra.get("security_protocol") or ("SASL_PLAINTEXT" if conn.login else "PLAINTEXT")).upper()
-        if protocol not in SECURITY_PROTOCOLS:
-            raise ValueError(
-                f"Kafka connection '{self.kafka_conn_id}': extra 'security_protocol' must be one of "
-                f"{', '.join(SECURITY_PROTOCOLS)}, got {protocol!r}"
-            )
+        s = self.settings
         config: dict[str, Any] = {
-            "bootstrap_servers": servers,
-            "security_protocol": protocol,
+            "bootstrap_servers": s.bootstrap_servers,
+            "security_protocol": s.security_protocol,
             # A healthy cluster answers in milliseconds; a refused or unreachable one fails the task in
             # 10 s per client instead of kafka-python's 30 s (the task's retries then take over).
             "bootstrap_timeout_ms": 10_000,
         }
-        if protocol.startswith("SASL"):
-            mechanism = str(extra.get("sasl_mechanism") or "PLAIN").upper()
-            if mechanism not in SASL_MECHANISMS:
-                raise ValueError(
-                    f"Kafka connection '{self.kafka_conn_id}': extra 'sasl_mechanism' must be one of "
-                    f"{', '.join(SASL_MECHANISMS)}, got {mechanism!r}"
-                )
+        if s.security_protocol.startswith("SASL"):
             config |= {
-                "sasl_mechanism": mechanism,
-                "sasl_plain_username": conn.login,
-                "sasl_plain_password": conn.password,
+                "sasl_mechanism": s.sasl_mechanism,
+                "sasl_plain_username": s.login,
+                "sasl_plain_password": s.password,
             }
-        if extra.get("ssl_cafile"):
-            config["ssl_cafile"] = extra["ssl_cafile"]
-        reader = str(extra.get("reader") or READERS[0]).lower()
-        if reader not in READERS:
-            raise ValueError(
-                f"Kafka connection '{self.kafka_conn_id}': extra 'reader' must be one of {', '.join(READERS)}, "
-                f"got {reader!r}"
-            )
-        self._config, self._reader = config, reader
+        if s.ssl_cafile:
+            config["ssl_cafile"] = s.ssl_cafile
         return config
 
     @property
     def reader_name(self) -> str:
         """The client the export reads with: the connection's ``reader`` extra (default ``kafka-python``)."""
-        self.client_config()
-        return self._reader
+        return str(self.settings.reader)
 
     def check_reader(self) -> None:
         """Fail in one line, naming the extra to install, if the chosen reader's library is missing."""
@@ -199,6 +166,7 @@ class StrmKafkaHook(BaseHook):
         from kafka.errors import KafkaError
 
         refusals = _Refusals(sasl=str(settings.get("security_protocol", "")).startswith("SASL"))
+        quiet_library_log("kafka")
         library_log = logging.getLogger("kafka")
         library_log.addHandler(refusals)
         try:

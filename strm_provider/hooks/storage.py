@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import abc
 import fcntl
-import json
 import os
 import threading
 import uuid
@@ -17,9 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import IO, Any, TypeVar
 
-from airflow.sdk import BaseHook
-
-from strm_provider.naming import EXTENSIONS, validation_key
+from strm_provider.connection_settings import StorageSettings
+from strm_provider.hooks.connection import ConnectionHook
+from strm_provider.naming import validation_key
 
 _Hook = TypeVar("_Hook")
 
@@ -28,45 +27,17 @@ class StorageError(Exception):
     """A storage operation failed; the message names the connection and the cause, never a secret."""
 
 
-def extra_json(extra: str | dict[str, Any] | None) -> dict[str, Any]:
-    """Parse a connection's ``extra`` (string or dict) into a dict; ``credentials_json`` is left as given."""
-    if not extra:
-        return {}
-    if isinstance(extra, dict):
-        return dict(extra)
-    try:
-        value = json.loads(extra)
-    except ValueError as err:
-        raise StorageError(f"the connection's extra is not valid JSON: {err.msg} at position {err.pos}") from None
-    if not isinstance(value, dict):
-        raise StorageError("the connection's extra must be a JSON object")
-    return value
-
-
-def parse_json_field(value: Any, field: str) -> dict[str, Any]:
-    """Accept a JSON object given as a dict or as a JSON string (as pasted in the UI)."""
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, str) and value.strip():
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            raise StorageError(f"extra field '{field}' is not valid JSON") from None
-        if isinstance(parsed, dict):
-            return parsed
-    raise StorageError(f"extra field '{field}' must be a JSON object")
-
-
-class StorageHook(BaseHook, abc.ABC):
+class StorageHook(ConnectionHook, abc.ABC):
     """A write-only view of one bucket or container, built from one Airflow connection.
 
-    Subclasses set ``conn_type``/``hook_name`` and implement :meth:`_upload_stream`. The object appears
+    Subclasses set ``conn_type``/``hook_name``/``default_conn_name`` and ``settings_class`` (the model of
+    their connection's settings), and implement :meth:`_upload_stream`. The object appears
     under its final name only when the upload completes (S3 multipart, GCS resumable, Azure block
     list), so a failed or killed upload never leaves a partial object under a final name.
     """
 
     conn_name_attr = "conn_id"
-    default_conn_name = "strm_s3_default"
+    settings_class = StorageSettings
     conn_type = ""
     hook_name = ""
     #: URI scheme of the Airflow Asset the exporter's DAG declares for its target.
@@ -75,19 +46,6 @@ class StorageHook(BaseHook, abc.ABC):
     def __init__(self, conn_id: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.conn_id = conn_id
-
-    @classmethod
-    def from_connection(cls, conn: Any, **kwargs: Any) -> StorageHook:
-        """A hook over a connection object that is not (yet) stored anywhere Airflow looks.
-
-        ``strm create data-connector`` validates the credentials before it saves them, and a remote
-        Airflow's connections are not readable locally; the instance's ``get_connection`` is bound to
-        ``conn`` so every hook reads its fields as usual (and hands it on to an official provider's hook,
-        :meth:`ProviderConnectionHook.provider_hook`).
-        """
-        hook = cls(conn.conn_id, **kwargs)
-        hook.get_connection = lambda _conn_id: conn  # type: ignore[method-assign]
-        return hook
 
     # ----- what a subclass provides -------------------------------------------------------------
     @property
@@ -116,21 +74,16 @@ class StorageHook(BaseHook, abc.ABC):
     def test_prefix(self) -> str:
         """Where :meth:`test_connection` writes its probe (the connection's extra ``test_prefix``, an exporter's
         path prefix: ``{date}``/``{hour}`` are filled from the current time)."""
-        conn = self.get_connection(self.conn_id)
-        return str(extra_json(conn.extra).get("test_prefix") or "").strip("/")
+        return str(self.settings.test_prefix)
 
     @property
     def test_compression(self) -> str:
         """The ending :meth:`test_connection` gives its probe: the connection's extra ``test_compression``
         (``none``, ``gzip``, ``zstd``), the ``compression`` of the exporters that write here."""
-        conn = self.get_connection(self.conn_id)
-        value = str(extra_json(conn.extra).get("test_compression") or "none")
-        if value not in EXTENSIONS:
-            raise StorageError(
-                f"data connector '{self.conn_id}': extra field 'test_compression': expected one of "
-                f"{', '.join(EXTENSIONS)}, got {value!r}"
-            )
-        return value
+        return str(self.settings.test_compression)
+
+    def settings_error(self, problem: str) -> StorageError:
+        return StorageError(f"data connector '{self.conn_id}': {problem}")
 
     def asset_uri(self, prefix: str) -> str:
         """URI of the Airflow Asset for ``prefix`` in this bucket (``s3://bucket/prefix``)."""
@@ -228,6 +181,9 @@ class ProviderConnectionHook(StorageHook):
     Put it before the storage kind's hook in the bases, whose upload, naming and errors it keeps.
     """
 
+    #: the connection is the official provider's to read; of its extra, only the Test button's settings count
+    settings_class = StorageSettings
+
     def __init__(self, conn_id: str, *, bucket: str, **kwargs: Any) -> None:
         super().__init__(conn_id, **kwargs)
         self._bucket = bucket
@@ -240,8 +196,8 @@ class ProviderConnectionHook(StorageHook):
         """``hook_class(**kwargs)``, reading its connection through this hook's ``get_connection``.
 
         Outside a task, a provider hook's own lookup does not see the metadata database where the CLI
-        found the connection (see :meth:`from_connection`), and some hooks read it in ``__init__``: only a
-        subclass binds the lookup early enough.
+        found the connection (see :meth:`~strm_provider.hooks.connection.ConnectionHook.from_connection`),
+        and some hooks read it in ``__init__``: only a subclass binds the lookup early enough.
         """
         owner = self
 
@@ -250,6 +206,13 @@ class ProviderConnectionHook(StorageHook):
                 return owner.get_connection(conn_id)
 
         return Bound(**kwargs)
+
+
+def first_line(err: BaseException) -> str:
+    """An SDK error's first line (its message without the trace ids and response dumps that follow), or its
+    type when it says nothing."""
+    text = str(err.args[0] if err.args else err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:300]
 
 
 def read_full(reader: IO[bytes], size: int) -> bytes:
