@@ -1,17 +1,112 @@
-"""Turning a Kafka record into a JSON Lines line, or into a dead letter saying why it could not be."""
+"""Records into JSON Lines: each event's line (its value, or its envelope) and each refused record's dead letter.
+
+The one place that decides what a file holds for a record; the writer (:mod:`strm_provider.writer`)
+takes the :class:`Lines` made here and only cuts them into files.
+"""
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import accumulate, repeat
+from operator import add
 from typing import Any
 
 import orjson
 
-from strm_provider.readers import RecordMeta
+from strm_provider.readers import Batch, RecordMeta
 
 
 class InvalidEvent(ValueError):
     """A record whose value is not a JSON object."""
+
+
+@dataclass(frozen=True)
+class Lines:
+    """JSON Lines for consecutive records of one batch: line ``i`` is record ``first + i`` and ends at
+    byte ``ends[i]`` of ``block`` (newline included)."""
+
+    block: bytes
+    ends: list[int]
+    batch: Batch
+    first: int
+
+    @property
+    def partition(self) -> int:
+        return self.batch.partition
+
+    def record(self, index: int) -> RecordMeta:
+        """Offset, timestamp, key and headers of line ``index``'s record."""
+        return self.batch.meta(self.first + index)
+
+    def timestamps(self) -> list[int]:
+        """Each line's record timestamp (milliseconds since the epoch), in order."""
+        return self.batch.timestamps(self.first, self.first + len(self.ends))
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A record that is not an event: where it was, why, and its dead letter."""
+
+    offset: int
+    error: str
+    dead_letter: Lines
+
+
+def batch_lines(batch: Batch, record_format: str) -> Iterator[Lines | Refused]:
+    """``batch`` in offset order: runs of events as :class:`Lines`, each run ended by a :class:`Refused`
+    record or by the batch's end.
+
+    The common case, a batch of one-line JSON objects, is one run handled whole (:func:`to_block`);
+    otherwise the values go one by one (:func:`to_line`), so each refusal says what is wrong with which.
+    """
+    envelope = record_format == "envelope"
+    values = batch.values
+    block = to_block(values)
+    if block is None:
+        yield from _one_by_one(batch, envelope)
+    elif envelope:
+        yield _joined(_envelopes(batch, 0, values), batch, 0)  # type: ignore[arg-type]  # all bytes here
+    else:
+        yield Lines(block, list(accumulate(map(add, map(len, values), repeat(1)))), batch, 0)  # type: ignore[arg-type]
+
+
+def _one_by_one(batch: Batch, envelope: bool) -> Iterator[Lines | Refused]:
+    values = batch.values
+    first = 0
+    while first < len(values):
+        run: list[bytes] = []
+        error = None
+        for value in values[first:] if first else values:
+            try:
+                run.append(to_line(value))
+            except InvalidEvent as err:
+                error = err
+                break
+        if run:
+            if envelope:
+                run = _envelopes(batch, first, [line[:-1] for line in run])
+            yield _joined(run, batch, first)
+        first += len(run)
+        if error is not None:
+            yield _refused(batch, first, str(error))
+            first += 1
+
+
+def _joined(lines: list[bytes], batch: Batch, first: int) -> Lines:
+    return Lines(b"".join(lines), list(accumulate(map(len, lines))), batch, first)
+
+
+def _envelopes(batch: Batch, first: int, events: list[bytes]) -> list[bytes]:
+    """Envelopes of ``events`` (one-line JSON, no newline), records ``first, first+1, ...`` of ``batch``."""
+    return [envelope_line(batch.partition, batch.meta(first + i), event) for i, event in enumerate(events)]
+
+
+def _refused(batch: Batch, index: int, error: str) -> Refused:
+    meta = batch.meta(index)
+    line = dead_letter_line(batch.partition, meta.offset, meta.timestamp, meta.key, batch.values[index], error)
+    return Refused(meta.offset, error, Lines(line, [len(line)], batch, index))
 
 
 def to_line(value: bytes | None) -> bytes:

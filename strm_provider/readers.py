@@ -58,10 +58,10 @@ class Batch:
         """Offset, timestamp, key and headers of record ``index``."""
         return self._meta(self._records[index])
 
-    def timestamps(self) -> list[int]:
-        """Every record's timestamp (milliseconds since the epoch), in order."""
+    def timestamps(self, start: int = 0, stop: int | None = None) -> list[int]:
+        """The timestamps (milliseconds since the epoch) of records ``start`` up to ``stop``, in order."""
         meta = self._meta
-        return [meta(record).timestamp for record in self._records]
+        return [meta(record).timestamp for record in self._records[start:stop]]
 
 
 class RecordReader(Protocol):

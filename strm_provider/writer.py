@@ -3,7 +3,8 @@
 A file's name is made from its first record (:mod:`strm_provider.naming`), and files rotate at
 ``max_bytes``/``max_events`` (and where the next line belongs to another folder of a templated
 prefix) whatever the batch sizes, so a retry of the same plan cuts and names the same files. The
-export loop (:mod:`strm_provider.export`) feeds it; offsets are not its business.
+export loop (:mod:`strm_provider.export`) hands it the lines :mod:`strm_provider.lines` makes;
+reading and committing offsets are not its business.
 
 Compressed files count compressed bytes. How many bytes a compressor has emitted at a given line
 depends on how its input was fed, and batches differ between retries; so the input is fed in chunks
@@ -22,13 +23,14 @@ import zlib
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from itertools import accumulate
 from typing import IO
 
 import zstandard
 
 from strm_provider.hooks.storage import StorageHook
-from strm_provider.readers import Batch
+from strm_provider.lines import Lines
+from strm_provider.naming import object_key, period_ms
+from strm_provider.readers import RecordMeta
 
 log = logging.getLogger(__name__)
 
@@ -86,22 +88,29 @@ def empty_file(compression: str) -> bytes:
 
 
 class RollingFile:
-    """A sequence of files named from their content, rotated at deterministic boundaries."""
+    """A sequence of files named from their content, rotated at deterministic boundaries.
+
+    ``key_for`` names a file from its first line's partition and record. With ``period_ms`` (the
+    folder period of a templated prefix, :func:`strm_provider.naming.period_ms`) a file also holds
+    the lines of one period only.
+    """
 
     def __init__(
         self,
         storage: StorageHook,
-        key_for: Callable[[int, dict[int, int]], str],
+        key_for: Callable[[int, RecordMeta], str],
         max_bytes: int,
         max_events: int | None,
         before_close: Callable[[], None] | None = None,
         compression: str = "none",
+        period_ms: int | None = None,
     ) -> None:
         self._before_close = before_close
         self._compression = compression
         self._chunk_size = chunk_size(max_bytes)
         self._compressor: Compressor | None = None
         self._pending = bytearray()  # JSON of the current chunk, not yet compressed
+        self._period_ms = period_ms
         self._period = 0
         self._storage = storage
         self._key_for = key_for
@@ -117,65 +126,66 @@ class RollingFile:
         self.total_stored_bytes = 0  # of the closed files, as stored (compressed when compressed)
         self.total_events = 0
 
-    def write_block(
-        self,
-        block: bytes,
-        ends: list[int],
-        batch: Batch,
-        first: int,
-        cursor: dict[int, int],
-        periods: list[int] | None = None,
-    ) -> None:
-        """Append the lines of ``block`` (line ``i`` ends at byte ``ends[i]``), made from ``batch``'s
-        records ``first, first+1, ...``, rotating files where needed.
+    def write(self, lines: Lines) -> None:
+        """Append ``lines``, rotating files where needed.
 
         Equivalent to appending the lines one at a time (a file takes lines while it stays within
         ``max_bytes`` and ``max_events``, and always takes its first line), but the cut points are
-        found by bisection and each run of lines goes out as one slice of the block. A file a line
-        opens is named from that record's timestamp and ``cursor`` with the record's own offset.
-        ``periods`` (one per line) are the folders of a templated prefix: a file holds one period.
+        found by bisection and each run of lines goes out as one slice of the block, so how the
+        records were batched changes no cut point.
         """
-        view = memoryview(block)
+        ends = lines.ends
+        periods = None if self._period_ms is None else [max(ts, 0) // self._period_ms for ts in lines.timestamps()]
+        view = memoryview(lines.block)
         done = 0
         while done < len(ends):
             if self._out is not None and periods is not None and periods[done] != self._period:
                 self.close(wait=False)
             if self._out is None:
-                self._open(batch, first + done, cursor)
+                self._open(lines, done)
                 if periods is not None:
                     self._period = periods[done]
-            base = ends[done - 1] if done else 0
-            if self._compressor is None:
-                take = bisect_right(ends, base + self._max_bytes - self._bytes, lo=done) - done
-            else:  # up to the line that fills the chunk
-                take = bisect_left(ends, base + self._chunk_size - len(self._pending), lo=done) + 1 - done
-            if self._max_events is not None:
-                take = min(take, self._max_events - self._events)
-            if periods is not None and take > 1:
-                period, stop = periods[done], min(done + take, len(ends))
-                take = next((i for i in range(done + 1, stop) if periods[i] != period), stop) - done
+            take = self._room(ends, done, periods)
             if take <= 0:
                 if self._events:
                     self.close(wait=False)
                     continue
                 take = 1  # an empty file always takes its first line, however long
             take = min(take, len(ends) - done)
-            size = ends[done + take - 1] - base
-            if self._compressor is None:
-                self._out.write(view[base : base + size])
-                self._bytes += size
-            else:
-                self._pending += view[base : base + size]
-            self._events += take
-            self.total_bytes += size
-            self.total_events += take
+            base = ends[done - 1] if done else 0
+            self._append(view[base : ends[done + take - 1]], take)
             done += take
-            if self._compressor is not None and len(self._pending) >= self._chunk_size:
-                self._flush_chunk()
 
-    def _open(self, batch: Batch, index: int, cursor: dict[int, int]) -> None:
-        meta = batch.meta(index)
-        key = self._key_for(meta.timestamp, {**cursor, batch.partition: meta.offset})
+    def _room(self, ends: list[int], done: int, periods: list[int] | None) -> int:
+        """How many lines from ``done`` on the current file takes before the limits (or its period) end it."""
+        base = ends[done - 1] if done else 0
+        if self._compressor is None:
+            take = bisect_right(ends, base + self._max_bytes - self._bytes, lo=done) - done
+        else:  # up to the line that fills the chunk
+            take = bisect_left(ends, base + self._chunk_size - len(self._pending), lo=done) + 1 - done
+        if self._max_events is not None:
+            take = min(take, self._max_events - self._events)
+        if periods is not None and take > 1:
+            period, stop = periods[done], min(done + take, len(ends))
+            take = next((i for i in range(done + 1, stop) if periods[i] != period), stop) - done
+        return take
+
+    def _append(self, data: memoryview, count: int) -> None:
+        """Add ``count`` whole lines to the current file (to its chunk when compressed)."""
+        assert self._out is not None
+        if self._compressor is None:
+            self._out.write(data)
+            self._bytes += len(data)
+        else:
+            self._pending += data
+        self._events += count
+        self.total_bytes += len(data)
+        self.total_events += count
+        if self._compressor is not None and len(self._pending) >= self._chunk_size:
+            self._flush_chunk()
+
+    def _open(self, lines: Lines, index: int) -> None:
+        key = self._key_for(lines.partition, lines.record(index))
         self._cm = self._storage.open_writer(key)
         self._out = self._cm.__enter__()
         self._bytes = self._events = 0
@@ -191,12 +201,6 @@ class RollingFile:
         self._bytes += len(data)
         if self._bytes + self._chunk_size > self._max_bytes:
             self.close(wait=False)
-
-    def write_lines(
-        self, lines: list[bytes], batch: Batch, first: int, cursor: dict[int, int], periods: list[int] | None = None
-    ) -> None:
-        """:meth:`write_block` for separate lines."""
-        self.write_block(b"".join(lines), list(accumulate(map(len, lines))), batch, first, cursor, periods)
 
     def close(self, wait: bool = True) -> None:
         """Finish the current upload (unless ``before_close`` refuses: then abort it).
@@ -259,6 +263,75 @@ class RollingFile:
             self._wait_finishing()  # a file already complete on our side finishes; nothing is committed
         except BaseException:
             log.debug("background upload raised", exc_info=True)
+
+
+class SetWriter:
+    """The files of one partition set: its events and its dead letters.
+
+    A file is named after its first record and where the set's other partitions stand at that point
+    (their planned end once read, else their planned start: :meth:`read_up_to`), so its name is a
+    function of its content. Leaving the ``with`` block completes every upload (``before_close``
+    may refuse first), or, on an error, abandons them: no file of a failed export appears.
+    """
+
+    def __init__(
+        self,
+        storage: StorageHook,
+        *,
+        stream: str,
+        path_prefix: str,
+        partitions: list[int],
+        starts: dict[int, int],
+        max_bytes: int,
+        max_events: int | None,
+        compression: str,
+        before_close: Callable[[], None],
+    ) -> None:
+        self._stream = stream
+        self._path_prefix = path_prefix
+        self._partitions = sorted(partitions)
+        self._compression = compression
+        self._starts = dict(starts)
+        limits = (max_bytes, max_events, before_close, compression)
+        self.events = RollingFile(storage, self._key_for(dead_letter=False), *limits, period_ms(path_prefix))
+        self.dead_letters = RollingFile(storage, self._key_for(dead_letter=True), *limits)
+
+    def _key_for(self, *, dead_letter: bool) -> Callable[[int, RecordMeta], str]:
+        def key(partition: int, first: RecordMeta) -> str:
+            starts = {**self._starts, partition: first.offset}
+            return object_key(
+                self._path_prefix,
+                self._stream,
+                first.timestamp,
+                starts,
+                self._partitions,
+                dead_letter=dead_letter,
+                compression=self._compression,
+            )
+
+        return key
+
+    def read_up_to(self, partition: int, end: int) -> None:
+        """``partition`` is read up to ``end``: files opened from now on name it there."""
+        self._starts[partition] = end
+
+    def __enter__(self) -> SetWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: object) -> None:
+        if err is not None:
+            self._abort(err)
+            return
+        try:
+            self.events.close()
+            self.dead_letters.close()
+        except BaseException as failure:
+            self._abort(failure)
+            raise
+
+    def _abort(self, err: BaseException) -> None:
+        self.events.abort(err)
+        self.dead_letters.abort(err)
 
 
 def _abandon(cm: AbstractContextManager[IO[bytes]] | None, err: BaseException) -> None:
