@@ -1,7 +1,7 @@
 """``strm create|list|get|delete data-connector``: data connectors as Airflow connections.
 
 What a connector is made of (flags, credential files, the JSON ``strm`` prints) is
-:mod:`strm_provider.cli.connectors`; where it is stored, :mod:`strm_provider.cli.store`.
+:mod:`strm_provider.cli.connector_specs`; where it is stored, :mod:`strm_provider.cli.store`.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from typing import Any
 
 import click
 
-from strm_provider.cli import connectors as dc
-from strm_provider.cli.app import NO_VALIDATE, create, delete, get, list_, show, store, validated
+from strm_provider.cli import connector_specs as dc
+from strm_provider.cli.app import VALIDATE, create, delete, get, list_, show, store, validated
 from strm_provider.cli.output import OUTPUT, emit_json, emit_table
 from strm_provider.cli.store import ConnectorStore, Duplicate
 from strm_provider.config import load_exporters
+from strm_provider.connection_settings import SSE_CHOICES
 from strm_provider.naming import EXTENSIONS
 
 
@@ -35,8 +36,8 @@ from strm_provider.naming import EXTENSIONS
 @click.option("--region", help="s3: the bucket's region (else found with GetBucketLocation)")
 @click.option(
     "--sse",
-    type=click.Choice(["AES256", "aws:kms"]),
-    help="s3 (AWS): server-side encryption of every object written",
+    type=click.Choice(SSE_CHOICES),
+    help="s3 (AWS): server-side encryption of every object written (none: the bucket's default)",
 )
 @click.option("--kms-key-id", help="s3 (AWS) with --sse aws:kms: the KMS key id or ARN (else the aws/s3 key)")
 @click.option("--storage-account-uri", help="azure-blob-storage: e.g. https://foo.blob.core.windows.net")
@@ -61,7 +62,7 @@ from strm_provider.naming import EXTENSIONS
     help="The ending of the validation file (and the Test button's): that of the exporters' files, "
     ".jsonl, .jsonl.gz or .jsonl.zst",
 )
-@NO_VALIDATE
+@VALIDATE
 @OUTPUT
 @click.pass_context
 def create_data_connector(ctx: click.Context, kind: str, name: str, bucket: str, **opts: Any) -> None:
@@ -75,39 +76,10 @@ def create_data_connector(ctx: click.Context, kind: str, name: str, bucket: str,
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="'--test-prefix'") from None
     _only_for(kind, opts)
-    if kind == "s3":
-        spec = dc.s3_spec(
-            name,
-            bucket,
-            dc.read_credentials(opts["credentials_file"]) if opts["credentials_file"] else None,
-            role_arn=opts["assume_role_arn"],
-            endpoint_url=opts["endpoint_url"],
-            region=opts["region"],
-        )
-        if opts["kms_key_id"] and opts["sse"] != "aws:kms":
-            raise click.BadParameter("needs --sse aws:kms", param_hint="'--kms-key-id'")
-        if opts["sse"]:
-            if spec.conn_type != "strm_s3":
-                raise click.BadParameter("only applies to AWS S3 credentials", param_hint="'--sse'")
-            spec.extra.update(
-                {"sse": opts["sse"], **({"kms_key_id": opts["kms_key_id"]} if opts["kms_key_id"] else {})}
-            )
-    elif kind == "gcs":
-        creds = dc.read_credentials(opts["credentials_file"]) if opts["credentials_file"] else None
-        spec = dc.gcs_spec(name, bucket, creds, endpoint_url=opts["endpoint_url"])
-    else:
-        spec = dc.azure_spec(
-            name,
-            bucket,
-            account_uri=opts["storage_account_uri"],
-            tenant_id=opts["tenant_id"],
-            client_id=opts["client_id"],
-            client_secret=opts["client_secret"],
-        )
-    if test_prefix:
-        spec.extra["test_prefix"] = test_prefix
-    if opts["test_compression"] != "none":
-        spec.extra["test_compression"] = opts["test_compression"]
+    spec = _spec(kind, name, bucket, opts)
+    spec.extra |= {"test_prefix": test_prefix} if test_prefix else {}
+    spec.extra |= {"test_compression": opts["test_compression"]} if opts["test_compression"] != "none" else {}
+    spec.checked()
     target = store(ctx)
     if target.get(name) is not None:
         raise click.BadParameter(
@@ -124,6 +96,25 @@ def create_data_connector(ctx: click.Context, kind: str, name: str, bucket: str,
             f"a connection named '{name}' already exists in the {target.where}", param_hint="'NAME'"
         ) from None
     show(spec.describe(), opts["output"] or "json", _connector_table)
+
+
+def _spec(kind: str, name: str, bucket: str, opts: dict[str, Any]) -> dc.ConnectorSpec:
+    """The connection ``strm create data-connector KIND`` describes with its flags and credentials file."""
+    creds = dc.read_credentials(opts["credentials_file"]) if opts["credentials_file"] else None
+    if kind == "s3":
+        options = ("assume_role_arn", "endpoint_url", "region", "sse", "kms_key_id")
+        given = {"role_arn" if key == "assume_role_arn" else key: opts[key] for key in options}
+        return dc.s3_spec(name, bucket, creds, **given)
+    if kind == "gcs":
+        return dc.gcs_spec(name, bucket, creds, endpoint_url=opts["endpoint_url"])
+    return dc.azure_spec(
+        name,
+        bucket,
+        account_uri=opts["storage_account_uri"],
+        tenant_id=opts["tenant_id"],
+        client_id=opts["client_id"],
+        client_secret=opts["client_secret"],
+    )
 
 
 _ONLY = {

@@ -19,7 +19,10 @@ from urllib.parse import quote
 
 import click
 
-from strm_provider.cli.connectors import CONN_TYPES, ConnectorSpec
+from strm_provider.cli.connector_specs import CONN_TYPES, ConnectorSpec
+
+#: the description of every connection ``strm create data-connector`` stores
+DESCRIPTION = "STRM data connector"
 
 
 class StoreError(click.ClickException):
@@ -140,18 +143,7 @@ class LocalStore(ConnectorStore):
         def add(session: Any) -> None:
             if session.scalar(self._query(session, spec.name)) is not None:
                 raise Duplicate(spec.name)
-            session.add(
-                Connection(
-                    conn_id=spec.name,
-                    conn_type=spec.conn_type,
-                    description="STRM data connector",
-                    host=spec.host,
-                    login=spec.login,
-                    password=spec.password,
-                    port=spec.port,
-                    extra=json.dumps(spec.extra),
-                )
-            )
+            session.add(Connection(**spec.fields(), description=DESCRIPTION))
 
         self.in_session(add)
 
@@ -299,16 +291,8 @@ class RemoteStore(ConnectorStore):
         return None if data is None else _remote_spec(data)
 
     def create(self, spec: ConnectorSpec) -> None:
-        body = {
-            "connection_id": spec.name,
-            "conn_type": spec.conn_type,
-            "description": "STRM data connector",
-            "host": spec.host,
-            "login": spec.login,
-            "password": spec.password,
-            "port": spec.port,
-            "extra": json.dumps(spec.extra),
-        }
+        fields = spec.fields()
+        body = {"connection_id": fields.pop("conn_id"), "description": DESCRIPTION, **fields}
         self.call("POST", "/connections", json=body)
 
     def delete(self, name: str) -> None:
@@ -354,18 +338,7 @@ class RemoteStore(ConnectorStore):
                 f"connection '{conn_id}' has a password, which {self.where} does not reveal; run this command "
                 "where the connection is readable (e.g. on the Airflow host) or define it locally"
             )
-        spec = _remote_spec(data)
-        from airflow.sdk import Connection
-
-        return Connection(
-            conn_id=conn_id,
-            conn_type=spec.conn_type,
-            host=spec.host,
-            login=spec.login,
-            password=spec.password,
-            port=spec.port,
-            extra=json.dumps(spec.extra),
-        )
+        return _remote_spec(data).to_connection()
 
     def get_variable(self, key: str) -> str | None:
         data = self.call("GET", _variable_path(key), ok_missing=True)

@@ -19,8 +19,10 @@ from typing import Any
 import click
 
 from strm_provider.cli.app import KAFKA_CONNECTION, create, simulate, store
+from strm_provider.cli.connector_specs import ConnectorSpec
 from strm_provider.cli.output import emit_json
 from strm_provider.cli.store import ConnectorStore
+from strm_provider.connection_types import KAFKA
 
 URLS = [
     "https://www.strmprivacy.io/",
@@ -66,43 +68,30 @@ def random_event(rng: random.Random, billing_id: str = "demo8542234275", now_ms:
     }
 
 
-def _hook_over(conn: Any) -> Any:
-    """A :class:`StrmKafkaHook` reading ``conn`` as given (the store's copy, not Airflow's lookup)."""
-    from strm_provider.hooks.kafka import StrmKafkaHook
-
-    hook = StrmKafkaHook(conn.conn_id)
-    hook.get_connection = lambda _conn_id: conn  # type: ignore[method-assign]
-    return hook
-
-
 def kafka_hook(store: ConnectorStore, conn_id: str, option: str = "'--kafka-connection'") -> Any:
     """A :class:`StrmKafkaHook` over the connection as the store holds it."""
+    from strm_provider.hooks.kafka import StrmKafkaHook
+
     conn = store.connection(conn_id)
     if conn is None:
         raise click.BadParameter(
             f"no Kafka connection '{conn_id}' in the {store.where}; add one, e.g. "
-            f"`airflow connections add {conn_id} --conn-type strm_kafka --conn-host HOST:9092`",
+            f"`airflow connections add {conn_id} --conn-type {KAFKA} --conn-host HOST:9092`",
             param_hint=option,
         )
-    if (conn.conn_type or "") != "strm_kafka":
+    if (conn.conn_type or "") != KAFKA:
         raise click.BadParameter(
-            f"connection '{conn_id}' has type '{conn.conn_type}', expected 'strm_kafka'", param_hint=option
+            f"connection '{conn_id}' has type '{conn.conn_type}', expected '{KAFKA}'", param_hint=option
         )
-    return _hook_over(conn)
+    return StrmKafkaHook.from_connection(conn)
 
 
 def plaintext_hook(bootstrap_servers: str) -> Any:
     """A :class:`StrmKafkaHook` over PLAINTEXT brokers given on the command line (``--bootstrap-servers``)."""
-    from airflow.models import Connection
+    from strm_provider.hooks.kafka import StrmKafkaHook
 
-    return _hook_over(
-        Connection(
-            conn_id="--bootstrap-servers",
-            conn_type="strm_kafka",
-            host=bootstrap_servers,
-            extra=json.dumps({"security_protocol": "PLAINTEXT"}),
-        )
-    )
+    spec = ConnectorSpec("--bootstrap-servers", KAFKA, host=bootstrap_servers, extra={"security_protocol": "PLAINTEXT"})
+    return StrmKafkaHook.from_connection(spec.to_connection())
 
 
 def client(make: Callable[[], Any]) -> Any:
