@@ -14,13 +14,14 @@ import random
 import subprocess
 import sys
 from contextlib import contextmanager
-from types import SimpleNamespace
+from itertools import accumulate
 from typing import Any
 
 import pytest
 from kafka import KafkaProducer
 
 from strm_provider.hooks.kafka import StrmKafkaHook
+from strm_provider.lines import Lines
 from strm_provider.readers import READERS, Batch, RecordMeta
 from strm_provider.writer import RollingFile
 from tests.conftest import REPO
@@ -172,14 +173,11 @@ def test_batched_writes_cut_files_where_line_by_line_writes_would(seed: int) -> 
 
     storage = _Memory()
     names = iter(range(10**6))
-    files = RollingFile(storage, lambda ts, cursor: f"{next(names):04d}", max_bytes, max_events)  # type: ignore[arg-type]
-    records = [SimpleNamespace(offset=o, timestamp=0, key=None) for o in range(len(lines))]
+    files = RollingFile(storage, lambda partition, first: f"{next(names):04d}", max_bytes, max_events)  # type: ignore[arg-type]
     i = 0
-    while i < len(lines):  # batches of random sizes, written as blocks
+    while i < len(lines):  # batches of random sizes
         n = rng.randint(1, 60)
-        chunk = lines[i : i + n]
-        batch = Batch(0, chunk, records[i : i + n], lambda r: RecordMeta(r.offset, r.timestamp, r.key, []))  # type: ignore[arg-type]
-        files.write_lines(chunk, batch, 0, {0: i})
+        files.write(_records(lines[i : i + n], i, [0] * n))
         i += n
     files.close()
     got = [storage.objects[k] for k in files.keys]
@@ -187,18 +185,26 @@ def test_batched_writes_cut_files_where_line_by_line_writes_would(seed: int) -> 
     assert files.total_events == len(lines) and files.total_bytes == sum(map(len, lines))
 
 
+def _records(lines: list[bytes], offset: int, timestamps: list[int]) -> Lines:
+    """``lines`` as the writer receives them: records ``offset, offset + 1, ...`` of partition 0, at ``timestamps``."""
+    records = [RecordMeta(offset + i, ts, None, []) for i, ts in enumerate(timestamps[: len(lines)])]
+    batch = Batch(0, lines, records, lambda record: record)  # type: ignore[arg-type]
+    return Lines(b"".join(lines), list(accumulate(map(len, lines))), batch, 0)
+
+
 def _write_in_batches(
     lines: list[bytes], periods: list[int], rng: random.Random, **settings: Any
 ) -> list[tuple[str, bytes]]:
-    """The lines through a RollingFile in batches of random sizes; each file named by its first offset."""
+    """The lines through a RollingFile in batches of random sizes, line ``i`` in folder ``periods[i]`` of an
+    hourly prefix; each file named by its first offset."""
     storage = _Memory()
-    files = RollingFile(storage, lambda ts, cursor: str(cursor[0]), **settings)  # type: ignore[arg-type]
-    records = [SimpleNamespace(offset=o) for o in range(len(lines))]
+    hour = 3_600_000
+    files = RollingFile(storage, lambda partition, first: str(first.offset), period_ms=hour, **settings)  # type: ignore[arg-type]
+    timestamps = [period * hour + 59_999 for period in periods]
     i = 0
     while i < len(lines):
         n = rng.randint(1, 300)
-        batch = Batch(0, lines[i : i + n], records[i : i + n], lambda r: RecordMeta(r.offset, 0, None, []))  # type: ignore[arg-type]
-        files.write_lines(lines[i : i + n], batch, 0, {0: i}, periods[i : i + n])
+        files.write(_records(lines[i : i + n], i, timestamps[i : i + n]))
         i += n
     files.close()
     return [(k, storage.objects[k]) for k in files.keys]
