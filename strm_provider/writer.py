@@ -23,6 +23,7 @@ import zlib
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from functools import partial
 from typing import IO
 
 import zstandard
@@ -292,9 +293,16 @@ class SetWriter:
         self._partitions = sorted(partitions)
         self._compression = compression
         self._starts = dict(starts)
-        limits = (max_bytes, max_events, before_close, compression)
-        self.events = RollingFile(storage, self._key_for(dead_letter=False), *limits, period_ms(path_prefix))
-        self.dead_letters = RollingFile(storage, self._key_for(dead_letter=True), *limits)
+        files = partial(
+            RollingFile,
+            storage,
+            max_bytes=max_bytes,
+            max_events=max_events,
+            before_close=before_close,
+            compression=compression,
+        )
+        self.events = files(self._key_for(dead_letter=False), period_ms=period_ms(path_prefix))
+        self.dead_letters = files(self._key_for(dead_letter=True))  # whatever their time, in one folder
 
     def _key_for(self, *, dead_letter: bool) -> Callable[[int, RecordMeta], str]:
         def key(partition: int, first: RecordMeta) -> str:
