@@ -604,6 +604,33 @@ def test_batch_exporter_pins_end_offsets_writes_yaml_and_has_the_documented_shap
     assert "'--data-connector'" in strm.bad("create", "batch-exporter", stream, "--name", "x4")
 
 
+#: a bad value of a field, with what its message must say however the exporter is written
+BAD_FIELDS = {
+    "interval": ("10x", "expected a duration like 30s, 5m or 1h, got '10x'"),
+    "path_prefix": ("../up", "must not contain '..', '.' or empty segments ('//')"),
+    "bucket": ("Not_A_Bucket", "expected a bucket or container name"),
+    "kafka_connection": ("no spaces", "expected an Airflow connection id"),
+    "stream": ("no spaces", "expected a Kafka topic name"),
+}
+
+
+def test_a_bad_field_gets_the_same_message_in_an_exporter_file_and_on_create(strm: Cli) -> None:
+    """The exporter file's message and ``strm create batch-exporter``'s are one: the field's, from the model
+    both are checked with, beside the field's name in the file and the option's on the command line."""
+    folder = Path(strm.env["STRM_EXPORTERS_DIR"])
+    for name, (value, says) in BAD_FIELDS.items():
+        fields = {"stream": "clicks", "data_connector": "dc", name: value}
+        (folder / "bad.yaml").write_text(yaml.safe_dump(fields))
+        [invalid] = strm("list", "batch-exporters", "-o", "json").json()["invalidBatchExporters"]
+        message = invalid["error"].removeprefix(f"field '{name}': ")
+        assert says in message and message != invalid["error"], (name, invalid["error"])
+        option = [] if name == "stream" else [f"--{name.replace('_', '-')}", value]
+        line = strm.bad("create", "batch-exporter", fields["stream"], "--data-connector", "dc", *option)
+        hint = "'STREAM'" if name == "stream" else f"'--{name.replace('_', '-')}'"
+        assert line == f"Error: Invalid value for {hint}: {message}", name
+    assert sorted(p.name for p in folder.iterdir()) == ["bad.yaml"]  # nothing created
+
+
 def test_delete_refuses_with_dependents_then_recursive(strm: Cli, tmp_path: Path, s3_target: Any, kafka: Any) -> None:
     stream = kafka.create_topic(unique("del"), partitions=1)
     add_kafka(strm, kafka)
