@@ -216,7 +216,7 @@ def test_gcs_key_as_string_or_file(gcs_target: Any, prefix: str, connect: Any, t
         ({"keyfile_dict": None}, "no Google credentials: the connection holds no key, and Application Default"),
         ({"keyfile_dict": "{not json"}, "'keyfile_dict' is not valid JSON"),
         ({"keyfile_dict": None, "key_path": "/nonexistent/gcs.json"}, "cannot read key_path"),
-        ({"bucket": None}, "has no 'bucket'"),
+        ({"bucket": None}, "extra 'bucket' is required"),
     ],
     ids=["no-key", "bad-json", "no-file", "no-bucket"],
 )
@@ -355,8 +355,8 @@ def test_azure_uses_one_token_for_many_blocks(azure_target: Any, prefix: str, co
     [
         ({"extra": {"tenant_id": None}}, "missing extra 'tenant_id'"),
         ({"login": None}, "missing login (client id)"),
-        ({"host": None}, "has no host"),
-        ({"extra": {"container": None}}, "has no 'container'"),
+        ({"host": None}, "field 'host' must be the storage account URI"),
+        ({"extra": {"container": None}}, "extra 'container' is required"),
         ({"extra": {"tenant_id": "not a tenant!"}}, "tenant"),
         ({"extra": {"tenant_id": "00000000-0000-0000-0000-000000000000"}}, "tenant"),
         ({"login": "11111111-1111-1111-1111-111111111111"}, "AADSTS700016"),
