@@ -109,7 +109,7 @@ def test_confluent_reader_without_the_library_fails_the_plan_naming_the_extra(ka
     script = (
         "import sys; sys.modules['confluent_kafka'] = None  # as if not installed\n"
         "from strm_provider.operators import KafkaExportPlanOperator\n"
-        f"KafkaExportPlanOperator(task_id='plan', stream={topic!r}, data_connector='dc', group_id={group!r},"
+        f"KafkaExportPlanOperator(task_id='plan', stream={topic!r}, storage_conn_id='dc', group_id={group!r},"
         " include_existing_events=True).execute({})\n"
     )
     env = {
