@@ -11,6 +11,7 @@ import difflib
 import os
 import re
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -18,8 +19,16 @@ from typing import Any, Literal, NamedTuple
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from strm_provider.connection_types import KAFKA
 from strm_provider.naming import check_template
 
+#: the Kafka connection an exporter reads through unless it names another
+KAFKA_DEFAULT_CONN_ID = f"{KAFKA}_default"
+#: an exporter's consumer group is ``strm-exporter-<name>``, its DAG ``strm_export_<name>``
+GROUP_ID_PREFIX = "strm-exporter-"
+DAG_ID_PREFIX = "strm_export_"
+#: the exporter file's fields that the operators name as Airflow's operators do; the others keep their names
+OPERATOR_ARGUMENTS = {"data_connector": "storage_conn_id", "kafka_connection": "kafka_conn_id"}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 #: what S3 buckets, GCS buckets and Azure containers have in common
@@ -54,7 +63,8 @@ def format_interval(seconds: int) -> str:
 
 
 def check_prefix(value: str) -> str:
-    """A path prefix may not escape the bucket prefix: no leading/trailing ``/``, no ``..``, no ``//``."""
+    """A path prefix may not escape the bucket prefix (no leading/trailing ``/``, no ``..``, no ``//``), and
+    holds no placeholder but ``{date}`` and ``{hour}`` (:func:`~strm_provider.naming.check_template`)."""
     if value.startswith("/") or value.endswith("/"):
         raise ValueError("must not start or end with '/'")
     parts = value.split("/") if value else []
@@ -62,7 +72,7 @@ def check_prefix(value: str) -> str:
         raise ValueError("must not contain '..', '.' or empty segments ('//')")
     if any(ch in value for ch in "\\\n\r\t*?"):
         raise ValueError("must not contain backslashes, wildcards or control characters")
-    return value
+    return check_template(value)
 
 
 class ExporterConfig(BaseModel):
@@ -78,7 +88,7 @@ class ExporterConfig(BaseModel):
     bucket: str | None = None
     path_prefix: str = ""
     interval: int = Field(default=60, description="seconds between runs")
-    kafka_connection: str = "strm_kafka_default"
+    kafka_connection: str = KAFKA_DEFAULT_CONN_ID
     partition_sets: int = Field(default=1, ge=1, le=1000)
     include_existing_events: bool = False
     on_invalid_event: Literal["dead_letter", "fail"] = "dead_letter"
@@ -88,8 +98,9 @@ class ExporterConfig(BaseModel):
     format: Literal["value", "envelope"] = "value"
     retries: int = Field(default=2, ge=0, le=100)
     retry_delay: int = Field(default=30, description="seconds before a failed task is retried")
-    #: URI of the Airflow Asset the exporter's DAG updates (``s3://bucket/prefix``); derived from the
-    #: data connector at DAG-parse time when empty. Set it to pin the Asset and skip that lookup.
+    #: URI of the Airflow Asset the exporter's DAG updates (``s3://bucket/prefix``, as ``strm create
+    #: batch-exporter`` writes it); when empty, the DAG names one without looking the connection up
+    #: (:func:`strm_provider.dag_factory.asset_uri`)
     asset_uri: str | None = None
 
     @field_validator("interval", "retry_delay", mode="before")
@@ -121,7 +132,7 @@ class ExporterConfig(BaseModel):
     @field_validator("path_prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
-        return check_template(check_prefix(value))
+        return check_prefix(value)
 
     @field_validator("asset_uri")
     @classmethod
@@ -140,12 +151,12 @@ class ExporterConfig(BaseModel):
 
     @property
     def dag_id(self) -> str:
-        return f"strm_export_{self.name}"
+        return f"{DAG_ID_PREFIX}{self.name}"
 
     @property
     def group_id(self) -> str:
         """The Kafka consumer group that holds this exporter's committed offsets."""
-        return f"strm-exporter-{self.name}"
+        return f"{GROUP_ID_PREFIX}{self.name}"
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """What the CLI writes: only the fields that differ from the defaults, plus the required ones."""
@@ -155,6 +166,16 @@ class ExporterConfig(BaseModel):
         if "retry_delay" in data:
             data["retry_delay"] = format_interval(self.retry_delay)
         return data
+
+
+def default(field: str) -> Any:
+    """The default of an exporter file's ``field``: the operators' arguments take theirs from here."""
+    return ExporterConfig.model_fields[field].get_default(call_default_factory=True)
+
+
+def operator_arguments(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Exporter file ``fields`` under the names of the operators' arguments (:data:`OPERATOR_ARGUMENTS`)."""
+    return {OPERATOR_ARGUMENTS.get(name, name): value for name, value in fields.items()}
 
 
 def _describe(err: ValidationError) -> str:

@@ -13,12 +13,19 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from airflow.sdk import DAG, Asset, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from strm_provider.config import BrokenExporter, ExporterConfig, LoadResult, exporters_dir, load_exporters
+from strm_provider.config import (
+    DAG_ID_PREFIX,
+    BrokenExporter,
+    ExporterConfig,
+    LoadResult,
+    exporters_dir,
+    load_exporters,
+    operator_arguments,
+)
 from strm_provider.naming import fixed_part
 from strm_provider.operators import KafkaExportPlanOperator, KafkaToStorageOperator
 
@@ -31,6 +38,20 @@ EXPORTER_DAG = {
     "max_active_runs": 1,
     "is_paused_upon_creation": False,
     "tags": ["strm"],
+}
+
+
+#: the exporter file's fields both operators of its DAG take
+_SHARED_FIELDS = {
+    "stream",
+    "data_connector",
+    "bucket",
+    "path_prefix",
+    "kafka_connection",
+    "max_file_bytes",
+    "max_file_events",
+    "compression",
+    "format",
 }
 
 
@@ -60,31 +81,19 @@ def build_dag(cfg: ExporterConfig, source: Path | None = None) -> DAG:
         **EXPORTER_DAG,
         default_args={"retries": cfg.retries, "retry_delay": timedelta(seconds=cfg.retry_delay)},
     ) as dag:
-        common: dict[str, Any] = {
-            "stream": cfg.stream,
-            "data_connector": cfg.data_connector,
-            "bucket": cfg.bucket,
-            "group_id": cfg.group_id,
-            "path_prefix": cfg.path_prefix,
-            "kafka_conn_id": cfg.kafka_connection,
-            # the plan fixes how files are cut and named, and the export tasks take it from there
-            "max_file_bytes": cfg.max_file_bytes,
-            "max_file_events": cfg.max_file_events,
-            "compression": cfg.compression,
-            "record_format": cfg.format,
-            "exporter": cfg.name,
-        }
+        # the plan fixes how files are cut and named, and the export tasks take it from there
+        shared = operator_arguments(cfg.model_dump(include=_SHARED_FIELDS))
+        shared |= {"group_id": cfg.group_id, "exporter": cfg.name}
         plan = KafkaExportPlanOperator(
             task_id="plan",
-            partition_sets=cfg.partition_sets,
-            include_existing_events=cfg.include_existing_events,
-            **common,
+            **shared,
+            **operator_arguments(cfg.model_dump(include={"partition_sets", "include_existing_events"})),
         )
         KafkaToStorageOperator.partial(
             task_id="export",
             on_invalid_event=cfg.on_invalid_event,
             outlets=[Asset(asset_uri(cfg))],
-            **common,
+            **shared,
         ).expand(partition_set=plan.output)
     return dag
 
@@ -110,7 +119,7 @@ def build_broken_dag(broken: BrokenExporter, dag_id: str) -> DAG:
 def broken_dag_id(path: Path, taken: set[str]) -> str:
     """``strm_export_<stem>``; with the suffix, then an ``invalid_`` mark, when a valid exporter has that id."""
     for key in (path.stem, path.name, f"invalid_{path.name}"):
-        dag_id = "strm_export_" + re.sub(r"[^A-Za-z0-9._-]", "_", key)
+        dag_id = DAG_ID_PREFIX + re.sub(r"[^A-Za-z0-9._-]", "_", key)
         if dag_id not in taken:
             break
     return dag_id

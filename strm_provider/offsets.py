@@ -28,6 +28,7 @@ from strm_provider.planning import (
     PLAN_METADATA,
     Decision,
     PartitionRange,
+    PlanRequest,
     Progress,
     StreamOffsets,
     plan_run,
@@ -89,38 +90,20 @@ def record_plan(consumer: Any, stream: str, commits: Mapping[int, tuple[int, str
 
 def plan_stream(
     consumer: Any,
-    stream: str,
+    request: PlanRequest,
     *,
-    include_existing_events: bool,
     record: Progress | None = None,
     save: Callable[[Progress], None] | None = None,
-    run_id: str = "",
-    partition_sets: int = 1,
-    settings: Mapping[str, Any] | None = None,
-    codecs: Mapping[str, str] | None = None,
-    finished: set[int] | None = None,
-    exporter: str = "NAME",
 ) -> Decision:
-    """Read the offsets of ``stream``, decide the run (:func:`~strm_provider.planning.plan_run`), keep
+    """Read the offsets of the stream, decide the run (:func:`~strm_provider.planning.plan_run`), keep
     the record with ``save``, and only then commit the plan's starts in Kafka.
 
     The record comes first: a plan committed in Kafka but not recorded would be replayed only in part.
     """
-    decision = plan_run(
-        read_stream(consumer, stream),
-        record,
-        stream=stream,
-        run_id=run_id,
-        include_existing_events=include_existing_events,
-        partition_sets=partition_sets,
-        settings=settings,
-        codecs=codecs,
-        finished=finished,
-        exporter=exporter,
-    )
+    decision = plan_run(read_stream(consumer, request.stream), record, request)
     if save is not None:
         save(decision.record)
-    record_plan(consumer, stream, decision.commits)
+    record_plan(consumer, request.stream, decision.commits)
     if decision.plan.pin:
         log.info("new exporter: pinned its start at %s", decision.plan.pin)
     return decision
@@ -137,7 +120,7 @@ def pin_start(consumer: Any, stream: str, *, include_existing_events: bool) -> d
     committed, beginning, end = read_offsets(consumer, stream)
     is_new = all(v is None for v in committed.values())
     if is_new and not include_existing_events:
-        return plan_stream(consumer, stream, include_existing_events=False).plan.pin
+        return plan_stream(consumer, PlanRequest(stream, include_existing_events=False)).plan.pin
     if is_new:
         return {}
     target = beginning if include_existing_events else end

@@ -12,13 +12,14 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from strm_provider import progress
+from strm_provider.config import GROUP_ID_PREFIX, check_prefix, default
 from strm_provider.export import ExportResult, export_ranges
 from strm_provider.hooks import storage_hook
 from strm_provider.hooks.kafka import StrmKafkaHook
 from strm_provider.hooks.storage import StorageHook
-from strm_provider.naming import EXTENSIONS, check_template, fixed_part
+from strm_provider.naming import EXTENSIONS, fixed_part
 from strm_provider.offsets import add_lag, group_lag, plan_stream, run_metadata
-from strm_provider.planning import Decision, PartitionSet, PlanRefused, Progress
+from strm_provider.planning import CUT_SETTINGS, Decision, PartitionSet, PlanRefused, PlanRequest, Progress
 from strm_provider.readers import RecordReader
 from strm_provider.writer import codec_build
 
@@ -32,167 +33,188 @@ def _previous_run_failed(context: Context) -> bool:
     return previous is not None and str(getattr(previous, "state", "")) in ("failed", "DagRunState.FAILED")
 
 
-def _plan(
-    op: KafkaExportPlanOperator | KafkaToStorageOperator, consumer: Any, context: Context, partition_sets: int
-) -> Decision:
-    """Decide this run from Kafka and the exporter's record in Airflow, keep the record, commit the starts.
-
-    A refusal (the exporter's position cannot be told without guessing) fails the task at once, without
-    retries: trying again cannot settle it, ``strm reset`` does.
-    """
-    record = progress.load(op.group_id)
-    before = progress.dumps(record) if record else None
-    finished = set()
-    if record is not None and record.plan is not None:
-        # what the plan's export tasks reported (XCom), for sets whose offsets Kafka has forgotten
-        reporters = sorted(op.downstream_task_ids) if isinstance(op, KafkaExportPlanOperator) else [op.task_id]
-        summaries = []
-        for run_id in record.plan.runs:
-            pulled = context["ti"].xcom_pull(task_ids=reporters, run_id=run_id, default=None)
-            summaries += [s for s in pulled or [] if s is not None]
-        finished = record.plan.finished(summaries)
-
-    def save(new: Progress) -> None:
-        if progress.dumps(new) != before:
-            progress.save(op.group_id, new)
-
-    exporter = op.exporter or op.group_id.removeprefix("strm-exporter-")
-    try:
-        decision = plan_stream(
-            consumer,
-            op.stream,
-            include_existing_events=op.include_existing_events,
-            record=record,
-            save=save,
-            run_id=str(context.get("run_id") or ""),
-            partition_sets=partition_sets,
-            settings=op.cut_settings(),
-            codecs={name: codec_build(name) for name in EXTENSIONS},
-            finished=finished,
-            exporter=exporter,
-        )
-    except PlanRefused as err:
-        raise AirflowFailException(str(err)) from None
-    if decision.recovered:
-        op.log.warning(
-            "Kafka had forgotten the group's committed offsets of partitions %s: recovered them from Airflow's "
-            "record (Variable %s)",
-            decision.recovered,
-            progress.variable_key(op.group_id),
-        )
-    if decision.replaying:
-        op.log.warning(
-            "run %s did not finish: replaying its plan whole (sets %s, %s events, its settings); events that "
-            "arrived since wait for the next run",
-            decision.replaying,
-            [s.index for s in decision.sets],
-            sum(s.size for s in decision.sets),
-        )
-    return decision
-
-
-class _CutSettings:
-    """The arguments that decide where files are cut and how they are named: a plan fixes them."""
-
-    path_prefix: str
-    max_file_bytes: int
-    max_file_events: int | None
-    compression: str
-    record_format: str
-
-    def cut_settings(self) -> dict[str, Any]:
-        return {
-            "path_prefix": self.path_prefix,
-            "max_file_bytes": self.max_file_bytes,
-            "max_file_events": self.max_file_events,
-            "compression": self.compression,
-            "record_format": self.record_format,
-            "codec": codec_build(self.compression),
-        }
-
-
-class KafkaExportPlanOperator(_CutSettings, BaseOperator):
-    """Fix this run's offset ranges and split them into partition sets (one mapped export each).
-
-    The plan is recorded in an Airflow Variable (``strm.progress.<group_id>``) before anything is
-    uploaded, with the settings that decide where files are cut; a run that did not finish is replayed
-    whole by the next one, and offsets that Kafka forgot are taken from there. On an exporter's first
-    run, and once after a failed run until a run succeeds, it also writes the validation file
-    ``.strm_test_<uuid>.jsonl`` (``.jsonl.gz``, ``.jsonl.zst`` when compressed), holding no event, in the
-    folder this hour's files go to, to prove the data connector's credentials before anything is read.
+class KafkaExportBaseOperator(BaseOperator):
+    """What the plan and the export operators share: the stream, where its files go, the exporter's
+    consumer group, and the settings that decide where files are cut and how they are named.
 
     :param stream: the Kafka topic to export. (templated)
-    :param data_connector: connection id of the data connector the files go to: ``strm_s3``,
+    :param storage_conn_id: connection id of the data connector the files go to: ``strm_s3``,
         ``strm_s3_compatible``, ``strm_gcs`` or ``strm_azure_blob``, or one of the official providers'
         ``aws``, ``google_cloud_platform`` or ``wasb`` with ``bucket``. (templated)
-    :param bucket: the bucket or container, for an ``aws``, ``google_cloud_platform`` or ``wasb``
-        connection (which holds only credentials); ours name their own, so leave it unset. (templated)
     :param group_id: the exporter's Kafka consumer group: its committed offsets are the exporter's
         progress. (templated)
+    :param bucket: the bucket or container, for an ``aws``, ``google_cloud_platform`` or ``wasb``
+        connection (which holds only credentials); ours name their own, so leave it unset. (templated)
     :param path_prefix: folder of the files in the bucket or container, without leading or trailing
-        ``/`` (default: none); ``{date}``/``{hour}`` in it are filled from each event's time, and for
-        the validation file from the current time. (templated)
-    :param kafka_conn_id: connection id of the Kafka cluster (type ``strm_kafka``). (templated)
-    :param partition_sets: how many sets (files and mapped export tasks) to split the partitions into.
+        ``/`` (default: none). ``{date}`` (``YYYY-MM-DD``) and ``{hour}`` (``HH``) in it are filled from
+        each event's Kafka timestamp in UTC, and a file never spans two folders; for the validation
+        file, from the current time. (templated)
+    :param kafka_conn_id: connection id of the Kafka cluster (type ``strm_kafka``; default
+        ``strm_kafka_default``). (templated)
     :param include_existing_events: on the exporter's first run, also export what the stream holds
         already (default: start at the stream's end).
-    :param max_file_bytes: the export tasks' ``max_file_bytes``, fixed by the plan (default 128 MiB).
-    :param max_file_events: the export tasks' ``max_file_events``, fixed by the plan (default: no limit).
-    :param compression: the export tasks' ``compression``, fixed by the plan (default ``none``).
-    :param record_format: the export tasks' ``record_format``, fixed by the plan (default ``value``).
-    :param exporter: the exporter's name in messages that name a ``strm`` command (default: the group
-        id without ``strm-exporter-``).
+    :param max_file_bytes: rotate to a new file before this many bytes, as stored (compressed bytes
+        when compressed; default 128 MiB).
+    :param max_file_events: rotate to a new file at this many events (default: no limit).
+    :param compression: ``none`` (default, ``.jsonl``), ``gzip`` (``.jsonl.gz``) or ``zstd``
+        (``.jsonl.zst``), compressed while streaming.
+    :param format: ``value`` (default: each line is the event as produced) or ``envelope`` (each line
+        holds the record's partition, offset, timestamp, key, headers and the event as ``value``).
+    :param exporter: the exporter's name: in messages that name a ``strm`` command (default: the group
+        id without ``strm-exporter-``), and in metrics, ``strm.exporter.<exporter>.<metric>`` (default:
+        the DAG id).
     """
 
-    template_fields: Sequence[str] = ("stream", "data_connector", "bucket", "path_prefix", "group_id", "kafka_conn_id")
-    ui_color = "#e8f4fd"
+    template_fields: Sequence[str] = ("stream", "storage_conn_id", "bucket", "path_prefix", "group_id", "kafka_conn_id")
 
     def __init__(
         self,
         *,
         stream: str,
-        data_connector: str,
+        storage_conn_id: str,
         group_id: str,
         bucket: str | None = None,
-        path_prefix: str = "",
-        kafka_conn_id: str = StrmKafkaHook.default_conn_name,
-        partition_sets: int = 1,
-        include_existing_events: bool = False,
-        max_file_bytes: int = 128 * 1024 * 1024,
-        max_file_events: int | None = None,
-        compression: str = "none",
-        record_format: str = "value",
+        path_prefix: str = default("path_prefix"),
+        kafka_conn_id: str = default("kafka_connection"),
+        include_existing_events: bool = default("include_existing_events"),
+        max_file_bytes: int = default("max_file_bytes"),
+        max_file_events: int | None = default("max_file_events"),
+        compression: str = default("compression"),
+        format: str = default("format"),
         exporter: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.stream = stream
-        self.data_connector = data_connector
-        self.bucket = bucket
+        self.storage_conn_id = storage_conn_id
         self.group_id = group_id
+        self.bucket = bucket
         self.path_prefix = path_prefix
         self.kafka_conn_id = kafka_conn_id
-        self.partition_sets = partition_sets
         self.include_existing_events = include_existing_events
         self.max_file_bytes = max_file_bytes
         self.max_file_events = max_file_events
         self.compression = compression
-        self.record_format = record_format
+        self.format = format
         self.exporter = exporter
 
+    def cut_settings(self) -> dict[str, Any]:
+        """What a plan records of these arguments (:data:`~strm_provider.planning.CUT_SETTINGS`), with the
+        build of the compressor that cuts the files."""
+        return {key: getattr(self, name) for key, name in CUT_SETTINGS.items()} | {
+            "codec": codec_build(self.compression)
+        }
+
+    def _check_settings(self) -> None:
+        """Refuse a path prefix the exporter file would refuse, an unknown compression or format."""
+        try:
+            check_prefix(self.path_prefix)
+        except ValueError as err:
+            raise ValueError(f"path_prefix: {err}") from None
+        if self.compression not in EXTENSIONS:
+            raise ValueError(f"compression: expected one of {sorted(EXTENSIONS)}, got {self.compression!r}")
+        if self.format not in ("value", "envelope"):
+            raise ValueError(f"format: expected 'value' or 'envelope', got {self.format!r}")
+
+    def _reporters(self) -> list[str]:
+        """The tasks whose summaries (XCom) tell which sets of a plan were committed."""
+        return [self.task_id]
+
+    def _plan(self, consumer: Any, context: Context, partition_sets: int) -> Decision:
+        """Decide this run from Kafka and the exporter's record in Airflow, keep the record, commit the starts.
+
+        A refusal (the exporter's position cannot be told without guessing) fails the task at once, without
+        retries: trying again cannot settle it, ``strm reset`` does.
+        """
+        record = progress.load(self.group_id)
+        before = progress.dumps(record) if record else None
+
+        def save(new: Progress) -> None:
+            if progress.dumps(new) != before:
+                progress.save(self.group_id, new)
+
+        request = PlanRequest(
+            self.stream,
+            self.include_existing_events,
+            run_id=str(context.get("run_id") or ""),
+            partition_sets=partition_sets,
+            settings=self.cut_settings(),
+            codecs={name: codec_build(name) for name in EXTENSIONS},
+            finished=self._finished(record, context),
+            exporter=self.exporter or self.group_id.removeprefix(GROUP_ID_PREFIX),
+        )
+        try:
+            decision = plan_stream(consumer, request, record=record, save=save)
+        except PlanRefused as err:
+            raise AirflowFailException(str(err)) from None
+        if decision.recovered:
+            self.log.warning(
+                "Kafka had forgotten the group's committed offsets of partitions %s: recovered them from Airflow's "
+                "record (Variable %s)",
+                decision.recovered,
+                progress.variable_key(self.group_id),
+            )
+        if decision.replaying:
+            self.log.warning(
+                "run %s did not finish: replaying its plan whole (sets %s, %s events, its settings); events that "
+                "arrived since wait for the next run",
+                decision.replaying,
+                [s.index for s in decision.sets],
+                sum(s.size for s in decision.sets),
+            )
+        return decision
+
+    def _finished(self, record: Progress | None, context: Context) -> set[int]:
+        """The sets of the plan in flight whose export tasks reported their commit (XCom), for sets whose
+        offsets Kafka has forgotten."""
+        if record is None or record.plan is None:
+            return set()
+        summaries = []
+        for run_id in record.plan.runs:
+            pulled = context["ti"].xcom_pull(task_ids=self._reporters(), run_id=run_id, default=None)
+            summaries += [s for s in pulled or [] if s is not None]
+        return record.plan.finished(summaries)
+
+
+class KafkaExportPlanOperator(KafkaExportBaseOperator):
+    """Fix this run's offset ranges and split them into partition sets (one mapped export each).
+
+    The plan is recorded in an Airflow Variable (``strm.progress.<group_id>``) before anything is
+    uploaded, with the settings that decide where files are cut (``path_prefix``, ``max_file_bytes``,
+    ``max_file_events``, ``compression``, ``format``): the export tasks take them from the plan, and a
+    run that did not finish is replayed whole by the next one, offsets that Kafka forgot taken from
+    there. On an exporter's first run, and once after a failed run until a run succeeds, it also writes
+    the validation file ``.strm_test_<uuid>.jsonl`` (``.jsonl.gz``, ``.jsonl.zst`` when compressed),
+    holding no event, in the folder this hour's files go to, to prove the data connector's credentials
+    before anything is read.
+
+    :param partition_sets: how many sets (files and mapped export tasks) to split the partitions into.
+
+    The other parameters are :class:`KafkaExportBaseOperator`'s.
+    """
+
+    ui_color = "#e8f4fd"
+
+    def __init__(self, *, partition_sets: int = default("partition_sets"), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.partition_sets = partition_sets
+
+    def _reporters(self) -> list[str]:
+        return sorted(self.downstream_task_ids)
+
     def execute(self, context: Context) -> list[dict[str, Any]]:
+        self._check_settings()
         # Every run: a connection of the wrong type, or a bucket missing or misplaced, fails here in one line.
-        storage = storage_hook(self.data_connector, self.bucket)
+        storage = storage_hook(self.storage_conn_id, self.bucket)
         kafka = StrmKafkaHook(self.kafka_conn_id)
         kafka.check_reader()  # before anything is planned: every export task would fail the same way
         consumer = kafka.consumer(self.group_id)
         try:
-            decision = _plan(self, consumer, context, self.partition_sets)
+            decision = self._plan(consumer, context, self.partition_sets)
         finally:
             consumer.close()
-        plan = decision.plan
         self._validate(context, decision, storage)
-        for rng in plan.ranges:
+        for rng in decision.plan.ranges:
             self.log.info(
                 "partition %s: plan offsets %s..%s (%s events)%s",
                 rng.partition,
@@ -217,15 +239,15 @@ class KafkaExportPlanOperator(_CutSettings, BaseOperator):
         record = decision.record
         restarting = getattr(context.get("ti"), "try_number", 1) > 1 or _previous_run_failed(context)
         if decision.plan.new_exporter or decision.recovered or (restarting and not record.validated):
-            key = storage.write_test_file(check_template(self.path_prefix), self.compression)
-            self.log.info("exporter (re)started: validated data connector '%s' with %s", self.data_connector, key)
+            key = storage.write_test_file(self.path_prefix, self.compression)
+            self.log.info("exporter (re)started: validated data connector '%s' with %s", self.storage_conn_id, key)
             if restarting:
                 progress.save(self.group_id, replace(record, validated=str(context.get("run_id") or "?")))
         elif not restarting and record.validated:
             progress.save(self.group_id, replace(record, validated=None))
 
 
-class KafkaToStorageOperator(_CutSettings, BaseOperator):
+class KafkaToStorageOperator(KafkaExportBaseOperator):
     """Export one partition set of a Kafka stream to a data connector as JSON Lines, exactly once.
 
     Reads each partition's planned range, streams the events into one file per set (rotating at
@@ -233,37 +255,15 @@ class KafkaToStorageOperator(_CutSettings, BaseOperator):
     exporter's consumer group. Without ``partition_set`` it plans all partitions itself, so it can
     also be used on its own in a hand-written DAG.
 
-    :param stream: the Kafka topic to export. (templated)
-    :param data_connector: connection id of the data connector the files go to: ``strm_s3``,
-        ``strm_s3_compatible``, ``strm_gcs`` or ``strm_azure_blob``, or one of the official providers'
-        ``aws``, ``google_cloud_platform`` or ``wasb`` with ``bucket``. (templated)
-    :param bucket: the bucket or container, for an ``aws``, ``google_cloud_platform`` or ``wasb``
-        connection (which holds only credentials); ours name their own, so leave it unset. (templated)
-    :param group_id: the exporter's Kafka consumer group: its committed offsets are the exporter's
-        progress. (templated)
-    :param path_prefix: folder of the files in the bucket or container, without leading or trailing
-        ``/`` (default: none). ``{date}`` (``YYYY-MM-DD``) and ``{hour}`` (``HH``) in it are filled from
-        each event's Kafka timestamp in UTC, and a file never spans two folders. (templated)
-    :param kafka_conn_id: connection id of the Kafka cluster (type ``strm_kafka``). (templated)
     :param partition_set: the set to export, as the plan task returns it (from XCom), with the settings
         the plan fixed (they take the place of ``path_prefix``, ``max_file_bytes``, ``max_file_events``,
-        ``compression`` and ``record_format``, so a replayed plan cuts its files as it first did);
-        ``None`` plans every partition here, as the plan task does.
-    :param include_existing_events: without ``partition_set``, on the first run, also export what the
-        stream holds already (default: start at the stream's end).
+        ``compression`` and ``format``, so a replayed plan cuts its files as it first did); ``None``
+        plans every partition here, as the plan task does (``include_existing_events`` applies only then).
     :param on_invalid_event: ``dead_letter`` (default: records that are not JSON objects go to
         ``_dead_letter/`` under the prefix's folders before any placeholder) or ``fail`` (the task
         fails and commits nothing).
-    :param max_file_bytes: rotate to a new file before this many bytes, as stored (compressed bytes
-        when compressed; default 128 MiB).
-    :param max_file_events: rotate to a new file at this many events (default: no limit).
-    :param compression: ``none`` (default, ``.jsonl``), ``gzip`` (``.jsonl.gz``) or ``zstd``
-        (``.jsonl.zst``), compressed while streaming.
-    :param record_format: ``value`` (default: each line is the event as produced) or ``envelope``
-        (each line holds the record's partition, offset, timestamp, key, headers and the event as
-        ``value``).
-    :param exporter: the exporter's name in metrics, ``strm.exporter.<exporter>.<metric>`` (default:
-        the DAG id).
+
+    The other parameters are :class:`KafkaExportBaseOperator`'s.
 
     Metrics, through Airflow's (StatsD or OpenTelemetry, as the deployment configures them), after
     the commit: the counters ``events``, ``bytes``, ``files``, ``dead_letters`` and
@@ -274,97 +274,40 @@ class KafkaToStorageOperator(_CutSettings, BaseOperator):
     bucket or container and prefix as its output.
     """
 
-    template_fields: Sequence[str] = ("stream", "data_connector", "bucket", "path_prefix", "group_id", "kafka_conn_id")
     ui_color = "#d5f5e3"
 
     def __init__(
         self,
         *,
-        stream: str,
-        data_connector: str,
-        group_id: str,
-        bucket: str | None = None,
-        path_prefix: str = "",
-        kafka_conn_id: str = StrmKafkaHook.default_conn_name,
         partition_set: dict[str, Any] | None = None,
-        include_existing_events: bool = False,
-        on_invalid_event: str = "dead_letter",
-        max_file_bytes: int = 128 * 1024 * 1024,
-        max_file_events: int | None = None,
-        compression: str = "none",
-        record_format: str = "value",
-        exporter: str | None = None,
+        on_invalid_event: str = default("on_invalid_event"),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.stream = stream
-        self.data_connector = data_connector
-        self.bucket = bucket
-        self.group_id = group_id
-        self.path_prefix = path_prefix
-        self.kafka_conn_id = kafka_conn_id
-        self.exporter = exporter
         self.partition_set = partition_set
-        self.include_existing_events = include_existing_events
         self.on_invalid_event = on_invalid_event
-        self.max_file_bytes = max_file_bytes
-        self.max_file_events = max_file_events
-        self.compression = compression
-        self.record_format = record_format
 
     def execute(self, context: Context) -> dict[str, Any]:
         started = time.monotonic()
-        fixed = (self.partition_set or {}).get("settings") or {}
-        for name in ("path_prefix", "max_file_bytes", "max_file_events", "compression", "record_format"):
-            setattr(self, name, fixed.get(name, getattr(self, name)))
-        if fixed.get("codec", codec_build(self.compression)) != codec_build(self.compression):
-            raise AirflowFailException(
-                f"this set was planned with {fixed['codec']} cutting its files, and this worker has "
-                f"{codec_build(self.compression)}: its files would be cut at other points; run it on a worker "
-                "with the planning build"
-            )
-        check_template(self.path_prefix)
-        if self.compression not in EXTENSIONS:
-            raise ValueError(f"compression: expected one of {sorted(EXTENSIONS)}, got {self.compression!r}")
-        if self.record_format not in ("value", "envelope"):
-            raise ValueError(f"record_format: expected 'value' or 'envelope', got {self.record_format!r}")
-        storage = storage_hook(self.data_connector, self.bucket)
+        self._take_planned_settings()
+        self._check_settings()
+        storage = storage_hook(self.storage_conn_id, self.bucket)
         kafka = StrmKafkaHook(self.kafka_conn_id)
         consumer = kafka.consumer(self.group_id)
         reader: RecordReader | None = None
         try:
-            if self.partition_set is None:
-                sets = _plan(self, consumer, context, 1).sets
-                if not sets:
-                    self.log.info("nothing to export")
-                    return ExportResult().as_dict()
-                work = sets[0]
-            else:
-                work = PartitionSet.from_xcom(self.partition_set)
-            run_id = context.get("run_id", "")
+            work = self._work(consumer, context)
+            if work is None:
+                self.log.info("nothing to export")
+                return ExportResult().as_dict()
             reader = kafka.reader(self.group_id)
-            result = export_ranges(
-                consumer,
-                reader,
-                storage,
-                stream=self.stream,
-                path_prefix=self.path_prefix,
-                partitions=work.partitions,
-                ranges=work.ranges,
-                on_invalid_event=self.on_invalid_event,
-                max_file_bytes=self.max_file_bytes,
-                max_file_events=self.max_file_events,
-                compression=self.compression,
-                record_format=self.record_format,
-                commit_metadata=run_metadata(run_id),
-            )
+            result = self._export(consumer, reader, storage, work, context)
             add_lag(consumer, self.stream, result.partitions)
             self._emit_metrics(result, time.monotonic() - started, consumer, context)
         finally:
             if reader is not None:
                 reader.close()
             consumer.close()
-        summary = result.as_dict()
         self.log.info(
             "exported %s events (%s bytes) in %s file(s), %s dead letters; offsets committed",
             result.events,
@@ -372,7 +315,45 @@ class KafkaToStorageOperator(_CutSettings, BaseOperator):
             len(result.files),
             result.dead_letters,
         )
-        return summary
+        return result.as_dict()
+
+    def _take_planned_settings(self) -> None:
+        """Cut and name files as the plan fixed it, with the compressor build that planned it."""
+        fixed = (self.partition_set or {}).get("settings") or {}
+        for key, name in CUT_SETTINGS.items():
+            setattr(self, name, fixed.get(key, getattr(self, name)))
+        if fixed.get("codec", codec_build(self.compression)) != codec_build(self.compression):
+            raise AirflowFailException(
+                f"this set was planned with {fixed['codec']} cutting its files, and this worker has "
+                f"{codec_build(self.compression)}: its files would be cut at other points; run it on a worker "
+                "with the planning build"
+            )
+
+    def _work(self, consumer: Any, context: Context) -> PartitionSet | None:
+        """The set to export: the planned one, or without a plan, all partitions (``None``: nothing to export)."""
+        if self.partition_set is not None:
+            return PartitionSet.from_xcom(self.partition_set)
+        sets = self._plan(consumer, context, 1).sets
+        return sets[0] if sets else None
+
+    def _export(
+        self, consumer: Any, reader: RecordReader, storage: StorageHook, work: PartitionSet, context: Context
+    ) -> ExportResult:
+        return export_ranges(
+            consumer,
+            reader,
+            storage,
+            stream=self.stream,
+            path_prefix=self.path_prefix,
+            partitions=work.partitions,
+            ranges=work.ranges,
+            on_invalid_event=self.on_invalid_event,
+            max_file_bytes=self.max_file_bytes,
+            max_file_events=self.max_file_events,
+            compression=self.compression,
+            record_format=self.format,
+            commit_metadata=run_metadata(context.get("run_id", "")),
+        )
 
     def _emit_metrics(self, result: ExportResult, seconds: float, consumer: Any, context: Context) -> None:
         from airflow.sdk.observability.stats import Stats
@@ -403,7 +384,7 @@ class KafkaToStorageOperator(_CutSettings, BaseOperator):
         from airflow.providers.openlineage.extractors import OperatorLineage
 
         bootstrap = StrmKafkaHook(self.kafka_conn_id).bootstrap_servers.split(",")[0].strip()
-        storage = storage_hook(self.data_connector, self.bucket).asset_uri("")
+        storage = storage_hook(self.storage_conn_id, self.bucket).asset_uri("")
         return OperatorLineage(
             inputs=[Dataset(namespace=f"kafka://{bootstrap}", name=self.stream)],
             outputs=[Dataset(namespace=storage, name=fixed_part(self.path_prefix) or "/")],

@@ -23,8 +23,17 @@ log = logging.getLogger(__name__)
 PLAN_METADATA = "strm:plan:"
 #: metadata of a new exporter's pinned start
 CREATED_METADATA = "strm:created"
-#: the settings a plan fixes: they decide where files are cut and what they are named
-CUT_SETTINGS = ("path_prefix", "max_file_bytes", "max_file_events", "compression", "record_format", "codec")
+#: the settings a plan fixes, as its record names them (they decide where files are cut and what they are
+#: named), each with the operators' argument it comes from. ``format`` keeps the name ``record_format`` in
+#: the record, the one that progress records and plans in flight carry. A plan also records ``codec``, the
+#: build of the compressor that cuts its files.
+CUT_SETTINGS = {
+    "path_prefix": "path_prefix",
+    "max_file_bytes": "max_file_bytes",
+    "max_file_events": "max_file_events",
+    "compression": "compression",
+    "record_format": "format",
+}
 
 
 class PlanRefused(Exception):
@@ -222,6 +231,31 @@ class Decision:
     recovered: dict[int, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class PlanRequest:
+    """What a run asks of the planner, beside what Kafka and Airflow hold.
+
+    ``settings`` are the :data:`CUT_SETTINGS` a new plan records; ``codecs`` the compressor build of
+    this worker per compression: a compressed plan is replayed only by the build that cut it.
+    ``finished``: the sets of the plan in flight whose export task reported its commit
+    (:meth:`RunPlan.finished`), for when Kafka has forgotten. ``exporter`` is the name the ``strm reset``
+    command of a refusal takes.
+    """
+
+    stream: str
+    include_existing_events: bool
+    run_id: str = ""
+    partition_sets: int = 1
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    codecs: Mapping[str, str] = field(default_factory=dict)
+    finished: set[int] = field(default_factory=set)
+    exporter: str = "NAME"
+
+    @property
+    def reset_hint(self) -> str:
+        return f"strm reset batch-exporter {self.exporter}"
+
+
 def plan_ranges(
     committed: Mapping[int, int | None],
     beginning: Mapping[int, int],
@@ -314,17 +348,18 @@ def _refresh(offsets: StreamOffsets, skip: set[int]) -> dict[int, tuple[int, str
 
 
 def _replay(
-    offsets: StreamOffsets, record: Progress, codecs: Mapping[str, str], hint: str, reported: set[int]
+    offsets: StreamOffsets, record: Progress, request: PlanRequest
 ) -> tuple[list[PartitionSet], dict[int, int]] | None:
     """The sets of the recorded plan still to export (``None`` when all are committed), and the
     partitions whose offsets Kafka has forgotten.
 
     A set is committed when Kafka holds every range's end, or, where Kafka has forgotten, when its
-    export task reported the commit (``reported``). Where Kafka holds its start, or nothing and no task
-    reported it, the set is replayed: the same objects are written again.
+    export task reported the commit (``request.finished``). Where Kafka holds its start, or nothing and no
+    task reported it, the set is replayed: the same objects are written again.
     """
     plan = record.plan
     assert plan is not None
+    hint, reported = request.reset_hint, request.finished
     forgotten: dict[int, int] = {}
     undone: list[PartitionSet] = []
     committed = plan.committed_sets({p: offsets.offset(p) for p in offsets.committed}, reported)
@@ -355,7 +390,7 @@ def _replay(
                 f"`--to-offsets {rng.partition}:{rng.end}` after its plan (add --execute to apply)"
             )
     compression = plan.settings.get("compression", "none")
-    here = codecs.get(compression, plan.settings.get("codec"))
+    here = request.codecs.get(compression, plan.settings.get("codec"))
     if compression != "none" and plan.settings.get("codec") != here:
         raise PlanRefused(
             f"run {plan.run_id!r} did not finish and must be replayed with the compressor that cut its files "
@@ -366,19 +401,7 @@ def _replay(
     return undone, forgotten
 
 
-def plan_run(
-    offsets: StreamOffsets,
-    record: Progress | None,
-    *,
-    stream: str,
-    run_id: str,
-    include_existing_events: bool,
-    partition_sets: int = 1,
-    settings: Mapping[str, Any] | None = None,
-    codecs: Mapping[str, str] | None = None,
-    finished: set[int] | None = None,
-    exporter: str = "NAME",
-) -> Decision:
+def plan_run(offsets: StreamOffsets, record: Progress | None, request: PlanRequest) -> Decision:
     """Decide what this run exports, from what Kafka holds and what Airflow recorded.
 
     - A plan in flight that Kafka does not show committed is replayed whole (its unfinished sets,
@@ -387,70 +410,86 @@ def plan_run(
       offsets (they expire after a quiet spell), Airflow's record is used and the run says so.
     - Nothing is guessed: a changed topic identity, an offset past the end, or offsets that moved
       outside the exporter refuse the run (:class:`PlanRefused`, one line naming ``strm reset``).
-
-    ``settings`` are the :data:`CUT_SETTINGS` a new plan records; ``codecs`` the compressor build of
-    this worker per compression: a compressed plan is replayed only by the build that cut it.
-    ``finished``: the sets of the plan in flight whose export task reported its commit
-    (:meth:`RunPlan.finished`), for when Kafka has forgotten.
     """
-    hint = f"strm reset batch-exporter {exporter}"
-    settings = dict(settings or {})
-    if record is not None and record.stream != stream:
-        record = None  # the exporter now reads another stream: what it recorded of the old one does not apply
-    if record is not None and record.topic_id and offsets.topic_id and record.topic_id != offsets.topic_id:
+    record = _applicable(offsets, record, request)
+    if record is not None and record.plan is not None:
+        replay = _replay(offsets, record, request)
+        if replay is not None:
+            return _replay_decision(offsets, record, request.run_id, *replay)
+    return _new_plan(offsets, record, request)
+
+
+def _applicable(offsets: StreamOffsets, record: Progress | None, request: PlanRequest) -> Progress | None:
+    """Airflow's record where it speaks of the stream Kafka holds now; a recreated topic refuses the run."""
+    stream = request.stream
+    if record is None or record.stream != stream:
+        return None  # the exporter now reads another stream: what it recorded of the old one does not apply
+    if record.topic_id and offsets.topic_id and record.topic_id != offsets.topic_id:
         raise PlanRefused(
             f"stream '{stream}' was deleted and recreated (topic id {record.topic_id} is now {offsets.topic_id}): "
-            f"its offsets are not the exported ones; nothing exported or committed. `{hint} --to-earliest` "
-            "(or --to-latest) shows what each choice would export (add --execute to apply)"
+            f"its offsets are not the exported ones; nothing exported or committed. `{request.reset_hint} "
+            "--to-earliest` (or --to-latest) shows what each choice would export (add --execute to apply)"
         )
-    topic_id = offsets.topic_id or (record.topic_id if record else None)
-    base: dict[int, int] = dict(record.committed) if record else {}
+    return record
 
-    if record is not None and record.plan is not None:
-        replay = _replay(offsets, record, codecs or {}, hint, finished or set())
-        if replay is not None:
-            undone, forgotten = replay
-            commits = _refresh(offsets, {r.partition for s in record.plan.sets for r in s.ranges})
-            for pset in record.plan.sets:
-                for rng in pset.ranges:
-                    if pset in undone:
-                        commits[rng.partition] = (rng.start, f"{PLAN_METADATA}{rng.end}")
-                    elif rng.partition in forgotten:
-                        commits[rng.partition] = (rng.end, f"{PLAN_METADATA}{rng.end}")
-            sets = [replace(s, ranges=[replace(r, committed=r.start) for r in s.ranges]) for s in undone if s.size]
-            note = _recovered(run_id, forgotten) if forgotten else record.recovered
-            ranges = [r for s in record.plan.sets for r in s.ranges]
-            runs = record.plan.runs if run_id in record.plan.runs else [*record.plan.runs, run_id]
-            return Decision(
-                Plan(ranges, {}, False),
-                sets,
-                commits,
-                replace(record, topic_id=topic_id, recovered=note, plan=replace(record.plan, runs=runs)),
-                replaying=record.plan.run_id,
-                recovered=forgotten,
-            )
-        base |= {r.partition: r.end for s in record.plan.sets for r in s.ranges}
 
+def _replay_decision(
+    offsets: StreamOffsets, record: Progress, run_id: str, undone: list[PartitionSet], forgotten: dict[int, int]
+) -> Decision:
+    """Replay the recorded plan's ``undone`` sets as planned; commit the ends of the done sets Kafka forgot."""
+    plan = record.plan
+    assert plan is not None
+    commits = _refresh(offsets, {r.partition for s in plan.sets for r in s.ranges})
+    for pset in plan.sets:
+        for rng in pset.ranges:
+            if pset in undone:
+                commits[rng.partition] = (rng.start, f"{PLAN_METADATA}{rng.end}")
+            elif rng.partition in forgotten:
+                commits[rng.partition] = (rng.end, f"{PLAN_METADATA}{rng.end}")
+    sets = [replace(s, ranges=[replace(r, committed=r.start) for r in s.ranges]) for s in undone if s.size]
+    note = _recovered(run_id, forgotten) if forgotten else record.recovered
+    runs = plan.runs if run_id in plan.runs else [*plan.runs, run_id]
+    kept = replace(record, topic_id=offsets.topic_id or record.topic_id, recovered=note, plan=replace(plan, runs=runs))
+    ranges = [r for s in plan.sets for r in s.ranges]
+    return Decision(Plan(ranges, {}, False), sets, commits, kept, replaying=plan.run_id, recovered=forgotten)
+
+
+def _starts(
+    offsets: StreamOffsets, known: Mapping[int, int], hint: str
+) -> tuple[dict[int, int | None], dict[int, int]]:
+    """Per partition, the offset the run plans from, and those Kafka forgot and Airflow's record (``known``) gave.
+
+    Kafka and Airflow must agree where both hold an offset: anything else moved outside the exporter.
+    """
     committed: dict[int, int | None] = {}
     recovered: dict[int, int] = {}
     for p in sorted(offsets.end):
-        held, known = offsets.offset(p), base.get(p)
-        if held is not None and known is not None and held != known:
+        held, was = offsets.offset(p), known.get(p)
+        if held is not None and was is not None and held != was:
             raise PlanRefused(
-                f"partition {p}: Kafka holds the committed offset {held}, but Airflow recorded {known} for this "
+                f"partition {p}: Kafka holds the committed offset {held}, but Airflow recorded {was} for this "
                 f"exporter (offsets moved outside the exporter?); nothing exported or committed. `{hint} "
-                f"--to-offsets {p}:{held}` (or {p}:{known}) shows what each choice would do (add --execute to apply)"
+                f"--to-offsets {p}:{held}` (or {p}:{was}) shows what each choice would do (add --execute to apply)"
             )
-        if held is None and known is not None:
-            recovered[p] = known
-        committed[p] = held if held is not None else known
+        if held is None and was is not None:
+            recovered[p] = was
+        committed[p] = held if held is not None else was
+    return committed, recovered
+
+
+def _new_plan(offsets: StreamOffsets, record: Progress | None, request: PlanRequest) -> Decision:
+    """Plan from where the group stands (a committed plan in flight counts as done), and record the plan."""
+    known: dict[int, int] = dict(record.committed) if record else {}
+    if record is not None and record.plan is not None:
+        known |= {r.partition: r.end for s in record.plan.sets for r in s.ranges}
+    committed, recovered = _starts(offsets, known, request.reset_hint)
     plan = plan_ranges(
         committed,
         offsets.beginning,
         offsets.end,
-        include_existing_events=include_existing_events,
+        include_existing_events=request.include_existing_events,
         pending=_pending(offsets) if record is None else None,
-        reset_hint=hint,
+        reset_hint=request.reset_hint,
     )
     ranges = [replace(r, committed=r.start) for r in plan.ranges]
     commits = {
@@ -460,12 +499,13 @@ def plan_run(
         )
         for r in ranges
     }
-    layout = [replace(s, settings=settings) for s in split_sets(ranges, partition_sets, keep_empty=True)]
+    run_id, settings = request.run_id, dict(request.settings)
+    layout = [replace(s, settings=settings) for s in split_sets(ranges, request.partition_sets, keep_empty=True)]
     in_flight = RunPlan(run_id, layout, settings, [run_id]) if any(s.size for s in layout) else None
     note = _recovered(run_id, recovered) if recovered else (record.recovered if record else None)
-    new_record = Progress(
-        stream, {r.partition: r.start for r in ranges}, topic_id, in_flight, note, record.validated if record else None
-    )
+    topic_id = offsets.topic_id or (record.topic_id if record else None)
+    validated = record.validated if record else None
+    new_record = Progress(request.stream, {r.partition: r.start for r in ranges}, topic_id, in_flight, note, validated)
     return Decision(
         replace(plan, ranges=ranges), [s for s in layout if s.size], commits, new_record, recovered=recovered
     )

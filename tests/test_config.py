@@ -90,3 +90,22 @@ def test_all_good_means_no_import_error(tmp_path: Path, monkeypatch: pytest.Monk
     assert dag.schedule == timedelta(minutes=5)
     assert [t.task_id for t in dag.tasks] == ["plan", "export"]
     assert "strm" in dag.tags and dag.catchup is False
+
+
+@pytest.mark.parametrize("prefix", ["/abs", "a/../b", "a//b", "a/b*", "events/{day}", "events/{hour"])
+@pytest.mark.parametrize("operator", ["plan", "export"])
+def test_an_operator_refuses_a_prefix_for_the_reason_an_exporter_file_gives(
+    tmp_path: Path, prefix: str, operator: str
+) -> None:
+    from strm_provider.operators import KafkaExportPlanOperator, KafkaToStorageOperator
+
+    (tmp_path / "p.yaml").write_text(f"stream: a\ndata_connector: s3\npath_prefix: '{prefix}'\n")
+    with pytest.raises(ConfigError) as from_file:
+        load_exporter(tmp_path / "p.yaml")
+    reason = str(from_file.value).partition("field 'path_prefix': ")[2]
+    assert reason, str(from_file.value)
+    cls = KafkaExportPlanOperator if operator == "plan" else KafkaToStorageOperator
+    task = cls(task_id=operator, stream="a", storage_conn_id="s3", group_id="g", path_prefix=prefix)
+    with pytest.raises(ValueError) as from_operator:
+        task.execute({})  # refused before any connection is looked up
+    assert str(from_operator.value) == f"path_prefix: {reason}"

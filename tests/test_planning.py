@@ -6,11 +6,13 @@ table the README documents, including the refusals' wording.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
-from strm_provider.planning import PlanRefused, Progress, StreamOffsets, plan_run
+from strm_provider import progress
+from strm_provider.planning import PlanRefused, PlanRequest, Progress, StreamOffsets, plan_run
 
 SETTINGS = {"max_file_events": 200, "compression": "none", "codec": "none"}
 GZIP = {"max_file_events": None, "compression": "gzip", "codec": "gzip (zlib 1.2.13)"}
@@ -27,14 +29,14 @@ def kafka(committed: dict[int, int | None], end: dict[int, int], topic_id: str |
 
 def decide(offsets: StreamOffsets, record: Progress | None, **kw: Any) -> Any:
     args = {"stream": "s", "run_id": "run2", "include_existing_events": False, "settings": SETTINGS} | kw
-    return plan_run(offsets, record, exporter="ex", **args)
+    return plan_run(offsets, record, PlanRequest(exporter="ex", **args))
 
 
 def first_plan(settings: dict[str, Any] = SETTINGS) -> Progress:
     """The record after run1 planned 0..10 on partition 0 and nothing on partition 1, and failed."""
     decision = plan_run(
-        kafka({0: 0, 1: 5}, {0: 10, 1: 5}), None, stream="s", run_id="run1", include_existing_events=False,
-        partition_sets=1, settings=settings,
+        kafka({0: 0, 1: 5}, {0: 10, 1: 5}), None,
+        PlanRequest("s", include_existing_events=False, run_id="run1", partition_sets=1, settings=settings),
     )  # fmt: skip
     return decision.record
 
@@ -135,3 +137,34 @@ def test_an_unfinished_plan_whose_start_retention_deleted_is_refused() -> None:
     ):
         decide(offsets, first_plan())
     assert decide(offsets, first_plan(), finished={0}).replaying is None, "a reported set is not replayed"
+
+
+#: a progress record as the plan task keeps it in its Variable, for a plan of envelope files that did not finish
+SETTINGS_STORED = (
+    '{"path_prefix":"p","max_file_bytes":1048576,"max_file_events":null,"compression":"none",'
+    '"record_format":"envelope","codec":"none"}'
+)
+STORED = (
+    '{"stream":"s","topic_id":"t1","committed":{"0":0},"plan":{"run_id":"run1","runs":["run1"],"settings":'
+    f'{SETTINGS_STORED},"sets":[{{"index":0,"partitions":[0],"ranges":[{{"partition":0,"start":0,"end":10,'
+    f'"committed":0,"lost_to_retention":0}}],"settings":{SETTINGS_STORED}}}]}},"recovered":null}}'
+)
+
+
+def test_a_stored_record_is_replayed_with_the_settings_it_recorded() -> None:
+    from strm_provider.operators import KafkaExportPlanOperator, KafkaToStorageOperator
+
+    record = progress.parse(STORED, "strm.progress.g")
+    decision = decide(kafka({0: 0}, {0: 20}), record, settings={}, run_id="run1")  # its own retry
+    (work,) = decision.sets
+    assert decision.replaying == "run1" and [(r.start, r.end) for r in work.ranges] == [(0, 10)]
+    assert progress.dumps(decision.record) == STORED, "the retry keeps the record as it was stored"
+    # an exporter set up the same way records exactly these settings, ``format`` under ``record_format``
+    args = {"stream": "s", "storage_conn_id": "dc", "group_id": "g", "path_prefix": "p", "max_file_bytes": 1048576}
+    planner = KafkaExportPlanOperator(task_id="plan", format="envelope", **args)
+    assert planner.cut_settings() == json.loads(STORED)["plan"]["settings"]
+    # the export task takes the format the plan recorded over its own argument
+    settings = {**work.settings, "record_format": "avro"}
+    exporter = KafkaToStorageOperator(task_id="export", partition_set={**work.to_xcom(), "settings": settings}, **args)
+    with pytest.raises(ValueError, match=r"^format: expected 'value' or 'envelope', got 'avro'$"):
+        exporter.execute({})

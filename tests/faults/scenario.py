@@ -19,6 +19,7 @@ from collections import Counter
 from typing import Any
 
 from devstack import StorageTarget
+from strm_provider.config import KAFKA_DEFAULT_CONN_ID, operator_arguments
 from strm_provider.naming import fixed_part
 from tests.exporting import lines_in
 
@@ -39,14 +40,15 @@ def seq_events(start: int, count: int, pad: int = 40, *, noise: bool = False) ->
     ]
 
 
-def plan_sets(group: str, topic: str, *, sets: int = 1, kafka_conn_id: str = "strm_kafka_default") -> list[dict]:
+def plan_sets(group: str, topic: str, *, sets: int = 1, kafka_conn_id: str = KAFKA_DEFAULT_CONN_ID) -> list[dict]:
     """What the DAG's ``plan`` task puts in XCom for this exporter now (one dict per partition set)."""
     from strm_provider.hooks.kafka import StrmKafkaHook
     from strm_provider.offsets import plan_stream
+    from strm_provider.planning import PlanRequest
 
     consumer = StrmKafkaHook(kafka_conn_id).consumer(group)
     try:
-        decision = plan_stream(consumer, topic, include_existing_events=True, partition_sets=sets)
+        decision = plan_stream(consumer, PlanRequest(topic, include_existing_events=True, partition_sets=sets))
     finally:
         consumer.close()
     return [s.to_xcom() for s in decision.sets]
@@ -54,11 +56,8 @@ def plan_sets(group: str, topic: str, *, sets: int = 1, kafka_conn_id: str = "st
 
 def task_spec(topic: str, group: str, prefix: str = "", work: dict | None = None, **settings: Any) -> dict[str, Any]:
     """The export task's arguments: the exporter YAML's ``settings`` under the operator's names."""
-    operator = {k: v for k, v in settings.items() if k != "format"}
-    if "format" in settings:
-        operator["record_format"] = settings["format"]
-    operator.setdefault("path_prefix", prefix)
-    return {"operator": {"stream": topic, "data_connector": "dc", "group_id": group, "partition_set": work, **operator}}
+    fields = {"stream": topic, "data_connector": "dc", "path_prefix": prefix, **settings}
+    return {"operator": {"group_id": group, "partition_set": work, **operator_arguments(fields)}}
 
 
 def run_task(spec: dict[str, Any], *, phase: str | None = None, timeout: float = 120, **extra: Any) -> dict | None:
