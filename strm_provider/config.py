@@ -27,6 +27,8 @@ KAFKA_DEFAULT_CONN_ID = f"{KAFKA}_default"
 #: an exporter's consumer group is ``strm-exporter-<name>``, its DAG ``strm_export_<name>``
 GROUP_ID_PREFIX = "strm-exporter-"
 DAG_ID_PREFIX = "strm_export_"
+#: what each line of a file holds: the event as produced, or the record's envelope around it
+Format = Literal["value", "envelope"]
 #: the exporter file's fields that the operators name as Airflow's operators do; the others keep their names
 OPERATOR_ARGUMENTS = {"data_connector": "storage_conn_id", "kafka_connection": "kafka_conn_id"}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
@@ -95,7 +97,7 @@ class ExporterConfig(BaseModel):
     max_file_bytes: int = Field(default=128 * 1024 * 1024, ge=1024)
     max_file_events: int | None = Field(default=None, ge=1)
     compression: Literal["none", "gzip", "zstd"] = "none"
-    format: Literal["value", "envelope"] = "value"
+    format: Format = "value"
     retries: int = Field(default=2, ge=0, le=100)
     retry_delay: int = Field(default=30, description="seconds before a failed task is retried")
     #: URI of the Airflow Asset the exporter's DAG updates (``s3://bucket/prefix``, as ``strm create

@@ -6,13 +6,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
+from typing import Any, get_args
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from strm_provider import progress
-from strm_provider.config import GROUP_ID_PREFIX, check_prefix, default
+from strm_provider.config import GROUP_ID_PREFIX, Format, check_prefix, default
 from strm_provider.export import ExportResult, export_ranges
 from strm_provider.hooks import storage_hook
 from strm_provider.hooks.kafka import StrmKafkaHook
@@ -113,8 +113,9 @@ class KafkaExportBaseOperator(BaseOperator):
             raise ValueError(f"path_prefix: {err}") from None
         if self.compression not in EXTENSIONS:
             raise ValueError(f"compression: expected one of {sorted(EXTENSIONS)}, got {self.compression!r}")
-        if self.format not in ("value", "envelope"):
-            raise ValueError(f"format: expected 'value' or 'envelope', got {self.format!r}")
+        if self.format not in get_args(Format):
+            expected = " or ".join(repr(value) for value in get_args(Format))
+            raise ValueError(f"format: expected {expected}, got {self.format!r}")
 
     def _reporters(self) -> list[str]:
         """The tasks whose summaries (XCom) tell which sets of a plan were committed."""

@@ -263,7 +263,7 @@ def plan_ranges(
     *,
     include_existing_events: bool,
     pending: Mapping[int, int] | None = None,
-    reset_hint: str = "strm reset batch-exporter NAME",
+    reset_hint: str,
 ) -> Plan:
     """Plan ``[start, end)`` per partition from the group's committed offsets.
 
