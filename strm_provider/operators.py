@@ -73,7 +73,7 @@ class KafkaExportBaseOperator(BaseOperator):
         stream: str,
         storage_conn_id: str,
         group_id: str,
-        bucket: str | None = None,
+        bucket: str | None = default("bucket"),
         path_prefix: str = default("path_prefix"),
         kafka_conn_id: str = default("kafka_connection"),
         include_existing_events: bool = default("include_existing_events"),
