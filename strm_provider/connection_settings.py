@@ -119,7 +119,7 @@ def _problems(err: ValidationError) -> dict[str, str]:
 class ConnectionSettings(BaseModel):
     """What every connection has; a subclass per connection type adds its extra's keys and its form."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, validate_default=True, coerce_numbers_to_str=True)
 
     #: how the UI's form shows the connection's own fields (Airflow's ``ui-field-behaviour``)
     hidden_fields: ClassVar[tuple[str, ...]] = ("schema", "port", "extra")
@@ -345,6 +345,10 @@ class S3CompatibleSettings(StorageSettings):
     path: str | None = _extra("Addressing", "auto, path or virtual", *ADDRESSING)
     credentials_json: Any = _extra("Credentials JSON", "JSON with url, accessKey, secretKey, api, path", secret=True)
     region: str | None = None
+    #: S3-compatible services are asked for no server-side encryption and no role
+    sse: ClassVar[None] = None
+    kms_key_id: ClassVar[None] = None
+    role_arn: ClassVar[None] = None
 
     @model_validator(mode="before")
     @classmethod
@@ -381,19 +385,6 @@ class S3CompatibleSettings(StorageSettings):
         if problems:
             raise SettingsError(problems)
         return self
-
-    @property
-    def sse(self) -> None:
-        """S3-compatible services are not asked for server-side encryption."""
-        return None
-
-    @property
-    def kms_key_id(self) -> None:
-        return None
-
-    @property
-    def role_arn(self) -> None:
-        return None
 
     @property
     def endpoint_url(self) -> str:
