@@ -365,6 +365,12 @@ class S3CompatibleSettings(StorageSettings):
     def _bucket(cls, value: Any) -> str:
         return _name(value, "bucket", BUCKET_RE, "a bucket name (lowercase letters, digits, '.', '_', '-')")
 
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: Any) -> str:
+        """S3-compatible services take any region; botocore signs with it."""
+        return str(value or "us-east-1")
+
     @field_validator("api")
     @classmethod
     def _api(cls, value: Any) -> str:

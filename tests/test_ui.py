@@ -150,6 +150,8 @@ def test_add_a_data_connector_test_it_and_see_the_exporter_run(stack: dict[str, 
     labels = ("Bucket", "Region", "Endpoint URL", "Role ARN", "Server-side encryption", "KMS key", "Credentials JSON")
     for label in (*labels, "Test prefix"):
         expect(dialog.get_by_text(re.compile(rf"^{label}\s*$"))).to_be_visible()
+    # every select shows a choice: "none" for no server-side encryption, never an empty "null"
+    expect(dialog.get_by_text("null", exact=True)).to_have_count(0)
     dialog.locator("input[name=element_bucket]").fill("strmprivacy-export-demo")
     dialog.locator("input[name=element_endpoint_url]").fill(stack["s3_url"])
     dialog.locator("input[name=element_test_prefix]").fill("events")

@@ -202,8 +202,14 @@ class LocalStore(ConnectorStore):
 
 
 def _spec(conn: Any) -> ConnectorSpec:
+    try:
+        extra = conn.extra
+    except ValueError:  # Airflow refuses to read an extra that is not a JSON object: the hook says what is wrong
+        from airflow.models.crypto import FernetFieldsMixin
+
+        extra = FernetFieldsMixin.get_extra(conn)
     return ConnectorSpec.from_fields(
-        conn.conn_id, conn.conn_type, conn.host, conn.login, conn.password, conn.port, conn.extra
+        conn.conn_id, conn.conn_type, conn.host, conn.login, conn.password, conn.port, extra
     )
 
 
