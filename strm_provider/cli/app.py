@@ -13,14 +13,14 @@ import click
 
 from strm_provider.cli.output import emit_json
 from strm_provider.cli.store import ConnectorStore, open_store
-from strm_provider.config import exporters_dir
+from strm_provider.config import KAFKA_DEFAULT_CONN_ID, exporters_dir
 
 #: the DAG file ``strm install-dag`` copies, as this package ships it
 DAG_FILE = Path(__file__).resolve().parent.parent / "dags" / "strm_exporters.py"
 
 KAFKA_CONNECTION = click.option(
     "--kafka-connection",
-    default="strm_kafka_default",
+    default=KAFKA_DEFAULT_CONN_ID,
     show_default=True,
     help="Airflow connection (type strm_kafka) of the Kafka cluster",
 )
@@ -29,8 +29,6 @@ VALIDATE = click.option(
     default=True,
     help="Write the empty .strm_test_<uuid>.jsonl to prove the credentials (default: on)",
 )
-#: the same option under the name cli/data_connectors.py still imports; goes once that import says VALIDATE
-NO_VALIDATE = VALIDATE
 
 
 def store(ctx: click.Context) -> ConnectorStore:

@@ -1,9 +1,11 @@
 """``strm create|list|get|delete|monitor|logs|reset batch-exporter``: batch exporters as YAML files in the
 folder the DAG file reads.
 
-Reading and writing the files is :mod:`strm_provider.config`; here is what the commands add: the JSON
-``strm`` prints, the checks against Kafka and the data connector before a file is written, and the
-exporter's progress record in Airflow, which create, delete and reset keep in step with Kafka.
+Reading, checking and writing the files is :mod:`strm_provider.config`; what monitor shows is
+:mod:`~strm_provider.cli.health`, the runs and logs it and logs read :mod:`~strm_provider.cli.runs`.
+Here is what the commands add: the JSON ``strm`` prints, the checks against Kafka and the data connector
+before a file is written, and the exporter's progress record in Airflow, which create, delete and reset
+keep in step with Kafka.
 """
 
 from __future__ import annotations
