@@ -19,11 +19,11 @@ from typing import Any, Literal, NamedTuple
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from strm_provider.connection_types import KAFKA
+from strm_provider.connection_types import KAFKA_DEFAULT
 from strm_provider.naming import check_template
 
-#: the Kafka connection an exporter reads through unless it names another
-KAFKA_DEFAULT_CONN_ID = f"{KAFKA}_default"
+#: the Kafka connection an exporter reads through unless it names another (the ``strm_kafka`` hook's default)
+KAFKA_DEFAULT_CONN_ID = KAFKA_DEFAULT
 #: an exporter's consumer group is ``strm-exporter-<name>``, its DAG ``strm_export_<name>``
 GROUP_ID_PREFIX = "strm-exporter-"
 DAG_ID_PREFIX = "strm_export_"

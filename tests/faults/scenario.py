@@ -19,7 +19,8 @@ from collections import Counter
 from typing import Any
 
 from devstack import StorageTarget
-from strm_provider.config import KAFKA_DEFAULT_CONN_ID, operator_arguments
+from strm_provider.config import operator_arguments
+from strm_provider.connection_types import KAFKA_DEFAULT
 from strm_provider.naming import fixed_part
 from tests.exporting import lines_in
 
@@ -40,7 +41,7 @@ def seq_events(start: int, count: int, pad: int = 40, *, noise: bool = False) ->
     ]
 
 
-def plan_sets(group: str, topic: str, *, sets: int = 1, kafka_conn_id: str = KAFKA_DEFAULT_CONN_ID) -> list[dict]:
+def plan_sets(group: str, topic: str, *, sets: int = 1, kafka_conn_id: str = KAFKA_DEFAULT) -> list[dict]:
     """What the DAG's ``plan`` task puts in XCom for this exporter now (one dict per partition set)."""
     from strm_provider.hooks.kafka import StrmKafkaHook
     from strm_provider.offsets import plan_stream
