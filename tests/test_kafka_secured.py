@@ -78,7 +78,7 @@ def _refused(kafka: Any, conn: dict[str, Any], s3_target: Any, cause: str) -> No
         assert not ok and cause in message, message
         with pytest.raises(KafkaUnavailable) as err:
             KafkaExportPlanOperator(
-                task_id="plan", stream=stream, data_connector="dc", group_id="g", kafka_conn_id="bad_kafka"
+                task_id="plan", stream=stream, storage_conn_id="dc", group_id="g", kafka_conn_id="bad_kafka"
             ).execute({"run_id": "manual__refused"})
         assert str(err.value).startswith(f"Kafka connection 'bad_kafka': {cause} (")
         assert str(err.value).endswith(f") at {conn['host']}")

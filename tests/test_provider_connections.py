@@ -104,7 +104,7 @@ def plan_fails(kafka: Any, conn: dict[str, Any], bucket: str | None, env: dict[s
     kafka.produce(topic, seq_events(0, 10))
     group = exporter_group(topic)
     plan = KafkaExportPlanOperator(
-        task_id="plan", stream=topic, data_connector="dc", bucket=bucket, group_id=group, path_prefix=topic,
+        task_id="plan", stream=topic, storage_conn_id="dc", bucket=bucket, group_id=group, path_prefix=topic,
         include_existing_events=True,
     )  # fmt: skip
     with (
