@@ -54,7 +54,8 @@ class StrmAzureBlobHook(StorageHook):
 
     Connection: host = storage account URI without the container (``https://foo.blob.core.windows.net``),
     login = client (application) id, password = client secret; extra ``container`` (required),
-    ``tenant_id`` (required), optional ``authority_host`` (sovereign clouds, tests) and ``test_prefix``.
+    ``tenant_id`` (required), optional ``authority_host`` (sovereign clouds, private authorities) and ``test_prefix``;
+    its settings: :class:`~strm_provider.connection_settings.AzureBlobSettings`.
     """
 
     conn_type = "strm_azure_blob"
