@@ -34,6 +34,7 @@ def main() -> None:
     from strm_provider.hooks.kafka import StrmKafkaHook
     from strm_provider.offsets import plan_stream
     from strm_provider.operators import KafkaToStorageOperator
+    from strm_provider.planning import PlanRequest
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="strm-kinds-") as tmp, contextlib.ExitStack() as stack:
@@ -51,13 +52,13 @@ def main() -> None:
                 group = f"strm-exporter-kinds-{kind}"
                 consumer = StrmKafkaHook("bench_kafka").consumer(group)
                 try:  # the DAG's plan task, untimed
-                    [work] = plan_stream(consumer, TOPIC, include_existing_events=True).sets
+                    [work] = plan_stream(consumer, PlanRequest(TOPIC, include_existing_events=True)).sets
                 finally:
                     consumer.close()
                 operator = KafkaToStorageOperator(
                     task_id="export",
                     stream=TOPIC,
-                    data_connector="bench_dc",
+                    storage_conn_id="bench_dc",
                     path_prefix="kinds",
                     group_id=group,
                     kafka_conn_id="bench_kafka",

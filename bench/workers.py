@@ -109,11 +109,12 @@ def worker_export(spec: dict[str, Any]) -> None:
     from strm_provider.hooks.kafka import StrmKafkaHook
     from strm_provider.offsets import plan_stream
     from strm_provider.operators import KafkaToStorageOperator
+    from strm_provider.planning import PlanRequest
 
     method = spec["method"]
     common = {
         "stream": TOPIC,
-        "data_connector": f"bench_s3_{method}",
+        "storage_conn_id": f"bench_s3_{method}",
         "group_id": f"strm-exporter-bench-{method}",
         "path_prefix": PREFIXES[method],
         "kafka_conn_id": KAFKA_CONNS[method],
@@ -121,7 +122,7 @@ def worker_export(spec: dict[str, Any]) -> None:
     context: Any = {"run_id": "bench"}
     consumer = StrmKafkaHook(KAFKA_CONNS[method]).consumer(common["group_id"])
     try:
-        [work] = plan_stream(consumer, TOPIC, include_existing_events=True).sets
+        [work] = plan_stream(consumer, PlanRequest(TOPIC, include_existing_events=True)).sets
     finally:
         consumer.close()
     partition_set = work.to_xcom()

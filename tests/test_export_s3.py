@@ -265,7 +265,7 @@ def test_the_operator_on_its_own_starts_at_creation_and_always_reports_one_summa
         "from airflow.sdk import DAG\n"
         "from strm_provider.operators import KafkaToStorageOperator\n"
         f"with DAG(dag_id='own_{topic}', schedule=None):\n"
-        f"    KafkaToStorageOperator(task_id='export', stream='{topic}', data_connector='dc',"
+        f"    KafkaToStorageOperator(task_id='export', stream='{topic}', storage_conn_id='dc',"
         f" group_id='strm-{topic}', path_prefix='{prefix}')\n"
     )
     bag = DagBag(dag_folder=str(source))

@@ -86,7 +86,7 @@ def test_broker_unreachable_at_start(s3_target: Any) -> None:
         started = time.monotonic()
         with pytest.raises(KafkaUnavailable) as err:
             KafkaExportPlanOperator(
-                task_id="plan", stream=name, data_connector="dc", group_id=exporter_group(name)
+                task_id="plan", stream=name, storage_conn_id="dc", group_id=exporter_group(name)
             ).execute({"run_id": "manual__nobroker"})
         assert time.monotonic() - started < 60
         message = str(err.value)

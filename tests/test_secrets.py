@@ -83,7 +83,7 @@ def test_no_secret_in_logs_xcom_fields_errors_or_cli(
         # the exception a failing task raises, in this process
         (work,) = plan_sets(exporter_group(name), topic)
         spec = task_spec(topic, exporter_group(name), prefix, work)
-        spec["operator"]["data_connector"] = "wrong"
+        spec["operator"]["storage_conn_id"] = "wrong"
         with pytest.raises(StorageError) as err:
             KafkaToStorageOperator(task_id="export", **spec["operator"]).execute({"run_id": "manual__secrets"})
         assert "SignatureDoesNotMatch" in str(err.value)
