@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from strm_provider.config import default
 from strm_provider.hooks.storage import StorageHook
 from strm_provider.lines import Lines, batch_lines
 from strm_provider.offsets import ExportError, already_committed, check_group, commit_ranges
@@ -64,11 +65,11 @@ def export_ranges(
     path_prefix: str,
     partitions: list[int],
     ranges: list[PartitionRange],
-    on_invalid_event: str = "dead_letter",
-    max_file_bytes: int = 128 * 1024 * 1024,
-    max_file_events: int | None = None,
-    compression: str = "none",
-    record_format: str = "value",
+    on_invalid_event: str = default("on_invalid_event"),
+    max_file_bytes: int = default("max_file_bytes"),
+    max_file_events: int | None = default("max_file_events"),
+    compression: str = default("compression"),
+    record_format: str = default("format"),
     commit_metadata: str = "",
 ) -> ExportResult:
     """Export ``ranges`` of ``stream`` (one partition set) and commit their end offsets.
@@ -77,7 +78,8 @@ def export_ranges(
     and commits offsets. ``reader`` reads the records (either client, see :mod:`strm_provider.readers`).
     ``path_prefix`` may be a template of the events' time (:mod:`strm_provider.naming`);
     ``compression`` is ``none``, ``gzip`` or ``zstd``; ``record_format`` is ``value`` (each line is
-    the event) or ``envelope`` (:func:`~strm_provider.lines.envelope_line`).
+    the event) or ``envelope`` (:func:`~strm_provider.lines.envelope_line`). What is not given is
+    what an exporter file leaves out (:func:`strm_provider.config.default`).
     """
     ranges = sorted(ranges, key=lambda r: r.partition)
     if already_committed(consumer, stream, ranges):
