@@ -28,7 +28,8 @@ _restore = ExitStack()
 
 @contextmanager
 def tuned_for_export() -> Iterator[None]:
-    """Hold :func:`_large_buffers_returned_to_the_os` and :func:`_collected_between_batches` while inside."""
+    """While inside, :func:`_large_buffers_returned_to_the_os` and :func:`_collected_between_batches`
+    hold for the process; they end with the last export inside."""
     global _running, _restore
     with _lock:
         if _running == 0:
