@@ -80,8 +80,8 @@ def parse_json_field(value: Any, field: str) -> dict[str, Any]:
 def _extra(label: str, description: str, *choices: str, secret: bool = False) -> Any:
     """A setting kept in the connection's extra, with how the UI's form shows it."""
     schema: dict[str, Any] = {"type": ["string", "null"]}
-    if choices:  # the first choice is the default, so the form's select never shows an empty 'null'
-        schema = {"type": "string", "enum": list(choices), "default": choices[0]}
+    if choices:  # the first choice is the default: the form's select shows it, never an empty 'null'
+        schema |= {"enum": list(choices), "default": choices[0]}
     if secret:
         schema["format"] = "password"
     return Field(default=None, title=label, description=description, json_schema_extra={"form": schema})

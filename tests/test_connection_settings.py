@@ -100,7 +100,7 @@ def test_s3v2_is_one_choice_of_the_form_the_cli_and_the_hook(
     """The S3-compatible hook signs with SigV2 for ``api: s3v2``; the CLI validates and stores it, the form
     offers it."""
     schema = connection_type("strm_s3_compatible")["conn-fields"]["api"]["schema"]
-    assert schema == {"type": "string", "enum": ["s3v4", "s3v2"], "default": "s3v4"}
+    assert schema == {"type": ["string", "null"], "enum": ["s3v4", "s3v2"], "default": "s3v4"}
     target, prefix = s3_compatible_target, f"s3v2-{uuid.uuid4().hex[:8]}"
     conn = target.connection(prefix)
     conn["extra"] |= {"api": "s3v2"}
@@ -158,7 +158,7 @@ def test_server_side_encryption_none_is_a_choice_of_the_form_the_cli_and_the_hoo
     """The form's select has an explicit ``none`` (not an empty ``null``), the CLI's ``--sse`` the same
     choices, and ``none`` writes without asking for encryption, as a connection without ``sse`` does."""
     schema = connection_type("strm_s3")["conn-fields"]["sse"]["schema"]
-    assert schema == {"type": "string", "enum": ["none", "AES256", "aws:kms"], "default": "none"}
+    assert schema == {"type": ["string", "null"], "enum": ["none", "AES256", "aws:kms"], "default": "none"}
     creds = key_file(tmp_path, AWS_KEY)
     line = strm.bad("create", "data-connector", "s3", "x", "bucket-ok", f"--credentials-file={creds}", "--sse", "x")
     assert "'x' is not one of 'none', 'AES256', 'aws:kms'" in line
