@@ -19,6 +19,7 @@ from typing import Any, Literal, NamedTuple
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from strm_provider.connection_settings import BUCKET_RE
 from strm_provider.connection_types import KAFKA_DEFAULT
 from strm_provider.naming import check_template
 
@@ -33,8 +34,6 @@ Format = Literal["value", "envelope"]
 OPERATOR_ARGUMENTS = {"data_connector": "storage_conn_id", "kafka_connection": "kafka_conn_id"}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
-#: what S3 buckets, GCS buckets and Azure containers have in common
-BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 INTERVAL_RE = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
