@@ -21,6 +21,8 @@ from strm_provider.connection_types import KAFKA
 from strm_provider.naming import EXTENSIONS
 from strm_provider.readers import READERS
 
+#: what Airflow's REST API shows instead of a secret
+MASKED = "***"
 #: S3's rule for bucket names
 S3_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 #: what S3 buckets, GCS buckets and Azure containers have in common (and what S3-compatible services accept)
@@ -433,7 +435,11 @@ class GcsSettings(StorageSettings):
 
     @field_validator("keyfile_dict", mode="before")
     @classmethod
-    def _key(cls, value: Any) -> dict[str, Any] | None:
+    def _key(cls, value: Any) -> dict[str, Any] | str | None:
+        """The key as a JSON object; a remote Airflow shows it as its mask, which is left to the server
+        (where the key is read) and still says that a key is set."""
+        if value == MASKED:
+            return MASKED
         return parse_json_field(value, "keyfile_dict") if value else None
 
     @field_validator("impersonation_chain", mode="before")

@@ -20,6 +20,7 @@ from urllib.parse import quote
 import click
 
 from strm_provider.cli.connector_specs import CONN_TYPES, ConnectorSpec
+from strm_provider.connection_settings import MASKED
 
 #: the description of every connection ``strm create data-connector`` stores
 DESCRIPTION = "STRM data connector"
@@ -223,9 +224,6 @@ def _safe_db(url: str) -> str:
     return url
 
 
-MASK = "***"
-
-
 class RemoteStore(ConnectorStore):
     """A deployed Airflow through its REST API v2 (``/api/v2/connections``).
 
@@ -339,7 +337,7 @@ class RemoteStore(ConnectorStore):
         data = self.call("GET", f"/connections/{conn_id}", ok_missing=True)
         if data is None:
             return None
-        if data.get("password") == MASK:
+        if data.get("password") == MASKED:
             raise StoreError(
                 f"connection '{conn_id}' has a password, which {self.where} does not reveal; run this command "
                 "where the connection is readable (e.g. on the Airflow host) or define it locally"
@@ -352,7 +350,7 @@ class RemoteStore(ConnectorStore):
             return None
         value = data.get("value")
         # The API masks a Variable whose name reads like a secret's (an exporter named "token-...")
-        if value in (MASK, json.dumps(MASK)):
+        if value in (MASKED, json.dumps(MASKED)):
             raise StoreError(
                 f"{self.where} masks Airflow Variable '{key}' (its name reads like a secret's), so it cannot be "
                 "read remotely; run this command on the Airflow host"
