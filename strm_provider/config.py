@@ -23,8 +23,6 @@ from strm_provider.connection_settings import BUCKET_RE
 from strm_provider.connection_types import KAFKA_DEFAULT
 from strm_provider.naming import check_template
 
-#: the Kafka connection an exporter reads through unless it names another (the ``strm_kafka`` hook's default)
-KAFKA_DEFAULT_CONN_ID = KAFKA_DEFAULT
 #: an exporter's consumer group is ``strm-exporter-<name>``, its DAG ``strm_export_<name>``
 GROUP_ID_PREFIX = "strm-exporter-"
 DAG_ID_PREFIX = "strm_export_"
@@ -67,12 +65,12 @@ def check_prefix(value: str) -> str:
     """A path prefix may not escape the bucket prefix (no leading/trailing ``/``, no ``..``, no ``//``), and
     holds no placeholder but ``{date}`` and ``{hour}`` (:func:`~strm_provider.naming.check_template`)."""
     if value.startswith("/") or value.endswith("/"):
-        raise ValueError("must not start or end with '/'")
+        raise ValueError(f"must not start or end with '/', got {value!r}")
     parts = value.split("/") if value else []
     if any(part in ("", ".", "..") for part in parts):
-        raise ValueError("must not contain '..', '.' or empty segments ('//')")
+        raise ValueError(f"must not contain '..', '.' or empty segments ('//'), got {value!r}")
     if any(ch in value for ch in "\\\n\r\t*?"):
-        raise ValueError("must not contain backslashes, wildcards or control characters")
+        raise ValueError(f"must not contain backslashes, wildcards or control characters, got {value!r}")
     return check_template(value)
 
 
@@ -89,7 +87,7 @@ class ExporterConfig(BaseModel):
     bucket: str | None = None
     path_prefix: str = ""
     interval: int = Field(default=60, description="seconds between runs")
-    kafka_connection: str = KAFKA_DEFAULT_CONN_ID
+    kafka_connection: str = KAFKA_DEFAULT  # the strm_kafka hook's default
     partition_sets: int = Field(default=1, ge=1, le=1000)
     include_existing_events: bool = False
     on_invalid_event: Literal["dead_letter", "fail"] = "dead_letter"
@@ -179,23 +177,32 @@ def operator_arguments(fields: Mapping[str, Any]) -> dict[str, Any]:
     return {OPERATOR_ARGUMENTS.get(name, name): value for name, value in fields.items()}
 
 
-def _describe(err: ValidationError) -> str:
-    """Every problem of a file in one line: an unknown field with the known one it most resembles (a missing
-    field that a misspelling explains is not reported again), then the allowed fields, once."""
+def field_problems(err: ValidationError) -> dict[str, str]:
+    """One message per field of an exporter that does not validate, in the model's order: an unknown field
+    with the known one it most resembles (a missing field that a misspelling explains is not reported)."""
     items = err.errors()
     suggested = {_field(item): _suggestion(_field(item)) for item in items if item["type"] == "extra_forbidden"}
-    parts = []
+    problems: dict[str, str] = {}
     for item in items:
         field = _field(item)
         if item["type"] == "extra_forbidden":
             hint = suggested[field]
-            parts.append(f"field '{field}': unknown field" + (f", did you mean '{hint}'?" if hint else ""))
+            message = "unknown field" + (f", did you mean '{hint}'?" if hint else "")
         elif item["type"] == "missing":
-            if field not in suggested.values():
-                parts.append(f"field '{field}': required field is missing")
+            if field in suggested.values():
+                continue
+            message = "required field is missing"
         else:
-            parts.append(f"field '{field}': {item['msg'].removeprefix('Value error, ')}")
-    if suggested:
+            message = item["msg"].removeprefix("Value error, ")
+        problems.setdefault(field, message)
+    return problems
+
+
+def _describe(err: ValidationError) -> str:
+    """Every problem of a file in one line, then the allowed fields, once, if one was unknown."""
+    problems = field_problems(err)
+    parts = [f"field '{field}': {message}" for field, message in problems.items()]
+    if any(item["type"] == "extra_forbidden" for item in err.errors()):
         parts.append(f"allowed fields: {', '.join(sorted(ExporterConfig.model_fields))}")
     return "; ".join(parts)
 

@@ -13,14 +13,15 @@ import click
 
 from strm_provider.cli.output import emit_json
 from strm_provider.cli.store import ConnectorStore, open_store
-from strm_provider.config import KAFKA_DEFAULT_CONN_ID, exporters_dir
+from strm_provider.config import exporters_dir
+from strm_provider.connection_types import KAFKA_DEFAULT
 
 #: the DAG file ``strm install-dag`` copies, as this package ships it
 DAG_FILE = Path(__file__).resolve().parent.parent / "dags" / "strm_exporters.py"
 
 KAFKA_CONNECTION = click.option(
     "--kafka-connection",
-    default=KAFKA_DEFAULT_CONN_ID,
+    default=KAFKA_DEFAULT,
     show_default=True,
     help="Airflow connection (type strm_kafka) of the Kafka cluster",
 )

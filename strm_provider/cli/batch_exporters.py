@@ -43,6 +43,7 @@ from strm_provider.config import (
     LoadResult,
     exporter_path,
     exporters_dir,
+    field_problems,
     format_interval,
     load_exporters,
     write_exporter,
@@ -179,11 +180,11 @@ def _new_exporter(ctx: click.Context, params: dict[str, Any]) -> ExporterConfig:
     try:
         return ExporterConfig.model_validate({k: v for k, v in given.items() if k in ExporterConfig.model_fields})
     except ValidationError as err:
-        item = err.errors()[0]
+        field, message = next(iter(field_problems(err).items()))
         # the default name is checked once every field is valid, as the whole exporter's
-        field = str(item["loc"][0]) if item["loc"] else "name"
+        field = "name" if field == "(file)" else field
         param = next(param for param in ctx.command.params if param.name == field)
-        raise click.BadParameter(item["msg"].removeprefix("Value error, "), ctx, param) from None
+        raise click.BadParameter(message, ctx, param) from None
 
 
 def record_start(target: ConnectorStore, cfg: ExporterConfig, pinned: dict[int, int], topic_id: str | None) -> None:

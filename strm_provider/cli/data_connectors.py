@@ -68,11 +68,10 @@ from strm_provider.naming import EXTENSIONS
 def create_data_connector(ctx: click.Context, kind: str, name: str, bucket: str, **opts: Any) -> None:
     """Create data connector NAME of TYPE (s3, gcs, azure-blob-storage) for BUCKET (or container)."""
     from strm_provider.config import check_prefix
-    from strm_provider.naming import check_template
 
     dc.check_name(name)
     try:
-        test_prefix = check_template(check_prefix(opts["test_prefix"]))
+        test_prefix = check_prefix(opts["test_prefix"])
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="'--test-prefix'") from None
     _only_for(kind, opts)
