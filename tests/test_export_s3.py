@@ -324,7 +324,9 @@ def test_a_wrong_encryption_setting_is_named() -> None:
         ({"sse": "AES-256"}, "extra 'sse' must be AES256 or aws:kms, got 'AES-256'"),
         ({"kms_key_id": "k1"}, "extra 'kms_key_id' needs extra 'sse' set to aws:kms"),
     ):
-        conn = Connection(conn_id="dc", conn_type="strm_s3", login="a", password="b", extra={"bucket": "my-bucket", **extra})
+        conn = Connection(
+            conn_id="dc", conn_type="strm_s3", login="a", password="b", extra={"bucket": "my-bucket", **extra}
+        )
         ok, message = storage_hook_class("strm_s3").from_connection(conn).test_connection()
         assert not ok and message == f"data connector 'dc': {cause}"
 
