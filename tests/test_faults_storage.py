@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-import strm_provider.hooks.s3 as s3
+import strm_provider.hooks.s3_client as s3_client
 from strm_provider.hooks.storage import StorageError
 from strm_provider.operators import KafkaToStorageOperator
 from tests.exporting import connections, data_files, exporter_group, run_exporter, write_exporter
@@ -36,8 +36,8 @@ def proxy(s3_target: Any) -> Iterator[TcpProxy]:
 @pytest.fixture
 def fast_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
     """Per-attempt timeouts of seconds, not a minute: the same bounded-retry logic, quicker to observe."""
-    monkeypatch.setattr(s3, "READ_TIMEOUT", 2)
-    monkeypatch.setattr(s3, "CONNECT_TIMEOUT", 2)
+    monkeypatch.setattr(s3_client, "READ_TIMEOUT", 2)
+    monkeypatch.setattr(s3_client, "CONNECT_TIMEOUT", 2)
 
 
 def via(proxy: TcpProxy, conn: dict[str, Any]) -> dict[str, Any]:
