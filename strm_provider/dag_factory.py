@@ -86,8 +86,9 @@ def build_dag(cfg: ExporterConfig, source: Path | None = None) -> DAG:
         shared |= {"group_id": cfg.group_id, "exporter": cfg.name}
         plan = KafkaExportPlanOperator(
             task_id="plan",
+            partition_sets=cfg.partition_sets,
+            include_existing_events=cfg.include_existing_events,
             **shared,
-            **operator_arguments(cfg.model_dump(include={"partition_sets", "include_existing_events"})),
         )
         KafkaToStorageOperator.partial(
             task_id="export",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import time
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, get_args
 
 import click
 from pydantic import ValidationError
@@ -39,6 +39,7 @@ from strm_provider.cli.store import ConnectorStore
 from strm_provider.config import (
     BrokenExporter,
     ExporterConfig,
+    Format,
     LoadedExporter,
     LoadResult,
     exporter_path,
@@ -119,7 +120,7 @@ def _camel(snake: str) -> str:
 )
 @click.option(
     "--format",
-    type=click.Choice(["value", "envelope"]),
+    type=click.Choice(get_args(Format)),
     default="value",
     show_default=True,
     help="value: each line is the event; envelope: partition, offset, timestamp, key, headers and the event",
