@@ -11,7 +11,7 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
 unexport PYTHONDONTWRITEBYTECODE
 UV := $(CURDIR)/.tools/bin/uv
 
-.PHONY: venv kafka demo test lint bench up down clean system-deps java-deps install-debs
+.PHONY: venv kafka demo test compat lint bench up down clean system-deps java-deps install-debs
 
 $(UV):
 	$(PY) -m venv .tools
@@ -53,9 +53,14 @@ install-debs:
 	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
 	  fi
 
-test: venv system-deps kafka  ## the whole suite, against real servers started by the tests
+test: venv system-deps kafka  ## the whole suite on the newest Airflow, then the compatibility subset on each older line
 	.venv/bin/ruff check strm_provider dags devstack tests scripts bench docker
 	.venv/bin/pytest -p no:cacheprovider
+	.venv/bin/python -m devstack.compat test
+
+# LINES="2.11 3.0" for some lines only; each line's environment (.compat/<line>) is built once
+compat: venv system-deps kafka  ## the compatibility subset (tests marked compat) on Airflow 2.11, 3.0, 3.1 and 3.2
+	.venv/bin/python -m devstack.compat test $(LINES)
 
 lint: venv
 	.venv/bin/ruff check strm_provider dags devstack tests scripts bench docker
@@ -64,11 +69,15 @@ lint: venv
 bench: venv kafka  ## throughput and memory benchmark, ~10 min (bench/results.json + .png); EVENTS=100000 for a quick run
 	.venv/bin/python bench/run.py $(if $(EVENTS),--events $(EVENTS))
 
+# STRM_AIRFLOW_VERSION=2.11 (or 3.0, 3.1, 3.2) runs the stack on that Airflow line (.compat/<line>)
+STACK_PY = $(if $(STRM_AIRFLOW_VERSION),.compat/$(STRM_AIRFLOW_VERSION)/bin/python,.venv/bin/python)
+
 up: venv kafka  ## the live local stack: Airflow UI (http://127.0.0.1:8080), Kafka, S3, a demo exporter every 30s
-	.venv/bin/python scripts/stack.py up
+	$(if $(STRM_AIRFLOW_VERSION),.venv/bin/python -m devstack.compat build $(STRM_AIRFLOW_VERSION))
+	$(STACK_PY) scripts/stack.py up
 
 down: venv  ## stop exactly what `make up` started (its PID files); keeps .stack/ for the next `make up`
-	.venv/bin/python scripts/stack.py down
+	$(STACK_PY) scripts/stack.py down
 
 clean:
-	rm -rf .venv .tools .demo .stack
+	rm -rf .venv .tools .demo .stack .compat

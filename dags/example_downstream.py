@@ -14,7 +14,7 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
-from airflow.sdk import DAG, Asset, task
+from airflow.providers.common.compat.sdk import DAG, Asset, task
 
 EXPORTED = Asset(os.environ.get("STRM_DOWNSTREAM_ASSET", "s3://strmprivacy-export-demo/events"))
 

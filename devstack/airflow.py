@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from strm_provider.version_compat import AIRFLOW_V_3_0_PLUS
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -21,7 +23,8 @@ def airflow_env(home: Path, exporters: Path, dags: Path = REPO / "dags") -> dict
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        # Airflow 2 refuses the LocalExecutor on SQLite; its SequentialExecutor runs one task at a time
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor" if AIRFLOW_V_3_0_PLUS else "SequentialExecutor",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "STRM_EXPORTERS_DIR": str(exporters),
         "NO_PROXY": "*",

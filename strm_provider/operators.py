@@ -8,8 +8,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any, get_args
 
-from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, Context
 
 from strm_provider import progress
 from strm_provider.config import GROUP_ID_PREFIX, Format, check_prefix, default
@@ -357,7 +356,7 @@ class KafkaToStorageOperator(KafkaExportBaseOperator):
         )
 
     def _emit_metrics(self, result: ExportResult, seconds: float, consumer: Any, context: Context) -> None:
-        from airflow.sdk.observability.stats import Stats
+        from airflow.providers.common.compat.sdk import Stats
 
         name = self.exporter or getattr(context.get("dag"), "dag_id", None) or self.dag_id
         tags = {"exporter": name, "stream": self.stream}

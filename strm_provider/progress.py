@@ -47,7 +47,7 @@ def dumps(record: Progress) -> str:
 
 def load(group_id: str) -> Progress | None:
     """The exporter's record, read in a task through the Task SDK."""
-    from airflow.sdk import Variable
+    from airflow.providers.common.compat.sdk import Variable
 
     key = variable_key(group_id)
     return parse(Variable.get(key, default=None), key)
@@ -55,6 +55,6 @@ def load(group_id: str) -> Progress | None:
 
 def save(group_id: str, record: Progress) -> None:
     """Keep the exporter's record, from a task through the Task SDK."""
-    from airflow.sdk import Variable
+    from airflow.providers.common.compat.sdk import Variable
 
     Variable.set(variable_key(group_id), dumps(record), description=description(group_id))

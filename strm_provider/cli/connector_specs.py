@@ -72,8 +72,8 @@ class ConnectorSpec:
         }
 
     def to_connection(self) -> Any:
-        """An in-memory ``airflow.sdk.Connection`` (for hooks, before or without storing it)."""
-        from airflow.sdk import Connection
+        """An in-memory Airflow ``Connection`` (for hooks, before or without storing it)."""
+        from airflow.providers.common.compat.sdk import Connection
 
         return Connection(**self.fields())
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from airflow.sdk import BaseHook
+from airflow.providers.common.compat.sdk import BaseHook
 
 from strm_provider.connection_types import DATA_CONNECTORS, PROVIDER_DATA_CONNECTORS
 from strm_provider.hooks.storage import StorageError, StorageHook

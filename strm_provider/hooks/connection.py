@@ -6,7 +6,7 @@ import logging
 from functools import cached_property
 from typing import Any, ClassVar, Self
 
-from airflow.sdk import BaseHook
+from airflow.providers.common.compat.sdk import BaseHook
 
 from strm_provider.connection_settings import ConnectionSettings, SettingsError
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.utils.connection_wrapper import AwsConnectionWrapper
-from airflow.sdk.log import mask_secret
+from airflow.providers.common.compat.sdk import mask_secret
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
