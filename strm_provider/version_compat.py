@@ -7,6 +7,6 @@ from importlib.metadata import version
 
 from packaging.version import Version
 
-AIRFLOW_VERSION = Version(Version(version("apache-airflow")).base_version)
-AIRFLOW_V_3_0_PLUS = AIRFLOW_VERSION >= Version("3.0.0")
-AIRFLOW_V_3_1_PLUS = AIRFLOW_VERSION >= Version("3.1.0")
+AIRFLOW_VERSION = Version(version("apache-airflow"))
+AIRFLOW_V_3_0_PLUS = AIRFLOW_VERSION.release >= (3, 0)
+AIRFLOW_V_3_1_PLUS = AIRFLOW_VERSION.release >= (3, 1)
