@@ -7,9 +7,11 @@ providers allow it::
 
     python -m devstack.compat lock          # re-resolve devstack/compat/airflow-*.txt (committed)
     python -m devstack.compat build [LINE]  # .compat/<line>/, built once per requirements file
-    python -m devstack.compat test [LINE] [-- PYTEST ARGS]   # the tests marked ``compat``, on each line
+    python -m devstack.compat test [--jobs N] [LINE] [-- PYTEST ARGS]   # the tests marked ``compat``
 
-An environment is rebuilt only when its requirements file changed (its hash is kept beside it).
+An environment is rebuilt only when its requirements file changed (its hash is kept beside it). With
+``--jobs 2`` two lines run at once (each on its own servers, ports and Airflow home); a line's output is
+printed when it ends.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,36 +80,46 @@ def build(line: str) -> Path:
     return env
 
 
-def test(line: str, pytest_args: list[str]) -> int:
+def test(line: str, pytest_args: list[str], *, captured: bool = False) -> int:
     """Run the ``compat`` tests in the line's environment; its own Airflow home, exporters and temp folders."""
     env = build(line)
     started = time.monotonic()
-    code = subprocess.run(
+    done = subprocess.run(
         [str(env / "bin" / "pytest"), "-p", "no:cacheprovider", "-m", "compat", *pytest_args],
         cwd=REPO, env={**os.environ, "PATH": f"{env / 'bin'}:{os.environ['PATH']}"},
-    ).returncode  # fmt: skip
-    print(f"Airflow {LINES[line]}: compatibility subset exit {code} in {time.monotonic() - started:.0f} s", flush=True)
-    return code
+        stdout=subprocess.PIPE if captured else None, stderr=subprocess.STDOUT if captured else None, text=True,
+    )  # fmt: skip
+    if captured:
+        print(f"===== Airflow {LINES[line]} =====\n{done.stdout}", end="", flush=True)
+    took = time.monotonic() - started
+    print(f"Airflow {LINES[line]}: compatibility subset exit {done.returncode} in {took:.0f} s", flush=True)
+    return done.returncode
 
 
 def main(argv: list[str]) -> int:
     verb, *rest = argv or ["test"]
-    pytest_args = rest[rest.index("--") + 1 :] if "--" in rest else []
-    lines = [a for a in rest[: rest.index("--")] if "--" in rest] if "--" in rest else rest
-    lines = lines or list(LINES)
-    unknown = [a for a in lines if a not in LINES]
-    if verb not in ("lock", "build", "test") or unknown:
-        print(f"usage: python -m devstack.compat lock|build|test [{'|'.join(LINES)} ...] [-- PYTEST ARGS]")
+    rest, pytest_args = (rest[: rest.index("--")], rest[rest.index("--") + 1 :]) if "--" in rest else (rest, [])
+    jobs = 1
+    if "--jobs" in rest:
+        at = rest.index("--jobs")
+        jobs, rest = int(rest[at + 1]), rest[:at] + rest[at + 2 :]
+    lines = rest or list(LINES)
+    if verb not in ("lock", "build", "test") or any(line not in LINES for line in lines):
+        print(f"usage: python -m devstack.compat lock|build|test [--jobs N] [{'|'.join(LINES)} ...] [-- PYTEST ARGS]")
         return 2
     if verb == "lock":
         for line in lines:
             lock(line)
         return 0
+    for line in lines:  # one at a time: uv shares its cache between them
+        build(line)
     if verb == "build":
-        for line in lines:
-            build(line)
         return 0
-    return max(test(line, pytest_args) for line in lines)
+    started = time.monotonic()
+    with ThreadPoolExecutor(jobs) as pool:
+        codes = list(pool.map(lambda line: test(line, pytest_args, captured=jobs > 1), lines))
+    print(f"compatibility subset on {', '.join(LINES[line] for line in lines)}: {time.monotonic() - started:.0f} s")
+    return max(codes)
 
 
 if __name__ == "__main__":
