@@ -38,10 +38,12 @@ from typing import Any
 
 import httpx
 import psutil
+from packaging.version import Version
 
 from devstack import free_port
 from devstack.airflow import airflow_env
 from strm_provider.naming import EXTENSIONS, is_data_file
+from strm_provider.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_1_PLUS, AIRFLOW_VERSION
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -75,14 +77,24 @@ CLI_SETTINGS = (
     "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",
     "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT",
 )
-#: ``airflow standalone``'s components that start a log server of their own; Airflow 3.3 binds it to every
+#: ``airflow standalone``'s components that start a log server of their own; Airflow binds it to every
 #: interface (0.0.0.0/[::], 8793 and 8794) and has no setting for its host, so they skip it
 SKIP_SERVE_LOGS = ("scheduler", "triggerer")
 #: Airflow signs its JWTs with HS512 when given a secret (``[api_auth] jwt_algorithm`` unset), and PyJWT
 #: warns (``InsecureKeyLengthWarning``) below the hash's size, 64 bytes; Airflow's generated secrets have 24
 MIN_SECRET_BYTES = 64
-#: ``[section] option`` of Airflow's secrets: the task JWTs and the log server's tokens
-AIRFLOW_SECRETS = (("api_auth", "jwt_secret"), ("api", "secret_key"))
+#: ``[section] option`` of Airflow's secrets: the task JWTs and the log server's tokens (Airflow 3), the
+#: webserver's sessions and the log server's tokens (Airflow 2)
+AIRFLOW_SECRETS = (
+    (("api_auth", "jwt_secret"), ("api", "secret_key")) if AIRFLOW_V_3_0_PLUS else (("webserver", "secret_key"),)
+)
+#: the REST API: Airflow 3's takes a JWT from ``/auth/token``, Airflow 2's (with the FAB auth manager) basic auth
+API = "/api/v2" if AIRFLOW_V_3_0_PLUS else "/api/v1"
+#: where the API server (Airflow 3) or the webserver (Airflow 2) reports its components' health
+HEALTH = f"{API}/monitor/health" if AIRFLOW_V_3_0_PLUS else "/health"
+#: the components that must report ``healthy``; Airflow 2's scheduler parses the DAG files itself (its
+#: ``dag_processor`` entry has no status unless a standalone DAG processor runs), so its health covers that
+COMPONENTS = ("metadatabase", "scheduler", "triggerer", *(("dag_processor",) if AIRFLOW_V_3_0_PLUS else ()))
 
 
 # ----- small helpers ------------------------------------------------------------------------------
@@ -140,26 +152,66 @@ class Stack:
 
     @property
     def password_file(self) -> Path:
-        return self.home / "simple_auth_manager_passwords.json.generated"
+        """``{"admin": password}``: Airflow 3's simple auth manager reads it; on Airflow 2 (FAB auth manager)
+        it is the stack's own, and ``airflow-standalone`` gives the FAB user ``admin`` its password (not
+        ``standalone_admin_password.txt``, whose password ``airflow standalone`` prints into its log)."""
+        if AIRFLOW_V_3_0_PLUS:
+            return self.home / "simple_auth_manager_passwords.json.generated"
+        return self.home / "stack_admin_password.json"
+
+    @property
+    def password(self) -> str:
+        return json.loads(self.password_file.read_text())[USER]
+
+    def airflow_info(self) -> dict[str, str]:
+        """``stack.json``'s ``airflow``: what a client of the stack (``strm``, a browser, a test) needs on every
+        Airflow line: the UI's URL, the login and the REST API's path with how it authenticates."""
+        return {
+            "version": str(AIRFLOW_VERSION),
+            "url": self.ui_url,
+            "user": USER,
+            "password": self.password,
+            "api": API,
+            "auth": "jwt" if AIRFLOW_V_3_0_PLUS else "basic",
+        }
 
     def env(self) -> dict[str, str]:
         """The environment of every Airflow and ``strm`` process of the stack (:data:`CLI_SETTINGS` of it
         also go to ``.stack/env``)."""
         ui = self.ports["ui"]
         logs = str(self.ports["logs"])
+        if AIRFLOW_V_3_0_PLUS:
+            server = {
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(ui),
+                "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{ui}",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{ui}/execution/",
+                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            }
+        else:
+            server = {
+                "AIRFLOW__WEBSERVER__WEB_SERVER_HOST": "127.0.0.1",
+                "AIRFLOW__WEBSERVER__WEB_SERVER_PORT": str(ui),
+                "AIRFLOW__WEBSERVER__BASE_URL": f"http://127.0.0.1:{ui}",
+                "AIRFLOW__WEBSERVER__WORKERS": "2",  # gunicorn's; each holds the whole Flask app
+                # the REST API with the login's basic auth (clients of the stack), and the UI's session
+                "AIRFLOW__API__AUTH_BACKENDS": ",".join(
+                    f"airflow.providers.fab.auth_manager.api.auth.backend.{backend}"
+                    for backend in ("basic_auth", "session")
+                ),
+                # the scheduler's own DAG file processor
+                "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
+                "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "30",
+            }
         return {
             **airflow_env(self.home, self.exporters),
             "AIRFLOW__CORE__PARALLELISM": "4",  # LocalExecutor forks this many workers
             "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
             # backport of apache/airflow#73298: the UI's Test button on connections without a port
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "docker" / "airflow_plugins"),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(ui),
-            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{ui}",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{ui}/execution/",
-            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            **server,
             # one log server on 127.0.0.1 (see airflow_standalone), at the address Airflow builds from a
             # task's hostname: 127.0.0.1, not the machine's name, which may resolve to another interface
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": logs,
@@ -334,9 +386,17 @@ def start_s3(stack: Stack) -> None:
     say(f"S3 (moto_server, IAM enforced) on {stack.s3_url}, bucket {BUCKET}")
 
 
+def write_state(stack: Stack, **values: Any) -> None:
+    """Add ``values`` to ``stack.json`` (readable only by its owner: its ``airflow`` holds the login)."""
+    write_secret(stack.state_file, {**stack.state(), **values})
+
+
 def write_secret(path: Path, value: dict[str, Any]) -> None:
-    path.write_text(json.dumps(value, indent=2, default=str) + "\n")
-    path.chmod(0o600)
+    """Write ``value`` as JSON into ``path``, readable only by its owner from the first byte on."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps(value, indent=2, default=str) + "\n")
 
 
 def airflow(stack: Stack, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -446,7 +506,34 @@ def strengthen_secrets(config: Path) -> None:
     config.write_text("".join(lines))
 
 
-def airflow_standalone() -> None:
+def log_server_cmd(port: str) -> list[str]:
+    """The task log server of Airflow's own (the app the scheduler and triggerer would serve), on 127.0.0.1:
+    an ASGI app under uvicorn from Airflow 3.1, a Flask app under gunicorn before."""
+    if AIRFLOW_V_3_1_PLUS:
+        return [sys.executable, "-m", "uvicorn", "--factory", "airflow.utils.serve_logs.log_server:get_app",
+                "--host", "127.0.0.1", "--port", port, "--no-access-log"]  # fmt: skip
+    return [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+            "airflow.utils.serve_logs:create_app()"]  # fmt: skip
+
+
+def fab_admin(password: str) -> None:
+    """Airflow 2: the FAB user ``admin`` with the stack's password, created or reset before ``airflow
+    standalone`` looks for it. It then finds the user and no ``standalone_admin_password.txt``, so it
+    neither makes a password of its own nor prints one into its log; the password is never on a command line."""
+    from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
+
+    with get_application_builder() as appbuilder:
+        security = appbuilder.sm
+        user = security.find_user(USER)
+        if user is None:
+            role = security.find_role("Admin")
+            if not security.add_user(USER, "Admin", "User", "admin@example.com", role, password):
+                raise SystemExit(f"[stack] could not create the Airflow user {USER}")
+        else:
+            security.reset_password(user.id, password)
+
+
+def airflow_standalone(password_file: Path) -> None:
     """``airflow standalone``, with one task log server on 127.0.0.1 instead of its components' own.
 
     Its scheduler and triggerer would each start one on every interface (:data:`SKIP_SERVE_LOGS`), so
@@ -462,11 +549,9 @@ def airflow_standalone() -> None:
             super().__init__(parent, name=name, command=[*command, *skip], env=env)
 
     standalone_command.SubCommand = SubCommand
-    port = os.environ["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"]
-    log_server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "airflow.utils.serve_logs.log_server:get_app",
-         "--host", "127.0.0.1", "--port", port, "--no-access-log"],
-    )  # fmt: skip
+    if not AIRFLOW_V_3_0_PLUS:
+        fab_admin(json.loads(password_file.read_text())[USER])
+    log_server = subprocess.Popen(log_server_cmd(os.environ["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"]))
     sys.argv = ["airflow", "standalone"]
     try:
         airflow_main()
@@ -475,17 +560,19 @@ def airflow_standalone() -> None:
 
 
 def start_airflow(stack: Stack) -> psutil.Process:
-    return stack.spawn("airflow", [sys.executable, str(Path(__file__).resolve()), "airflow-standalone"])
+    return stack.spawn(
+        "airflow",
+        [sys.executable, str(Path(__file__).resolve()), "airflow-standalone", "--root", str(stack.root)],
+    )
 
 
 def airflow_health(stack: Stack) -> bool:
-    """All of metadatabase, scheduler, triggerer, dag_processor report ``healthy`` (parsed, not grepped)."""
+    """All of :data:`COMPONENTS` report ``healthy`` (parsed, not grepped)."""
     try:
-        health = httpx.get(f"{stack.ui_url}/api/v2/monitor/health", timeout=2).json()
+        health = httpx.get(f"{stack.ui_url}{HEALTH}", timeout=2).json()
     except (httpx.HTTPError, ValueError):
         return False
-    parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
-    return all((health.get(part) or {}).get("status") == "healthy" for part in parts)
+    return all((health.get(part) or {}).get("status") == "healthy" for part in COMPONENTS)
 
 
 def start_producer(stack: Stack, rate: float) -> None:
@@ -522,13 +609,19 @@ def up(stack: Stack, ports: str, rate: float, wait_files: int) -> None:
         banner(stack, None)
         return
     stack.root.mkdir(parents=True, exist_ok=True)
-    state = {**stack.state(), "ports": choose_ports(ports), "repo": str(REPO)}
-    stack.state_file.write_text(json.dumps(state, indent=2) + "\n")
+    kept = stack.state().get("airflow", {}).get("version")
+    if kept and Version(kept) > AIRFLOW_VERSION:
+        raise SystemExit(
+            f"[stack] {shown(stack.root)} holds the database of Airflow {kept}, which Airflow {AIRFLOW_VERSION} "
+            f"cannot use; remove {shown(stack.root)} (or choose another with STACK_ROOT) to start afresh"
+        )
+    write_state(stack, ports=choose_ports(ports), repo=str(REPO))
     (stack.root / "env").write_text(stack.shell_env())
     try:
         start_broker(stack)
         start_s3(stack)
         prepare(stack)
+        write_state(stack, airflow=stack.airflow_info())
         proc = start_airflow(stack)
         say(f"airflow standalone starting (log: {stack.logs / 'airflow.log'})")
         create_stream(stack)  # while Airflow boots
@@ -540,7 +633,7 @@ def up(stack: Stack, ports: str, rate: float, wait_files: int) -> None:
         down(stack, quiet=True)
         raise
     elapsed = time.monotonic() - started
-    stack.state_file.write_text(json.dumps({**stack.state(), "startup_seconds": round(elapsed, 1)}, indent=2) + "\n")
+    write_state(stack, startup_seconds=round(elapsed, 1))
     banner(stack, elapsed)
     if wait_files:
         say(f"waiting for {wait_files} exported file(s) in s3://{BUCKET}/{PREFIX}/ ...")
@@ -560,10 +653,11 @@ def banner(stack: Stack, elapsed: float | None) -> None:
     count, rss, pss = stack.memory()
     lines = [
         "",
-        f"Airflow UI:   {stack.ui_url}",
+        f"Airflow UI:   {stack.ui_url} (Airflow {AIRFLOW_VERSION}; REST API {stack.ui_url}{API})",
         f"Log in as:    {USER}, password: cat {shown(stack.password_file)}",
         f"Exporter DAG: {stack.ui_url}/dags/strm_export_{CONNECTOR}-{STREAM}",
-        f"Bucket:       s3://{BUCKET}/{PREFIX}/ on {stack.s3_url}; list it: .venv/bin/python scripts/stack.py ls",
+        f"Bucket:       s3://{BUCKET}/{PREFIX}/ on {stack.s3_url}; list it: "
+        f"{shown(VENV_BIN / 'python')} scripts/stack.py ls",
         f"Exporter key: {shown(stack.root / 's3.json')} may only write s3://{BUCKET}/{PREFIX}/"
         + ", ".join(f"*{e}" for e in ENDINGS),
         f"CLI:          source {shown(stack.root / 'env')} && strm list batch-exporters",
@@ -615,10 +709,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="events per second the producer sends")
     parser.add_argument("--wait-files", type=int, default=0, help="after start-up, wait for N exported files")
     args = parser.parse_args(argv)
-    if args.command == "airflow-standalone":
-        airflow_standalone()
-        return
     stack = Stack(args.root)
+    if args.command == "airflow-standalone":
+        airflow_standalone(stack.password_file)
+        return
     if args.command == "up":
         up(stack, args.ports, args.rate, args.wait_files)
     elif args.command == "down":
