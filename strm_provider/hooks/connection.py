@@ -9,12 +9,26 @@ from typing import Any, ClassVar, Self
 from airflow.providers.common.compat.sdk import BaseHook
 
 from strm_provider.connection_settings import ConnectionSettings, SettingsError
+from strm_provider.connection_types import OWN_TYPES
 
 
 class ConnectionHook(BaseHook):
     """A hook over one connection; :attr:`settings` is the connection as ``settings_class`` parses it."""
 
     settings_class: ClassVar[type[ConnectionSettings]] = ConnectionSettings
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Gives each of the provider's own connection types its form (:meth:`form_widgets`).
+
+        Airflow reads a hook's form only from methods the class itself defines (``vars(cls)``, never an
+        inherited one, so that a hierarchy adds its fields once), so each hook of a type in
+        :data:`~strm_provider.connection_types.OWN_TYPES` gets the two methods here; the official providers'
+        types (``aws``...) keep their own providers' forms.
+        """
+        super().__init_subclass__(**kwargs)
+        if vars(cls).get("conn_type") in OWN_TYPES:
+            cls.get_connection_form_widgets = classmethod(form_widgets)  # type: ignore[assignment]
+            cls.get_ui_field_behaviour = classmethod(field_behaviour)  # type: ignore[assignment]
 
     @property
     def connection_id(self) -> str:
@@ -48,6 +62,44 @@ class ConnectionHook(BaseHook):
     def settings_error(self, problem: str) -> Exception:
         """The exception an invalid setting raises, naming this connection."""
         return ValueError(f"connection '{self.connection_id}': {problem}")
+
+
+def form_widgets(hook_class: type[ConnectionHook]) -> dict[str, Any]:
+    """The connection form's extra fields as the hook declares them: wtforms fields with Flask AppBuilder
+    widgets, built from the settings model's ``form()`` (label, help text, default, choices, secret-ness),
+    as ``get_provider_info``'s ``conn-fields`` are.
+
+    Airflow 2's connection form renders these; the API server of Airflow 3.0 and 3.1 calls this with wtforms
+    and Flask AppBuilder replaced by stand-ins that record each field for the React form (3.0 only where
+    wtforms is installed, e.g. with the FAB provider); 3.2 and later read ``conn-fields`` instead. Imported
+    here, not at the top: a worker has neither package, and needs no form.
+    """
+    from flask_appbuilder.fieldwidgets import BS3PasswordFieldWidget, BS3TextFieldWidget
+    from wtforms import PasswordField, StringField
+    from wtforms.validators import Optional, any_of
+
+    fields = {}
+    for name, field in hook_class.settings_class.form()["conn-fields"].items():
+        schema = field["schema"]
+        secret = schema.get("format") == "password"
+        # Optional first: an empty field ends the checks (the settings model supplies its default)
+        checks = [Optional(), any_of(schema["enum"])] if "enum" in schema else [Optional()]
+        field_class, widget = (PasswordField, BS3PasswordFieldWidget) if secret else (StringField, BS3TextFieldWidget)
+        fields[name] = field_class(
+            field["label"],
+            validators=checks,
+            description=field["description"],
+            default=schema.get("default"),
+            widget=widget(),
+        )
+    return fields
+
+
+def field_behaviour(hook_class: type[ConnectionHook]) -> dict[str, Any]:
+    """The form's hidden, relabelled and pre-filled own fields, as ``get_provider_info``'s
+    ``ui-field-behaviour`` declares them, in the hook method's spelling."""
+    behaviour = hook_class.settings_class.form()["ui-field-behaviour"]
+    return {key.replace("-", "_"): value for key, value in behaviour.items()}
 
 
 def quiet_library_log(name: str) -> None:
