@@ -2,7 +2,10 @@
 
 A user logs in, adds a data connector through Admin -> Connections with the provider's connection type
 and its labelled fields, presses Test and sees success, then opens the exporter's DAG and sees a
-successful run and the Asset events it created. Screenshots go to ``test-artifacts/ui/``.
+successful run and the Asset events it created. It runs on the Airflow of the test's environment (the
+stack runs there too): the React UI on Airflow 3, Flask AppBuilder's pages on Airflow 2, where the steps
+differ only in where things are (the Test button in the form, "Datasets" for Assets). Screenshots go to
+``test-artifacts/ui/<line>/``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.version import Version
 
 from strm_provider.naming import is_test_object
 from tests.exporting import exporter_dag
@@ -54,13 +58,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         assert done.returncode == 0, done.stdout + done.stderr
     try:
         state = json.loads((root / "stack.json").read_text())
+        airflow = state["airflow"]  # version, URL, login and REST API of the stack's Airflow
+        version = Version(airflow["version"])
         yield {
             "root": root,
-            "url": f"http://127.0.0.1:{state['ports']['ui']}",
+            "url": airflow["url"],
+            "user": airflow["user"],
+            "password": airflow["password"],
+            "api": f"{airflow['url']}{airflow['api']}",
+            "auth": airflow["auth"],
+            "line": f"{version.major}.{version.minor}",
+            "fab": version.major < 3,  # Airflow 2: Flask AppBuilder's pages
             "s3_url": f"http://127.0.0.1:{state['ports']['s3']}",
-            "password": json.loads((root / "airflow" / "simple_auth_manager_passwords.json.generated").read_text())[
-                "admin"
-            ],
             "key": json.loads((root / "s3.json").read_text())["AccessKey"],
         }
     finally:
@@ -72,7 +81,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 def page() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -83,8 +91,10 @@ def page() -> Iterator[Any]:
             browser.close()
 
 
-def shot(page: Any, name: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+def shot(page: Any, stack: dict[str, Any], name: str) -> None:
+    folder = ARTIFACTS / stack["line"]
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
 
 def bucket_keys(stack: dict[str, Any]) -> list[str]:
@@ -103,95 +113,140 @@ def bucket_keys(stack: dict[str, Any]) -> list[str]:
 
 
 def forget_connection(stack: dict[str, Any], conn_id: str) -> None:
+    """Through the REST API: basic auth on Airflow 2 (``/api/v1``), a JWT on Airflow 3 (``/api/v2``)."""
     import httpx
 
-    login = {"username": "admin", "password": stack["password"]}
-    token = httpx.post(f"{stack['url']}/auth/token", json=login, timeout=30).json()["access_token"]
-    headers = {"Authorization": f"Bearer {token}"}
-    httpx.delete(f"{stack['url']}/api/v2/connections/{conn_id}", headers=headers, timeout=30)
+    login = {"username": stack["user"], "password": stack["password"]}
+    if stack["auth"] == "basic":
+        client = httpx.Client(auth=(login["username"], login["password"]), timeout=30)
+    else:
+        token = httpx.post(f"{stack['url']}/auth/token", json=login, timeout=30).json()["access_token"]
+        client = httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    with client:
+        client.delete(f"{stack['api']}/connections/{conn_id}")
 
 
+@pytest.mark.compat
 def test_add_a_data_connector_test_it_and_see_the_exporter_run(stack: dict[str, Any], page: Any) -> None:
     from playwright.sync_api import expect
 
-    url = stack["url"]
+    url, fab = stack["url"], stack["fab"]
     secret = stack["key"]["SecretAccessKey"]
+    dag = exporter_dag("s3-demo")
     forget_connection(stack, "my-s3")  # a stack given by STRM_UI_STACK may hold one from an earlier run
 
-    # log in (simple auth manager; the password file is what `make up` points to)
+    # log in (the password is the one `make up` prints: the simple auth manager's, or Airflow 2's FAB user)
     page.goto(url)
     expect(page.get_by_role("button", name="Sign In")).to_be_visible()
-    shot(page, "01-login")
-    page.get_by_label("Username").fill("admin")
+    shot(page, stack, "01-login")
+    page.get_by_label("Username").fill(stack["user"])
     page.get_by_label("Password").fill(stack["password"])
     page.get_by_role("button", name="Sign In").click()
-    page.wait_for_url(f"{url}/")
+    page.wait_for_url(f"{url}/home" if fab else f"{url}/")
 
-    # Admin -> Connections -> Add Connection, of the provider's type
-    page.get_by_role("button", name="Admin").click()
-    page.get_by_role("menuitem", name="Connections").click()
+    # Admin -> Connections -> Add Connection, of the provider's type (Airflow 2: a page, Airflow 3: a dialog)
+    if fab:
+        page.get_by_role("link", name="Admin").click()
+        page.get_by_role("link", name="Connections").click()
+    else:
+        page.get_by_role("button", name="Admin").click()
+        page.get_by_role("menuitem", name="Connections").click()
     expect(page.get_by_role("row").filter(has_text="strm_kafka_default")).to_be_visible()
-    page.get_by_role("button", name="Add Connection").click()
-    dialog = page.get_by_role("dialog")
-    dialog.locator("input[name=connection_id]").fill("my-s3")
-    dialog.get_by_role("combobox").click()
-    page.keyboard.type("STRM AWS S3")
-    page.keyboard.press("Enter")
+    if fab:
+        page.get_by_role("link", name="Add").click()  # "Add a new record"
+        form = page.locator("form#model_form")
+        form.get_by_label("Connection Id").fill("my-s3")
+        form.locator("select#conn_type").select_option(label="STRM AWS S3")
+    else:
+        page.get_by_role("button", name="Add Connection").click()
+        form = page.get_by_role("dialog")
+        form.locator("input[name=connection_id]").fill("my-s3")
+        form.get_by_role("combobox").click()
+        page.keyboard.type("STRM AWS S3")
+        page.keyboard.press("Enter")
     for label in ("AWS access key ID", "AWS secret access key"):
-        expect(dialog.get_by_text(label, exact=True)).to_be_visible()
+        expect(form.get_by_text(label, exact=True)).to_be_visible()
     # each field says what leaving it empty means
-    expect(dialog.get_by_placeholder("AKIA... (empty: the worker's own AWS identity)")).to_be_visible()
+    expect(form.get_by_placeholder("AKIA... (empty: the worker's own AWS identity)")).to_be_visible()
     both_empty = "(or Credentials JSON below; both empty: the AWS default credential chain)"
-    expect(dialog.get_by_placeholder(both_empty)).to_be_visible()
-    dialog.get_by_label("AWS access key ID").fill(stack["key"]["AccessKeyId"])
-    dialog.get_by_label("AWS secret access key").fill(secret)
-    shot(page, "02-add-connection-standard-fields")
-    dialog.get_by_role("button", name="Extra Fields", exact=True).click()
+    expect(form.get_by_placeholder(both_empty)).to_be_visible()
+    form.get_by_label("AWS access key ID").fill(stack["key"]["AccessKeyId"])
+    form.get_by_label("AWS secret access key").fill(secret)
+    shot(page, stack, "02-add-connection-standard-fields")
+    if not fab:  # Airflow 3 folds the provider's fields under "Extra Fields"
+        form.get_by_role("button", name="Extra Fields", exact=True).click()
     labels = ("Bucket", "Region", "Endpoint URL", "Role ARN", "Server-side encryption", "KMS key", "Credentials JSON")
     for label in (*labels, "Test prefix"):
-        expect(dialog.get_by_text(re.compile(rf"^{label}\s*$"))).to_be_visible()
-    # every select shows a choice: "none" for no server-side encryption, never an empty "null"
-    expect(dialog.get_by_text("null", exact=True)).to_have_count(0)
-    dialog.locator("input[name=element_bucket]").fill("strmprivacy-export-demo")
-    dialog.locator("input[name=element_endpoint_url]").fill(stack["s3_url"])
-    dialog.locator("input[name=element_test_prefix]").fill("events")
-    shot(page, "03-add-connection-extra-fields")
-    dialog.get_by_role("button", name="Save").click()
-    expect(dialog).to_be_hidden()
+        expect(form.get_by_text(re.compile(rf"^\s*{label}\s*$"))).to_be_visible()
+    # every choice shows a value: "none" for no server-side encryption, never an empty "null"
+    expect(form.get_by_text("null", exact=True)).to_have_count(0)
+    if fab:  # text fields, their choices checked on Save; Extra stays shown, as Airflow 2's Test button needs it
+        expect(form.get_by_text(re.compile(r"^\s*Extra\s*$"))).to_be_visible()
+        expect(form.get_by_label("Server-side encryption")).to_have_value("none")
+        expect(form.get_by_label("Credentials JSON")).to_have_attribute("type", "password")
+    extra = {"bucket": "strmprivacy-export-demo", "endpoint_url": stack["s3_url"], "test_prefix": "events"}
+    for name, value in extra.items():
+        form.locator(f"#extra__strm_s3__{name}" if fab else f"input[name=element_{name}]").fill(value)
+    shot(page, stack, "03-add-connection-extra-fields")
+
+    def press_test(button: Any) -> None:
+        """Test: the provider writes the empty validation file with the least-privilege key."""
+        before = {k for k in bucket_keys(stack) if is_test_object(k)}
+        with page.expect_response(lambda r: r.url.endswith("/connections/test")) as reply:
+            button.click()
+        result = reply.value.json()
+        assert reply.value.status == 200 and result["status"] is True, result
+        expect(page.get_by_text(re.compile(r"Wrote s3://strmprivacy-export-demo/events/\.strm_test_"))).to_be_visible()
+        assert re.search(r", as arn:aws:iam::\d{12}:user/\S+$", result["message"]), result  # who wrote it
+        new = {k for k in bucket_keys(stack) if is_test_object(k)} - before
+        assert len(new) == 1 and next(iter(new)).startswith("events/.strm_test_")
+
+    if fab:  # Airflow 2 tests what the form holds, before it is saved
+        press_test(form.get_by_role("button", name="Test"))
+        shot(page, stack, "04-connection-test-success")
+        form.get_by_role("button", name="Save").click()
+        page.wait_for_url(re.compile(r"/connection/list/"))
+    else:
+        form.get_by_role("button", name="Save").click()
+        expect(form).to_be_hidden()
     row = page.get_by_role("row").filter(has=page.get_by_role("cell", name="my-s3", exact=True))
     expect(row).to_be_visible()
     assert secret not in page.content()
+    if not fab:  # Airflow 3 tests a saved connection, from its row
+        press_test(row.get_by_role("button", name="Test Connection"))
+        expect(page.get_by_text("Test Connection Successful")).to_be_visible()
+        page.wait_for_timeout(800)  # let the toast finish fading in, for the screenshot only
+        shot(page, stack, "04-connection-test-success")
+        assert secret not in page.content()
 
-    # Test: the provider writes the empty validation file with the least-privilege key
-    before = {k for k in bucket_keys(stack) if is_test_object(k)}
-    with page.expect_response(lambda r: r.url.endswith("/api/v2/connections/test")) as reply:
-        row.get_by_role("button", name="Test Connection").click()
-    result = reply.value.json()
-    assert reply.value.status == 200 and result["status"] is True, result
-    expect(page.get_by_text("Test Connection Successful")).to_be_visible()
-    expect(page.get_by_text(re.compile(r"Wrote s3://strmprivacy-export-demo/events/\.strm_test_"))).to_be_visible()
-    assert re.search(r", as arn:aws:iam::\d{12}:user/\S+$", result["message"]), result  # who wrote it
-    page.wait_for_timeout(800)  # let the toast finish fading in, for the screenshot only
-    shot(page, "04-connection-test-success")
-    new = {k for k in bucket_keys(stack) if is_test_object(k)} - before
-    assert len(new) == 1 and next(iter(new)).startswith("events/.strm_test_")
-    assert secret not in page.content()
-
-    # the exporter's DAG: a successful scheduled run, and the Asset events it created
-    page.get_by_role("link", name="Dags").click()
-    page.get_by_role("link", name=exporter_dag("s3-demo")).click()
-    page.wait_for_url(re.compile(f"/dags/{exporter_dag('s3-demo')}"))
-    expect(page.get_by_role("heading", name="Latest Run").first).to_be_visible()
-    expect(page.get_by_text("s3://strmprivacy-export-demo/events").first).to_be_visible()
-    page.get_by_role("link", name="Runs", exact=True).click()
-    expect(page.get_by_role("row").filter(has_text="success").first).to_be_visible()
-    shot(page, "05-exporter-dag-runs")
-    page.get_by_role("link", name="Assets").click()
-    page.wait_for_url(re.compile(r"/assets"))
-    asset_row = page.get_by_role("row").filter(has_text="s3://strmprivacy-export-demo/events")
-    expect(asset_row).to_be_visible()
-    expect(asset_row).to_contain_text(re.compile(r"1 Dag.*1 Task"))  # scheduled: the downstream; produced: export
-    shot(page, "06-assets")
+    # the exporter's DAG: a successful scheduled run, and the Asset (Airflow 2: Dataset) events it created
+    page.get_by_role("link", name="DAGs" if fab else "Dags", exact=True).click()
+    page.get_by_role("link", name=dag, exact=True).first.click()
+    page.wait_for_url(re.compile(f"/dags/{dag}"))
+    if fab:
+        success = page.get_by_role("row").filter(has_text="Total success")
+        expect(success).to_contain_text(re.compile(r"Total success\s*[1-9]"))
+    else:
+        expect(page.get_by_role("heading", name="Latest Run").first).to_be_visible()
+        expect(page.get_by_text("s3://strmprivacy-export-demo/events").first).to_be_visible()
+        page.get_by_role("link", name="Runs", exact=True).click()
+        expect(page.get_by_role("row").filter(has_text="success").first).to_be_visible()
+    shot(page, stack, "05-exporter-dag-runs")
+    if fab:
+        page.get_by_role("link", name="Datasets", exact=True).click()
+        page.wait_for_url(re.compile(r"/datasets"))
+        page.get_by_text("s3://strmprivacy-export-demo/events").first.click()
+        # produced by the export task, scheduling the downstream DAG, with an event
+        expect(page.get_by_role("link", name=f"{dag}.export", exact=True)).to_be_visible()
+        expect(page.get_by_role("link", name="example_strm_downstream", exact=True)).to_be_visible()
+        expect(page.get_by_text(re.compile(r"^Triggered Dag Runs")).first).to_be_visible()
+    else:
+        page.get_by_role("link", name="Assets").click()
+        page.wait_for_url(re.compile(r"/assets"))
+        asset_row = page.get_by_role("row").filter(has_text="s3://strmprivacy-export-demo/events")
+        expect(asset_row).to_be_visible()
+        expect(asset_row).to_contain_text(re.compile(r"1 Dag.*1 Task"))  # scheduled: the downstream; produced: export
+    shot(page, stack, "06-assets")
 
 
 def test_chromium_is_debians_and_no_browser_was_downloaded() -> None:

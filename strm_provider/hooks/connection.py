@@ -10,6 +10,7 @@ from airflow.providers.common.compat.sdk import BaseHook
 
 from strm_provider.connection_settings import ConnectionSettings, SettingsError
 from strm_provider.connection_types import OWN_TYPES
+from strm_provider.version_compat import AIRFLOW_V_3_0_PLUS
 
 
 class ConnectionHook(BaseHook):
@@ -99,7 +100,13 @@ def field_behaviour(hook_class: type[ConnectionHook]) -> dict[str, Any]:
     """The form's hidden, relabelled and pre-filled own fields, as ``get_provider_info``'s
     ``ui-field-behaviour`` declares them, in the hook method's spelling."""
     behaviour = hook_class.settings_class.form()["ui-field-behaviour"]
-    return {key.replace("-", "_"): value for key, value in behaviour.items()}
+    behaviour = {key.replace("-", "_"): value for key, value in behaviour.items()}
+    if not AIRFLOW_V_3_0_PLUS:
+        # Airflow 2's form script reads the Extra field's editor when Test is pressed, and creates that editor
+        # only for an Extra field shown as the page loads: hidden, Test fails in the browser (a script error,
+        # no message) on a saved connection's page. Values in Extra merge with the fields above, which win.
+        behaviour["hidden_fields"] = [name for name in behaviour["hidden_fields"] if name != "extra"]
+    return behaviour
 
 
 def quiet_library_log(name: str) -> None:
