@@ -29,11 +29,13 @@ with DAG(
 ):
 
     @task
-    def report_exports(triggering_asset_events: Any = None) -> dict[str, Any]:
+    def report_exports(**context: Any) -> dict[str, Any]:
         """Log which exports triggered this run; a real DAG would load the new files somewhere."""
-        events = [event for batch in (triggering_asset_events or {}).values() for event in batch]
+        # Airflow 2 calls Assets Datasets
+        triggering = context.get("triggering_asset_events") or context.get("triggering_dataset_events") or {}
+        events = [event for batch in triggering.values() for event in batch]
         for event in events:
-            print(f"export {event.source_dag_id}/{event.source_run_id} updated {event.asset.uri} at {event.timestamp}")
+            print(f"export {event.source_dag_id}/{event.source_run_id} updated {EXPORTED.uri} at {event.timestamp}")
         return {"asset": EXPORTED.uri, "exports": len(events)}
 
     report_exports()

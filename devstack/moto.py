@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,12 +118,37 @@ def enforce_iam(endpoint: str) -> None:
     requests.post(f"{endpoint}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
 
 
+#: moto_server with AWS's permissions for the multipart upload: S3 authorizes CreateMultipartUpload,
+#: UploadPart and CompleteMultipartUpload with ``s3:PutObject`` (there is no IAM action of their name), as
+#: moto did before 5.2.6, which asks for an action named after the operation
+MOTO_SERVER = """
+import sys
+from moto.iam import access_control
+from moto.server import main
+
+AS_PUT_OBJECT = {"CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload"}
+init = access_control.S3IAMRequest.__init__
+
+
+def authorized_as_aws(self, *args, action, **kwargs):
+    init(self, *args, action="PutObject" if action in AS_PUT_OBJECT else action, **kwargs)
+
+
+access_control.S3IAMRequest.__init__ = authorized_as_aws
+sys.exit(main())
+"""
+
+
+def moto_server_command(port: int) -> list[str]:
+    """The command line of a moto_server on 127.0.0.1:``port`` that authorizes S3 calls as AWS does."""
+    return [sys.executable, "-c", MOTO_SERVER, "-H", "127.0.0.1", "-p", str(port)]
+
+
 @contextlib.contextmanager
 def start_moto(workdir: Path) -> Iterator[MotoS3]:
     """moto_server with a bucket and IAM enforced."""
     port = free_port()
-    binary = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
-    with running([binary, "-H", "127.0.0.1", "-p", str(port)], log=workdir / "moto.log", port=port) as proc:
+    with running(moto_server_command(port), log=workdir / "moto.log", port=port) as proc:
         target = provision(f"http://127.0.0.1:{port}", "strmprivacy-export-demo")
         target.pid = proc.pid
         enforce_iam(target.endpoint)

@@ -20,6 +20,7 @@ from strm_provider.naming import EXTENSIONS, fixed_part
 from strm_provider.offsets import add_lag, group_lag, plan_stream, run_metadata
 from strm_provider.planning import CUT_SETTINGS, Decision, PartitionSet, PlanRefused, PlanRequest, Progress
 from strm_provider.readers import RecordReader
+from strm_provider.version_compat import xcom_returns
 from strm_provider.writer import codec_build
 
 
@@ -171,8 +172,8 @@ class KafkaExportBaseOperator(BaseOperator):
             return set()
         summaries = []
         for run_id in record.plan.runs:
-            pulled = context["ti"].xcom_pull(task_ids=self._reporters(), run_id=run_id, default=None)
-            summaries += [s for s in pulled or [] if s is not None]
+            pulled = xcom_returns(context["ti"], self._reporters(), run_id)
+            summaries += [s for s in pulled if s is not None]
         return record.plan.finished(summaries)
 
 

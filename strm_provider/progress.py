@@ -4,7 +4,8 @@ Kafka forgets a group's committed offsets ``offsets.retention.minutes`` (7 days 
 their last commit; Airflow's metadata database does not. The plan task keeps there, before anything
 is uploaded, the offsets it planned from and the plan in flight (:class:`~strm_provider.planning.Progress`),
 so a run never takes "no offsets in Kafka" for "new exporter" and a failed run is replayed whole.
-Tasks reach the Variable through the Task SDK; the CLI through its store (local database or REST API).
+Tasks reach the Variable through Airflow's ``Variable`` (the Task SDK's on Airflow 3); the CLI through its
+store (local database or REST API).
 """
 
 from __future__ import annotations
@@ -46,15 +47,16 @@ def dumps(record: Progress) -> str:
 
 
 def load(group_id: str) -> Progress | None:
-    """The exporter's record, read in a task through the Task SDK."""
+    """The exporter's record, read in a task (through the Task SDK on Airflow 3)."""
     from airflow.providers.common.compat.sdk import Variable
 
     key = variable_key(group_id)
-    return parse(Variable.get(key, default=None), key)
+    # the default by position: Airflow 3 names it ``default``, Airflow 2 ``default_var``
+    return parse(Variable.get(key, None), key)
 
 
 def save(group_id: str, record: Progress) -> None:
-    """Keep the exporter's record, from a task through the Task SDK."""
+    """Keep the exporter's record, from a task (through the Task SDK on Airflow 3)."""
     from airflow.providers.common.compat.sdk import Variable
 
     Variable.set(variable_key(group_id), dumps(record), description=description(group_id))

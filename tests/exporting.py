@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from contextlib import AbstractContextManager
@@ -14,6 +15,7 @@ from devstack import opened
 from devstack.airflow import conn_env, environ
 from strm_provider.config import ExporterConfig
 from strm_provider.naming import is_data_file
+from strm_provider.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_VERSION
 
 
 def connections(**conns: dict[str, Any]) -> AbstractContextManager[None]:
@@ -45,13 +47,26 @@ def write_exporter(folder: Path | None = None, **fields: Any) -> Path:
     return path
 
 
-def load_dag(dag_id: str) -> Any:
-    """The DAG as Airflow loads it from the project's DAG file."""
-    from airflow.dag_processing.dagbag import DagBag
+#: where Airflow's ``DagBag`` is: ``airflow.dag_processing.dagbag`` from 3.2 on (``airflow.models.dagbag`` keeps a
+#: deprecated alias), ``airflow.models.dagbag`` before
+DAGBAG_MODULE = "airflow.dag_processing.dagbag" if AIRFLOW_VERSION.release >= (3, 2) else "airflow.models.dagbag"
 
-    bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+
+def dag_bag(folder: str | Path) -> Any:
+    """Airflow's ``DagBag`` of ``folder``."""
+    return importlib.import_module(DAGBAG_MODULE).DagBag(dag_folder=str(folder))
+
+
+def load_dag(dag_id: str, *, to_db: bool = False) -> Any:
+    """The DAG as Airflow loads it from the project's DAG folder; with ``to_db``, the folder's DAGs written to
+    the metadata database as the DAG processor does, where Airflow 3's ``dag.test()`` does not do it itself."""
+    bag = dag_bag(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     if dag_id not in bag.dags:
         raise AssertionError(f"{dag_id} not loaded; import errors: {bag.import_errors}")
+    if to_db and not AIRFLOW_V_3_0_PLUS:
+        # Airflow 2 records an outlet's Dataset event only for a Dataset the database knows, and only queues
+        # runs of DAGs it knows to be scheduled on it
+        bag.sync_to_db()
     return bag.dags[dag_id]
 
 
@@ -59,7 +74,7 @@ def run_exporter(path: Path) -> Any:
     """Run the exporter's DAG once with ``dag.test()`` (real tasks, real XCom); return the DAG run."""
     from strm_provider.config import load_exporter
 
-    return load_dag(load_exporter(path).dag_id).test()
+    return load_dag(load_exporter(path).dag_id, to_db=True).test()
 
 
 def data_files(objects: dict[str, bytes]) -> dict[str, bytes]:
@@ -78,17 +93,65 @@ def events_in(objects: dict[str, bytes]) -> list[dict[str, Any]]:
 
 def xcom_values(dag_run: Any, task_id: str) -> list[Any]:
     """The XCom return values of ``task_id`` (every map index) in a finished DAG run, from the metadata DB."""
-    from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
+    if AIRFLOW_V_3_0_PLUS:
+        from airflow.models.xcom import XComModel
+    else:  # Airflow 2's table model is the configured XCom backend's class
+        from airflow.models.xcom import XCom as XComModel
+
     with create_session() as session:
-        rows = session.scalars(
-            select(XComModel).where(
+        rows = session.execute(  # the stored value (Airflow 2 loads a whole row's value for the UI)
+            select(XComModel.value)
+            .where(
                 XComModel.dag_id == dag_run.dag_id,
                 XComModel.run_id == dag_run.run_id,
                 XComModel.task_id == task_id,
                 XComModel.key == "return_value",
             )
+            .order_by(XComModel.map_index)
         ).all()
         return [XComModel.deserialize_value(row) for row in rows]
+
+
+def _asset_tables() -> tuple[Any, Any, Any, Any]:
+    """The Asset table, its events, the queue of DAG runs they trigger, and the events' Asset column (Airflow 2
+    calls Assets Datasets)."""
+    if AIRFLOW_V_3_0_PLUS:
+        from airflow.models.asset import AssetDagRunQueue, AssetEvent, AssetModel
+
+        return AssetModel, AssetEvent, AssetDagRunQueue, "asset_id"
+    from airflow.models.dataset import DatasetDagRunQueue, DatasetEvent, DatasetModel
+
+    return DatasetModel, DatasetEvent, DatasetDagRunQueue, "dataset_id"
+
+
+def asset_events(dag_run: Any) -> list[tuple[str, str, int]]:
+    """The Asset events (Dataset events on Airflow 2) a DAG run's tasks recorded: (URI, task id, map index)."""
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    model, event, _, column = _asset_tables()
+    with create_session() as session:
+        rows = session.execute(
+            select(model.uri, event.source_task_id, event.source_map_index)
+            .join(model, model.id == getattr(event, column))
+            .where(event.source_dag_id == dag_run.dag_id, event.source_run_id == dag_run.run_id)
+            .order_by(event.source_map_index)
+        ).all()
+        return [tuple(row) for row in rows]
+
+
+def dags_queued_on(uri: str) -> set[str]:
+    """The DAGs the scheduler will run for the new events of Asset ``uri`` (its run queue)."""
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    model, _, queue, column = _asset_tables()
+    with create_session() as session:
+        return set(
+            session.scalars(
+                select(queue.target_dag_id).join(model, model.id == getattr(queue, column)).where(model.uri == uri)
+            )
+        )

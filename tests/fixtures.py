@@ -28,6 +28,11 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         broker.reset_clients()
 
 
+#: ``each_reader``'s parameters with the default reader's in the compatibility subset (``pytest -m compat``):
+#: ``@pytest.mark.parametrize("each_reader", COMPAT_READER, indirect=True)``
+COMPAT_READER = [pytest.param(READERS[0], marks=pytest.mark.compat), *READERS[1:]]
+
+
 @pytest.fixture(params=READERS)
 def each_reader(request: pytest.FixtureRequest) -> Iterator[str]:
     """Run a test once per reader: exactly-once must hold whichever client reads."""

@@ -25,9 +25,11 @@ from tests.exporting import (
     xcom_values,
 )
 from tests.faults.seams import before_commits
+from tests.fixtures import COMPAT_READER
 from tests.test_export_e2e import events_of, produce_seq, unique
 
 
+@pytest.mark.compat
 def test_minimal_policy_allows_test_connection_and_refuses_elsewhere(s3_target: MotoS3) -> None:
     """test_connection works with only GetBucketLocation + PutObject on <prefix>/*.jsonl; nothing else."""
     with connections(dc=s3_target.connection("allowed")):
@@ -109,6 +111,7 @@ def test_missing_bucket_is_explained(s3_target: MotoS3) -> None:
 
 
 @pytest.mark.usefixtures("each_reader")
+@pytest.mark.parametrize("each_reader", COMPAT_READER, indirect=True)
 def test_failure_between_upload_and_commit(kafka: Any, s3_target: MotoS3, monkeypatch: pytest.MonkeyPatch) -> None:
     """Upload done, commit not: Airflow's retry re-exports the same range to the same name; no duplicate."""
     topic, prefix = kafka.create_topic(unique("crash"), 4), unique("crash")

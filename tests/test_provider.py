@@ -7,8 +7,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-from tests.exporting import exporter_dag
+import pytest
+
+from strm_provider.version_compat import AIRFLOW_VERSION
+from tests.exporting import DAGBAG_MODULE, exporter_dag
+
+pytestmark = pytest.mark.compat
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 TYPES = ["strm_kafka", "strm_s3", "strm_s3_compatible", "strm_gcs", "strm_azure_blob"]
@@ -20,14 +26,29 @@ def airflow(*args: str) -> str:
     return done.stdout
 
 
+def airflow_json(*args: str) -> Any:
+    """What ``airflow ... -o json`` prints, without the log lines some lines print before it on stdout
+    (Airflow 2's start with ``[<time>]``, so the JSON is the line that decodes to the end of the output)."""
+    out = airflow(*args, "-o", "json")
+    for start in (0, *(i + 1 for i, char in enumerate(out) if char == "\n")):
+        if out[start : start + 1] in ("[", "{"):
+            try:
+                value, end = json.JSONDecoder().raw_decode(out, start)
+            except ValueError:
+                continue
+            if not out[end:].strip():
+                return value
+    raise AssertionError(f"no JSON in the output of airflow {' '.join(args)}: {out[-2000:]}")
+
+
 def test_providers_list_shows_the_provider() -> None:
-    providers = json.loads(airflow("providers", "list", "-o", "json"))
+    providers = airflow_json("providers", "list")
     ours = [p for p in providers if p["package_name"] == "strm-airflow-provider"]
     assert ours and ours[0]["version"] == "0.1.0"
 
 
 def test_connection_types_are_registered_with_their_hooks() -> None:
-    hooks = json.loads(airflow("providers", "hooks", "-o", "json"))
+    hooks = airflow_json("providers", "hooks")
     by_type = {h["connection_type"]: h for h in hooks}
     for conn_type in TYPES:
         assert by_type[conn_type]["package_name"] == "strm-airflow-provider", by_type.get(conn_type)
@@ -48,10 +69,25 @@ def test_connections_add_accepts_our_conn_type() -> None:
         "--conn-extra",
         json.dumps({"bucket": "b"}),
     )
-    listed = json.loads(airflow("connections", "list", "-o", "json"))
+    listed = airflow_json("connections", "list")
     ours = [c for c in listed if c["conn_id"] == "provider_test_s3"]
     assert ours and ours[0]["conn_type"] == "strm_s3"
     airflow("connections", "delete", "provider_test_s3")
+
+
+def form_field(widget: Any) -> tuple[str, list[str] | None]:
+    """An extra field's label and choices as the connection form shows them: from 3.2 on Airflow reads the
+    form the provider declares (``conn-fields``, a JSON schema per field); before, the WTForms field the
+    hook's ``get_connection_form_widgets()`` returns (the Flask AppBuilder form of Airflow 2, which the React
+    form of 3.0 and 3.1 converts)."""
+    if AIRFLOW_VERSION.release >= (3, 2):
+        schema = widget.field["schema"]
+        return schema["title"], schema.get("enum")
+    field = widget.field  # unbound: WTForms keeps the constructor's arguments
+    label = field.kwargs.get("label", field.args[0] if field.args else "")
+    choices = field.kwargs.get("choices")
+    values = None if choices is None else [c[0] if isinstance(c, tuple | list) else c for c in choices]
+    return str(label), values
 
 
 def test_ui_form_has_labels_hidden_fields_and_secret_extras() -> None:
@@ -64,19 +100,19 @@ def test_ui_form_has_labels_hidden_fields_and_secret_extras() -> None:
     assert behaviours["strm_azure_blob"]["relabeling"]["host"] == "Storage account URI"
     assert behaviours["strm_kafka"]["placeholders"]["host"] == "broker1:9092,broker2:9092"
     widgets = manager.connection_form_widgets
-    assert widgets["extra__strm_s3__bucket"].field["schema"]["title"] == "Bucket"
+    assert form_field(widgets["extra__strm_s3__bucket"])[0] == "Bucket"
     assert widgets["extra__strm_s3__credentials_json"].is_sensitive
     assert widgets["extra__strm_gcs__keyfile_dict"].is_sensitive
     assert not widgets["extra__strm_gcs__bucket"].is_sensitive
-    protocol = widgets["extra__strm_kafka__security_protocol"].field["schema"]
-    assert protocol["title"] == "Security protocol" and "SASL_SSL" in protocol["enum"]
+    title, choices = form_field(widgets["extra__strm_kafka__security_protocol"])
+    assert title == "Security protocol" and "SASL_SSL" in (choices or [])
 
 
-WHEEL_CHECK = """
+WHEEL_CHECK = f"""
 import sys
 from pathlib import Path
 import strm_provider
-from airflow.dag_processing.dagbag import DagBag
+from {DAGBAG_MODULE} import DagBag
 assert Path(strm_provider.__file__).is_relative_to(sys.argv[1]), strm_provider.__file__
 bag = DagBag(dag_folder=sys.argv[2])
 print(sorted(bag.dag_ids), dict(bag.import_errors))

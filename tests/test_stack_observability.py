@@ -11,33 +11,49 @@ import json
 import uuid
 from typing import Any
 
+import pytest
+
+from devstack.airflow import environ
+from devstack.moto import REGION
 from strm_provider.config import ExporterConfig
 from strm_provider.dag_factory import asset_uri, build_dag
-from tests.exporting import connections, load_dag, run_exporter, write_exporter, xcom_values
+from tests.exporting import (
+    asset_events,
+    connections,
+    dags_queued_on,
+    load_dag,
+    run_exporter,
+    write_exporter,
+    xcom_values,
+)
 
 
 def outlet_uris(dag: Any) -> list[str]:
     return [outlet.uri for outlet in dag.get_task("export").outlets]
 
 
+@pytest.mark.compat
 def test_export_summary_is_in_xcom_without_secrets_and_the_dag_updates_the_bucket_asset(
     kafka: Any, s3_target: Any
 ) -> None:
+    """Each mapped export task leaves its summary in XCom and an event of the bucket's Asset (a Dataset on
+    Airflow 2), which queues a run of the example downstream DAG scheduled on that Asset."""
     topic = kafka.create_topic(f"obs-{uuid.uuid4().hex[:8]}", partitions=3)
     kafka.produce(topic, [{"seq": i} for i in range(30)])
     prefix = f"obs/{topic}"
+    uri = f"s3://{s3_target.bucket}/{prefix}"
     conn = s3_target.connection(prefix)
-    with connections(strm_kafka_default=kafka.connection(), obs_s3=conn):
+    with connections(strm_kafka_default=kafka.connection(), obs_s3=conn), environ({"STRM_DOWNSTREAM_ASSET": uri}):
         path = write_exporter(
             stream=topic,
             data_connector="obs_s3",
             path_prefix=prefix,
             include_existing_events=True,
             partition_sets=2,
-            asset_uri=f"s3://{s3_target.bucket}/{prefix}",
+            asset_uri=uri,
         )
         cfg = ExporterConfig.model_validate({"stream": topic, "data_connector": "obs_s3", "path_prefix": prefix})
-        assert outlet_uris(load_dag(cfg.dag_id)) == [f"s3://{s3_target.bucket}/{prefix}"]
+        assert outlet_uris(load_dag(cfg.dag_id)) == [uri]
         run = run_exporter(path)
     assert str(run.state).endswith("success")
     summaries = xcom_values(run, "export")
@@ -52,6 +68,8 @@ def test_export_summary_is_in_xcom_without_secrets_and_the_dag_updates_the_bucke
             assert part["lag_left"] == 0
         text = json.dumps(summary)
         assert conn["password"] not in text and conn["login"] not in text
+    assert asset_events(run) == [(uri, "export", 0), (uri, "export", 1)]
+    assert "example_strm_downstream" in dags_queued_on(uri)
 
 
 def test_the_asset_uri_is_the_pinned_one_or_strm_and_never_a_parse_time_lookup(s3_target: Any) -> None:
@@ -67,3 +85,19 @@ def test_the_asset_uri_is_the_pinned_one_or_strm_and_never_a_parse_time_lookup(s
 def test_the_example_downstream_dag_is_scheduled_on_the_demo_exporters_asset() -> None:
     dag = load_dag("example_strm_downstream")
     assert [asset.uri for asset in dag.timetable.asset_condition.objects] == ["s3://strmprivacy-export-demo/events"]
+
+
+@pytest.mark.compat
+def test_openlineage_reads_the_topic_and_writes_the_bucket_prefix() -> None:
+    """The export task's OpenLineage datasets, as the OpenLineage provider asks for them after a success."""
+    from strm_provider.operators import KafkaToStorageOperator
+
+    kafka = {"conn_type": "strm_kafka", "host": "broker1:9092,broker2:9092"}
+    s3 = {"conn_type": "strm_s3", "login": "a", "password": "b", "extra": {"bucket": "my-bucket", "region": REGION}}
+    with connections(strm_kafka_default=kafka, dc=s3):
+        op = KafkaToStorageOperator(
+            task_id="export", stream="clicks", storage_conn_id="dc", group_id="g", path_prefix="p/{date}"
+        )
+        lineage = op.get_openlineage_facets_on_complete(None)
+    assert [(d.namespace, d.name) for d in lineage.inputs] == [("kafka://broker1:9092", "clicks")]
+    assert [(d.namespace, d.name) for d in lineage.outputs] == [("s3://my-bucket", "p")]
