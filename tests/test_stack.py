@@ -26,6 +26,7 @@ import psutil
 import pytest
 
 from strm_provider.naming import is_data_file, parse_key
+from strm_provider.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_VERSION
 from tests.exporting import exporter_dag, exporter_group
 from tests.readme import readme_flow, run_flow
 
@@ -134,19 +135,24 @@ def alive(pids: dict[int, float]) -> list[int]:
     return result
 
 
-def token(stack: Any) -> str:
-    password = json.loads(stack.password_file.read_text())["admin"]
-    reply = httpx.post(f"{stack.ui_url}/auth/token", json={"username": "admin", "password": password}, timeout=30)
-    reply.raise_for_status()
-    return reply.json()["access_token"]
+def get(stack: Any, path: str, accept: str = "application/json") -> httpx.Response:
+    """``GET`` of the stack's REST API as a client reads it from ``stack.json`` on any Airflow line: basic auth
+    (Airflow 2) or a JWT from ``/auth/token`` (Airflow 3)."""
+    info = stack.state()["airflow"]
+    login = {"username": info["user"], "password": info["password"]}
+    headers = {"Accept": accept}
+    if info["auth"] == "jwt":
+        reply = httpx.post(f"{info['url']}/auth/token", json=login, timeout=30)
+        reply.raise_for_status()
+        headers["Authorization"] = f"Bearer {reply.json()['access_token']}"
+        auth = None
+    else:
+        auth = httpx.BasicAuth(login["username"], login["password"])
+    return httpx.get(f"{info['url']}{info['api']}/{path}", headers=headers, auth=auth, timeout=30)
 
 
 def dag_runs(stack: Any, dag_id: str) -> list[dict[str, Any]]:
-    reply = httpx.get(
-        f"{stack.ui_url}/api/v2/dags/{dag_id}/dagRuns",
-        headers={"Authorization": f"Bearer {token(stack)}"},
-        timeout=30,
-    )
+    reply = get(stack, f"dags/{dag_id}/dagRuns")
     if reply.status_code == 404:  # not parsed yet
         return []
     reply.raise_for_status()
@@ -168,9 +174,18 @@ def check_bucket(stack: Any, module: ModuleType, at_least: int) -> list[str]:
 
 
 def api(stack: Any, path: str) -> Any:
-    reply = httpx.get(f"{stack.ui_url}/api/v2/{path}", headers={"Authorization": f"Bearer {token(stack)}"}, timeout=30)
+    reply = get(stack, path)
     reply.raise_for_status()
     return reply.json()
+
+
+def task_log(stack: Any, path: str) -> str:
+    """A task try's log as the UI's log view gets it: Airflow 3's structured messages (as JSON), Airflow 2's text."""
+    if stack.state()["airflow"]["api"] == "/api/v1":
+        reply = get(stack, path, accept="text/plain")
+        reply.raise_for_status()
+        return reply.text
+    return json.dumps(api(stack, path))
 
 
 def successful_runs(
@@ -233,12 +248,24 @@ def test_make_down_stops_what_up_started_after_the_clock_was_stepped(
     assert list((root / "pids").iterdir()) == []
 
 
+@pytest.mark.compat
 def test_make_up_exports_every_interval_and_make_down_stops_exactly_what_it_started(root: Path, tmp_path: Path) -> None:
     module = stack_module()
     stack = module.Stack(root)
 
     first = stack_cli(root, "up", "--ports", "auto", "--wait-files", "2").stdout
     assert f"Airflow UI:   {stack.ui_url}" in first
+    # what a client needs, the same way on every Airflow line
+    info = stack.state()["airflow"]
+    assert info == {
+        "version": str(AIRFLOW_VERSION),
+        "url": stack.ui_url,
+        "user": "admin",
+        "password": stack.password,
+        "api": "/api/v2" if AIRFLOW_V_3_0_PLUS else "/api/v1",
+        "auth": "jwt" if AIRFLOW_V_3_0_PLUS else "basic",
+    }
+    assert stack.state_file.stat().st_mode & 0o077 == 0
     # it serves on 127.0.0.1, as it says: nothing of it listens on another interface
     check_listeners(stack)
     # .stack/env gives a user's shell the CLI on the stack, and keeps the shell's PATH and NO_PROXY
@@ -247,7 +274,7 @@ def test_make_up_exports_every_interval_and_make_down_stops_exactly_what_it_star
     assert shell["PATH"].endswith(f":{shell['user_path']}")
     assert shell["NO_PROXY"] == "corp.example,127.0.0.1,localhost"
     assert str(stack.password_file) in first
-    password = json.loads(stack.password_file.read_text())["admin"]
+    password = stack.password
     assert password not in first
     assert all(password not in p.read_text(errors="replace") for p in (root / "logs").glob("*.log"))
     assert set(stack.running()) == {"broker", "s3", "airflow", "producer"}
@@ -258,10 +285,15 @@ def test_make_up_exports_every_interval_and_make_down_stops_exactly_what_it_star
     succeeded = len(runs)
     assert succeeded >= 2
     assert {r["run_type"] for r in dag_runs(stack, exporter_dag("s3-demo"))} == {"scheduled"}
-    # the scheduler's tasks keep the exporter's progress in Airflow, through the Task SDK's Variables
+    # the scheduler's tasks keep the exporter's progress in Airflow's Variables
     record = json.loads(api(stack, f"variables/strm.progress.{exporter_group('s3-demo')}")["value"])
     assert record["stream"] == "demo" and record["committed"] and all(o >= 0 for o in record["committed"].values())
     assert record["plan"] is None or record["plan"]["run_id"].startswith("scheduled__"), record
+    # each export updates its Asset (Airflow 2: Dataset), which schedules the downstream example DAG
+    assert successful_runs(stack, at_least=1, dag_id="example_strm_downstream")
+    assert {r["run_type"] for r in dag_runs(stack, "example_strm_downstream")} == {
+        "asset_triggered" if AIRFLOW_V_3_0_PLUS else "dataset_triggered"
+    }
 
     processes = family(stack)
     ports = dict(stack.ports)
@@ -300,9 +332,10 @@ def failed_check_log(stack: Any, dag_id: str, timeout: float = 120) -> str:
         assert time.monotonic() < deadline, f"no failed run of {dag_id}: {dag_runs(stack, dag_id)}"
         time.sleep(2)
     run_id = failed[0]["dag_run_id"]
-    return json.dumps(api(stack, f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/check_config/logs/1"))
+    return task_log(stack, f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/check_config/logs/1")
 
 
+@pytest.mark.compat
 def test_a_broken_exporter_file_costs_only_its_own_exporter(root: Path) -> None:
     """On the real DAG processor and scheduler: broken files beside a running exporter, then a fix."""
     module = stack_module()
@@ -339,7 +372,7 @@ def test_a_broken_exporter_file_costs_only_its_own_exporter(root: Path) -> None:
         # and its task log reads as the export's story, without the Kafka client's connection chatter
         dag, run = exporter_dag("s3-demo"), runs[-1]["dag_run_id"]
         path = f"dags/{dag}/dagRuns/{run}/taskInstances/export/logs/1?map_index=0"
-        story = json.dumps(api(stack, path))
+        story = task_log(stack, path)
         assert "stored events/" in story and "kafka.net" not in story and "kafka.cluster" not in story
         new = set(check_bucket(stack, module, len(files_before) + 1)) - files_before
         assert new and not [key for key in new if key.startswith("events/copy/")]
