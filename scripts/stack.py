@@ -5,12 +5,16 @@
 - ``broker``: Apache Kafka (one KRaft node, fetched by ``make kafka``), data in ``.stack/kafka``;
 - ``s3``: moto_server (S3 + IAM, policies enforced), a bucket and an IAM user holding only the
   minimal policy of the README, its key in ``.stack/s3.json`` (what ``aws iam create-access-key`` prints);
-- ``airflow``: ``airflow standalone`` (API server + UI, scheduler, DAG processor, triggerer) with
-  ``AIRFLOW_HOME=.stack/airflow``, the repo's ``dags/`` and ``STRM_EXPORTERS_DIR=.stack/exporters``, and
-  one task log server (what the UI and ``strm logs`` read a running task's log from);
+- ``airflow``: ``airflow standalone`` (API server + UI, scheduler, DAG processor, triggerer; on Airflow 2 the
+  webserver + UI, the scheduler with its own DAG file processor, the triggerer) of the Airflow line whose
+  Python runs this script, with ``AIRFLOW_HOME=.stack/airflow``, the repo's ``dags/`` and
+  ``STRM_EXPORTERS_DIR=.stack/exporters``, and one task log server (what the UI and ``strm logs`` read a
+  running task's log from);
 - ``producer``: ``strm simulate random-events demo``, continuously;
 
-and creates the data connector ``s3`` and the batch exporter ``s3-demo`` (every 30 s). Files then
+and creates the data connector ``s3`` and the batch exporter ``s3-demo`` (every 30 s). ``stack.json``'s
+``airflow`` tells clients the Airflow version, URL, login and REST API (``/api/v2`` with a JWT from
+``/auth/token`` on Airflow 3, ``/api/v1`` with basic auth on Airflow 2). Files then
 appear in the bucket every interval with nobody touching anything. Every listening socket is on
 127.0.0.1; ``.stack/env`` gives a shell the ``strm`` CLI on the stack and nothing else.
 
