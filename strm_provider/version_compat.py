@@ -12,6 +12,39 @@ AIRFLOW_VERSION = Version(version("apache-airflow"))
 AIRFLOW_V_3_0_PLUS = AIRFLOW_VERSION.release >= (3, 0)
 AIRFLOW_V_3_1_PLUS = AIRFLOW_VERSION.release >= (3, 1)
 
+#: the DagRun column that orders an exporter's runs by when they were due (Airflow 2 names it execution_date)
+DAG_RUN_DUE = "run_after" if AIRFLOW_V_3_0_PLUS else "execution_date"
+
+
+def xcom_table() -> Any:
+    """The ORM class of the XCom table (Airflow 2's ``XCom`` may be a custom backend's class, so its base)."""
+    if AIRFLOW_V_3_0_PLUS:
+        from airflow.models.xcom import XComModel
+
+        return XComModel
+    from airflow.models.xcom import BaseXCom
+
+    return BaseXCom
+
+
+def xcom_value(row: Any) -> Any:
+    """The value of a row of :func:`xcom_table` (Airflow 2 deserializes it as the row loads, as its UI shows it)."""
+    if AIRFLOW_V_3_0_PLUS:
+        return row.deserialize_value(row)
+    return row.value
+
+
+def read_task_log(ti: Any, try_number: int) -> list[Any] | str:
+    """One try's log as Airflow's log reader gives it: structured messages on Airflow 3, the text of the log
+    (its lines as the log format wrote them) on Airflow 2."""
+    from airflow.utils.log.log_reader import TaskLogReader
+
+    chunks, _ = TaskLogReader().read_log_chunks(ti, try_number, {"download_logs": True})
+    if AIRFLOW_V_3_0_PLUS:
+        return list(chunks)
+    # Airflow 2: one list per try of (host, text) pairs
+    return "\n".join(text for per_try in chunks for _host, text in per_try)
+
 
 def xcom_returns(ti: Any, task_ids: list[str], run_id: str) -> list[Any]:
     """The return values (XCom) of ``task_ids``, every map index, in run ``run_id`` of ``ti``'s DAG: Airflow 3's
