@@ -13,6 +13,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ import yaml
 
 from devstack import free_port, running
 from strm_provider.naming import is_test_object
+from strm_provider.version_compat import AIRFLOW_V_3_0_PLUS
 from tests.exporting import connections, events_in, exporter_dag, exporter_group, load_dag, run_exporter
 
 BIN = Path(sys.executable).parent
@@ -130,31 +132,64 @@ class ApiServer:
 
 @pytest.fixture(scope="session")
 def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    """``airflow api-server`` on loopback over the session DB, simple auth manager with a known user."""
+    """Airflow's REST API on loopback over the session DB, with a known user: ``airflow api-server`` (API v2,
+    simple auth manager, JWT) on Airflow 3; ``airflow webserver`` (API v1, FAB users, basic auth) on Airflow 2."""
     work = tmp_path_factory.mktemp("api")
-    passwords = work / "passwords.json"
-    passwords.write_text(json.dumps({"strm": API_PASSWORD}))
     port = free_port()
-    env = {
-        **base_env(),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "strm:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-        "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
-        "AIRFLOW__API_AUTH__JWT_SECRET": JWT_SECRET,
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-    }
+    url = f"http://127.0.0.1:{port}"
     log = work / "api-server.log"
-    cmd = [str(BIN / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    with running(cmd, log=log, port=port, timeout=120, env=env):
-        url = f"http://127.0.0.1:{port}"
-        resp = requests.post(f"{url}/auth/token", json={"username": "strm", "password": API_PASSWORD}, timeout=30)
-        resp.raise_for_status()
-        token = resp.json()["access_token"]
-        SECRETS.add(token)
+    if AIRFLOW_V_3_0_PLUS:
+        passwords = work / "passwords.json"
+        passwords.write_text(json.dumps({"strm": API_PASSWORD}))
+        env = {
+            **base_env(),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "strm:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+            "AIRFLOW__API_AUTH__JWT_SECRET": JWT_SECRET,
+            "AIRFLOW__API__BASE_URL": url,
+        }
+        cmd = [str(BIN / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    else:
+        env = {
+            **base_env(),
+            "AIRFLOW__API__AUTH_BACKENDS": "airflow.providers.fab.auth_manager.api.auth.backend.basic_auth",
+            "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+            "AIRFLOW__WEBSERVER__SECRET_KEY": JWT_SECRET,
+        }
+        user = ["--username", "strm", "--password", API_PASSWORD, "--role", "Admin", "--email", "strm@example.com"]
+        subprocess.run(
+            [str(BIN / "airflow"), "users", "create", *user, "--firstname", "s", "--lastname", "s"],
+            check=True, capture_output=True, env=env, timeout=300,
+        )  # fmt: skip
+        cmd = [str(BIN / "airflow"), "webserver", "--hostname", "127.0.0.1", "--port", str(port), "--workers", "1"]
+        cmd += ["--pid", str(work / "webserver.pid")]  # not AIRFLOW_HOME's: each module of the session starts one
+    with running(cmd, log=log, port=port, timeout=180, env=env):
+        if AIRFLOW_V_3_0_PLUS:
+            resp = requests.post(f"{url}/auth/token", json={"username": "strm", "password": API_PASSWORD}, timeout=30)
+            resp.raise_for_status()
+            token = resp.json()["access_token"]
+            SECRETS.add(token)
+        else:
+            token = ""  # Airflow 2's API takes the user and password with every request
+            _wait_for_api_v1(url)
         yield ApiServer(url, log, token)
     text = log.read_text(errors="replace")
     for secret in SECRETS:
         assert secret not in text, "a secret appeared in the api-server log"
+
+
+def _wait_for_api_v1(url: str, timeout: float = 180) -> None:
+    """Until the webserver's gunicorn worker answers (its port opens before the worker has loaded the app)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if requests.get(f"{url}/api/v1/version", auth=("strm", API_PASSWORD), timeout=30).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        assert time.monotonic() < deadline, "the webserver's API did not answer"
+        time.sleep(1)
 
 
 @pytest.fixture
@@ -273,6 +308,7 @@ def add_kafka(strm: Cli, kafka: Any, conn_id: str = "strm_kafka_default") -> Non
 
 
 # ----- data connectors ----------------------------------------------------------------------------
+@pytest.mark.compat
 def test_s3_connector_is_validated_stored_encrypted_and_shown_without_secrets(
     strm: Cli, tmp_path: Path, s3_target: Any
 ) -> None:
@@ -489,6 +525,7 @@ def test_bad_connector_input_exits_2_naming_the_argument(strm: Cli, tmp_path: Pa
 
 
 # ----- batch exporters ----------------------------------------------------------------------------
+@pytest.mark.compat
 def test_batch_exporter_pins_end_offsets_writes_yaml_and_has_the_documented_shape(
     strm: Cli, tmp_path: Path, s3_target: Any, kafka: Any
 ) -> None:
@@ -836,6 +873,39 @@ def test_remote_airflow_through_the_rest_api(
     assert "HTTP 401" in line or "HTTP 403" in line
     nobody = Cli({k: v for k, v in remote.env.items() if k not in ("STRM_AIRFLOW_USERNAME", "STRM_AIRFLOW_PASSWORD")})
     assert "STRM_AIRFLOW_TOKEN" in nobody.bad("list", "data-connectors", code=1)
+    unreachable = Cli({**remote.env, "STRM_AIRFLOW_URL": f"http://127.0.0.1:{free_port()}"})
+    assert "cannot reach" in unreachable.bad("list", "data-connectors", code=1)
+
+
+@pytest.mark.compat
+def test_remote_airflow_of_any_line_through_its_rest_api(
+    remote: Cli, api_server: ApiServer, tmp_path: Path, s3_target: Any, session_strm: Cli
+) -> None:
+    """The same URL, user and password on every Airflow line: ``strm`` asks the server which REST API it has
+    (v2 with a JWT from /auth/token on Airflow 3, v1 with HTTP basic auth on Airflow 2)."""
+    name, prefix = unique("remote"), unique("remote")
+    created = s3_connector(remote, tmp_path, s3_target, name, prefix)
+    assert created.json() == {"ref": {"name": name}, "s3Bucket": {"bucketName": s3_target.bucket}}
+    row = stored_row(session_strm.env, name)
+    assert row and row["conn_type"] == "strm_s3" and row["is_encrypted"]
+    assert created.json() in remote("list", "data-connectors", "-o", "json").json()["dataConnectors"]
+    assert remote("get", "data-connector", name).json() == created.json()
+    assert [line.split() for line in remote("list", "data-connectors").out.splitlines() if name in line] == [
+        [name, "s3", s3_target.bucket]
+    ]
+    creds = aws_credentials(tmp_path, s3_target, prefix)
+    assert "already exists" in remote.bad(
+        "create", "data-connector", "s3", name, s3_target.bucket, f"--credentials-file={creds}"
+    )
+    remote("delete", "data-connector", name)
+    assert stored_row(session_strm.env, name) is None
+    assert "'NAME'" in remote.bad("get", "data-connector", name)
+
+    wrong = Cli({**remote.env, "STRM_AIRFLOW_PASSWORD": "wrong-" + uuid.uuid4().hex})
+    line = wrong.bad("list", "data-connectors", code=1)
+    assert "HTTP 401" in line or "HTTP 403" in line, line
+    nobody = Cli({k: v for k, v in remote.env.items() if k not in ("STRM_AIRFLOW_USERNAME", "STRM_AIRFLOW_PASSWORD")})
+    assert "STRM_AIRFLOW_USERNAME" in nobody.bad("list", "data-connectors", code=1)
     unreachable = Cli({**remote.env, "STRM_AIRFLOW_URL": f"http://127.0.0.1:{free_port()}"})
     assert "cannot reach" in unreachable.bad("list", "data-connectors", code=1)
 

@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from devstack import free_port
 from tests.exporting import (
     connections,
@@ -125,6 +127,52 @@ def leave_waiting_for_retry(dag_id: str, server: ApiServer) -> None:
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
+
+
+@pytest.mark.compat
+def test_monitor_and_logs_read_real_runs_locally_and_remotely(
+    session_strm: Cli,  # noqa: F811
+    remote: Cli,  # noqa: F811
+    api_server: ApiServer,  # noqa: F811
+    s3_target: Any,
+    kafka: Any,
+) -> None:
+    """What every Airflow line shows of real runs whose workers wrote their task logs: a healthy exporter with
+    its last run's figures, a failed one with its failed task and error, and that task's log; from the
+    metadata database and through the REST API."""
+    kafka_id, prefix = unique("kafka"), unique("local")
+    add_kafka(session_strm, kafka, kafka_id)
+    stream = kafka.create_topic(unique("local"), partitions=2)
+    kafka.produce(stream, [{"n": i} for i in range(4)])
+    good, denied = unique("good"), unique("denied")
+    remote = Cli({**remote.env, "STRM_EXPORTERS_DIR": str(exporters_folder())})
+    common = {"stream": stream, "data_connector": "localdc", "kafka_connection": kafka_id}
+    with connections(localdc=s3_target.connection(prefix)):
+        good_file = write_exporter(name=good, path_prefix=prefix, include_existing_events=True, **common)
+        denied_file = write_exporter(name=denied, path_prefix="elsewhere", retries=0, **common)
+        try:
+            t0 = datetime.now(UTC)
+            assert run_with_logs(exporter_dag(good), api_server).state == "success"
+            assert run_with_logs(exporter_dag(denied), api_server).state == "failed"
+            stored = sum(map(len, data_files(s3_target.objects(prefix)).values()))
+            for cli in (session_strm, remote):
+                row = cli("monitor", "batch-exporter", good, "-o", "json").json()
+                assert row["state"] == "HEALTHY" and row["lastRun"]["state"] == "success", row
+                assert (row["lastRun"]["events"], row["lastRun"]["storedBytes"]) == (4, stored), row
+                assert row["lastRun"]["ended"] >= t0.isoformat() and row["lag"]["total"] == 0, row
+                row = cli("monitor", "batch-exporter", denied, "-o", "json").json()
+                assert row["state"] == "UNHEALTHY" and row["lastRun"]["state"] == "failed", row
+                assert row["failedTask"] == "plan" and "AccessDenied" in row["error"], row
+                assert t0 <= datetime.fromisoformat(row["failedAt"]) <= datetime.now(UTC), row
+                shown = rows(cli("monitor", "batch-exporter").out)
+                assert shown[good]["STATE"] == "HEALTHY" and shown[good]["EVENTS"] == "4", shown[good]
+                assert shown[denied]["PROBLEM"].startswith("plan (failed "), shown[denied]
+                logs = cli("logs", "batch-exporter", denied).out
+                assert "=== plan, try 1 (failed)" in logs and "AccessDenied" in logs, logs
+                assert "::group::" not in logs and "Log message source details" not in logs, logs
+        finally:
+            for path in (good_file, denied_file):
+                path.unlink(missing_ok=True)
 
 
 def test_monitor_shows_failures_with_their_time_the_last_finished_run_and_invalid_files(

@@ -53,3 +53,44 @@ def test_first_error_is_the_exception_a_failed_try_ended_with() -> None:
     assert first_error(lines) == "StorageError: data connector 'bad': denied"
     assert first_error(lines[:2]) == "something went wrong"
     assert first_error(lines[:1]) == ""
+
+
+AIRFLOW_2_LOG = """ INFO - ::group::Log message source details
+*** Found local files:
+***   * /airflow/logs/dag_id=strm_export_x/run_id=manual__1/task_id=plan/attempt=1.log
+ INFO - ::endgroup::
+[2026-12-04T12:00:01.123+0000] {taskinstance.py:2614} INFO - Dependencies all met
+[2026-12-04T12:00:02.000+0000] {taskinstance.py:3313} ERROR - Task failed with exception
+Traceback (most recent call last):
+  File "/strm_provider/operators.py", line 1, in execute
+    raise StorageError("wrapped")
+ValueError: first
+
+During handling of the above exception, another exception occurred:
+
+Traceback (most recent call last):
+  File "/strm_provider/operators.py", line 2, in execute
+    raise StorageError(msg)
+strm_provider.hooks.StorageError: AccessDenied: s3://bucket/elsewhere/x
+  refused
+[2026-12-04T12:00:02.100+0000] {taskinstance.py:1225} INFO - Marking task as FAILED.
+"""
+
+
+def test_an_airflow_2_text_log_reads_as_airflow_3_lines() -> None:
+    """Airflow 2 keeps task logs as text: its records, with a traceback as the exception it ended with."""
+    from strm_provider.cli.runs import _readable, _render, text_log_lines
+
+    lines = text_log_lines(AIRFLOW_2_LOG)
+    assert [line["level"] for line in lines] == ["INFO", "INFO", "INFO", "ERROR", "INFO"]
+    assert lines[3]["event"] == "Task failed with exception" and lines[3]["timestamp"].startswith("2026-12-04T12")
+    assert lines[3]["error_detail"] == [
+        {
+            "exc_type": "strm_provider.hooks.StorageError",
+            "exc_value": "AccessDenied: s3://bucket/elsewhere/x\n  refused",
+        }
+    ]
+    assert first_error(lines) == "StorageError: AccessDenied: s3://bucket/elsewhere/x"
+    shown = [_render(line) for line in _readable(lines)]
+    assert shown[0] == "2026-12-04 12:00:01.123 INFO Dependencies all met" and len(shown) == 3, shown
+    assert "Found local files" not in "\n".join(shown)

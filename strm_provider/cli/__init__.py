@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 
 import click
 
@@ -27,9 +28,23 @@ def _airflow_logs_to_stderr() -> None:
     which scripts parse (``-o json``)."""
     import airflow  # noqa: F401  (configures logging on import)
 
-    for handler in logging.getLogger().handlers:
+    if not sys.warnoptions:
+        # Airflow turns its deprecation warnings on when imported; they speak to DAG authors, not to people
+        # running strm (Python's -W or PYTHONWARNINGS still shows them)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
+
+    root = logging.getLogger()
+    for handler in list(root.handlers):
         if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
-            handler.setStream(sys.stderr)
+            # a new handler rather than setStream: some of Airflow's console handlers pick their stream
+            # themselves each time they write
+            to_stderr = logging.StreamHandler(sys.stderr)
+            to_stderr.setLevel(handler.level)
+            to_stderr.setFormatter(handler.formatter)
+            root.removeHandler(handler)
+            root.addHandler(to_stderr)
+            handler = to_stderr
         handler.addFilter(_one_line)
 
 

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import click
 
 from strm_provider.cli.store import ConnectorStore, LocalStore, RemoteStore
+from strm_provider.version_compat import DAG_RUN_DUE, read_task_log, xcom_table, xcom_value
 
 
 class RunInfo(NamedTuple):
@@ -111,7 +112,7 @@ class LocalRuns(Runs):
         from airflow.models import DagRun
         from sqlalchemy import select
 
-        stmt = select(DagRun).where(DagRun.dag_id == dag_id).order_by(DagRun.run_after.desc()).limit(1)
+        stmt = select(DagRun).where(DagRun.dag_id == dag_id).order_by(getattr(DagRun, DAG_RUN_DUE).desc()).limit(1)
         return self._read(lambda s: self._info(s.scalar(stmt)))
 
     def last_finished(self, dag_id: str) -> RunInfo | None:
@@ -121,7 +122,7 @@ class LocalRuns(Runs):
         stmt = (
             select(DagRun)
             .where(DagRun.dag_id == dag_id, DagRun.state.in_(FINISHED))
-            .order_by(DagRun.run_after.desc())
+            .order_by(getattr(DagRun, DAG_RUN_DUE).desc())
             .limit(1)
         )
         return self._read(lambda s: self._info(s.scalar(stmt)))
@@ -147,28 +148,27 @@ class LocalRuns(Runs):
         )
 
     def summary(self, dag_id: str, run_id: str, task: TaskRun) -> Any:
-        from airflow.models.xcom import XComModel
         from sqlalchemy import select
 
-        stmt = select(XComModel).where(
-            XComModel.dag_id == dag_id,
-            XComModel.run_id == run_id,
-            XComModel.task_id == task.task_id,
-            XComModel.map_index == task.map_index,
-            XComModel.key == "return_value",
+        table = xcom_table()
+        stmt = select(table).where(
+            table.dag_id == dag_id,
+            table.run_id == run_id,
+            table.task_id == task.task_id,
+            table.map_index == task.map_index,
+            table.key == "return_value",
         )
 
         def read(session: Any) -> Any:
             row = session.scalar(stmt)
-            return None if row is None else XComModel.deserialize_value(row)
+            return None if row is None else xcom_value(row)
 
         return self._read(read)
 
     def log(self, dag_id: str, run_id: str, task: TaskRun, try_number: int) -> list[dict[str, Any]]:
         from airflow.models import TaskInstance, Trigger
-        from airflow.utils.log.log_reader import TaskLogReader
         from sqlalchemy import select
-        from sqlalchemy.orm import joinedload
+        from sqlalchemy.orm import selectinload
 
         def read(session: Any) -> list[dict[str, Any]]:
             stmt = (
@@ -179,16 +179,18 @@ class LocalRuns(Runs):
                     TaskInstance.task_id == task.task_id,
                     TaskInstance.map_index == task.map_index,
                 )
-                # what the log reader touches, loaded while the session is open (as the API server does)
-                .options(joinedload(TaskInstance.dag_run))
-                .options(joinedload(TaskInstance.trigger).joinedload(Trigger.triggerer_job))
-                .options(joinedload(TaskInstance.dag_model))
+                # what the log reader touches, loaded while the session is open (as the API server does); in
+                # queries of their own, as Airflow 2 joins the DAG's row with an inner join, which would drop a
+                # task instance whose DAG has no row
+                .options(selectinload(TaskInstance.dag_run))
+                .options(selectinload(TaskInstance.trigger).selectinload(Trigger.triggerer_job))
+                .options(selectinload(TaskInstance.dag_model))
             )
             ti = session.scalar(stmt)
             if ti is None:
                 return []
-            lines, _ = TaskLogReader().read_log_chunks(ti, try_number, {"download_logs": True})
-            return [_line(m) for m in lines]
+            log = read_task_log(ti, try_number)
+            return text_log_lines(log) if isinstance(log, str) else [_line(m) for m in log]
 
         return self._read(read)
 
@@ -197,8 +199,48 @@ def _line(message: Any) -> dict[str, Any]:
     return message.model_dump(mode="json") if hasattr(message, "model_dump") else dict(message)
 
 
+#: a record of a text log as Airflow's default log format writes it: ``[time] {file.py:12} LEVEL - message``
+#: (the reader's own lines, such as the source details' group, have the level and message only)
+TEXT_RECORD = re.compile(
+    r"^\s*(?:\[(?P<timestamp>[^\]]*)\]\s+)?(?:\{[^}]*\}\s+)?"
+    r"(?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL) - (?P<event>.*)$"
+)
+TRACEBACK = "Traceback (most recent call last):"
+
+
+def text_log_lines(text: str) -> list[dict[str, Any]]:
+    """A text log (Airflow 2's) as the structured lines Airflow 3 gives: a line that does not start a record
+    continues the one before (a traceback, a message of several lines); a traceback becomes the record's
+    ``error_detail``, its exception's type and message, as Airflow 3 records it."""
+    records: list[dict[str, Any]] = []
+    for raw in text.splitlines():
+        match = TEXT_RECORD.match(raw)
+        if match:
+            records.append({k: v for k, v in match.groupdict().items() if v is not None})
+        elif records:
+            records[-1]["event"] += "\n" + raw
+        elif raw.strip():
+            records.append({"event": raw})
+    for record in records:
+        message, sep, trace = record["event"].partition(TRACEBACK)
+        if sep:
+            record["event"] = message.rstrip()
+            record["error_detail"] = [_exception_of(trace)]
+    return records
+
+
+def _exception_of(trace: str) -> dict[str, str]:
+    """The exception a traceback ends with (the last one of a chain): its type and message."""
+    last = trace.rsplit(TRACEBACK, 1)[-1].splitlines()
+    body = [line for line in last if line.strip()]
+    # the frames are indented; the exception's line is the first that is not, its message may go on
+    start = next((i for i, line in enumerate(body) if not line[:1].isspace()), len(body))
+    kind, _, value = "\n".join(body[start:]).partition(":")
+    return {"exc_type": kind.strip(), "exc_value": value.strip()}
+
+
 class RemoteRuns(Runs):
-    """A deployed Airflow's REST API v2, with the connector store's authentication."""
+    """A deployed Airflow's REST API (v2, or v1 on Airflow 2), with the connector store's authentication."""
 
     def __init__(self, store: RemoteStore) -> None:
         self.api = store
@@ -220,7 +262,9 @@ class RemoteRuns(Runs):
         return self._newest(dag_id, {"state": list(FINISHED)})
 
     def _newest(self, dag_id: str, where: dict[str, Any]) -> RunInfo | None:
-        params = {"order_by": "-run_after", "limit": 1, **where}
+        # API v1 (Airflow 2) orders runs by when they were due under the name execution_date
+        due = "execution_date" if self.api.api == "v1" else "run_after"
+        params = {"order_by": f"-{due}", "limit": 1, **where}
         page = self.api.call("GET", f"/dags/{dag_id}/dagRuns", ok_missing=True, params=params)
         runs = (page or {}).get("dag_runs") or []
         return self._info(runs[0]) if runs else None
@@ -240,7 +284,10 @@ class RemoteRuns(Runs):
 
     def summary(self, dag_id: str, run_id: str, task: TaskRun) -> Any:
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task.task_id}/xcomEntries/return_value"
-        entry = self.api.call("GET", path, ok_missing=True, params={"map_index": task.map_index})
+        params: dict[str, Any] = {"map_index": task.map_index}
+        if self.api.api == "v1":  # Airflow 2 answers the value's Python repr unless asked for JSON
+            params["stringify"] = "false"
+        entry = self.api.call("GET", path, ok_missing=True, params=params)
         value = None if entry is None else entry.get("value")
         if isinstance(value, str):
             try:
@@ -251,6 +298,12 @@ class RemoteRuns(Runs):
 
     def log(self, dag_id: str, run_id: str, task: TaskRun, try_number: int) -> list[dict[str, Any]]:
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task.task_id}/logs/{try_number}"
+        if self.api.api == "v1":  # Airflow 2 keeps text logs: their text, read as Airflow 3's lines
+            params = {"map_index": task.map_index, "full_content": "true"}
+            text = self.api.call(
+                "GET", path, ok_missing=True, raw=True, params=params, headers={"Accept": "text/plain"}
+            )
+            return text_log_lines(text or "")
         page = self.api.call(
             "GET",
             path,

@@ -2,8 +2,9 @@
 
 One interface, two implementations. :class:`LocalStore` uses Airflow's own models and session
 (what ``airflow connections add`` does: the password and extra are Fernet-encrypted when a key is
-configured). :class:`RemoteStore` talks to a deployed Airflow's REST API v2, so a laptop can manage
-it; that API never returns secrets, so checks that need them run on the server.
+configured). :class:`RemoteStore` talks to a deployed Airflow's REST API (v2 on Airflow 3, v1 on
+Airflow 2), so a laptop can manage it; that API never returns secrets, so checks that need them run on the
+server.
 
 The same store reaches Airflow Variables: each batch exporter's progress record lives in one
 (:mod:`strm_provider.progress`), and the commands that create, move or delete an exporter keep it.
@@ -12,6 +13,7 @@ The same store reaches Airflow Variables: each batch exporter's progress record 
 from __future__ import annotations
 
 import abc
+import base64
 import json
 import os
 from typing import Any
@@ -225,10 +227,12 @@ def _safe_db(url: str) -> str:
 
 
 class RemoteStore(ConnectorStore):
-    """A deployed Airflow through its REST API v2 (``/api/v2/connections``).
+    """A deployed Airflow through its REST API: v2 (``/api/v2/connections``) on Airflow 3, v1 on Airflow 2;
+    which one, the server says (the first request asks for its version).
 
-    Auth: a JWT in ``STRM_AIRFLOW_TOKEN``, or ``STRM_AIRFLOW_USERNAME``/``STRM_AIRFLOW_PASSWORD``
-    exchanged for one at ``/auth/token`` (Airflow 3's simple auth manager).
+    Auth: a token in ``STRM_AIRFLOW_TOKEN`` (sent as a bearer token), or ``STRM_AIRFLOW_USERNAME``/
+    ``STRM_AIRFLOW_PASSWORD``: exchanged for a JWT at ``/auth/token`` on Airflow 3, sent with every request
+    (HTTP basic auth, the FAB auth manager's ``basic_auth`` API backend) on Airflow 2.
     """
 
     def __init__(self, url: str) -> None:
@@ -238,11 +242,32 @@ class RemoteStore(ConnectorStore):
         self.where = f"Airflow at {self.base}"
         self._http = httpx.Client(base_url=self.base, timeout=30.0, trust_env=False)
         self._token: str | None = os.environ.get("STRM_AIRFLOW_TOKEN") or None
+        self._api: str | None = None
 
     # ----- http ---------------------------------------------------------------------------------
+    @property
+    def api(self) -> str:
+        """The REST API the server has: ``v2`` (Airflow 3) or ``v1`` (Airflow 2)."""
+        if self._api is None:
+            # the version endpoints answer whether or not the request is authenticated: 404 is "no such API"
+            if self._send("GET", "/api/v2/version", auth=False).status_code != 404:
+                self._api = "v2"
+            elif self._send("GET", "/api/v1/version", auth=False).status_code != 404:
+                self._api = "v1"
+            else:
+                raise StoreError(f"{self.where} has no Airflow REST API (neither /api/v2 nor /api/v1 answers)")
+        return self._api
+
     def _auth(self) -> dict[str, str]:
         if self._token is None:
             user, password = os.environ.get("STRM_AIRFLOW_USERNAME"), os.environ.get("STRM_AIRFLOW_PASSWORD")
+            if self.api == "v1":
+                if not (user and password):
+                    raise StoreError(
+                        f"no credentials for {self.where} (Airflow 2): set STRM_AIRFLOW_USERNAME and "
+                        "STRM_AIRFLOW_PASSWORD"
+                    )
+                return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
             if not (user and password):
                 raise StoreError(
                     f"no credentials for {self.where}: set STRM_AIRFLOW_TOKEN, or STRM_AIRFLOW_USERNAME and "
@@ -263,19 +288,24 @@ class RemoteStore(ConnectorStore):
         except httpx.HTTPError as err:
             raise StoreError(f"cannot reach {self.where}: {type(err).__name__}") from None
 
-    def call(self, method: str, path: str, *, ok_missing: bool = False, **kwargs: Any) -> Any:
-        resp = self._send(method, f"/api/v2{path}", **kwargs)
+    def call(self, method: str, path: str, *, ok_missing: bool = False, raw: bool = False, **kwargs: Any) -> Any:
+        """``method`` on ``/api/<version><path>``: the JSON answer (the text with ``raw``), None for a 404 with
+        ``ok_missing``."""
+        resp = self._send(method, f"/api/{self.api}{path}", **kwargs)
         if resp.status_code == 404 and ok_missing:
             return None
         if resp.status_code in (401, 403):
+            creds = "STRM_AIRFLOW_USERNAME/STRM_AIRFLOW_PASSWORD" if self.api == "v1" else "STRM_AIRFLOW_TOKEN"
             raise StoreError(
-                f"{self.where} refused {method} {path} (HTTP {resp.status_code}): check STRM_AIRFLOW_TOKEN or "
-                "the user's permissions"
+                f"{self.where} refused {method} {path} (HTTP {resp.status_code}): check {creds} or the user's "
+                "permissions"
             )
         if resp.status_code == 409:
             raise Duplicate(path)
         if resp.status_code >= 400:
             raise StoreError(f"{self.where}: {method} {path} failed (HTTP {resp.status_code}): {_detail(resp)}")
+        if raw:
+            return resp.text
         return resp.json() if resp.content else {}
 
     # ----- ConnectorStore -----------------------------------------------------------------------
@@ -283,9 +313,13 @@ class RemoteStore(ConnectorStore):
         specs: list[ConnectorSpec] = []
         offset = 0
         while True:
-            page = self.call("GET", "/connections", params={"limit": 100, "offset": offset, "order_by": "conn_id"})
+            order = "connection_id" if self.api == "v1" else "conn_id"
+            page = self.call("GET", "/connections", params={"limit": 100, "offset": offset, "order_by": order})
             items = page.get("connections", [])
-            specs += [_remote_spec(c) for c in items if c.get("conn_type") in CONN_TYPES]
+            ours = [c for c in items if c.get("conn_type") in CONN_TYPES]
+            if self.api == "v1":  # Airflow 2 lists connections without their extra: read each
+                ours = [self.call("GET", f"/connections/{quote(c['connection_id'], safe='')}") for c in ours]
+            specs += [_remote_spec(c) for c in ours]
             offset += len(items)
             if not items or offset >= page.get("total_entries", 0):
                 return specs
@@ -308,6 +342,11 @@ class RemoteStore(ConnectorStore):
         """Ask the server to test the stored connection as an exporter writing under ``prefix`` with
         ``compression`` writes (the Test button's ``test_prefix`` and ``test_compression``; needs
         test_connection)."""
+        if self.api == "v1":
+            raise StoreError(
+                f"{self.where} runs Airflow 2, whose connection test uses only the fields it is sent, not the "
+                "stored credentials: run this command on the Airflow host, or pass --no-validate"
+            )
         if bucket:
             # The server's Test runs the official provider's own check, which writes nothing to a bucket.
             raise StoreError(
@@ -318,7 +357,7 @@ class RemoteStore(ConnectorStore):
         # only the keys sent: send the whole extra as the API showed it, with the test file's place changed.
         extra = {**spec.extra, "test_prefix": prefix, "test_compression": compression}
         body = {"connection_id": spec.name, "conn_type": spec.conn_type, "extra": json.dumps(extra)}
-        resp = self._send("POST", "/api/v2/connections/test", json=body)
+        resp = self._send("POST", f"/api/{self.api}/connections/test", json=body)
         if resp.status_code == 403 and "disabled" in resp.text.lower():
             raise StoreError(
                 f"{self.where} has connection testing disabled, so the data connector cannot be validated "
@@ -337,9 +376,11 @@ class RemoteStore(ConnectorStore):
         data = self.call("GET", f"/connections/{conn_id}", ok_missing=True)
         if data is None:
             return None
-        if data.get("password") == MASKED:
+        # Airflow 2's API leaves the password out, so a connection with a login may have one
+        if data.get("password") == MASKED or (self.api == "v1" and data.get("login")):
             raise StoreError(
-                f"connection '{conn_id}' has a password, which {self.where} does not reveal; run this command "
+                f"connection '{conn_id}' has a password (or, on Airflow 2, a login, whose password the API "
+                f"leaves out), which {self.where} does not reveal; run this command "
                 "where the connection is readable (e.g. on the Airflow host) or define it locally"
             )
         return _remote_spec(data).to_connection()
