@@ -77,6 +77,7 @@ strm_provider.hooks.StorageError: AccessDenied: s3://bucket/elsewhere/x
 """
 
 
+@pytest.mark.compat
 def test_an_airflow_2_text_log_reads_as_airflow_3_lines() -> None:
     """Airflow 2 keeps task logs as text: its records, with a traceback as the exception it ended with."""
     from strm_provider.cli.runs import _readable, _render, text_log_lines

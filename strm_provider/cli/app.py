@@ -45,8 +45,9 @@ def store(ctx: click.Context) -> ConnectorStore:
     "--airflow-url",
     envvar="STRM_AIRFLOW_URL",
     metavar="URL",
-    help="Manage a remote Airflow through its REST API (token in STRM_AIRFLOW_TOKEN, or "
-    "STRM_AIRFLOW_USERNAME/STRM_AIRFLOW_PASSWORD); default: the local Airflow metadata database",
+    help="Manage a remote Airflow through its REST API, v2 on Airflow 3 or v1 on Airflow 2 as the server has "
+    "(token in STRM_AIRFLOW_TOKEN, or STRM_AIRFLOW_USERNAME/STRM_AIRFLOW_PASSWORD: exchanged for a JWT on "
+    "Airflow 3, HTTP basic auth on Airflow 2); default: the local Airflow metadata database",
 )
 @click.version_option(package_name="strm-airflow-provider")
 def cli(airflow_url: str | None) -> None:
