@@ -1,9 +1,9 @@
 """One environment per older Airflow line, for the compatibility subset of the tests (``make compat``).
 
-The project's lock (``uv.lock``) holds the newest Airflow. Each older line gets a requirements file of its
-own in ``devstack/compat/``, resolved by uv with Airflow pinned to the line's newest patch and every provider
-held to the lock's version, so a line differs from the main environment in Airflow alone wherever the
-providers allow it::
+The project's lock (``uv.lock``) holds the newest Airflow. Each older line gets a requirements file of
+its own in ``devstack/compat/``, resolved by uv with Airflow pinned to the line's newest patch, every
+provider held to the lock's version and every other package kept at the lock's version where that Airflow
+allows it, so a line differs from the main environment only where its Airflow bounds it::
 
     python -m devstack.compat lock          # re-resolve devstack/compat/airflow-*.txt (committed)
     python -m devstack.compat build [LINE]  # .compat/<line>/, built once per requirements file
@@ -51,6 +51,9 @@ def lock(line: str) -> None:
         cwd=REPO, check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
     providers = [p.split(" ;")[0] for p in pins.splitlines() if p.startswith("apache-airflow-providers-")]
+    # uv keeps the versions an output file already pins wherever they still fit: starting from the lock's
+    # pins, the line differs from the main environment only where its Airflow bounds it
+    requirements(line).write_text(pins)
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "override.txt").write_text(f"apache-airflow=={LINES[line]}\n")
         (Path(tmp) / "providers.txt").write_text("\n".join(providers) + "\n")
