@@ -56,7 +56,7 @@ install-debs:
 test: venv system-deps kafka  ## the whole suite on the newest Airflow, then the compatibility subset on each older line
 	.venv/bin/ruff check strm_provider dags devstack tests scripts bench docker
 	.venv/bin/pytest -p no:cacheprovider
-	.venv/bin/python -m devstack.compat test
+	.venv/bin/python -m devstack.compat test --jobs 2
 
 # LINES="2.11 3.0" for some lines only; each line's environment (.compat/<line>) is built once
 compat: venv system-deps kafka  ## the compatibility subset (tests marked compat) on Airflow 2.11, 3.0, 3.1 and 3.2
