@@ -15,7 +15,7 @@ from devstack import opened
 from devstack.airflow import conn_env, environ
 from strm_provider.config import ExporterConfig
 from strm_provider.naming import is_data_file
-from strm_provider.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_VERSION
+from strm_provider.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_1_PLUS, AIRFLOW_VERSION
 
 
 def connections(**conns: dict[str, Any]) -> AbstractContextManager[None]:
@@ -59,14 +59,20 @@ def dag_bag(folder: str | Path) -> Any:
 
 def load_dag(dag_id: str, *, to_db: bool = False) -> Any:
     """The DAG as Airflow loads it from the project's DAG folder; with ``to_db``, the folder's DAGs written to
-    the metadata database as the DAG processor does, where Airflow 3's ``dag.test()`` does not do it itself."""
+    the metadata database as the DAG processor does, where ``dag.test()`` does not do it itself (before 3.1)."""
     bag = dag_bag(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     if dag_id not in bag.dags:
         raise AssertionError(f"{dag_id} not loaded; import errors: {bag.import_errors}")
-    if to_db and not AIRFLOW_V_3_0_PLUS:
-        # Airflow 2 records an outlet's Dataset event only for a Dataset the database knows, and only queues
-        # runs of DAGs it knows to be scheduled on it
-        bag.sync_to_db()
+    if to_db and not AIRFLOW_V_3_1_PLUS:
+        # an outlet's Asset (Dataset) event needs the Asset in the database (Airflow 3.0 fails the task
+        # otherwise, Airflow 2 records no event), and only DAGs the database knows are queued on it
+        if AIRFLOW_V_3_0_PLUS:
+            from airflow.dag_processing.bundles.manager import DagBundlesManager
+
+            DagBundlesManager().sync_bundles_to_db()
+            bag.sync_to_db("dags-folder", None)
+        else:
+            bag.sync_to_db()
     return bag.dags[dag_id]
 
 
