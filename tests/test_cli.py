@@ -38,6 +38,8 @@ SECRETS.add(API_PASSWORD)
 #: the api-server's JWT secret: a process of this session that runs tasks through its Execution API signs
 #: their tokens with it
 JWT_SECRET = uuid.uuid4().hex + uuid.uuid4().hex  # 64 bytes, as HS512 wants
+#: the tokens' issuer: Airflow 3.0 leaves it unset by default, which the PyJWT it installs with refuses
+JWT_ISSUER = "strm-tests"
 
 
 def unique(prefix: str) -> str:
@@ -147,6 +149,7 @@ def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
             "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
             "AIRFLOW__API_AUTH__JWT_SECRET": JWT_SECRET,
+            "AIRFLOW__API_AUTH__JWT_ISSUER": JWT_ISSUER,
             "AIRFLOW__API__BASE_URL": url,
         }
         cmd = [str(BIN / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]

@@ -33,6 +33,7 @@ from tests.exporting import (
 )
 from tests.test_cli import (  # noqa: F401  (api_server, remote, session_strm: fixtures)
     BIN,
+    JWT_ISSUER,
     JWT_SECRET,
     ApiServer,
     Cli,
@@ -96,6 +97,7 @@ def executor_settings(server: ApiServer) -> dict[str, str]:
     return {
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{server.url}/execution/",
         "AIRFLOW__API_AUTH__JWT_SECRET": JWT_SECRET,
+        "AIRFLOW__API_AUTH__JWT_ISSUER": JWT_ISSUER,
     }
 
 

@@ -29,10 +29,10 @@ def _airflow_logs_to_stderr() -> None:
     import airflow  # noqa: F401  (configures logging on import)
 
     if not sys.warnoptions:
-        # Airflow turns its deprecation warnings on when imported; they speak to DAG authors, not to people
-        # running strm (Python's -W or PYTHONWARNINGS still shows them)
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
+        # Airflow turns its deprecation warnings on when imported (some, about moved imports, are FutureWarnings);
+        # they speak to DAG authors, not to people running strm (Python's -W or PYTHONWARNINGS still shows them)
+        for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+            warnings.filterwarnings("ignore", category=category)
 
     root = logging.getLogger()
     for handler in list(root.handlers):
