@@ -33,6 +33,9 @@ PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 #: each supported older line and the patch release its environment runs
 LINES = {"2.11": "2.11.2", "3.0": "3.0.6", "3.1": "3.1.8", "3.2": "3.2.2"}
+#: bounds a line's Airflow needs but does not declare (its own constraints file holds them below): 3.0's task
+#: API answers 422 to a task's start on fastapi >= 0.118, and 3.2's loses its service registry on svcs 26
+HELD = {"3.0": ["fastapi<0.118", "starlette<0.49", "cadwyn<6"], "3.2": ["svcs<26"]}
 
 
 def requirements(line: str) -> Path:
@@ -56,7 +59,7 @@ def lock(line: str) -> None:
     requirements(line).write_text(pins)
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "override.txt").write_text(f"apache-airflow=={LINES[line]}\n")
-        (Path(tmp) / "providers.txt").write_text("\n".join(providers) + "\n")
+        (Path(tmp) / "providers.txt").write_text("\n".join([*providers, *HELD.get(line, [])]) + "\n")
         subprocess.run(
             [str(UV), "pip", "compile", "pyproject.toml", "--all-extras", "--group", "pyproject.toml:dev",
              "--python-version", PYTHON, "--python-platform", "linux", "--quiet", "--no-header",
