@@ -34,8 +34,12 @@ PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 #: each supported older line and the patch release its environment runs
 LINES = {"2.11": "2.11.2", "3.0": "3.0.6", "3.1": "3.1.8", "3.2": "3.2.2"}
 #: bounds a line's Airflow needs but does not declare (its own constraints file holds them below): 3.0's task
-#: API answers 422 to a task's start on fastapi >= 0.118, and 3.2's loses its service registry on svcs 26
-HELD = {"3.0": ["fastapi<0.118", "starlette<0.49", "cadwyn<6"], "3.2": ["svcs<26"]}
+#: API answers 422 to a task's start on fastapi >= 0.132 and its /auth/token 500 on PyJWT >= 2.11; 3.2's
+#: execution API fails on fastapi >= 0.137 and loses its service registry on svcs 26
+HELD = {
+    "3.0": ["fastapi<0.118", "starlette<0.49", "cadwyn<6", "pyjwt<2.11"],
+    "3.2": ["fastapi<0.137", "svcs<26"],
+}
 
 
 def requirements(line: str) -> Path:
