@@ -4,7 +4,10 @@ A user logs in, adds a data connector through Admin -> Connections with the prov
 and its labelled fields, presses Test and sees success, then opens the exporter's DAG and sees a
 successful run and the Asset events it created. It runs on the Airflow of the test's environment (the
 stack runs there too): the React UI on Airflow 3, Flask AppBuilder's pages on Airflow 2, where the steps
-differ only in where things are (the Test button in the form, "Datasets" for Assets). Screenshots go to
+differ only in where things are (the Test button in the form, "Datasets" for Assets). Airflow 3.0's React
+form shows a provider's own fields only when Flask AppBuilder is installed beside the API server (3.1 shows them
+always) and has no Test button (3.1 added it): there the user types the provider's settings into the Extra
+Fields JSON and tests the saved connection through the REST API's connection test. Screenshots go to
 ``test-artifacts/ui/<line>/``.
 """
 
@@ -69,6 +72,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             "auth": airflow["auth"],
             "line": f"{version.major}.{version.minor}",
             "fab": version.major < 3,  # Airflow 2: Flask AppBuilder's pages
+            "react_3_0": (version.major, version.minor) == (3, 0),  # no provider form fields, no Test button
             "s3_url": f"http://127.0.0.1:{state['ports']['s3']}",
             "key": json.loads((root / "s3.json").read_text())["AccessKey"],
         }
@@ -112,25 +116,27 @@ def bucket_keys(stack: dict[str, Any]) -> list[str]:
     return [item["Key"] for p in pages for item in p.get("Contents", [])]
 
 
-def forget_connection(stack: dict[str, Any], conn_id: str) -> None:
-    """Through the REST API: basic auth on Airflow 2 (``/api/v1``), a JWT on Airflow 3 (``/api/v2``)."""
+def rest_api(stack: dict[str, Any]) -> Any:
+    """The REST API's client: basic auth on Airflow 2 (``/api/v1``), a JWT on Airflow 3 (``/api/v2``)."""
     import httpx
 
     login = {"username": stack["user"], "password": stack["password"]}
     if stack["auth"] == "basic":
-        client = httpx.Client(auth=(login["username"], login["password"]), timeout=30)
-    else:
-        token = httpx.post(f"{stack['url']}/auth/token", json=login, timeout=30).json()["access_token"]
-        client = httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=30)
-    with client:
-        client.delete(f"{stack['api']}/connections/{conn_id}")
+        return httpx.Client(base_url=stack["api"], auth=(login["username"], login["password"]), timeout=60)
+    token = httpx.post(f"{stack['url']}/auth/token", json=login, timeout=30).json()["access_token"]
+    return httpx.Client(base_url=stack["api"], headers={"Authorization": f"Bearer {token}"}, timeout=60)
+
+
+def forget_connection(stack: dict[str, Any], conn_id: str) -> None:
+    with rest_api(stack) as client:
+        client.delete(f"/connections/{conn_id}")
 
 
 @pytest.mark.compat
 def test_add_a_data_connector_test_it_and_see_the_exporter_run(stack: dict[str, Any], page: Any) -> None:
     from playwright.sync_api import expect
 
-    url, fab = stack["url"], stack["fab"]
+    url, fab, react_3_0 = stack["url"], stack["fab"], stack["react_3_0"]
     secret = stack["key"]["SecretAccessKey"]
     dag = exporter_dag("s3-demo")
     forget_connection(stack, "my-s3")  # a stack given by STRM_UI_STACK may hold one from an earlier run
@@ -164,42 +170,63 @@ def test_add_a_data_connector_test_it_and_see_the_exporter_run(stack: dict[str, 
         form.get_by_role("combobox").click()
         page.keyboard.type("STRM AWS S3")
         page.keyboard.press("Enter")
-    for label in ("AWS access key ID", "AWS secret access key"):
+    # Airflow 3.0 shows the standard fields under their own names, without the provider's labels
+    key_label, secret_label = ("Login", "Password") if react_3_0 else ("AWS access key ID", "AWS secret access key")
+    for label in (key_label, secret_label):
         expect(form.get_by_text(label, exact=True)).to_be_visible()
-    # each field says what leaving it empty means
-    expect(form.get_by_placeholder("AKIA... (empty: the worker's own AWS identity)")).to_be_visible()
-    both_empty = "(or Credentials JSON below; both empty: the AWS default credential chain)"
-    expect(form.get_by_placeholder(both_empty)).to_be_visible()
-    form.get_by_label("AWS access key ID").fill(stack["key"]["AccessKeyId"])
-    form.get_by_label("AWS secret access key").fill(secret)
+    if not react_3_0:  # each field says what leaving it empty means
+        expect(form.get_by_placeholder("AKIA... (empty: the worker's own AWS identity)")).to_be_visible()
+        both_empty = "(or Credentials JSON below; both empty: the AWS default credential chain)"
+        expect(form.get_by_placeholder(both_empty)).to_be_visible()
+    form.get_by_label(key_label, exact=True).fill(stack["key"]["AccessKeyId"])
+    form.get_by_label(secret_label, exact=True).fill(secret)
     shot(page, stack, "02-add-connection-standard-fields")
-    if not fab:  # Airflow 3 folds the provider's fields under "Extra Fields"
+    extra = {"bucket": "strmprivacy-export-demo", "endpoint_url": stack["s3_url"], "test_prefix": "events"}
+    if react_3_0:  # only the Extra Fields JSON holds the provider's settings
+        expect(form.get_by_role("button", name="Extra Fields", exact=True)).to_have_count(0)
+        form.get_by_role("button", name="Extra Fields JSON", exact=True).click()
+        editor = form.locator(".cm-content")
+        editor.click()
+        page.keyboard.press("ControlOrMeta+a")
+        page.keyboard.press("Delete")
+        editor.fill(json.dumps(extra))
+        form.locator("input[name=connection_id]").click()  # leaving the editor formats the JSON
+        shot(page, stack, "03-add-connection-extra-json")
+    if not fab and not react_3_0:  # Airflow 3 folds the provider's fields under "Extra Fields"
         form.get_by_role("button", name="Extra Fields", exact=True).click()
-    labels = ("Bucket", "Region", "Endpoint URL", "Role ARN", "Server-side encryption", "KMS key", "Credentials JSON")
-    for label in (*labels, "Test prefix"):
-        expect(form.get_by_text(re.compile(rf"^\s*{label}\s*$"))).to_be_visible()
-    # every choice shows a value: "none" for no server-side encryption, never an empty "null"
-    expect(form.get_by_text("null", exact=True).filter(visible=True)).to_have_count(0)  # not the folded JSON
+    if not react_3_0:
+        labels = ("Bucket", "Region", "Endpoint URL", "Role ARN", "Server-side encryption", "KMS key")
+        for label in (*labels, "Credentials JSON", "Test prefix"):
+            expect(form.get_by_text(re.compile(rf"^\s*{label}\s*$"))).to_be_visible()
+        # every choice shows a value: "none" for no server-side encryption, never an empty "null"
+        expect(form.get_by_text("null", exact=True).filter(visible=True)).to_have_count(0)  # not the folded JSON
     if fab:  # text fields, their choices checked on Save; Extra stays shown, as Airflow 2's Test button needs it
         expect(form.get_by_text(re.compile(r"^\s*Extra\s*$"))).to_be_visible()
         expect(form.get_by_label("Server-side encryption")).to_have_value("none")
         expect(form.get_by_label("Credentials JSON")).to_have_attribute("type", "password")
-    extra = {"bucket": "strmprivacy-export-demo", "endpoint_url": stack["s3_url"], "test_prefix": "events"}
-    for name, value in extra.items():
-        form.locator(f"#extra__strm_s3__{name}" if fab else f"input[name=element_{name}]").fill(value)
-    shot(page, stack, "03-add-connection-extra-fields")
+    if not react_3_0:
+        for name, value in extra.items():
+            form.locator(f"#extra__strm_s3__{name}" if fab else f"input[name=element_{name}]").fill(value)
+        shot(page, stack, "03-add-connection-extra-fields")
 
-    def press_test(button: Any) -> None:
-        """Test: the provider writes the empty validation file with the least-privilege key."""
+    wrote = re.compile(r"^Wrote s3://strmprivacy-export-demo/events/\.strm_test_\S+, as arn:aws:iam::\d{12}:user/\S+$")
+
+    def tested(send: Any) -> None:
+        """Test: the provider writes the empty validation file with the least-privilege key, and says who wrote it."""
         before = {k for k in bucket_keys(stack) if is_test_object(k)}
-        with page.expect_response(lambda r: r.url.endswith("/connections/test")) as reply:
-            button.click()
-        result = reply.value.json()
-        assert reply.value.status == 200 and result["status"] is True, result
-        expect(page.get_by_text(re.compile(r"Wrote s3://strmprivacy-export-demo/events/\.strm_test_"))).to_be_visible()
-        assert re.search(r", as arn:aws:iam::\d{12}:user/\S+$", result["message"]), result  # who wrote it
+        status, result = send()
+        assert status == 200 and result["status"] is True and wrote.search(result["message"]), result
         new = {k for k in bucket_keys(stack) if is_test_object(k)} - before
         assert len(new) == 1 and next(iter(new)).startswith("events/.strm_test_")
+
+    def press_test(button: Any) -> None:
+        def send() -> tuple[int, Any]:
+            with page.expect_response(lambda r: r.url.endswith("/connections/test")) as reply:
+                button.click()
+            return reply.value.status, reply.value.json()
+
+        tested(send)
+        expect(page.get_by_text(re.compile(r"Wrote s3://strmprivacy-export-demo/events/\.strm_test_"))).to_be_visible()
 
     if fab:  # Airflow 2 tests what the form holds, before it is saved
         press_test(form.get_by_role("button", name="Test"))
@@ -212,7 +239,27 @@ def test_add_a_data_connector_test_it_and_see_the_exporter_run(stack: dict[str, 
     row = page.get_by_role("row").filter(has=page.get_by_role("cell", name="my-s3", exact=True))
     expect(row).to_be_visible()
     assert secret not in page.content()
-    if not fab:  # Airflow 3 tests a saved connection, from its row
+    if react_3_0:  # no Test button: the REST API's test of the connection as saved (it uses only what it is sent)
+        expect(row.get_by_role("button", name="Test Connection")).to_have_count(0)
+        expect(page.get_by_role("button", name=re.compile("^Test"))).to_have_count(0)
+        shot(page, stack, "04-connection-saved-no-test-button")
+        with rest_api(stack) as client:
+            saved = client.get("/connections/my-s3").json()
+            assert saved["conn_type"] == "strm_s3" and json.loads(saved["extra"]) == extra, saved
+            body = {
+                "connection_id": "my-s3",
+                "conn_type": "strm_s3",
+                "login": saved["login"],
+                "password": secret,  # the API shows it masked
+                "extra": saved["extra"],
+            }
+
+            def send() -> tuple[int, Any]:
+                reply = client.post("/connections/test", json=body)
+                return reply.status_code, reply.json()
+
+            tested(send)
+    elif not fab:  # Airflow 3 tests a saved connection, from its row
         press_test(row.get_by_role("button", name="Test Connection"))
         expect(page.get_by_text("Test Connection Successful")).to_be_visible()
         page.wait_for_timeout(800)  # let the toast finish fading in, for the screenshot only
