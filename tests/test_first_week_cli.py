@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from devstack import free_port
+from strm_provider.version_compat import AIRFLOW_VERSION
 from tests.exporting import (
     connections,
     data_files,
@@ -105,7 +106,7 @@ def run_with_logs(dag_id: str, server: ApiServer) -> Any:
     """Run the DAG once through the LocalExecutor, whose workers write their task logs as a deployment's do
     (``dag.test()`` alone runs the tasks in this process, leaving no log for Airflow's log reader)."""
     with environ(executor_settings(server)):
-        return load_dag(dag_id).test(use_executor=True)
+        return load_dag(dag_id, to_db=True).test(use_executor=True)
 
 
 def leave_waiting_for_retry(dag_id: str, server: ApiServer) -> None:
@@ -131,7 +132,12 @@ def leave_waiting_for_retry(dag_id: str, server: ApiServer) -> None:
         proc.wait(30)
 
 
-@pytest.mark.compat
+#: not on Airflow 3.0, whose dag.test(use_executor=True) hands its workers a DAG they look up in the serialized
+#: DAG table and do not find there (a gap of this test's way of running, named in the README's support table)
+COMPAT_BUT_3_0 = pytest.mark.compat if AIRFLOW_VERSION.release[:2] != (3, 0) else pytest.mark.slow
+
+
+@COMPAT_BUT_3_0
 def test_monitor_and_logs_read_real_runs_locally_and_remotely(
     session_strm: Cli,  # noqa: F811
     remote: Cli,  # noqa: F811

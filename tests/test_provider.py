@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from strm_provider.version_compat import AIRFLOW_VERSION
+from strm_provider.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_VERSION
 from tests.exporting import DAGBAG_MODULE, exporter_dag
 
 pytestmark = pytest.mark.compat
@@ -75,35 +75,56 @@ def test_connections_add_accepts_our_conn_type() -> None:
     airflow("connections", "delete", "provider_test_s3")
 
 
-def form_field(widget: Any) -> tuple[str, list[str] | None]:
-    """An extra field's label and choices as the connection form shows them: from 3.2 on Airflow reads the
-    form the provider declares (``conn-fields``, a JSON schema per field); before, the WTForms field the
-    hook's ``get_connection_form_widgets()`` returns (the Flask AppBuilder form of Airflow 2, which the React
-    form of 3.0 and 3.1 converts)."""
-    if AIRFLOW_VERSION.release >= (3, 2):
-        schema = widget.field["schema"]
-        return schema["title"], schema.get("enum")
-    field = widget.field  # unbound: WTForms keeps the constructor's arguments
-    label = field.kwargs.get("label", field.args[0] if field.args else "")
-    choices = field.kwargs.get("choices")
-    values = None if choices is None else [c[0] if isinstance(c, tuple | list) else c for c in choices]
-    return str(label), values
+def form_metadata() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The connection form's extra fields and field behaviours, read as the line's UI reads them: the React UI of
+    Airflow 3.0 and 3.1 through its own stand-ins for WTForms and Flask AppBuilder (absent beside its API server),
+    Airflow 2's form and the form of 3.2 on through the providers manager."""
+    if AIRFLOW_V_3_0_PLUS and AIRFLOW_VERSION.release < (3, 2):
+        from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
 
-
-def test_ui_form_has_labels_hidden_fields_and_secret_extras() -> None:
+        _hooks, widgets, behaviours = HookMetaService._get_hooks_with_mocked_fab()
+        return widgets, behaviours
     from airflow.providers_manager import ProvidersManager
 
     manager = ProvidersManager()
-    behaviours = manager.field_behaviours
+    return manager.connection_form_widgets, manager.field_behaviours
+
+
+def form_field(widget: Any) -> tuple[str, list[str] | None]:
+    """An extra field's label and choices as the form shows them: from 3.2 on the JSON schema the provider
+    declares (``conn-fields``); on 3.0 and 3.1 the schema the UI's stand-in field built from the hook's
+    ``get_connection_form_widgets()``; on Airflow 2 that WTForms field itself."""
+    field = widget.field
+    if isinstance(field, dict) or hasattr(field, "param"):
+        schema = field["schema"] if isinstance(field, dict) else field.param.schema
+        return schema["title"], schema.get("enum")
+    label = field.kwargs.get("label", field.args[0] if field.args else "")  # unbound: keeps its arguments
+    # Airflow 2 takes only text, number, password and checkbox fields: a choice is a text field checked on Save
+    checks = [v for v in field.kwargs.get("validators", ()) if hasattr(v, "values")]
+    return str(label), list(checks[0].values) if checks else None
+
+
+def secret(widget: Any) -> bool:
+    """Whether the form hides the field's value (3.0 and 3.1's stand-ins carry it as the schema's format)."""
+    param = getattr(widget.field, "param", None)
+    return widget.is_sensitive or (param is not None and param.schema.get("format") == "password")
+
+
+def test_ui_form_has_labels_hidden_fields_and_secret_extras() -> None:
+    widgets, behaviours = form_metadata()
+    if AIRFLOW_V_3_0_PLUS and AIRFLOW_VERSION.release < (3, 1):
+        # Airflow 3.0's UI shows a provider's fields only with Flask AppBuilder beside its API server
+        # (apache/airflow#55841): the type and its standard fields, unlabelled (README, Supported Airflow versions)
+        assert "strm_s3" not in behaviours and "extra__strm_s3__bucket" not in widgets
+        return
     assert "host" in behaviours["strm_s3"]["hidden_fields"]
     assert behaviours["strm_s3"]["relabeling"]["login"] == "AWS access key ID"
     assert behaviours["strm_azure_blob"]["relabeling"]["host"] == "Storage account URI"
     assert behaviours["strm_kafka"]["placeholders"]["host"] == "broker1:9092,broker2:9092"
-    widgets = manager.connection_form_widgets
     assert form_field(widgets["extra__strm_s3__bucket"])[0] == "Bucket"
-    assert widgets["extra__strm_s3__credentials_json"].is_sensitive
-    assert widgets["extra__strm_gcs__keyfile_dict"].is_sensitive
-    assert not widgets["extra__strm_gcs__bucket"].is_sensitive
+    assert secret(widgets["extra__strm_s3__credentials_json"])
+    assert secret(widgets["extra__strm_gcs__keyfile_dict"])
+    assert not secret(widgets["extra__strm_gcs__bucket"])
     title, choices = form_field(widgets["extra__strm_kafka__security_protocol"])
     assert title == "Security protocol" and "SASL_SSL" in (choices or [])
 
