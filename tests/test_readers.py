@@ -9,6 +9,7 @@ by name; a missing library fails the plan task naming the extra to install.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import subprocess
@@ -75,6 +76,24 @@ def test_both_readers_give_the_same_records_across_transaction_markers(kafka: An
             assert read_all(hook, topic, 0, 2, 7) == everything[2:7]
             assert read_all(hook, topic, 0, 8, end) == [], "only a marker and an aborted record are left"
     assert seen["confluent"] == seen["kafka-python"]
+
+
+def test_the_task_log_keeps_the_clients_warnings_but_not_its_slow_step_notices(
+    kafka: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """kafka-python warns whenever a step of its network loop is slow, as on any busy worker."""
+    with connections(strm_kafka_default=kafka.connection()):
+        StrmKafkaHook().consumer().close()
+    selector = logging.getLogger("kafka.net.selector")
+    with caplog.at_level(logging.INFO):
+        selector.warning(
+            "Task <kafka.net.selector.Task object> ran for 0.407s (>0.100s threshold). It is blocking the event "
+            "loop -- likely a tight sync loop inside a coroutine. Other pollers will time out."
+        )
+        kept = "Task <kafka.net.selector.Task object> left RUNNING after step; demoting to UNSCHEDULED"
+        selector.warning(kept)
+        selector.info("Connected to broker")
+    assert [r.getMessage() for r in caplog.records] == [kept]
 
 
 @pytest.mark.parametrize("protocol", ["SASL_PLAINTEXT", "SASL_SSL"])

@@ -73,6 +73,13 @@ SILENT_SASL_REFUSAL = (
 )
 
 
+def _not_a_slow_step(record: logging.LogRecord) -> bool:
+    """kafka-python warns when one step of its network loop takes over 0.1 s. On a busy Airflow worker
+    that is the operating system's scheduling, not a fault a user can act on, and it would sit in every
+    export's task log; everything else the library warns about still reaches the log."""
+    return "blocking the event loop" not in str(record.msg)
+
+
 class _Refusals(logging.Handler):
     """Collects why the brokers refused: kafka-python retries a refused bootstrap until its timeout and
     raises only ``KafkaTimeoutError``; the reason is in what it logs meanwhile."""
@@ -167,6 +174,7 @@ class StrmKafkaHook(ConnectionHook):
 
         refusals = _Refusals(sasl=str(settings.get("security_protocol", "")).startswith("SASL"))
         quiet_library_log("kafka")
+        logging.getLogger("kafka.net.selector").addFilter(_not_a_slow_step)
         library_log = logging.getLogger("kafka")
         library_log.addHandler(refusals)
         try:
