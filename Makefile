@@ -69,12 +69,13 @@ lint: venv
 bench: venv kafka  ## throughput and memory benchmark, ~10 min (bench/results.json + .png); EVENTS=100000 for a quick run
 	.venv/bin/python bench/run.py $(if $(EVENTS),--events $(EVENTS))
 
-# STRM_AIRFLOW_VERSION=2.11 (or 3.0, 3.1, 3.2) runs the stack on that Airflow line (.compat/<line>)
+# STRM_AIRFLOW_VERSION=2.11 (or 3.0, 3.1, 3.2) runs the stack on that Airflow line (.compat/<line>);
+# INTERVAL=10s makes the demo exporter run that often (when up creates it)
 STACK_PY = $(if $(STRM_AIRFLOW_VERSION),.compat/$(STRM_AIRFLOW_VERSION)/bin/python,.venv/bin/python)
 
 up: venv kafka  ## the live local stack: Airflow UI (http://127.0.0.1:8080), Kafka, S3, a demo exporter every 30s
 	$(if $(STRM_AIRFLOW_VERSION),.venv/bin/python -m devstack.compat build $(STRM_AIRFLOW_VERSION))
-	$(STACK_PY) scripts/stack.py up
+	$(STACK_PY) scripts/stack.py up $(if $(INTERVAL),--interval $(INTERVAL))
 
 down: venv  ## stop exactly what `make up` started (its PID files); keeps .stack/ for the next `make up`
 	$(STACK_PY) scripts/stack.py down

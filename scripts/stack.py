@@ -471,9 +471,9 @@ def create_stream(stack: Stack) -> None:
         raise SystemExit(f"[stack] {shown} failed:\n{out.strip()}")
 
 
-def create_exporter(stack: Stack) -> None:
+def create_exporter(stack: Stack, interval: str) -> None:
     """``strm create batch-exporter``: the YAML file the DAG processor turns into a DAG (unpaused)."""
-    args = ("--data-connector", CONNECTOR, "--path-prefix", PREFIX, "--interval", INTERVAL)
+    args = ("--data-connector", CONNECTOR, "--path-prefix", PREFIX, "--interval", interval)
     shown = f"$ strm create batch-exporter {STREAM} {' '.join(args)}"
     code, out = finish(launch(stack, strm_cmd("create", "batch-exporter", STREAM, *args)), shown, check=False)
     if code and "exists" not in out:
@@ -606,7 +606,7 @@ def data_files(stack: Stack) -> list[str]:
 
 
 # ----- commands -----------------------------------------------------------------------------------
-def up(stack: Stack, ports: str, rate: float, wait_files: int) -> None:
+def up(stack: Stack, ports: str, rate: float, wait_files: int, interval: str) -> None:
     started = time.monotonic()
     if stack.running():
         say(f"already running: {', '.join(stack.running())} (make down first)")
@@ -630,7 +630,7 @@ def up(stack: Stack, ports: str, rate: float, wait_files: int) -> None:
         say(f"airflow standalone starting (log: {stack.logs / 'airflow.log'})")
         create_stream(stack)  # while Airflow boots
         start_producer(stack, rate)
-        create_exporter(stack)
+        create_exporter(stack, interval)
         wait_until("Airflow", lambda: airflow_health(stack), 240, proc)
     except BaseException:
         say("start-up failed; stopping what was started")
@@ -711,6 +711,10 @@ def main(argv: list[str] | None = None) -> None:
         help="'fixed' (8080/9092/9000, or STACK_*_PORT) or 'auto' (default: $STACK_PORTS, else fixed)",
     )  # fmt: skip
     parser.add_argument("--rate", type=float, default=10.0, help="events per second the producer sends")
+    parser.add_argument(
+        "--interval", default=INTERVAL,
+        help=f"how often the demo exporter runs, when up creates it (default: {INTERVAL})",
+    )  # fmt: skip
     parser.add_argument("--wait-files", type=int, default=0, help="after start-up, wait for N exported files")
     args = parser.parse_args(argv)
     stack = Stack(args.root)
@@ -718,7 +722,7 @@ def main(argv: list[str] | None = None) -> None:
         airflow_standalone(stack.password_file)
         return
     if args.command == "up":
-        up(stack, args.ports, args.rate, args.wait_files)
+        up(stack, args.ports, args.rate, args.wait_files, args.interval)
     elif args.command == "down":
         down(stack)
     elif args.command == "status":

@@ -113,7 +113,19 @@ def test_monitor_logs_metrics_and_lineage_on_the_live_stack(root: Path, tmp_path
         "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "file", "log_file_path": str(lineage), "append": True}),
     }
     up = subprocess.run(
-        [sys.executable, str(SCRIPT), "up", "--ports", "auto", "--wait-files", "1", "--root", str(root)],
+        [
+            sys.executable,
+            str(SCRIPT),
+            "up",
+            "--ports",
+            "auto",
+            "--interval",
+            "10s",
+            "--wait-files",
+            "1",
+            "--root",
+            str(root),
+        ],
         env={**os.environ, **settings},
         capture_output=True,
         text=True,

@@ -248,12 +248,73 @@ def test_make_down_stops_what_up_started_after_the_clock_was_stepped(
     assert list((root / "pids").iterdir()) == []
 
 
+def failed_check_log(stack: Any, dag_id: str, timeout: float = 120) -> str:
+    """The task log of the first failed run of a broken exporter's DAG, as the UI's log view gets it."""
+    deadline = time.monotonic() + timeout
+    while not (failed := [r for r in dag_runs(stack, dag_id) if r["state"] == "failed"]):
+        assert time.monotonic() < deadline, f"no failed run of {dag_id}: {dag_runs(stack, dag_id)}"
+        time.sleep(2)
+    run_id = failed[0]["dag_run_id"]
+    return task_log(stack, f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/check_config/logs/1")
+
+
+def check_broken_files_cost_only_their_own_exporter(stack: Any, module: ModuleType) -> None:
+    """On the real DAG processor and scheduler: broken files beside a running exporter, then a fix."""
+    before = len(successful_runs(stack, at_least=1))
+    files_before = set(module.data_files(stack))
+    (stack.exporters / "broken.yaml").write_text("path_prefix: events/\ninterval: 10x\n")
+    (stack.exporters / "notyaml.yaml").write_text("stream: [unclosed\n")
+    # a copy claiming the running exporter's name, sorted before its file: it must not take over
+    (stack.exporters / "copy.yaml").write_text(
+        "name: s3-demo\nstream: demo\ndata_connector: s3\npath_prefix: events/copy\ninterval: 30s\n"
+    )
+    expected = {
+        exporter_dag("broken"): [
+            "broken.yaml",
+            "field 'stream': required field is missing",
+            "field 'interval': expected a duration like 30s, 5m or 1h, got '10x'",
+            "field 'path_prefix': must not start or end with '/'",
+        ],
+        exporter_dag("notyaml"): ["notyaml.yaml", "not readable YAML"],
+        exporter_dag("copy"): ["copy.yaml", "field 'name': duplicate exporter name 's3-demo'"],
+    }
+    for dag_id, parts in expected.items():
+        log = failed_check_log(stack, dag_id)
+        assert all(part in log for part in parts), (dag_id, log[-3000:])
+        assert parts[1] in api(stack, f"dags/{dag_id}")["description"]
+    assert api(stack, "importErrors")["import_errors"] == []
+
+    # meanwhile the valid exporter keeps its schedule, writing where its own file says
+    runs = successful_runs(stack, at_least=before + 2, timeout=150)
+    assert len(runs) >= before + 2
+    # and its task log reads as the export's story, without the Kafka client's connection chatter
+    dag, run = exporter_dag("s3-demo"), runs[-1]["dag_run_id"]
+    path = f"dags/{dag}/dagRuns/{run}/taskInstances/export/logs/1?map_index=0"
+    story = task_log(stack, path)
+    assert "stored events/" in story and "kafka.net" not in story and "kafka.cluster" not in story
+    new = set(check_bucket(stack, module, len(files_before) + 1)) - files_before
+    assert new and not [key for key in new if key.startswith("events/copy/")]
+
+    # fixing the file, without a restart, turns it into an exporter that runs
+    (stack.exporters / "broken.yaml").write_text(
+        "name: broken\nstream: demo\ndata_connector: s3\npath_prefix: events/fixed\ninterval: 30s\n"
+        "include_existing_events: true\n"
+    )
+    assert successful_runs(stack, at_least=1, timeout=150, dag_id=exporter_dag("broken"))
+    fixed = [key for key in module.data_files(stack) if key.startswith("events/fixed/")]
+    assert fixed and all(is_data_file(key) for key in fixed)
+    running = len(successful_runs(stack, at_least=1))
+    assert len(successful_runs(stack, at_least=running + 1, timeout=90)) > running
+    for name in ("broken", "notyaml", "copy"):
+        (stack.exporters / f"{name}.yaml").unlink()
+
+
 @pytest.mark.compat
 def test_make_up_exports_every_interval_and_make_down_stops_exactly_what_it_started(root: Path, tmp_path: Path) -> None:
     module = stack_module()
     stack = module.Stack(root)
 
-    first = stack_cli(root, "up", "--ports", "auto", "--wait-files", "2").stdout
+    first = stack_cli(root, "up", "--ports", "auto", "--interval", "10s", "--wait-files", "2").stdout
     assert f"Airflow UI:   {stack.ui_url}" in first
     # what a client needs, the same way on every Airflow line
     info = stack.state()["airflow"]
@@ -294,6 +355,7 @@ def test_make_up_exports_every_interval_and_make_down_stops_exactly_what_it_star
     assert {r["run_type"] for r in dag_runs(stack, "example_strm_downstream")} == {
         "asset_triggered" if AIRFLOW_V_3_0_PLUS else "dataset_triggered"
     }
+    check_broken_files_cost_only_their_own_exporter(stack, module)
 
     processes = family(stack)
     ports = dict(stack.ports)
@@ -323,72 +385,6 @@ def test_make_up_exports_every_interval_and_make_down_stops_exactly_what_it_star
         processes = family(stack)
         stack_cli(root, "down")
     assert alive(processes) == []
-
-
-def failed_check_log(stack: Any, dag_id: str, timeout: float = 120) -> str:
-    """The task log of the first failed run of a broken exporter's DAG, as the UI's log view gets it."""
-    deadline = time.monotonic() + timeout
-    while not (failed := [r for r in dag_runs(stack, dag_id) if r["state"] == "failed"]):
-        assert time.monotonic() < deadline, f"no failed run of {dag_id}: {dag_runs(stack, dag_id)}"
-        time.sleep(2)
-    run_id = failed[0]["dag_run_id"]
-    return task_log(stack, f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/check_config/logs/1")
-
-
-@pytest.mark.compat
-def test_a_broken_exporter_file_costs_only_its_own_exporter(root: Path) -> None:
-    """On the real DAG processor and scheduler: broken files beside a running exporter, then a fix."""
-    module = stack_module()
-    stack = module.Stack(root)
-    stack_cli(root, "up", "--ports", "auto", "--wait-files", "1")
-    try:
-        before = len(successful_runs(stack, at_least=1))
-        files_before = set(module.data_files(stack))
-        (stack.exporters / "broken.yaml").write_text("path_prefix: events/\ninterval: 10x\n")
-        (stack.exporters / "notyaml.yaml").write_text("stream: [unclosed\n")
-        # a copy claiming the running exporter's name, sorted before its file: it must not take over
-        (stack.exporters / "copy.yaml").write_text(
-            "name: s3-demo\nstream: demo\ndata_connector: s3\npath_prefix: events/copy\ninterval: 30s\n"
-        )
-        expected = {
-            exporter_dag("broken"): [
-                "broken.yaml",
-                "field 'stream': required field is missing",
-                "field 'interval': expected a duration like 30s, 5m or 1h, got '10x'",
-                "field 'path_prefix': must not start or end with '/'",
-            ],
-            exporter_dag("notyaml"): ["notyaml.yaml", "not readable YAML"],
-            exporter_dag("copy"): ["copy.yaml", "field 'name': duplicate exporter name 's3-demo'"],
-        }
-        for dag_id, parts in expected.items():
-            log = failed_check_log(stack, dag_id)
-            assert all(part in log for part in parts), (dag_id, log[-3000:])
-            assert parts[1] in api(stack, f"dags/{dag_id}")["description"]
-        assert api(stack, "importErrors")["import_errors"] == []
-
-        # meanwhile the valid exporter keeps its schedule, writing where its own file says
-        runs = successful_runs(stack, at_least=before + 2, timeout=150)
-        assert len(runs) >= before + 2
-        # and its task log reads as the export's story, without the Kafka client's connection chatter
-        dag, run = exporter_dag("s3-demo"), runs[-1]["dag_run_id"]
-        path = f"dags/{dag}/dagRuns/{run}/taskInstances/export/logs/1?map_index=0"
-        story = task_log(stack, path)
-        assert "stored events/" in story and "kafka.net" not in story and "kafka.cluster" not in story
-        new = set(check_bucket(stack, module, len(files_before) + 1)) - files_before
-        assert new and not [key for key in new if key.startswith("events/copy/")]
-
-        # fixing the file, without a restart, turns it into an exporter that runs
-        (stack.exporters / "broken.yaml").write_text(
-            "name: broken\nstream: demo\ndata_connector: s3\npath_prefix: events/fixed\ninterval: 30s\n"
-            "include_existing_events: true\n"
-        )
-        assert successful_runs(stack, at_least=1, timeout=150, dag_id=exporter_dag("broken"))
-        fixed = [key for key in module.data_files(stack) if key.startswith("events/fixed/")]
-        assert fixed and all(is_data_file(key) for key in fixed)
-        running = len(successful_runs(stack, at_least=1))
-        assert len(successful_runs(stack, at_least=running + 1, timeout=90)) > running
-    finally:
-        stack_cli(root, "down")
 
 
 def test_readme_flow_on_the_stack(root: Path) -> None:

@@ -56,7 +56,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     given = os.environ.get("STRM_UI_STACK")
     root = Path(given) if given else tmp_path_factory.mktemp("ui-stack")
     if not given:
-        cmd = [sys.executable, str(SCRIPT), "up", "--root", str(root), "--ports", "auto", "--wait-files", "1"]
+        cmd = [
+            sys.executable,
+            str(SCRIPT),
+            "up",
+            "--root",
+            str(root),
+            "--ports",
+            "auto",
+            "--interval",
+            "10s",
+            "--wait-files",
+            "1",
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
         assert done.returncode == 0, done.stdout + done.stderr
     try:
