@@ -13,6 +13,7 @@ from devstack.kafka import Broker, start_secured_broker
 from devstack.moto import MotoS3, start_moto
 from devstack.postgres import Postgres, start_postgres
 from devstack.redis import start_redis
+from devstack.schema_registry import SchemaRegistry
 from devstack.seaweedfs import SeaweedTarget, start_seaweedfs
 from strm_provider.readers import READERS
 
@@ -77,3 +78,10 @@ def postgres() -> Iterator[Postgres]:
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with start_redis(tmp_path_factory.mktemp("redis")) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def schema_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SchemaRegistry]:
+    """One Schema Registry (Confluent's REST API, no authentication) for the session: ``.url``, ``.client()``."""
+    with SchemaRegistry(tmp_path_factory.mktemp("schema_registry")) as registry:
+        yield registry
