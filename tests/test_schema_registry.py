@@ -185,6 +185,7 @@ def test_mutual_tls(tmp_path: Path) -> None:
     client_cert = ca.issue_cert("strm-exporter@example.com")
     for name, blob in (("ca.pem", ca.cert_pem), ("client.pem", client_cert.private_key_and_cert_chain_pem)):
         blob.write_to_path(str(tmp_path / name))
+    trustme.CA().issue_cert("intruder").private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "foreign.pem"))
     server_cert.cert_chain_pems[0].write_to_path(str(tmp_path / "server.pem"))
     server_cert.private_key_pem.write_to_path(str(tmp_path / "server.key"))
     tls = {"tls_cert": tmp_path / "server.pem", "tls_key": tmp_path / "server.key", "client_ca": tmp_path / "ca.pem"}
@@ -196,6 +197,9 @@ def test_mutual_tls(tmp_path: Path) -> None:
         with pytest.raises(Exception) as caught:
             registry.client(ca_only).get_subjects()
         assert not isinstance(caught.value, SchemaRegistryError)  # refused during the handshake, not answered
+        with pytest.raises(Exception) as caught:
+            registry.client({**ca_only, "ssl.certificate.location": str(tmp_path / "foreign.pem")}).get_subjects()
+        assert not isinstance(caught.value, SchemaRegistryError)  # a certificate from another CA: the same
 
 
 def test_data_file_keeps_ids_across_restarts(tmp_path: Path) -> None:
