@@ -28,6 +28,12 @@ GROUP_ID_PREFIX = "strm-exporter-"
 DAG_ID_PREFIX = "strm_export_"
 #: what each line of a file holds: the event as produced, or the record's envelope around it
 Format = Literal["value", "envelope"]
+#: how a record's value is encoded: JSON as produced, or framed by a Schema Registry (Confluent's wire format)
+ValueFormat = Literal["json", "avro", "protobuf", "json_schema"]
+#: what kind of file an exporter writes
+FileFormat = Literal["jsonl", "parquet"]
+#: per file format, the compressions it takes, its default first
+COMPRESSIONS = {"jsonl": ("none", "gzip", "zstd"), "parquet": ("zstd", "snappy", "gzip", "none")}
 #: the exporter file's fields that the operators name as Airflow's operators do; the others keep their names
 OPERATOR_ARGUMENTS = {"data_connector": "storage_conn_id", "kafka_connection": "kafka_conn_id"}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
@@ -93,14 +99,28 @@ class ExporterConfig(BaseModel):
     on_invalid_event: Literal["dead_letter", "fail"] = "dead_letter"
     max_file_bytes: int = Field(default=128 * 1024 * 1024, ge=1024)
     max_file_events: int | None = Field(default=None, ge=1)
-    compression: Literal["none", "gzip", "zstd"] = "none"
+    compression: Literal["none", "gzip", "zstd", "snappy"] = "none"
     format: Format = "value"
+    value_format: ValueFormat = "json"
+    file_format: FileFormat = "jsonl"
+    #: the columns of a Parquet exporter of JSON events: an Avro record schema or a JSON Schema object
+    #: (framed records bring theirs from the registry)
+    value_schema: dict[str, Any] | None = None
+    name_style: Literal["standard", "compact"] = "standard"
     retries: int = Field(default=2, ge=0, le=100)
     retry_delay: int = Field(default=30, description="seconds before a failed task is retried")
     #: URI of the Airflow Asset the exporter's DAG updates (``s3://bucket/prefix``, as ``strm create
     #: batch-exporter`` writes it); when empty, the DAG names one without looking the connection up
     #: (:func:`strm_provider.dag_factory.asset_uri`)
     asset_uri: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parquet_compression(cls, data: Any) -> Any:
+        """Parquet files are zstd-compressed unless the file says otherwise, as JSON Lines are not."""
+        if isinstance(data, dict) and data.get("file_format") == "parquet" and data.get("compression") is None:
+            return {**data, "compression": COMPRESSIONS["parquet"][0]}
+        return data
 
     @field_validator("interval", "retry_delay", mode="before")
     @classmethod
@@ -140,6 +160,26 @@ class ExporterConfig(BaseModel):
             raise ValueError("expected a URI like s3://bucket/prefix")
         return value
 
+    @field_validator("value_schema")
+    @classmethod
+    def _value_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and value.get("type") not in ("record", "object"):
+            raise ValueError("expected an Avro record schema (type: record) or a JSON Schema (type: object)")
+        return value
+
+    @model_validator(mode="after")
+    def _file_format(self) -> ExporterConfig:
+        allowed = COMPRESSIONS[self.file_format]
+        if self.compression not in allowed:
+            raise ValueError(
+                f"compression: {self.file_format} files take {', '.join(allowed)}, got {self.compression!r}"
+            )
+        if self.file_format == "parquet" and self.value_format == "json" and self.value_schema is None:
+            raise ValueError("value_schema: a Parquet exporter of JSON events needs the schema of its columns")
+        if self.value_schema is not None and (self.file_format, self.value_format) != ("parquet", "json"):
+            raise ValueError("value_schema: only a Parquet exporter of JSON events takes one")
+        return self
+
     @model_validator(mode="after")
     def _default_name(self) -> ExporterConfig:
         if not self.name:
@@ -151,6 +191,11 @@ class ExporterConfig(BaseModel):
     @property
     def dag_id(self) -> str:
         return f"{DAG_ID_PREFIX}{self.name}"
+
+    @property
+    def ending(self) -> str:
+        """Which file name ending the exporter's files have (:data:`strm_provider.naming.EXTENSIONS`)."""
+        return "parquet" if self.file_format == "parquet" else self.compression
 
     @property
     def group_id(self) -> str:
@@ -194,6 +239,10 @@ def field_problems(err: ValidationError) -> dict[str, str]:
             message = "required field is missing"
         else:
             message = item["msg"].removeprefix("Value error, ")
+            # a check across fields names the field it refuses first: "<field>: <why>"
+            named, _, why = message.partition(": ")
+            if field == "(file)" and why and named in ExporterConfig.model_fields:
+                field, message = named, why
         problems.setdefault(field, message)
     return problems
 

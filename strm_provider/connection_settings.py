@@ -192,6 +192,29 @@ class KafkaSettings(ConnectionSettings):
         "[confluent] extra)",
         *READERS,
     )
+    schema_registry_url: str | None = _extra(
+        "Schema Registry URL",
+        "Where exporters with value_format avro, protobuf or json_schema fetch the schemas their records name, "
+        "e.g. http://registry:8081 (a Confluent-compatible API: Confluent, Apicurio's /apis/ccompat/v7, "
+        "Karapace, Redpanda)",
+    )
+    schema_registry_user: str | None = _extra("Schema Registry user", "With the password: HTTP basic auth")
+    schema_registry_password: str | None = _extra(
+        "Schema Registry password", "With the user: HTTP basic auth", secret=True
+    )
+    schema_registry_token: str | None = _extra(
+        "Schema Registry bearer token", "Sent as 'Authorization: Bearer …' (instead of a user)", secret=True
+    )
+    schema_registry_ca: str | None = _extra(
+        "Schema Registry CA file",
+        "Path of the CA bundle that signed the registry's certificate (default: the system's)",
+    )
+    schema_registry_cert: str | None = _extra(
+        "Schema Registry client certificate", "Path of the client certificate (PEM), for mutual TLS"
+    )
+    schema_registry_key: str | None = _extra(
+        "Schema Registry client key", "Path of the client certificate's private key (PEM), for mutual TLS"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -213,9 +236,27 @@ class KafkaSettings(ConnectionSettings):
             object.__setattr__(self, field, value)
         if not str(self.security_protocol).startswith("SASL"):
             problems.pop("sasl_mechanism", None)
+        problems |= self._registry_problems()
         if problems:
             raise SettingsError(problems)
         return self
+
+    def _registry_problems(self) -> dict[str, str]:
+        problems: dict[str, str] = {}
+        url = (self.schema_registry_url or "").strip()
+        if url and not re.match(r"^https?://[^/\s]+", url):
+            problems["schema_registry_url"] = f"extra 'schema_registry_url' must be an http(s):// URL, got {url!r}"
+        if bool(self.schema_registry_user) != bool(self.schema_registry_password):
+            problems["schema_registry_user"] = (
+                "extras 'schema_registry_user' and 'schema_registry_password' go together"
+            )
+        if self.schema_registry_token and self.schema_registry_user:
+            problems["schema_registry_token"] = (
+                "extra 'schema_registry_token': a bearer token or a user and password, not both"
+            )
+        if bool(self.schema_registry_cert) != bool(self.schema_registry_key):
+            problems["schema_registry_cert"] = "extras 'schema_registry_cert' and 'schema_registry_key' go together"
+        return problems
 
     @property
     def bootstrap_servers(self) -> str:

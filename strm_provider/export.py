@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from strm_provider.config import default
 from strm_provider.hooks.storage import StorageHook
-from strm_provider.lines import Lines, batch_lines
+from strm_provider.lines import Events, Lines, batch_lines
 from strm_provider.offsets import ExportError, already_committed, check_group, commit_ranges
 from strm_provider.planning import PartitionRange
 from strm_provider.readers import Batch, RecordReader
+from strm_provider.schema_registry import RegistryClient
 from strm_provider.tuning import tuned_for_export
 from strm_provider.writer import SetWriter
 
@@ -70,6 +71,11 @@ def export_ranges(
     max_file_events: int | None = default("max_file_events"),
     compression: str = default("compression"),
     record_format: str = default("format"),
+    value_format: str = default("value_format"),
+    file_format: str = default("file_format"),
+    value_schema: dict[str, Any] | None = None,
+    name_style: str = default("name_style"),
+    registry: RegistryClient | None = None,
     commit_metadata: str = "",
 ) -> ExportResult:
     """Export ``ranges`` of ``stream`` (one partition set) and commit their end offsets.
@@ -77,9 +83,12 @@ def export_ranges(
     ``consumer`` is a kafka-python consumer whose ``group_id`` is the exporter's group: it checks
     and commits offsets. ``reader`` reads the records (either client, see :mod:`strm_provider.readers`).
     ``path_prefix`` may be a template of the events' time (:mod:`strm_provider.naming`);
-    ``compression`` is ``none``, ``gzip`` or ``zstd``; ``record_format`` is ``value`` (each line is
-    the event) or ``envelope`` (:func:`~strm_provider.lines.envelope_line`). What is not given is
-    what an exporter file leaves out (:func:`strm_provider.config.default`).
+    ``compression`` is ``none``, ``gzip`` or ``zstd`` (for Parquet also ``snappy``); ``record_format`` is
+    ``value`` (each line is the event) or ``envelope`` (:func:`~strm_provider.lines.envelope_line`).
+    ``value_format`` other than ``json`` decodes framed records with the schemas of ``registry``
+    (:mod:`strm_provider.decoders`); ``file_format`` ``parquet`` writes Parquet files
+    (:mod:`strm_provider.parquet`), whose columns JSON events take from ``value_schema``. What is not
+    given is what an exporter file leaves out (:func:`strm_provider.config.default`).
     """
     ranges = sorted(ranges, key=lambda r: r.partition)
     if already_committed(consumer, stream, ranges):
@@ -94,8 +103,11 @@ def export_ranges(
         max_events=max_file_events,
         compression=compression,
         before_close=lambda: _refuse_if_moved(consumer, stream, ranges),
+        file_format=file_format,
+        name_style=name_style,
     )
-    write = partial(_write_batch, out, record_format, on_invalid_event)
+    events = event_maker(value_format, file_format, record_format, value_schema, registry)
+    write = partial(_write_batch, out, record_format, on_invalid_event, events)
     result = ExportResult()
     with tuned_for_export(), out:
         for i, rng in enumerate(ranges):
@@ -216,10 +228,53 @@ def _read_partition(
     return lost
 
 
-def _write_batch(out: SetWriter, record_format: str, on_invalid_event: str, batch: Batch) -> None:
+def event_maker(
+    value_format: str,
+    file_format: str,
+    record_format: str,
+    value_schema: dict[str, Any] | None,
+    registry: RegistryClient | None,
+) -> Events | None:
+    """How records become events, for an exporter that does more than keep JSON values as produced."""
+    if value_format == "json" and file_format == "jsonl":
+        return None
+    from strm_provider.decoders import decoder, event_line
+
+    if value_format == "json":
+        decode = None
+        fixed = _fixed_schema(value_schema)
+        source: Callable[[Hashable], tuple[str, Any]] = lambda _key: fixed  # noqa: E731
+    else:
+        if registry is None:
+            raise ValueError(f"value_format {value_format} needs a Schema Registry")
+        framed = decoder(value_format, registry)
+        decode = framed.decode
+        source = lambda key: (framed.kind, framed.source_schema(key))  # noqa: E731
+    if file_format != "parquet":
+        return Events(decode, event_line)
+    from strm_provider.parquet import Columns
+
+    columns = Columns(source, envelope=record_format == "envelope")
+    return Events(decode, event_line, columns.rows, columns.dead_letter_rows)
+
+
+def _fixed_schema(value_schema: dict[str, Any] | None) -> tuple[str, Any]:
+    """The columns' source of JSON events: the exporter's Avro record schema or JSON Schema."""
+    if value_schema is None:
+        raise ValueError("value_schema: a Parquet exporter of JSON events needs the schema of its columns")
+    if value_schema.get("type") == "record":
+        import fastavro
+
+        return "avro", fastavro.parse_schema(value_schema)
+    return "json_schema", value_schema
+
+
+def _write_batch(
+    out: SetWriter, record_format: str, on_invalid_event: str, events: Events | None, batch: Batch
+) -> None:
     """The batch's events into the set's files, in offset order; each record that is not an event
     becomes a dead letter, or fails the export."""
-    for part in batch_lines(batch, record_format):
+    for part in batch_lines(batch, record_format, events):
         if isinstance(part, Lines):
             out.events.write(part)
         elif on_invalid_event == "fail":

@@ -7,7 +7,7 @@ takes the :class:`Lines` made here and only cuts them into files.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from itertools import accumulate, repeat
 from operator import add
@@ -31,6 +31,11 @@ class Lines:
     ends: list[int]
     batch: Batch
     first: int
+    #: for Parquet files: the lines' rows (a ``pyarrow.RecordBatch``), and what their columns follow (the
+    #: schema a framed record named; equal keys, equal columns). ``block`` is then empty, and ``ends``
+    #: counts the records' value bytes.
+    rows: Any = None
+    schema: Hashable = None
 
     @property
     def partition(self) -> int:
@@ -54,14 +59,53 @@ class Refused:
     dead_letter: Lines
 
 
-def batch_lines(batch: Batch, record_format: str) -> Iterator[Lines | Refused]:
+class Events:
+    """How an exporter that does more than keep JSON values as produced turns records into events.
+
+    ``decode`` gives a value's ``(schema, event)`` (:mod:`strm_provider.decoders`; ``None``: the value is
+    a JSON object, its schema the exporter's). ``rows`` gives, for Parquet files, the rows of a run of
+    events of one schema (:mod:`strm_provider.parquet`), raising :class:`ValueError` for what does not
+    fit; ``dead_letter_rows`` the rows of dead letters. Without ``rows`` the events become JSON Lines
+    (``event_line``).
+    """
+
+    def __init__(
+        self,
+        decode: Callable[[bytes | None], tuple[Hashable, dict[str, Any]]] | None,
+        event_line: Callable[[dict[str, Any]], bytes],
+        rows: Callable[[list[dict[str, Any]], Batch, int, Hashable], Any] | None = None,
+        dead_letter_rows: Callable[[list[dict[str, Any]]], Any] | None = None,
+    ) -> None:
+        self.decode = decode or _json_event
+        self.event_line = event_line
+        self.rows = rows
+        self.dead_letter_rows = dead_letter_rows
+
+
+def _json_event(value: bytes | None) -> tuple[Hashable, dict[str, Any]]:
+    if value is None:
+        raise InvalidEvent("null value (tombstone)")
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError as err:
+        raise InvalidEvent(f"not valid UTF-8 JSON: {err}") from None
+    if type(obj) is not dict:
+        raise InvalidEvent(f"JSON value is a {type(obj).__name__}, expected an object")
+    return None, obj
+
+
+def batch_lines(batch: Batch, record_format: str, events: Events | None = None) -> Iterator[Lines | Refused]:
     """``batch`` in offset order: runs of events as :class:`Lines`, each run ended by a :class:`Refused`
-    record or by the batch's end.
+    record, by a change of schema, or by the batch's end.
 
     The common case, a batch of one-line JSON objects, is one run handled whole (:func:`to_block`);
     otherwise the values go one by one (:func:`to_line`), so each refusal says what is wrong with which.
+    With ``events``, every value is decoded (:func:`_decoded`).
     """
     envelope = record_format == "envelope"
+    if events is not None:
+        yield from _decoded(batch, envelope, events)
+        return
     values = batch.values
     block = to_block(values)
     if block is None:
@@ -97,6 +141,67 @@ def _one_by_one(batch: Batch, envelope: bool) -> Iterator[Lines | Refused]:
             first += 1
 
 
+def _decoded(batch: Batch, envelope: bool, events: Events) -> Iterator[Lines | Refused]:
+    """Each value decoded into an event: runs of one schema as :class:`Lines`, refusals between them."""
+    values = batch.values
+    first = 0
+    while first < len(values):
+        run: list[dict[str, Any]] = []
+        schema: Hashable = None
+        error = None
+        for value in values[first:] if first else values:
+            try:
+                key, event = events.decode(value)
+            except InvalidEvent as err:
+                error = err
+                break
+            if run and key != schema:
+                break
+            schema = key
+            run.append(event)
+        if run:
+            yield from _run(batch, first, run, schema, envelope, events)
+        first += len(run)
+        if error is not None:
+            yield _refused(batch, first, str(error), events)
+            first += 1
+
+
+def _run(
+    batch: Batch, first: int, run: list[dict[str, Any]], schema: Hashable, envelope: bool, events: Events
+) -> Iterator[Lines | Refused]:
+    """A run of decoded events of one schema: JSON Lines, or Parquet rows (a row that does not fit the
+    columns is refused, and the rows around it are runs of their own)."""
+    if events.rows is None:
+        lines = [events.event_line(event) for event in run]
+        if envelope:
+            lines = _envelopes(batch, first, [line[:-1] for line in lines])
+        yield _joined(lines, batch, first)
+        return
+    try:
+        yield _rows(batch, first, events.rows(run, batch, first, schema), schema)
+        return
+    except ValueError:
+        pass  # find which rows do not fit, one by one
+    start = 0
+    for index, event in enumerate(run):
+        try:
+            events.rows([event], batch, first + index, schema)
+        except ValueError as err:
+            if index > start:
+                yield _rows(batch, first + start, events.rows(run[start:index], batch, first + start, schema), schema)
+            yield _refused(batch, first + index, str(err), events)
+            start = index + 1
+    if start < len(run):
+        yield _rows(batch, first + start, events.rows(run[start:], batch, first + start, schema), schema)
+
+
+def _rows(batch: Batch, first: int, rows: Any, schema: Hashable) -> Lines:
+    """Parquet rows of records ``first ...`` of ``batch``; ``ends`` counts their value bytes."""
+    sizes = (len(value or b"") for value in batch.values[first : first + rows.num_rows])
+    return Lines(b"", list(accumulate(sizes)), batch, first, rows, schema)
+
+
 def _joined(lines: list[bytes], batch: Batch, first: int) -> Lines:
     return Lines(b"".join(lines), list(accumulate(map(len, lines))), batch, first)
 
@@ -106,10 +211,13 @@ def _envelopes(batch: Batch, first: int, events: list[bytes]) -> list[bytes]:
     return [envelope_line(batch.partition, batch.meta(first + i), event) for i, event in enumerate(events)]
 
 
-def _refused(batch: Batch, index: int, error: str) -> Refused:
+def _refused(batch: Batch, index: int, error: str, events: Events | None = None) -> Refused:
     meta = batch.meta(index)
     line = dead_letter_line(batch.partition, meta.offset, meta.timestamp, meta.key, batch.values[index], error)
-    return Refused(meta.offset, error, Lines(line, [len(line)], batch, index))
+    if events is None or events.dead_letter_rows is None:
+        return Refused(meta.offset, error, Lines(line, [len(line)], batch, index))
+    rows = events.dead_letter_rows([orjson.loads(line)])
+    return Refused(meta.offset, error, Lines(b"", [len(batch.values[index] or b"")], batch, index, rows, "dead letter"))
 
 
 def to_line(value: bytes | None) -> bytes:

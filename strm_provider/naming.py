@@ -17,22 +17,31 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
+#: How a file's name writes its first event's time, per exporter ``name_style``. ``standard`` is the
+#: ISO 8601 time with colons; ``compact`` has none, for readers built on Hadoop's ``Path`` (Spark, Hive,
+#: EMR, Flink), which take the text before a name's first colon for a URI scheme.
+TIME_FORMATS = {"standard": "%Y-%m-%dT%H:%M:%S", "compact": "%Y%m%dT%H%M%SZ"}
 DEAD_LETTER_DIR = "_dead_letter"
-#: File name ending per ``compression`` setting.
-EXTENSIONS = {"none": ".jsonl", "gzip": ".jsonl.gz", "zstd": ".jsonl.zst"}
+#: File name ending per kind of file: JSON Lines per ``compression`` setting, or Parquet (whose
+#: compression is inside the file).
+EXTENSIONS = {"none": ".jsonl", "gzip": ".jsonl.gz", "zstd": ".jsonl.zst", "parquet": ".parquet"}
 #: Content type per ending. Deliberately no Content-Encoding: with one, GCS and browsers decompress on
 #: download, and a ``.jsonl.gz`` file would arrive holding plain JSON Lines.
-CONTENT_TYPES = {".jsonl": "application/x-ndjson", ".jsonl.gz": "application/gzip", ".jsonl.zst": "application/zstd"}
+CONTENT_TYPES = {
+    ".jsonl": "application/x-ndjson",
+    ".jsonl.gz": "application/gzip",
+    ".jsonl.zst": "application/zstd",
+    ".parquet": "application/vnd.apache.parquet",
+}
 #: What a path prefix template may hold, and how each renders an event's UTC time.
 PLACEHOLDERS = {"date": "%Y-%m-%d", "hour": "%H"}
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _FILE_NAME = re.compile(
-    r"^(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)-(?P<stream>[A-Za-z0-9._-]+?)-"
-    r"(?P<digest>[0-9a-f]{8})---(?P<parts>\d+(?:-\d+)*)(?P<ext>\.jsonl(?:\.gz|\.zst)?)$"
+    r"^(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d|\d{8}T\d{6}Z)-(?P<stream>[A-Za-z0-9._-]+?)-"
+    r"(?P<digest>[0-9a-f]{8})---(?P<parts>\d+(?:-\d+)*)(?P<ext>\.jsonl(?:\.gz|\.zst)?|\.parquet)$"
 )
 _TEST_NAME = re.compile(
-    r"^\.strm_test_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.jsonl(?:\.gz|\.zst)?$"
+    r"^\.strm_test_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(?:\.jsonl(?:\.gz|\.zst)?|\.parquet)$"
 )
 
 
@@ -40,12 +49,12 @@ class ExportedFile(NamedTuple):
     """What an exported file's key says about it."""
 
     prefix: str  # the exporter's path prefix ("" for none)
-    time: str  # UTC time of its first event, as in the name
+    time: str  # UTC time of its first event, as in the name (either name style)
     stream: str
     digest: str  # of its start offsets
     partitions: tuple[int, ...]  # of its partition set
     dead_letter: bool  # under <prefix>/_dead_letter/
-    extension: str  # ".jsonl", ".jsonl.gz" or ".jsonl.zst"
+    extension: str  # ".jsonl", ".jsonl.gz", ".jsonl.zst" or ".parquet"
 
 
 def join_key(prefix: str, name: str) -> str:
@@ -70,10 +79,12 @@ def file_name(
     starts: Mapping[int, int],
     partitions: Sequence[int],
     compression: str = "none",
+    name_style: str = "standard",
 ) -> str:
-    """``<UTC time>-<stream>-<digest>---<p0-p1-...>.jsonl`` (``.jsonl.gz``, ``.jsonl.zst`` when compressed)."""
+    """``<UTC time>-<stream>-<digest>---<p0-p1-...>.jsonl`` (``.jsonl.gz``, ``.jsonl.zst`` when compressed,
+    ``.parquet`` for Parquet); the time as :data:`TIME_FORMATS` says for ``name_style``."""
     parts = "-".join(str(p) for p in sorted(partitions))
-    when = _utc(first_timestamp_ms).strftime(TIME_FORMAT)
+    when = _utc(first_timestamp_ms).strftime(TIME_FORMATS[name_style])
     return f"{when}-{stream}-{offsets_digest(starts)}---{parts}{EXTENSIONS[compression]}"
 
 
@@ -124,12 +135,13 @@ def object_key(
     *,
     dead_letter: bool = False,
     compression: str = "none",
+    name_style: str = "standard",
 ) -> str:
     """Full key of an exported file, in the folder its first event renders from ``prefix``; a dead
     letter goes under ``<fixed part of prefix>/_dead_letter/``, whatever its time."""
     folder = render_prefix(prefix, first_timestamp_ms)
     base = join_key(fixed_part(prefix), DEAD_LETTER_DIR) if dead_letter else folder
-    return join_key(base, file_name(stream, first_timestamp_ms, starts, partitions, compression))
+    return join_key(base, file_name(stream, first_timestamp_ms, starts, partitions, compression, name_style))
 
 
 def content_type(key: str) -> str:

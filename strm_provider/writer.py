@@ -82,10 +82,15 @@ class Compressor:
         return self._zstd.compress(data) + self._zstd.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH)
 
 
-def empty_file(compression: str) -> bytes:
-    """The bytes of a file of no events: nothing, or an empty gzip or zstd stream (which tools read as an
-    empty file, where a zero-byte ``.gz`` is an error)."""
-    return b"" if compression == "none" else Compressor(compression).finish(b"")
+def empty_file(ending: str) -> bytes:
+    """The bytes of a file of no events, per ending (:data:`strm_provider.naming.EXTENSIONS`): nothing, an
+    empty gzip or zstd stream (which tools read as an empty file, where a zero-byte ``.gz`` is an error),
+    or a Parquet file of no rows."""
+    if ending == "parquet":
+        from strm_provider.parquet import empty_parquet
+
+        return empty_parquet()
+    return b"" if ending == "none" else Compressor(ending).finish(b"")
 
 
 class RollingFile:
@@ -137,7 +142,6 @@ class RollingFile:
         """
         ends = lines.ends
         periods = None if self._period_ms is None else [max(ts, 0) // self._period_ms for ts in lines.timestamps()]
-        view = memoryview(lines.block)
         done = 0
         while done < len(ends):
             if self._out is not None and periods is not None and periods[done] != self._period:
@@ -153,8 +157,7 @@ class RollingFile:
                     continue
                 take = 1  # an empty file always takes its first line, however long
             take = min(take, len(ends) - done)
-            base = ends[done - 1] if done else 0
-            self._append(view[base : ends[done + take - 1]], take)
+            self._append(lines, done, take)
             done += take
 
     def _room(self, ends: list[int], done: int, periods: list[int] | None) -> int:
@@ -171,9 +174,11 @@ class RollingFile:
             take = next((i for i in range(done + 1, stop) if periods[i] != period), stop) - done
         return take
 
-    def _append(self, data: memoryview, count: int) -> None:
-        """Add ``count`` whole lines to the current file (to its chunk when compressed)."""
+    def _append(self, lines: Lines, start: int, count: int) -> None:
+        """Add lines ``start .. start + count`` of ``lines`` to the current file (to its chunk when compressed)."""
         assert self._out is not None
+        base = lines.ends[start - 1] if start else 0
+        data = memoryview(lines.block)[base : lines.ends[start + count - 1]]
         if self._compressor is None:
             self._out.write(data)
             self._bytes += len(data)
@@ -287,14 +292,22 @@ class SetWriter:
         max_events: int | None,
         compression: str,
         before_close: Callable[[], None],
+        file_format: str = "jsonl",
+        name_style: str = "standard",
     ) -> None:
         self._stream = stream
         self._path_prefix = path_prefix
         self._partitions = sorted(partitions)
-        self._compression = compression
+        self._ending = "parquet" if file_format == "parquet" else compression
+        self._name_style = name_style
         self._starts = dict(starts)
+        kind: type[RollingFile] = RollingFile
+        if file_format == "parquet":
+            from strm_provider.parquet import ParquetFile  # builds on this module
+
+            kind = ParquetFile
         files = partial(
-            RollingFile,
+            kind,
             storage,
             max_bytes=max_bytes,
             max_events=max_events,
@@ -314,7 +327,8 @@ class SetWriter:
                 starts,
                 self._partitions,
                 dead_letter=dead_letter,
-                compression=self._compression,
+                compression=self._ending,
+                name_style=self._name_style,
             )
 
         return key

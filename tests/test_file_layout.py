@@ -162,7 +162,12 @@ def test_default_layout_is_unchanged(kafka: Any, s3_target: Any) -> None:
             "field 'path_prefix': unbalanced braces; placeholders are written {date}, {hour}",
         ),
         ({"path_prefix": "events/}{hour}"}, "field 'path_prefix': unbalanced braces"),
-        ({"compression": "lz4"}, "field 'compression': Input should be 'none', 'gzip' or 'zstd'"),
+        ({"compression": "lz4"}, "field 'compression': Input should be 'none', 'gzip', 'zstd' or 'snappy'"),
+        ({"compression": "snappy"}, "field 'compression': jsonl files take none, gzip, zstd, got 'snappy'"),
+        (
+            {"file_format": "parquet"},
+            "field 'value_schema': a Parquet exporter of JSON events needs the schema of its columns",
+        ),
         ({"format": "avro"}, "field 'format': Input should be 'value' or 'envelope'"),
     ],
 )

@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from airflow.providers.common.compat.sdk import mask_secret
+
 from strm_provider.connection_settings import KafkaSettings
 from strm_provider.connection_types import KAFKA, KAFKA_DEFAULT, KAFKA_TYPE
 from strm_provider.hooks.connection import ConnectionHook, quiet_library_log
 from strm_provider.readers import BATCH_RECORDS, ConfluentReader, KafkaPythonReader, RecordReader
+from strm_provider.schema_registry import RegistryClient
 
 #: Reader settings measured to move kafka-python 5x faster than its defaults (see bench/). They also
 #: bound the reader's memory: one partition is read at a time, and a fetch holds at most
@@ -229,6 +232,27 @@ class StrmKafkaHook(ConnectionHook):
         }
         library_log = logging.getLogger("confluent_kafka")
         return ConfluentReader(lambda: Consumer(settings, logger=library_log))
+
+    def schema_registry(self) -> RegistryClient:
+        """The Schema Registry the connection names, for exporters of framed records."""
+        s = self.settings
+        if not s.schema_registry_url:
+            raise self.settings_error(
+                "value_format avro, protobuf and json_schema need a Schema Registry: set the connection's extra "
+                "'schema_registry_url'"
+            )
+        for secret in (s.schema_registry_password, s.schema_registry_token):
+            if secret:
+                mask_secret(secret)
+        return RegistryClient(
+            url=s.schema_registry_url.strip(),
+            user=s.schema_registry_user,
+            password=s.schema_registry_password,
+            token=s.schema_registry_token,
+            ca_file=s.schema_registry_ca,
+            cert_file=s.schema_registry_cert,
+            key_file=s.schema_registry_key,
+        )
 
     def producer(self, **overrides: Any) -> Any:
         from kafka import KafkaProducer
