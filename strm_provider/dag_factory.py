@@ -50,6 +50,10 @@ _SHARED_FIELDS = {
     "max_file_bytes",
     "max_file_events",
     "compression",
+    "value_format",
+    "file_format",
+    "value_schema",
+    "name_style",
     "format",
 }
 

@@ -21,6 +21,7 @@ from collections.abc import Hashable
 from datetime import UTC
 from decimal import Decimal
 from typing import Any, NamedTuple, Protocol
+from uuid import UUID
 
 import orjson
 
@@ -89,12 +90,14 @@ class AvroDecoder:
     def __init__(self, registry: RegistryClient) -> None:
         self.registry = registry
         self._parsed: dict[int, Any] = {}
+        self._has_uuids: dict[int, bool] = {}
 
     def source_schema(self, schema_id: int) -> Any:
         if schema_id not in self._parsed:
             import fastavro
 
             schema = _schema(self.registry, schema_id, "AVRO")
+            self._has_uuids[schema_id] = '"uuid"' in schema.text  # a logical type uuid, or a name: cheap to check
             named: dict[str, Any] = {}
             self._add_references(schema, named, set())
             try:
@@ -129,7 +132,21 @@ class AvroDecoder:
             raise InvalidEvent(f"Avro body does not decode with schema id {schema_id} ({type(err).__name__})") from None
         if stream.tell() != len(body):
             raise InvalidEvent(f"Avro body does not decode with schema id {schema_id} (bytes left after the record)")
+        if self._has_uuids[schema_id]:
+            event = _uuids_as_text(event)
         return Decoded(schema_id, event if isinstance(event, dict) else {"value": event})
+
+
+def _uuids_as_text(value: Any) -> Any:
+    """``value`` with each ``UUID`` (fastavro's reading of logical type uuid) as its text, as a Parquet
+    string column and JSON take it."""
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _uuids_as_text(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_uuids_as_text(item) for item in value]
+    return value
 
 
 class ProtobufDecoder:

@@ -6,12 +6,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any, get_args
+from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, Context
+from pydantic import ValidationError
 
 from strm_provider import progress
-from strm_provider.config import GROUP_ID_PREFIX, Format, check_prefix, default
+from strm_provider.config import GROUP_ID_PREFIX, ExporterConfig, default, field_problems
 from strm_provider.export import ExportResult, export_ranges
 from strm_provider.hooks import storage_hook
 from strm_provider.hooks.kafka import StrmKafkaHook
@@ -20,8 +21,12 @@ from strm_provider.naming import EXTENSIONS, fixed_part
 from strm_provider.offsets import add_lag, group_lag, plan_stream, run_metadata
 from strm_provider.planning import CUT_SETTINGS, Decision, PartitionSet, PlanRefused, PlanRequest, Progress
 from strm_provider.readers import RecordReader
+from strm_provider.schema_registry import RegistryClient
 from strm_provider.version_compat import xcom_returns
 from strm_provider.writer import codec_build
+
+#: the arguments checked as the exporter file's fields are
+_CHECKED = ("path_prefix", "compression", "format", "value_format", "file_format", "value_schema", "name_style")
 
 
 def _previous_run_failed(context: Context) -> bool:
@@ -60,6 +65,15 @@ class KafkaExportBaseOperator(BaseOperator):
         (``.jsonl.zst``), compressed while streaming.
     :param format: ``value`` (default: each line is the event as produced) or ``envelope`` (each line
         holds the record's partition, offset, timestamp, key, headers and the event as ``value``).
+    :param value_format: ``json`` (default: values are JSON objects, kept as produced), or ``avro``,
+        ``protobuf``, ``json_schema``: values framed by a Schema Registry (the Kafka connection's
+        ``schema_registry_url``), decoded with the schema each names.
+    :param file_format: ``jsonl`` (default) or ``parquet`` (``.parquet`` files; ``compression`` then
+        ``zstd``, ``snappy``, ``gzip`` or ``none``).
+    :param value_schema: for a Parquet exporter of JSON events, the columns: an Avro record schema or a
+        JSON Schema (a dict).
+    :param name_style: ``standard`` (default: ``2026-12-05T22:59:07-…``) or ``compact``
+        (``20261205T225907Z-…``, no colons, for Spark, Hive and other Hadoop-based readers).
     :param exporter: the exporter's name: in messages that name a ``strm`` command (default: the group
         id without ``strm-exporter-``), and in metrics, ``strm.exporter.<exporter>.<metric>`` (default:
         the DAG id).
@@ -81,6 +95,10 @@ class KafkaExportBaseOperator(BaseOperator):
         max_file_events: int | None = default("max_file_events"),
         compression: str = default("compression"),
         format: str = default("format"),
+        value_format: str = default("value_format"),
+        file_format: str = default("file_format"),
+        value_schema: dict[str, Any] | None = None,
+        name_style: str = default("name_style"),
         exporter: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -96,6 +114,10 @@ class KafkaExportBaseOperator(BaseOperator):
         self.max_file_events = max_file_events
         self.compression = compression
         self.format = format
+        self.value_format = value_format
+        self.file_format = file_format
+        self.value_schema = value_schema
+        self.name_style = name_style
         self.exporter = exporter
 
     def cut_settings(self) -> dict[str, Any]:
@@ -106,16 +128,21 @@ class KafkaExportBaseOperator(BaseOperator):
         }
 
     def _check_settings(self) -> None:
-        """Refuse a path prefix the exporter file would refuse, an unknown compression or format."""
+        """Refuse what the exporter file would refuse: the path prefix, compression, formats, schema."""
+        fields = {name: getattr(self, name) for name in _CHECKED}
         try:
-            check_prefix(self.path_prefix)
-        except ValueError as err:
-            raise ValueError(f"path_prefix: {err}") from None
-        if self.compression not in EXTENSIONS:
-            raise ValueError(f"compression: expected one of {sorted(EXTENSIONS)}, got {self.compression!r}")
-        if self.format not in get_args(Format):
-            expected = " or ".join(repr(value) for value in get_args(Format))
-            raise ValueError(f"format: expected {expected}, got {self.format!r}")
+            ExporterConfig.model_validate({"stream": "s", "data_connector": "d", **fields})
+        except ValidationError as err:
+            field, message = next(iter(field_problems(err).items()))
+            raise ValueError(f"{field}: {message}") from None
+
+    @property
+    def ending(self) -> str:
+        """Which file name ending the files have (:data:`strm_provider.naming.EXTENSIONS`)."""
+        return "parquet" if self.file_format == "parquet" else self.compression
+
+    def _registry(self, kafka: StrmKafkaHook) -> RegistryClient | None:
+        return None if self.value_format == "json" else kafka.schema_registry()
 
     def _reporters(self) -> list[str]:
         """The tasks whose summaries (XCom) tell which sets of a plan were committed."""
@@ -209,6 +236,12 @@ class KafkaExportPlanOperator(KafkaExportBaseOperator):
         storage = storage_hook(self.storage_conn_id, self.bucket)
         kafka = StrmKafkaHook(self.kafka_conn_id)
         kafka.check_reader()  # before anything is planned: every export task would fail the same way
+        registry = self._registry(kafka)
+        if registry is not None:
+            try:
+                registry.check()
+            finally:
+                registry.close()
         consumer = kafka.consumer(self.group_id)
         try:
             decision = self._plan(consumer, context, self.partition_sets)
@@ -240,7 +273,7 @@ class KafkaExportPlanOperator(KafkaExportBaseOperator):
         record = decision.record
         restarting = getattr(context.get("ti"), "try_number", 1) > 1 or _previous_run_failed(context)
         if decision.plan.new_exporter or decision.recovered or (restarting and not record.validated):
-            key = storage.write_test_file(self.path_prefix, self.compression)
+            key = storage.write_test_file(self.path_prefix, self.ending)
             self.log.info("exporter (re)started: validated data connector '%s' with %s", self.storage_conn_id, key)
             if restarting:
                 progress.save(self.group_id, replace(record, validated=str(context.get("run_id") or "?")))
@@ -296,18 +329,22 @@ class KafkaToStorageOperator(KafkaExportBaseOperator):
         kafka = StrmKafkaHook(self.kafka_conn_id)
         consumer = kafka.consumer(self.group_id)
         reader: RecordReader | None = None
+        registry: RegistryClient | None = None
         try:
             work = self._work(consumer, context)
             if work is None:
                 self.log.info("nothing to export")
                 return ExportResult().as_dict()
             reader = kafka.reader(self.group_id)
-            result = self._export(consumer, reader, storage, work, context)
+            registry = self._registry(kafka)
+            result = self._export(consumer, reader, storage, work, context, registry)
             add_lag(consumer, self.stream, result.partitions)
             self._emit_metrics(result, time.monotonic() - started, consumer, context)
         finally:
             if reader is not None:
                 reader.close()
+            if registry is not None:
+                registry.close()
             consumer.close()
         self.log.info(
             "exported %s events (%s bytes) in %s file(s), %s dead letters; offsets committed",
@@ -338,7 +375,13 @@ class KafkaToStorageOperator(KafkaExportBaseOperator):
         return sets[0] if sets else None
 
     def _export(
-        self, consumer: Any, reader: RecordReader, storage: StorageHook, work: PartitionSet, context: Context
+        self,
+        consumer: Any,
+        reader: RecordReader,
+        storage: StorageHook,
+        work: PartitionSet,
+        context: Context,
+        registry: RegistryClient | None,
     ) -> ExportResult:
         return export_ranges(
             consumer,
@@ -353,6 +396,11 @@ class KafkaToStorageOperator(KafkaExportBaseOperator):
             max_file_events=self.max_file_events,
             compression=self.compression,
             record_format=self.format,
+            value_format=self.value_format,
+            file_format=self.file_format,
+            value_schema=self.value_schema,
+            name_style=self.name_style,
+            registry=registry,
             commit_metadata=run_metadata(context.get("run_id", "")),
         )
 

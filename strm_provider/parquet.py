@@ -175,6 +175,8 @@ def _json_schema(schema: Any) -> pa.DataType:
     if not isinstance(schema, dict):
         raise UnsupportedSchema(f"JSON Schema {schema!r}: expected an object")
     kinds = schema.get("type")
+    if kinds is None and "enum" in schema and all(isinstance(value, str) for value in schema["enum"]):
+        kinds = "string"
     if isinstance(kinds, list):
         members = [kind for kind in kinds if kind != "null"]
         if len(members) != 1:
@@ -340,10 +342,10 @@ class ParquetFile(RollingFile):
 
     def close(self, wait: bool = True) -> None:
         if self._parquet is not None:
-            parquet, self._parquet = self._parquet, None
             try:
                 self._write_group()
-                parquet.close()
+                self._parquet.close()
+                self._parquet = None
             except BaseException as err:
                 self.abort(err)
                 raise

@@ -33,6 +33,10 @@ CUT_SETTINGS = {
     "max_file_events": "max_file_events",
     "compression": "compression",
     "record_format": "format",
+    "value_format": "value_format",
+    "file_format": "file_format",
+    "value_schema": "value_schema",
+    "name_style": "name_style",
 }
 
 

@@ -82,6 +82,10 @@ class RegistryClient:
             self._versions[key] = _schema(self._get(path, {"format": "serialized"}, f"{subject} version {version}"))
         return self._versions[key]
 
+    def check(self) -> None:
+        """Fail in one line, naming the URL, unless the registry answers with these credentials."""
+        self._get("/config", {}, "its configuration", holding=None)
+
     def close(self) -> None:
         if self._http is not None:
             self._http.close()
@@ -104,12 +108,12 @@ class RegistryClient:
             )
         return self._http
 
-    def _get(self, path: str, params: dict[str, str], what: str) -> dict[str, Any]:
+    def _get(self, path: str, params: dict[str, str], what: str, holding: str | None = "schema") -> dict[str, Any]:
         try:
             response = self._client().get(path, params=params)
         except httpx.HTTPError as err:
             raise RegistryUnavailable(f"Schema Registry {self.url}: unreachable ({type(err).__name__})") from None
-        if response.status_code == 404:
+        if response.status_code == 404 and holding:
             raise UnknownSchema(f"the Schema Registry has no {what}")
         if response.status_code in (401, 403):
             raise RegistryUnavailable(
@@ -122,8 +126,8 @@ class RegistryClient:
             body = response.json()
         except ValueError:
             raise RegistryUnavailable(f"Schema Registry {self.url}: the answer for {what} is not JSON") from None
-        if not isinstance(body, dict) or not isinstance(body.get("schema"), str):
-            raise RegistryUnavailable(f"Schema Registry {self.url}: the answer for {what} holds no schema")
+        if not isinstance(body, dict) or (holding and not isinstance(body.get(holding), str)):
+            raise RegistryUnavailable(f"Schema Registry {self.url}: the answer for {what} holds no {holding}")
         return body
 
 

@@ -11,7 +11,7 @@ from botocore.exceptions import (
 
 CAUSES = {
     "AccessDenied": "access denied (does the policy allow s3:PutObject on this prefix and this file ending: *.jsonl, "
-    "or *.jsonl.gz / *.jsonl.zst when compressed?)",
+    "or *.jsonl.gz / *.jsonl.zst when compressed, *.parquet for Parquet?)",
     "InvalidAccessKeyId": "the access key id is not known to the storage (wrong or revoked key)",
     "SignatureDoesNotMatch": "the secret access key is wrong",
     "NoSuchBucket": "the bucket does not exist",
