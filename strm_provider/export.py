@@ -33,6 +33,9 @@ from strm_provider.writer import SetWriter
 
 log = logging.getLogger(__name__)
 
+#: How many distinct reasons for dead letters a summary keeps (each with its count; the rest are counted
+#: under "(other reasons)").
+REASONS_KEPT = 10
 #: How long a partition may deliver nothing while offsets remain before the export gives up.
 STALL_SECONDS = 60.0
 
@@ -49,6 +52,8 @@ class ExportResult:
     files: list[str] = field(default_factory=list)
     dead_letters: int = 0
     dead_letter_files: list[str] = field(default_factory=list)
+    #: why records were refused: each reason (up to :data:`REASONS_KEPT`) with how many it refused
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)
     partitions: list[dict[str, Any]] = field(default_factory=list)
     committed: bool = False
     lost_to_retention: int = 0
@@ -107,8 +112,8 @@ def export_ranges(
         name_style=name_style,
     )
     events = event_maker(value_format, file_format, record_format, value_schema, registry)
-    write = partial(_write_batch, out, record_format, on_invalid_event, events)
     result = ExportResult()
+    write = partial(_write_batch, out, record_format, on_invalid_event, events, result.dead_letter_reasons)
     with tuned_for_export(), out:
         for i, rng in enumerate(ranges):
             following = next((r for r in ranges[i + 1 :] if r.size), None)
@@ -270,10 +275,15 @@ def _fixed_schema(value_schema: dict[str, Any] | None) -> tuple[str, Any]:
 
 
 def _write_batch(
-    out: SetWriter, record_format: str, on_invalid_event: str, events: Events | None, batch: Batch
+    out: SetWriter,
+    record_format: str,
+    on_invalid_event: str,
+    events: Events | None,
+    reasons: dict[str, int],
+    batch: Batch,
 ) -> None:
     """The batch's events into the set's files, in offset order; each record that is not an event
-    becomes a dead letter, or fails the export."""
+    becomes a dead letter (its reason counted in ``reasons``), or fails the export."""
     for part in batch_lines(batch, record_format, events):
         if isinstance(part, Lines):
             out.events.write(part)
@@ -284,6 +294,8 @@ def _write_batch(
             )
         else:
             out.dead_letters.write(part.dead_letter)
+            reason = part.error if part.error in reasons or len(reasons) < REASONS_KEPT else "(other reasons)"
+            reasons[reason] = reasons.get(reason, 0) + 1
 
 
 def _earliest(consumer: Any, stream: str, partition: int) -> int:

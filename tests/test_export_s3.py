@@ -286,6 +286,7 @@ def test_the_operator_on_its_own_starts_at_creation_and_always_reports_one_summa
         "files": [],
         "dead_letters": 0,
         "dead_letter_files": [],
+        "dead_letter_reasons": {},
         "partitions": [],
         "committed": False,
         "lost_to_retention": 0,

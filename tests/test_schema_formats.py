@@ -24,7 +24,7 @@ import pytest
 
 from devstack import StorageTarget
 from strm_provider.naming import is_test_object, parse_key
-from tests.exporting import connections, data_files, exporter_group, run_exporter, write_exporter
+from tests.exporting import connections, data_files, exporter_group, run_exporter, write_exporter, xcom_values
 from tests.faults.scenario import unique
 from tests.registry_data import (
     RICH_AVRO,
@@ -226,10 +226,18 @@ def test_records_that_do_not_decode_are_dead_letters_with_their_reason(
         path = write_exporter(
             stream=topic, data_connector="dc", path_prefix=prefix, include_existing_events=True, value_format="avro"
         )
-        assert run_exporter(path).state == "success"
+        run = run_exporter(path)
+        assert run.state == "success"
         objects = s3_target.objects(prefix)
     events = [json.loads(line) for body in data_files(objects).values() for line in body.splitlines()]
     assert [e["id"] for e in events] == [r["id"] for r in records]
+    # the export's summary (what strm monitor shows) counts each reason
+    (summary,) = xcom_values(run, "export")
+    assert summary["dead_letters"] == 3 and summary["dead_letter_reasons"] == {
+        "magic byte 123, expected 0 (Schema Registry wire format)": 1,
+        "schema id 99999: the Schema Registry has no schema id 99999": 1,
+        "null value (tombstone)": 1,
+    }
     letters = [
         json.loads(line)
         for key, body in objects.items()
