@@ -207,6 +207,9 @@ class ExporterConfig(BaseModel):
         data = self.model_dump(exclude_defaults=True)
         data["name"] = self.name
         data["interval"] = format_interval(self.interval)
+        if self.file_format == "parquet":
+            # a Parquet file's compression defaults to zstd when the file does not name one, not to the field's none
+            data["compression"] = self.compression
         if "retry_delay" in data:
             data["retry_delay"] = format_interval(self.retry_delay)
         return data
