@@ -11,6 +11,7 @@ and makes it a dead letter (:class:`UnknownSchema`).
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,14 +98,17 @@ class RegistryClient:
             if self.token:
                 headers["Authorization"] = f"Bearer {self.token}"
             auth = httpx.BasicAuth(self.user, self.password or "") if self.user and not self.token else None
-            cert = (self.cert_file, self.key_file) if self.cert_file and self.key_file else self.cert_file
+            try:
+                tls = ssl.create_default_context(cafile=self.ca_file)
+                if self.cert_file:
+                    tls.load_cert_chain(self.cert_file, self.key_file)
+            except (OSError, ssl.SSLError) as err:
+                raise RegistryUnavailable(
+                    f"Schema Registry {self.url}: cannot read the CA file or client certificate "
+                    f"({type(err).__name__}: {getattr(err, 'strerror', None) or err})"
+                ) from None
             self._http = httpx.Client(
-                base_url=self.url.rstrip("/"),
-                headers=headers,
-                auth=auth,
-                verify=self.ca_file or True,
-                cert=cert,
-                timeout=TIMEOUT_SECONDS,
+                base_url=self.url.rstrip("/"), headers=headers, auth=auth, verify=tls, timeout=TIMEOUT_SECONDS
             )
         return self._http
 

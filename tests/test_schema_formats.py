@@ -309,3 +309,79 @@ def test_json_schema_framed_records_export_as_json_lines(
         files = data_files(s3_target.objects(prefix))
     events = [json.loads(line) for body in files.values() for line in body.splitlines()]
     assert events == records
+
+
+def test_a_registry_that_is_down_fails_the_run_in_one_line_before_anything_is_committed(
+    kafka: Any, schema_registry: Any, s3_target: StorageTarget, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from devstack import free_port
+
+    topic, prefix = kafka.create_topic(unique("orders"), 1), unique("down")
+    produce_avro(kafka.bootstrap, schema_registry.client(), topic, rich_avro_records(5, seed=6))
+    down = f"http://127.0.0.1:{free_port()}"
+    conn = kafka.connection()
+    with connections(
+        strm_kafka_default={**conn, "extra": {**conn["extra"], "schema_registry_url": down}},
+        dc=storage_connection(s3_target, prefix),
+    ):
+        path = write_exporter(
+            stream=topic, data_connector="dc", path_prefix=prefix, include_existing_events=True, value_format="avro"
+        )
+        assert run_exporter(path).state == "failed"
+        objects = s3_target.objects(prefix)
+    assert data_files(objects) == {}
+    assert set(kafka.committed(exporter_group(f"dc-{topic}"), topic).values()) <= {None, 0}
+    # the plan task's error, in one line naming the URL
+    out = capfd.readouterr()
+    assert f"RegistryUnavailable: Schema Registry {down}: unreachable (ConnectError)" in out.out + out.err
+
+
+def test_a_schema_change_closes_the_parquet_file(kafka: Any, schema_registry: Any, s3_target: StorageTarget) -> None:
+    """Version 2 of the schema (a field added) between records of version 1: no file mixes two schemas."""
+    topic, prefix = kafka.create_topic(unique("orders"), 1), unique("evolve")
+    v2 = {**RICH_AVRO, "fields": [*RICH_AVRO["fields"], {"name": "channel", "type": "string", "default": "web"}]}
+    records = rich_avro_records(15, seed=7)
+    client = schema_registry.client()
+    produce_avro(kafka.bootstrap, client, topic, records[:5], partition=0)
+    produce_avro(kafka.bootstrap, client, topic, [{**r, "channel": "app"} for r in records[5:10]], 0, json.dumps(v2))
+    produce_avro(kafka.bootstrap, client, topic, records[10:], partition=0)
+    with connections(
+        strm_kafka_default=kafka_with_registry(kafka, schema_registry), dc=storage_connection(s3_target, prefix)
+    ):
+        path = write_exporter(
+            stream=topic,
+            data_connector="dc",
+            path_prefix=prefix,
+            include_existing_events=True,
+            value_format="avro",
+            file_format="parquet",
+        )
+        assert run_exporter(path).state == "success"
+        files = data_files(s3_target.objects(prefix))
+    tables = sorted(parquet_tables(files), key=lambda t: t.column("id")[0].as_py())
+    assert [t.column("id").to_pylist() for t in tables] == [
+        [r["id"] for r in records[:5]],
+        [r["id"] for r in records[10:]],
+        [r["id"] for r in records[5:10]],
+    ]
+    assert ["channel" in t.schema.names for t in tables] == [False, False, True]
+    assert tables[2].column("channel").to_pylist() == ["app"] * 5
+
+
+def test_compact_names_have_no_colon_and_read_back(kafka: Any, s3_target: StorageTarget) -> None:
+    """``name_style: compact``: names Hadoop's ``Path`` (Spark, Hive, EMR) can list."""
+    import re
+
+    topic, prefix = kafka.create_topic(unique("clicks"), 2), unique("compact")
+    kafka.produce(topic, [{"seq": i} for i in range(20)])
+    with connections(strm_kafka_default=kafka.connection(), dc=storage_connection(s3_target, prefix)):
+        path = write_exporter(
+            stream=topic, data_connector="dc", path_prefix=prefix, include_existing_events=True, name_style="compact"
+        )
+        assert run_exporter(path).state == "success"
+        files = data_files(s3_target.objects(prefix))
+    (key,) = files
+    assert ":" not in key
+    assert re.fullmatch(rf"{prefix}/\d{{8}}T\d{{6}}Z-{topic}-[0-9a-f]{{8}}---0-1\.jsonl", key), key
+    assert parse_key(key).time == key.split("/")[1][:16]  # type: ignore[union-attr]
+    assert sorted(json.loads(line)["seq"] for line in files[key].splitlines()) == list(range(20))
