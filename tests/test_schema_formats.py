@@ -385,3 +385,52 @@ def test_compact_names_have_no_colon_and_read_back(kafka: Any, s3_target: Storag
     assert re.fullmatch(rf"{prefix}/\d{{8}}T\d{{6}}Z-{topic}-[0-9a-f]{{8}}---0-1\.jsonl", key), key
     assert parse_key(key).time == key.split("/")[1][:16]  # type: ignore[union-attr]
     assert sorted(json.loads(line)["seq"] for line in files[key].splitlines()) == list(range(20))
+
+
+@pytest.mark.parametrize("file_format", ["jsonl", "parquet"])
+def test_the_envelope_of_decoded_events(
+    kafka: Any, schema_registry: Any, s3_target: StorageTarget, file_format: str
+) -> None:
+    """``format: envelope``: partition, offset, timestamp, key and headers beside the decoded value."""
+    from confluent_kafka import Producer
+    from confluent_kafka.schema_registry.avro import AvroSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    topic, prefix = kafka.create_topic(unique("orders"), 1), unique("envelope")
+    records = rich_avro_records(4, seed=8)
+    serialize = AvroSerializer(schema_registry.client(), json.dumps(RICH_AVRO))
+    producer = Producer({"bootstrap.servers": kafka.bootstrap})
+    for i, record in enumerate(records):
+        value = serialize(record, SerializationContext(topic, MessageField.VALUE))
+        producer.produce(topic, value, key=f"k{i}".encode(), headers=[("trace", b"t%d" % i)], timestamp=1_000 + i)
+    producer.flush(30)
+    with connections(
+        strm_kafka_default=kafka_with_registry(kafka, schema_registry), dc=storage_connection(s3_target, prefix)
+    ):
+        path = write_exporter(
+            stream=topic,
+            data_connector="dc",
+            path_prefix=prefix,
+            include_existing_events=True,
+            value_format="avro",
+            file_format=file_format,
+            format="envelope",
+        )
+        assert run_exporter(path).state == "success"
+        files = data_files(s3_target.objects(prefix))
+    if file_format == "jsonl":
+        rows = [json.loads(line) for body in files.values() for line in body.splitlines()]
+        assert [(r["offset"], r["timestamp"], r["key"], r["headers"]) for r in rows] == [
+            (i, 1_000 + i, f"k{i}", {"trace": f"t{i}"}) for i in range(4)
+        ]
+        assert [avro_from_json(r["value"]) for r in rows] == records
+    else:
+        (table,) = parquet_tables(files)
+        assert table.schema.names == ["partition", "offset", "timestamp", "key", "headers", "value"]
+        assert table.schema.field("timestamp").type == pa.timestamp("ms", tz="UTC")
+        rows = table.to_pylist()
+        assert [(r["partition"], r["offset"], r["key"], r["headers"]) for r in rows] == [
+            (0, i, f"k{i}".encode(), [{"name": "trace", "value": b"t%d" % i}]) for i in range(4)
+        ]
+        assert [r["timestamp"] for r in rows] == [dt.datetime.fromtimestamp(1 + i / 1000, dt.UTC) for i in range(4)]
+        assert [avro_from_parquet(r["value"]) for r in rows] == records
