@@ -4,6 +4,7 @@ UV_VERSION := 0.13.8
 PY ?= python3
 STORAGE ?= s3
 BROKER ?= embedded
+FORMAT ?= json
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
 # Airflow imports 2-3x faster from bytecode (strm list: 2.8 s instead of 6.7 s): the venv is
 # compiled at install, and the project's own files may write theirs even where the environment
@@ -23,8 +24,10 @@ venv: $(UV)
 kafka: venv java-deps  ## Apache Kafka (pinned in devstack/apache_kafka.py) from Maven Central into .cache/, once
 	.venv/bin/python -m devstack.apache_kafka fetch
 
-demo: venv  ## a real export on the embedded defaults (STORAGE=s3|s3-compatible|gcs|azure, BROKER=embedded|apache)
-	.venv/bin/python scripts/demo.py --storage $(STORAGE) --broker $(BROKER)
+# FORMAT=avro-parquet (or avro-jsonl, protobuf-parquet, protobuf-jsonl) produces the events through a Schema
+# Registry, exports them with value_format/file_format and, for Parquet, queries the files with DuckDB
+demo: venv  ## a real export on the embedded defaults (STORAGE=s3|s3-compatible|gcs|azure, BROKER=embedded|apache, FORMAT=json|avro-parquet|...)
+	.venv/bin/python scripts/demo.py --storage $(STORAGE) --broker $(BROKER) --format $(FORMAT)
 
 # Debian packages, installed when missing (with sudo unless root): what Apache Kafka needs for `make kafka`,
 # `make up` and `make bench`, and what the tests also drive for `make test`.
