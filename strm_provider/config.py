@@ -103,8 +103,8 @@ class ExporterConfig(BaseModel):
     format: Format = "value"
     value_format: ValueFormat = "json"
     file_format: FileFormat = "jsonl"
-    #: the columns of a Parquet exporter of JSON events: an Avro record schema or a JSON Schema object
-    #: (framed records bring theirs from the registry)
+    #: the columns of a Parquet exporter of JSON events: an Avro record schema, a JSON Schema object, or
+    #: ``{subject, version}`` of the registry (framed records bring theirs from the registry)
     value_schema: dict[str, Any] | None = None
     name_style: Literal["standard", "compact"] = "standard"
     retries: int = Field(default=2, ge=0, le=100)
@@ -163,9 +163,14 @@ class ExporterConfig(BaseModel):
     @field_validator("value_schema")
     @classmethod
     def _value_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and value.get("type") not in ("record", "object"):
-            raise ValueError("expected an Avro record schema (type: record) or a JSON Schema (type: object)")
-        return value
+        if value is None or value.get("type") in ("record", "object"):
+            return value
+        if set(value) == {"subject", "version"} and isinstance(value["version"], int) and value["subject"]:
+            return value
+        raise ValueError(
+            "expected an Avro record schema (type: record), a JSON Schema (type: object), or a registry subject's "
+            "version ({subject: orders-value, version: 3})"
+        )
 
     @model_validator(mode="after")
     def _file_format(self) -> ExporterConfig:

@@ -14,6 +14,7 @@ guarantee rests on:
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Hashable
@@ -247,7 +248,7 @@ def event_maker(
 
     if value_format == "json":
         decode = None
-        fixed = _fixed_schema(value_schema)
+        fixed = _fixed_schema(value_schema, registry)
         source: Callable[[Hashable], tuple[str, Any]] = lambda _key: fixed  # noqa: E731
     else:
         if registry is None:
@@ -263,10 +264,18 @@ def event_maker(
     return Events(decode, event_line, columns.rows, columns.dead_letter_rows)
 
 
-def _fixed_schema(value_schema: dict[str, Any] | None) -> tuple[str, Any]:
-    """The columns' source of JSON events: the exporter's Avro record schema or JSON Schema."""
+def _fixed_schema(value_schema: dict[str, Any] | None, registry: RegistryClient | None) -> tuple[str, Any]:
+    """The columns' source of JSON events: the exporter's Avro record schema or JSON Schema, or one version
+    of a registry subject (an Avro or JSON Schema)."""
     if value_schema is None:
         raise ValueError("value_schema: a Parquet exporter of JSON events needs the schema of its columns")
+    if "subject" in value_schema:
+        if registry is None:
+            raise ValueError("value_schema: a registry subject needs the Kafka connection's schema_registry_url")
+        registered = registry.version(value_schema["subject"], value_schema["version"])
+        if registered.schema_type not in ("AVRO", "JSON"):
+            raise ValueError(f"value_schema: {value_schema['subject']} is a {registered.schema_type} schema")
+        value_schema = json.loads(registered.text)
     if value_schema.get("type") == "record":
         import fastavro
 

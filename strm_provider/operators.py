@@ -142,7 +142,10 @@ class KafkaExportBaseOperator(BaseOperator):
         return "parquet" if self.file_format == "parquet" else self.compression
 
     def _registry(self, kafka: StrmKafkaHook) -> RegistryClient | None:
-        return None if self.value_format == "json" else kafka.schema_registry()
+        """The Schema Registry, for framed records or columns named by a registry subject."""
+        if self.value_format == "json" and "subject" not in (self.value_schema or {}):
+            return None
+        return kafka.schema_registry()
 
     def _reporters(self) -> list[str]:
         """The tasks whose summaries (XCom) tell which sets of a plan were committed."""

@@ -253,24 +253,35 @@ def test_records_that_do_not_decode_are_dead_letters_with_their_reason(
     assert kafka.committed(exporter_group(f"dc-{topic}"), topic) == kafka.end_offsets(topic)
 
 
+@pytest.mark.parametrize("named", ["inline", "registry subject"])
 def test_json_events_become_parquet_columns_of_the_exporters_schema(
-    kafka: Any, schema_registry: Any, s3_target: StorageTarget, tmp_path: Path
+    kafka: Any, schema_registry: Any, s3_target: StorageTarget, tmp_path: Path, named: str
 ) -> None:
-    """JSON events with a JSON Schema in the exporter file; one that does not fit is a dead letter."""
+    """JSON events with a JSON Schema in the exporter file, or a subject's version in the registry; one
+    that does not fit is a dead letter."""
+    from confluent_kafka.schema_registry import Schema
+
     from tests.registry_data import ORDER_JSON_SCHEMA
 
+    value_schema: dict[str, Any] = ORDER_JSON_SCHEMA
+    if named == "registry subject":
+        subject = unique("orders-json")
+        schema_registry.client().register_schema(subject, Schema(json.dumps(ORDER_JSON_SCHEMA), "JSON"))
+        value_schema = {"subject": subject, "version": 1}
     topic, prefix = kafka.create_topic(unique("orders"), 2), unique("jsonpq")
     records = json_records(50, seed=4)
     misfit = {**records[0], "id": "misfit", "quantity": "many"}
     kafka.produce(topic, [*records[:25], misfit, *records[25:]], partitions=2)
-    with connections(strm_kafka_default=kafka.connection(), dc=storage_connection(s3_target, prefix)):
+    with connections(
+        strm_kafka_default=kafka_with_registry(kafka, schema_registry), dc=storage_connection(s3_target, prefix)
+    ):
         path = write_exporter(
             stream=topic,
             data_connector="dc",
             path_prefix=prefix,
             include_existing_events=True,
             file_format="parquet",
-            value_schema=ORDER_JSON_SCHEMA,
+            value_schema=value_schema,
         )
         assert run_exporter(path).state == "success"
         objects = s3_target.objects(prefix)

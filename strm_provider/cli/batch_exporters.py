@@ -11,8 +11,10 @@ keep in step with Kafka.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any, NamedTuple, get_args
 
 import click
@@ -37,11 +39,14 @@ from strm_provider.cli.output import OUTPUT, emit_json, emit_table
 from strm_provider.cli.reset import IsoDateTime, PartitionOffsets
 from strm_provider.cli.store import ConnectorStore
 from strm_provider.config import (
+    COMPRESSIONS,
     BrokenExporter,
     ExporterConfig,
+    FileFormat,
     Format,
     LoadedExporter,
     LoadResult,
+    ValueFormat,
     exporter_path,
     exporters_dir,
     field_problems,
@@ -68,7 +73,7 @@ def describe(cfg: ExporterConfig) -> dict[str, Any]:
         "interval": format_interval(cfg.interval),
         "pathPrefix": cfg.path_prefix,
     }
-    if cfg.compression != "none":
+    if cfg.compression != "none" or cfg.file_format == "parquet":  # a Parquet file's default is zstd
         described["compression"] = cfg.compression
     if cfg.format != "value":
         described["format"] = cfg.format
@@ -76,6 +81,38 @@ def describe(cfg: ExporterConfig) -> dict[str, Any]:
         if key not in DOCUMENTED:
             described[_camel(key)] = value
     return described
+
+
+class SchemaFile(click.ParamType):
+    """``--schema FILE``: an Avro schema (``.avsc``) or a JSON Schema (``.json``), read into the dict the
+    exporter file holds inline; whether it is a record or object schema is the model's to say."""
+
+    name = "FILE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> dict[str, Any]:
+        if isinstance(value, dict):
+            return value
+        try:
+            text = Path(value).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            self.fail(f"cannot read {value}: {getattr(err, 'strerror', None) or type(err).__name__}", param, ctx)
+        try:
+            schema = json.loads(text)
+        except json.JSONDecodeError as err:
+            self.fail(
+                f"{value} is not JSON ({err.msg} at line {err.lineno} column {err.colno}); expected an Avro "
+                "record schema (.avsc) or a JSON Schema (.json)",
+                param,
+                ctx,
+            )
+        if not isinstance(schema, dict):
+            self.fail(
+                f"{value} holds a JSON {type(schema).__name__}; expected an Avro record schema (type: record) or a "
+                "JSON Schema (type: object)",
+                param,
+                ctx,
+            )
+        return schema
 
 
 def _camel(snake: str) -> str:
@@ -112,18 +149,47 @@ def _camel(snake: str) -> str:
     help="Also export what the stream holds already (default: only events from now on)",
 )
 @click.option(
-    "--compression",
-    type=click.Choice(list(EXTENSIONS)),
-    default="none",
+    "--value-format",
+    type=click.Choice(get_args(ValueFormat)),
+    default="json",
     show_default=True,
-    help="Compress files while streaming: .jsonl.gz or .jsonl.zst",
+    help="How the stream's values are encoded: json as produced, or avro, protobuf or json_schema framed by a "
+    "Schema Registry (the Kafka connection's schema_registry_url), decoded by the exporter",
+)
+@click.option(
+    "--file-format",
+    type=click.Choice(get_args(FileFormat)),
+    default="jsonl",
+    show_default=True,
+    help="jsonl: JSON Lines; parquet: Parquet files, their columns from the records' schemas (or --schema)",
+)
+@click.option(
+    "--schema",
+    "value_schema",
+    type=SchemaFile(),
+    help="parquet with --value-format json: the columns, an Avro record schema (.avsc) or a JSON Schema "
+    "(.json) file, written into the exporter file",
+)
+@click.option(
+    "--compression",
+    type=click.Choice(list(dict.fromkeys(c for allowed in COMPRESSIONS.values() for c in allowed))),
+    help="jsonl: none (default), gzip (.jsonl.gz) or zstd (.jsonl.zst), compressed while streaming; "
+    "parquet: zstd (default), snappy, gzip or none, inside the file",
 )
 @click.option(
     "--format",
     type=click.Choice(get_args(Format)),
     default="value",
     show_default=True,
-    help="value: each line is the event; envelope: partition, offset, timestamp, key, headers and the event",
+    help="value: each line (row) is the event; envelope: partition, offset, timestamp, key, headers and the event",
+)
+@click.option(
+    "--name-style",
+    type=click.Choice(["standard", "compact"]),
+    default="standard",
+    show_default=True,
+    help="File names: standard (2026-12-05T22:59:07Z-…), or compact, without colons (20261205T225907Z-…) "
+    "for tools that refuse them",
 )
 @KAFKA_CONNECTION
 @VALIDATE
@@ -143,14 +209,16 @@ def create_batch_exporter(ctx: click.Context, stream: str, **opts: Any) -> None:
             + ("" if opts["name"] else "; choose another with --name"),
             param_hint="'--name'",
         )
+    _check_columns(ctx, cfg)
     spec = _connector_for(target, cfg)
     hook = kafka_hook(target, cfg.kafka_connection)
     check_stream(hook, cfg.stream)
     if opts["validate"]:
+        _check_registry(hook, cfg)
         validated(
-            lambda: target.write_test_file(spec, cfg.path_prefix, cfg.bucket, cfg.compression),
+            lambda: target.write_test_file(spec, cfg.path_prefix, cfg.bucket, cfg.ending),
             spec.name,
-            f"the exporter writes its files as {join_key(cfg.path_prefix, '*' + EXTENSIONS[cfg.compression])}, "
+            f"the exporter writes its files as {join_key(cfg.path_prefix, '*' + EXTENSIONS[cfg.ending])}, "
             "and so did the validation",
         )
     pinned, topic_id = pin_start(hook, cfg.stream, cfg.group_id, include_existing_events=cfg.include_existing_events)
@@ -158,6 +226,51 @@ def create_batch_exporter(ctx: click.Context, stream: str, **opts: Any) -> None:
     cfg = cfg.model_copy(update={"asset_uri": spec.asset_uri(fixed_part(cfg.path_prefix), cfg.bucket)})
     write_exporter(cfg)
     show(describe(cfg), opts["output"] or "json", _exporter_table)
+
+
+def _check_columns(ctx: click.Context, cfg: ExporterConfig) -> None:
+    """Refuse a ``--schema`` whose types Parquet columns cannot hold before anything is written: the
+    exporter's runs would fail on it."""
+    if cfg.value_schema is None:
+        return
+    from strm_provider.parquet import arrow_schema
+
+    try:
+        if cfg.value_schema.get("type") == "record":
+            import fastavro
+
+            arrow_schema("avro", fastavro.parse_schema(cfg.value_schema))
+        else:
+            arrow_schema("json_schema", cfg.value_schema)
+    except Exception as err:  # fastavro's parse errors, UnsupportedSchema, a malformed JSON Schema
+        param = next(param for param in ctx.command.params if param.name == "value_schema")
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise click.BadParameter(f"not a schema of Parquet columns: {detail}", ctx, param) from None
+
+
+def _check_registry(hook: Any, cfg: ExporterConfig) -> None:
+    """An exporter of framed records reads their schemas from the Schema Registry its Kafka connection names:
+    refuse (nothing created) unless it names one that answers with the connection's credentials."""
+    if cfg.value_format == "json":
+        return
+    from strm_provider.schema_registry import RegistryUnavailable
+
+    skip = "or skip the check with --no-validate"
+    try:
+        if not (hook.settings.schema_registry_url or "").strip():
+            raise click.ClickException(
+                f"Kafka connection '{cfg.kafka_connection}' names no Schema Registry, which value_format "
+                f"{cfg.value_format} needs: set its extra schema_registry_url (e.g. http://registry:8081), {skip}"
+            )
+        registry = hook.schema_registry()
+    except ValueError as err:  # a registry setting the connection's model refuses
+        raise click.ClickException(f"Kafka: {err}") from None
+    try:
+        registry.check()
+    except RegistryUnavailable as err:
+        raise click.ClickException(f"{err}; nothing was created ({skip})") from None
+    finally:
+        registry.close()
 
 
 def _only_connector(target: ConnectorStore) -> str:
@@ -228,7 +341,17 @@ def _connector_for(target: Any, cfg: ExporterConfig) -> Any:
 
 def _exporter_table(items: list[dict[str, Any]]) -> None:
     emit_table(
-        ["NAME", "STREAM", "DATA CONNECTOR", "INTERVAL", "PATH PREFIX", "COMPRESSION", "FORMAT"],
+        [
+            "NAME",
+            "STREAM",
+            "DATA CONNECTOR",
+            "INTERVAL",
+            "PATH PREFIX",
+            "VALUE FORMAT",
+            "FILE FORMAT",
+            "COMPRESSION",
+            "FORMAT",
+        ],
         [
             [
                 i["ref"]["name"],
@@ -236,6 +359,8 @@ def _exporter_table(items: list[dict[str, Any]]) -> None:
                 i["dataConnectorRef"]["name"],
                 i["interval"],
                 i["pathPrefix"],
+                i.get("valueFormat", "json"),
+                i.get("fileFormat", "jsonl"),
                 i.get("compression", "none"),
                 i.get("format", "value"),
             ]
@@ -365,7 +490,9 @@ def monitor_batch_exporter(ctx: click.Context, name: str | None, watch: bool, ev
     run's plan not yet committed and offsets Kafka had forgotten that a run took from Airflow's record.
 
     The last run is the last one that ended, also while the next one runs: when it ended, its events, their
-    JSON BYTES (the events as JSON Lines) and STORED BYTES (the files as stored, compressed when they are).
+    JSON BYTES (the events as JSON Lines), STORED BYTES (the files as stored, compressed when they are) and
+    DEAD LETTERS (records that were not events; below the table, how many each reason refused; JSON:
+    lastRun.deadLetters and lastRun.deadLetterReasons).
 
     \b
     HEALTHY    the last run succeeded and ended within two intervals

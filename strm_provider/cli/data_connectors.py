@@ -60,7 +60,7 @@ from strm_provider.naming import EXTENSIONS
     default="none",
     show_default=True,
     help="The ending of the validation file (and the Test button's): that of the exporters' files, "
-    ".jsonl, .jsonl.gz or .jsonl.zst",
+    ".jsonl, .jsonl.gz, .jsonl.zst or .parquet",
 )
 @VALIDATE
 @OUTPUT

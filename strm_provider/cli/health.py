@@ -231,10 +231,17 @@ def _iso(when: datetime | None) -> str | None:
 
 
 def _exported(runs: Runs, dag_id: str, run_id: str, tasks: list[TaskRun]) -> dict[str, Any]:
-    """Events, bytes and files of a run: the sum of its export tasks' summaries. ``bytes`` counts the events'
-    JSON Lines, ``storedBytes`` the files as stored (compressed when they are); None when a summary does
-    not say."""
-    total: dict[str, Any] = {"events": 0, "bytes": 0, "storedBytes": 0, "files": 0}
+    """Events, bytes, files and dead letters of a run: the sum of its export tasks' summaries. ``bytes`` counts
+    the events' JSON Lines, ``storedBytes`` the files as stored (compressed when they are); None when a summary
+    does not say. ``deadLetterReasons``: each reason a record was refused for, with how many it refused."""
+    total: dict[str, Any] = {
+        "events": 0,
+        "bytes": 0,
+        "storedBytes": 0,
+        "files": 0,
+        "deadLetters": 0,
+        "deadLetterReasons": {},
+    }
     for task in tasks:
         if task.task_id != "export" or task.state != "success":
             continue
@@ -243,6 +250,10 @@ def _exported(runs: Runs, dag_id: str, run_id: str, tasks: list[TaskRun]) -> dic
             total["events"] += int(summary.get("events") or 0)
             total["bytes"] += int(summary.get("bytes") or 0)
             total["files"] += len(summary.get("files") or [])
+            total["deadLetters"] += int(summary.get("dead_letters") or 0)
+            reasons = summary.get("dead_letter_reasons")
+            for reason, count in reasons.items() if isinstance(reasons, dict) else ():
+                total["deadLetterReasons"][str(reason)] = total["deadLetterReasons"].get(str(reason), 0) + int(count)
             stored = _stored_bytes(summary)
             total["storedBytes"] = (
                 None if stored is None or total["storedBytes"] is None else total["storedBytes"] + stored
@@ -262,12 +273,14 @@ def _stored_bytes(summary: dict[str, Any]) -> int | None:
 
 
 #: the monitor's columns
-HEALTH_COLUMNS = "NAME|STATE|LAST RUN ENDED (UTC)|EVENTS|JSON BYTES|STORED BYTES|FILES|LAG|LAG PER PARTITION|PROBLEM"
+HEALTH_COLUMNS = (
+    "NAME|STATE|LAST RUN ENDED (UTC)|EVENTS|JSON BYTES|STORED BYTES|FILES|DEAD LETTERS|LAG|LAG PER PARTITION|PROBLEM"
+)
 
 
 def health_table(items: list[dict[str, Any]]) -> None:
-    """The rows of :func:`report` and :func:`invalid_report` as a table, then what the progress records say
-    beyond it."""
+    """The rows of :func:`report` and :func:`invalid_report` as a table, then why the last runs refused records
+    and what the progress records say beyond it."""
     emit_table(
         HEALTH_COLUMNS.split("|"),
         [_health_row(item) for item in items],
@@ -294,6 +307,7 @@ def _health_row(item: dict[str, Any]) -> list[Any]:
         count("bytes"),
         count("storedBytes"),
         count("files"),
+        count("deadLetters"),
         "" if item["state"] == "INVALID" else "?" if backlog is None else f"{backlog['total']:,}",
         " ".join(f"{p}:{n}" for p, n in backlog["partitions"].items()) if backlog else "",
         _problem(item),
@@ -306,8 +320,17 @@ def _utc(iso: str | None) -> str:
 
 
 def _progress_notes(item: dict[str, Any]) -> list[str]:
-    """Below the table: what the exporter's progress record in Airflow says beyond the row."""
+    """Below the table: the reasons of the last run's dead letters, and what the exporter's progress record in
+    Airflow says beyond the row."""
     name, notes = item["ref"]["name"], []
+    last = item.get("lastRun") or {}
+    if last.get("deadLetters"):
+        reasons = sorted((last.get("deadLetterReasons") or {}).items(), key=lambda pair: (-pair[1], pair[0]))
+        why = "; ".join(f"{reason} ({count:,})" for reason, count in reasons)
+        notes.append(
+            f"{name}: {last['deadLetters']:,} dead letter{'s' if last['deadLetters'] != 1 else ''} in run "
+            f"{last['runId']}" + (f": {why}" if why else "")
+        )
     if item.get("progressError"):
         notes.append(f"{name}: progress record unreadable: {item['progressError']}")
     progress = item.get("progress") or {}
