@@ -58,7 +58,7 @@ install-debs:
 
 test: venv system-deps kafka  ## the whole suite on the newest Airflow, then the compatibility subset on each older line
 	.venv/bin/ruff check strm_provider dags devstack tests scripts bench docker
-	.venv/bin/pytest -p no:cacheprovider
+	.venv/bin/pytest -p no:cacheprovider -n 2 --dist loadfile
 	.venv/bin/python -m devstack.compat test --jobs 2
 
 # LINES="2.11 3.0" for some lines only; each line's environment (.compat/<line>) is built once
