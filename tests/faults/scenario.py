@@ -1,12 +1,14 @@
 """What every fault test does: produce numbered events, plan, run (or kill) an export, and count.
 
 Each event carries a unique ``seq``; the closing check counts the ``seq`` values in the bucket's
-data files: every produced one present, none twice, and the group's offsets at the end offsets.
+data files (JSON Lines, or Parquet's ``seq`` column): every produced one present, none twice, and the
+group's offsets at the end offsets.
 The check prints one ``FAULT-TABLE`` row (scenario, produced, found, duplicates, missing).
 """
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import os
@@ -22,7 +24,7 @@ from devstack import StorageTarget
 from strm_provider.config import operator_arguments
 from strm_provider.connection_types import KAFKA_DEFAULT
 from strm_provider.naming import fixed_part
-from tests.exporting import lines_in
+from tests.exporting import data_files, lines_in
 
 _counter = itertools.count()
 RUNNER = [sys.executable, "-m", "tests.faults.runner"]
@@ -105,9 +107,22 @@ def _tail(file: Any, size: int = 4000) -> str:
 
 
 def seqs_in(storage: StorageTarget, prefix: str) -> Counter:
-    """How many times each ``seq`` appears in the data files under ``prefix``."""
-    files = lines_in(storage.objects(fixed_part(prefix)))
-    return Counter(json.loads(line)["seq"] for lines in files.values() for line in lines)
+    """How many times each ``seq`` appears in the data files under ``prefix`` (JSON Lines and Parquet;
+    dead letters and validation files are no data files)."""
+    objects = data_files(storage.objects(fixed_part(prefix)))
+    parquet = {key: body for key, body in objects.items() if key.endswith(".parquet")}
+    lines = lines_in({key: body for key, body in objects.items() if key not in parquet})
+    seen = Counter(json.loads(line)["seq"] for file in lines.values() for line in file)
+    for body in parquet.values():
+        seen.update(parquet_seqs(body))
+    return seen
+
+
+def parquet_seqs(body: bytes) -> list[int]:
+    """The ``seq`` column of a Parquet data file (pyarrow reads the whole file: it must be complete)."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(io.BytesIO(body), columns=["seq"]).column("seq").to_pylist()
 
 
 def check_exactly_once(
