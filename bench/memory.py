@@ -1,14 +1,16 @@
 """Peak memory of one export task as the backlog grows (figures, not assertions).
 
-``.venv/bin/python bench/memory.py [--events 1000000,4000000]`` runs :mod:`bench.run` once per
-backlog size with both export task methods (the kafka-python and the confluent reader), each in a
-fresh process whose peak RSS is polled from /proc, and prints one table. If the export's memory is
-bounded, the peaks are the same for every size.
+``.venv/bin/python bench/memory.py [--events 1000000,4000000] [--methods ...]`` runs :mod:`bench.run` once
+per backlog size with the export task methods (the kafka-python and the confluent reader into JSON Lines, and
+the same events as Avro into Parquet with zstd), each in a fresh process whose peak RSS is polled from /proc,
+and prints one table. If the export's memory is bounded, the peaks are the same for every size.
 
 What bounds it: one partition read at a time (the confluent reader fetches the next one meanwhile)
 with fetches of at most 4 MiB per partition, polls of 10,000 records, files streamed to storage
-through a pipe (S3: at most 3 parts of 16 MiB in memory per file being uploaded). Writes
-``bench/memory.json``: ``{"broker": "apache-kafka <version>", "machine": {...},
+through a pipe (S3: at most 3 parts of 16 MiB in memory per file being uploaded); Parquet adds a row
+group of at most 65,536 rows or 32 MiB of record values, held until written. Writes
+``bench/memory.json`` (the figures of methods not measured this time are kept):
+``{"broker": "apache-kafka <version>", "machine": {...},
 "methods": {"<method>": {"<events>": {"peak_rss_mb", "events_per_s", "backlog_mb"}}}}``.
 """
 
@@ -24,15 +26,17 @@ from bench.report import LABELS
 
 REPO = Path(__file__).resolve().parent.parent
 
-METHODS = ("export_task", "export_task_confluent")
+METHODS = ("export_task", "export_task_confluent", "export_task_avro_parquet")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", default="1000000,4000000", help="comma-separated backlog sizes in events")
     parser.add_argument("--partitions", type=int, default=run.PARTITIONS)
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "memory.json")
     args = parser.parse_args()
+    chosen = [m for m in METHODS if m in args.methods.split(",")]
     rows: list[dict[str, Any]] = []
     broker = ""
     for events in (int(n) for n in args.events.split(",")):
@@ -40,14 +44,14 @@ def main() -> None:
             argparse.Namespace(
                 events=events,
                 partitions=args.partitions,
-                methods=",".join(METHODS),
+                methods=",".join(chosen),
                 keep=False,
                 out=None,
             )
         )
         broker = report["broker"]
         backlog_mb = report["event_bytes_avg"] * events / 1e6
-        for method in METHODS:
+        for method in chosen:
             row = report["methods"][method]
             rows.append(
                 {
@@ -58,13 +62,14 @@ def main() -> None:
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
-    methods = {
+    kept = json.loads(args.out.read_text())["methods"] if args.out.exists() else {}
+    methods = kept | {
         method: {
             str(r["events"]): {k: r.get(k) for k in ("peak_rss_mb", "events_per_s", "backlog_mb")}
             for r in rows
             if r["method"] == method
         }
-        for method in METHODS
+        for method in chosen
     }
     out = {"broker": broker, "machine": report["machine"], "methods": methods}
     args.out.write_text(json.dumps(out, indent=2) + "\n")

@@ -13,6 +13,8 @@ LABELS = {
     "export_task_confluent": "(c) export task, confluent reader",
     "export_task_gzip": "(c) export task, confluent reader, gzip",
     "export_task_zstd": "(c) export task, confluent reader, zstd",
+    "export_task_avro_jsonl": "(g) export task, Avro in, JSON Lines out",
+    "export_task_avro_parquet": "(g) export task, Avro in, Parquet (zstd) out",
     "dag_run": "(d) DAG run",
     "dag_run_confluent": "(d) DAG run, confluent reader",
     "naive_airflow": "(e) naive Airflow",
@@ -71,6 +73,28 @@ def table(report: dict[str, Any]) -> str:
             + (f"{r['events_per_s'] / plain:.2f} |" if plain else "n/a |")
             for m, r in codecs.items()
         )
+    avro = {m: r for m, r in methods.items() if "kafka_value_mb" in r}
+    if avro:
+        text += (
+            "\n\n| Avro in | events/s | vs JSON in, JSON Lines out (same run) | stored MB | JSON Lines ÷ stored "
+            "| files | peak RSS MB |\n|---|---:|---:|---:|---:|---:|---:|\n"
+        )
+        text += "\n".join(
+            f"| {LABELS[m]} | {r['events_per_s']:,.0f} | "
+            + (f"{r['events_per_s'] / plain:.2f}" if plain else "n/a")
+            + f" | {r['stored_mb']:,.0f} | {r['json_lines_mb_per_stored_mb']:.2f} | {r['files']} | "
+            f"{r['peak_rss_mb']:,.0f} |"
+            for m, r in avro.items()
+        )
+    scan = report.get("scan") or {}
+    if scan.get("formats"):
+        text += f"\n\nDuckDB, one column (`{scan['query']}`), same events; answers equal: {scan['same_answer']}\n"
+        text += "| files | file MB | MB read (rchar) | share of the files read | query s (median of 3) |\n"
+        text += "|---|---:|---:|---:|---:|\n" + "\n".join(
+            f"| {kind} | {v['file_mb']:,.1f} | {v['read_mb']:,.2f} | {v['read_share_of_files']:.2%} | "
+            f"{v['seconds']:.2f} |"
+            for kind, v in scan["formats"].items()
+        )
     if report.get("ratios"):
         text += "\n\n| ratio of events/s | measured | target |\n|---|---:|---:|\n" + "\n".join(
             f"| {k} | {v['ratio']:.2f} | ≥ {v['target']} {'✓' if v['reached'] else '✗'} |"
@@ -92,6 +116,8 @@ def chart(report: dict[str, Any], path: Path) -> None:
         "export_task_confluent": "#1a5276",
         "export_task_gzip": "#117a65",
         "export_task_zstd": "#148f77",
+        "export_task_avro_jsonl": "#7d3c98",
+        "export_task_avro_parquet": "#a569bd",
         "s3_ingest": "#aaaaaa",
         "dag_run": "#5dade2",
         "dag_run_confluent": "#2874a6",

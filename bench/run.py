@@ -17,7 +17,17 @@ from /proc):
   (wall time of the CLI: Airflow start-up, DAG parse and the run); ``dag_run_confluent``: the same
   with the confluent reader;
 - ``naive_airflow``: ``airflow dags test`` of bench/dags/naive_airflow.py
-  (``ConsumeFromTopicOperator`` + ``S3Hook.load_string``).
+  (``ConsumeFromTopicOperator`` + ``S3Hook.load_string``);
+- ``export_task_avro_jsonl``, ``export_task_avro_parquet``: the same events produced as Avro by
+  confluent-kafka's ``AvroSerializer`` through a Schema Registry the bench starts (devstack/schema_registry.py;
+  schema ``AVRO_SCHEMA`` in bench/backlog.py), exported as ``export_task_confluent`` is (confluent reader)
+  with ``value_format: avro`` into JSON Lines (checked byte for byte the size of the JSON events' lines) and
+  into Parquet with zstd (checked row for row). Their MB/s count the same JSON bytes as every other method;
+  ``kafka_value_mb`` is what they read from Kafka (the framed Avro values).
+
+When both Avro exports ran, ``scan`` is what a downstream reader pays for one column: DuckDB counts the events
+per ``eventType`` over the JSON Lines files and over the Parquet files (the same events), each query in a
+fresh process whose bytes read are the ``rchar`` of /proc (bench/scan.py).
 
 Each worker method also reports the CPU seconds of its own process during the measured work
 (``work_cpu_s``, every thread) and of the broker and S3 server meanwhile (``server_cpu_s``): on a
@@ -48,10 +58,11 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench.backlog import PARTITIONS, TOPIC, produce
+from bench.backlog import AVRO_TOPIC, PARTITIONS, TOPIC, produce, produce_avro
 from bench.measure import bucket_bytes, result_row, run_measured, settle
 from bench.report import LABELS, chart, ratios, table
-from bench.workers import CODECS, KAFKA_CONNS, PREFIXES, WORKERS
+from bench.scan import scan as scan_files
+from bench.workers import CODECS, FORMATS, KAFKA_CONNS, PREFIXES, WORKERS
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -71,6 +82,10 @@ class Run:
         self.log = work / "bench.log"
         self.spool = work / "backlog.jsonl"
         self.total_bytes = 0
+        #: bytes of the Avro values (framing included) of the Avro topic
+        self.avro_bytes = 0
+        #: the files of the Avro exports, downloaded for the downstream scan: format -> paths
+        self.downloads: dict[str, list[Path]] = {}
 
     @property
     def file_bytes(self) -> int:
@@ -94,7 +109,10 @@ class Run:
             raise RuntimeError(f"{method} failed (exit {code}); see {self.log}")
         out = json.loads(Path(spec["result"]).read_text())
         more: dict[str, Any] = {}
-        if method in PREFIXES:
+        if method in FORMATS:
+            more = self.check_avro_export(method) | {"process_wall_s": round(wall, 2)}
+            out["bytes"] = self.total_bytes  # MB/s of the same JSON bytes as every other method
+        elif method in PREFIXES:
             files, size, stored = bucket_bytes(self.s3, PREFIXES[method])
             if size != self.file_bytes:
                 raise RuntimeError(f"{method} wrote {size} bytes, expected {self.file_bytes}")
@@ -103,6 +121,32 @@ class Run:
                 more |= {"stored_mb": round(stored / 1e6, 1), "compression_ratio": round(size / stored, 2)}
         more |= {"work_cpu_s": out["work_cpu_s"], "server_cpu_s": out["server_cpu_s"]}
         return result_row(out["events"], out["bytes"], out["seconds"], rss, cpu, **more)
+
+    def check_avro_export(self, method: str) -> dict[str, Any]:
+        """Check an Avro export's files hold every event (JSON Lines: the JSON events' bytes; Parquet: the
+        rows), download them for the scan; the files and bytes stored."""
+        import pyarrow.parquet as pq
+
+        kind = FORMATS[method][1]
+        folder = self.work / "files" / kind
+        paths = download(self.s3, PREFIXES[method], f".{kind}", folder)
+        stored = sum(p.stat().st_size for p in paths)
+        if kind == "jsonl":
+            if stored != self.file_bytes:
+                raise RuntimeError(f"{method} wrote {stored} bytes, expected {self.file_bytes}")
+        else:
+            rows = sum(pq.read_metadata(p).num_rows for p in paths)
+            if rows != self.events:
+                raise RuntimeError(f"{method} wrote {rows} rows, expected {self.events}")
+            groups = [pq.read_metadata(p).num_row_groups for p in paths]
+        self.downloads[kind] = paths
+        return {
+            "files": len(paths),
+            "stored_mb": round(stored / 1e6, 1),
+            "json_lines_mb_per_stored_mb": round(self.file_bytes / stored, 2),
+            "kafka_value_mb": round(self.avro_bytes / 1e6, 1),
+            **({"row_groups": sum(groups)} if kind == "parquet" else {}),
+        }
 
     def dag_runs(self, method: str) -> dict[str, Any]:
         """``airflow dags test`` of an exporter's DAG with one and two partition sets."""
@@ -147,15 +191,39 @@ class Run:
         return self.dag_runs(method)
 
 
-def connections(broker: Any, s3: Any) -> dict[str, dict[str, Any]]:
+def download(s3: Any, prefix: str, ending: str, folder: Path) -> list[Path]:
+    """The data files below ``prefix`` ending in ``ending`` (no validation files, no dead letters), into ``folder``."""
+    from strm_provider.naming import DEAD_LETTER_DIR, is_test_object
+
+    client = s3.client()
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=s3.bucket, Prefix=f"{prefix}/"):
+        for item in page.get("Contents", []):
+            key = item["Key"]
+            if is_test_object(key) or f"/{DEAD_LETTER_DIR}/" in key or not key.endswith(ending):
+                continue
+            path = folder / f"{len(paths):04d}{ending}"
+            client.download_file(s3.bucket, key, str(path))
+            paths.append(path)
+    return paths
+
+
+def connections(broker: Any, s3: Any, registry_url: str | None = None) -> dict[str, dict[str, Any]]:
     """Every method's Kafka and storage connection, each storage one with its own least-privilege user."""
     kafka_conn = broker.connection()
     naive_user = s3.user_for("naive")
+    confluent = {**kafka_conn, "extra": {**kafka_conn["extra"], "reader": "confluent"}}
     return {
         "bench_kafka": kafka_conn,
-        "bench_kafka_confluent": {**kafka_conn, "extra": {**kafka_conn["extra"], "reader": "confluent"}},
+        "bench_kafka_confluent": confluent,
+        **(
+            {"bench_kafka_avro": {**confluent, "extra": {**confluent["extra"], "schema_registry_url": registry_url}}}
+            if registry_url
+            else {}
+        ),
         **{
-            f"bench_s3_{method}": s3.connection(prefix, endings=(".jsonl", ".jsonl.gz", ".jsonl.zst"))
+            f"bench_s3_{method}": s3.connection(prefix, endings=(".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet"))
             for method, prefix in PREFIXES.items()
         },
         **{f"bench_s3_dag{sets}{suffix}": s3.connection(f"dag{sets}{suffix}") for sets, suffix in DAG_RUNS},
@@ -182,6 +250,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     from devstack.airflow import airflow_env, conn_env
     from devstack.kafka import Broker, start_broker
     from devstack.moto import start_moto
+    from devstack.schema_registry import SchemaRegistry
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = set(methods) - set(METHODS)
@@ -205,19 +274,38 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         s3 = stack.enter_context(start_moto(work / "moto"))
         servers.append(s3.pid)
         run = Run(work, env, broker, s3, servers, args)
-        broker.create_topic(TOPIC, args.partitions)
-        started = time.perf_counter()
-        run.total_bytes = produce(
-            broker.bootstrap, args.events, args.partitions, run.spool if "s3_ingest" in methods else None
-        )
-        print(
-            f"produced {args.events:,} events ({run.total_bytes / 1e6:,.0f} MB, "
-            f"{run.total_bytes / args.events:.0f} B/event) over {args.partitions} partitions "
-            f"in {time.perf_counter() - started:.1f}s",
-            flush=True,
-        )
+        registry_url = None
+        if set(FORMATS) & set(methods):
+            registry = stack.enter_context(SchemaRegistry(work / "schema-registry"))
+            assert registry.proc is not None
+            servers.append(registry.proc.pid)
+            registry_url = registry.url
+            broker.create_topic(AVRO_TOPIC, args.partitions)
+            started = time.perf_counter()
+            run.total_bytes, run.avro_bytes = produce_avro(broker.bootstrap, registry_url, args.events, args.partitions)
+            print(
+                f"produced {args.events:,} events as Avro ({run.avro_bytes / 1e6:,.0f} MB of values, "
+                f"{run.avro_bytes / args.events:.0f} B/event; {run.total_bytes / 1e6:,.0f} MB as JSON) "
+                f"in {time.perf_counter() - started:.1f}s",
+                flush=True,
+            )
+        if set(methods) - set(FORMATS):  # every other method reads the JSON topic
+            broker.create_topic(TOPIC, args.partitions)
+            started = time.perf_counter()
+            json_bytes = produce(
+                broker.bootstrap, args.events, args.partitions, run.spool if "s3_ingest" in methods else None
+            )
+            if run.total_bytes and json_bytes != run.total_bytes:
+                raise RuntimeError(f"the JSON topic has {json_bytes} bytes, the Avro topic's events {run.total_bytes}")
+            run.total_bytes = json_bytes
+            print(
+                f"produced {args.events:,} events ({run.total_bytes / 1e6:,.0f} MB, "
+                f"{run.total_bytes / args.events:.0f} B/event) over {args.partitions} partitions "
+                f"in {time.perf_counter() - started:.1f}s",
+                flush=True,
+            )
         broker.reset_clients()
-        for conn_id, conn in connections(broker, s3).items():
+        for conn_id, conn in connections(broker, s3, registry_url).items():
             env[conn_env(conn_id)] = json.dumps(conn)
         env.update(
             {
@@ -237,6 +325,14 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             except Exception as err:  # one broken method must not lose the others' figures
                 print(f"  {method} failed: {err}", flush=True)
                 results[method] = {"error": str(err)}
+        scan = None
+        if len(run.downloads) == 2:
+            print("DuckDB scan of one column over the JSON Lines and the Parquet files ...", flush=True)
+            try:
+                scan = scan_files(run.downloads)
+            except Exception as err:
+                print(f"  scan failed: {err}", flush=True)
+                scan = {"error": str(err)}
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)  # the broker's log holds the whole backlog
     return {
@@ -251,6 +347,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "event_bytes_avg": round(run.total_bytes / args.events, 1),
         "partitions": args.partitions,
         "methods": results,
+        **({"avro_value_bytes_avg": round(run.avro_bytes / args.events, 1)} if run.avro_bytes else {}),
+        **({"scan": scan} if scan else {}),
     }
 
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.backlog import TOPIC
+from bench.backlog import AVRO_TOPIC, TOPIC
 from bench.measure import settle, tree_cpu
 
 #: kafka-python tuned as well as it goes (the ceiling of the client the export uses).
@@ -112,8 +112,9 @@ def worker_export(spec: dict[str, Any]) -> None:
     from strm_provider.planning import PlanRequest
 
     method = spec["method"]
+    topic = AVRO_TOPIC if method in FORMATS else TOPIC
     common = {
-        "stream": TOPIC,
+        "stream": topic,
         "storage_conn_id": f"bench_s3_{method}",
         "group_id": f"strm-exporter-bench-{method}",
         "path_prefix": PREFIXES[method],
@@ -122,12 +123,16 @@ def worker_export(spec: dict[str, Any]) -> None:
     context: Any = {"run_id": "bench"}
     consumer = StrmKafkaHook(KAFKA_CONNS[method]).consumer(common["group_id"])
     try:
-        [work] = plan_stream(consumer, PlanRequest(TOPIC, include_existing_events=True)).sets
+        [work] = plan_stream(consumer, PlanRequest(topic, include_existing_events=True)).sets
     finally:
         consumer.close()
     partition_set = work.to_xcom()
     settle(spec["servers"])
     codec = {"compression": CODECS[method]} if method in CODECS else {}
+    if method in FORMATS:
+        value_format, file_format = FORMATS[method]
+        codec = {"value_format": value_format, "file_format": file_format}
+        codec |= {"compression": "zstd"} if file_format == "parquet" else {}
     operator = KafkaToStorageOperator(task_id="export", partition_set=partition_set, **common, **codec)
     start = _start(spec)
     summary = operator.execute(context)
@@ -163,15 +168,21 @@ WORKERS = {
     "export_task_confluent": worker_export,
     "export_task_gzip": worker_export,
     "export_task_zstd": worker_export,
+    "export_task_avro_jsonl": worker_export,
+    "export_task_avro_parquet": worker_export,
 }
 #: the compressed exports (with the confluent reader, where the codec's cost shows most)
 CODECS = {"export_task_gzip": "gzip", "export_task_zstd": "zstd"}
+#: the exports of the Avro topic (bench/backlog.py produce_avro): (value_format, file_format); Parquet with zstd
+FORMATS = {"export_task_avro_jsonl": ("avro", "jsonl"), "export_task_avro_parquet": ("avro", "parquet")}
 #: where each export method writes in the bucket
 PREFIXES = {
     "export_task": "task",
     "export_task_confluent": "task-confluent",
     "export_task_gzip": "task-gzip",
     "export_task_zstd": "task-zstd",
+    "export_task_avro_jsonl": "task-avro-jsonl",
+    "export_task_avro_parquet": "task-avro-parquet",
     "s3_ingest": "ingest",
 }
 #: the Kafka connection of each exporting method: the confluent ones choose the reader there
@@ -180,13 +191,37 @@ KAFKA_CONNS = {
     "export_task_confluent": "bench_kafka_confluent",
     "export_task_gzip": "bench_kafka_confluent",
     "export_task_zstd": "bench_kafka_confluent",
+    "export_task_avro_jsonl": "bench_kafka_avro",
+    "export_task_avro_parquet": "bench_kafka_avro",
     "dag_run": "bench_kafka",
     "dag_run_confluent": "bench_kafka_confluent",
 }
 
 
+def block_pandas() -> None:
+    """Make ``import pandas`` fail in this process, as where pandas is not installed: pyarrow then skips its
+    pandas checks instead of importing pandas at its first conversion of Python objects."""
+    import importlib.abc
+
+    class NoPandas(importlib.abc.MetaPathFinder):
+        def find_spec(self, name: str, path: Any, target: Any = None) -> None:
+            if name == "pandas" or name.startswith("pandas."):
+                raise ImportError("pandas is blocked by BENCH_NO_PANDAS")
+
+    sys.meta_path.insert(0, NoPandas())
+
+
 def main(argv: list[str]) -> None:
     method, spec = argv[0], json.loads(argv[1])
+    # experiments on where a Parquet export's memory goes (figures beside the defaults, not the product's settings):
+    # BENCH_NO_PANDAS=1 keeps pyarrow from importing pandas (its first conversion of Python rows does, ~50 MB);
+    # BENCH_ROW_GROUP_ROWS=N writes row groups of at most N rows
+    if os.environ.get("BENCH_NO_PANDAS") == "1":
+        block_pandas()
+    if os.environ.get("BENCH_ROW_GROUP_ROWS"):
+        import strm_provider.parquet
+
+        strm_provider.parquet.ROW_GROUP_ROWS = int(os.environ["BENCH_ROW_GROUP_ROWS"])
     if os.environ.get("BENCH_PROFILE") == "1":
         import cProfile
 
