@@ -586,9 +586,10 @@ def test_batch_exporter_pins_end_offsets_writes_yaml_and_has_the_documented_shap
     assert listed == {"batchExporters": [named.json(), res.json()]}  # by name
     table = strm("list", "batch-exporters").out.splitlines()
     assert table[0].split() == [
-        "NAME", "STREAM", "DATA", "CONNECTOR", "INTERVAL", "PATH", "PREFIX", "COMPRESSION", "FORMAT"
+        "NAME", "STREAM", "DATA", "CONNECTOR", "INTERVAL", "PATH", "PREFIX", "VALUE", "FORMAT", "FILE", "FORMAT",
+        "COMPRESSION", "FORMAT",
     ]  # fmt: skip
-    assert table[1].split() == ["five-minutes", stream, "s3", "300s", prefix, "none", "value"]
+    assert table[1].split() == ["five-minutes", stream, "s3", "300s", prefix, "json", "jsonl", "none", "value"]
 
     # the file layout options: a templated prefix (validated in its fixed part), compression, envelopes
     hourly = strm(

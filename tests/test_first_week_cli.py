@@ -47,8 +47,8 @@ from tests.test_cli import (  # noqa: F401  (api_server, remote, session_strm: f
 
 REPO = Path(__file__).resolve().parent.parent
 HEADERS = [
-    "NAME", "STATE", "LAST RUN ENDED (UTC)", "EVENTS", "JSON BYTES", "STORED BYTES", "FILES", "LAG",
-    "LAG PER PARTITION", "PROBLEM",
+    "NAME", "STATE", "LAST RUN ENDED (UTC)", "EVENTS", "JSON BYTES", "STORED BYTES", "FILES", "DEAD LETTERS",
+    "LAG", "LAG PER PARTITION", "PROBLEM",
 ]  # fmt: skip
 
 

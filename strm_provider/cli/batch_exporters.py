@@ -171,6 +171,17 @@ def _camel(snake: str) -> str:
     "(.json) file, written into the exporter file",
 )
 @click.option(
+    "--schema-subject",
+    metavar="SUBJECT",
+    help="parquet with --value-format json: the columns from a Schema Registry subject (an Avro or JSON Schema) "
+    "instead of --schema, with --schema-version",
+)
+@click.option(
+    "--schema-version",
+    type=click.IntRange(1),
+    help="The version of --schema-subject: the exporter keeps these columns when the subject gets a new version",
+)
+@click.option(
     "--compression",
     type=click.Choice(list(dict.fromkeys(c for allowed in COMPRESSIONS.values() for c in allowed))),
     help="jsonl: none (default), gzip (.jsonl.gz) or zstd (.jsonl.zst), compressed while streaming; "
@@ -202,19 +213,24 @@ def create_batch_exporter(ctx: click.Context, stream: str, **opts: Any) -> None:
 
     target = store(ctx)
     opts["data_connector"] = opts["data_connector"] or _only_connector(target)
-    cfg = _new_exporter(ctx, {**opts, "stream": stream})
+    subject = _subject(opts)
+    if subject is not None:
+        opts["value_schema"] = subject
+    # a refused value_schema is the option's that gave it
+    cfg = _new_exporter(ctx, {**opts, "stream": stream}, {"value_schema": "schema_subject"} if subject else {})
     if cfg.name in load_exporters().configs or exporter_path(cfg).exists():
         raise click.BadParameter(
             f"a batch exporter named '{cfg.name}' exists already"
             + ("" if opts["name"] else "; choose another with --name"),
             param_hint="'--name'",
         )
-    _check_columns(ctx, cfg)
+    if subject is None and cfg.value_schema is not None:
+        _check_columns(cfg.value_schema, _param(ctx, "value_schema"))
     spec = _connector_for(target, cfg)
     hook = kafka_hook(target, cfg.kafka_connection)
     check_stream(hook, cfg.stream)
     if opts["validate"]:
-        _check_registry(hook, cfg)
+        _check_registry(ctx, hook, cfg)
         validated(
             lambda: target.write_test_file(spec, cfg.path_prefix, cfg.bucket, cfg.ending),
             spec.name,
@@ -228,45 +244,77 @@ def create_batch_exporter(ctx: click.Context, stream: str, **opts: Any) -> None:
     show(describe(cfg), opts["output"] or "json", _exporter_table)
 
 
-def _check_columns(ctx: click.Context, cfg: ExporterConfig) -> None:
-    """Refuse a ``--schema`` whose types Parquet columns cannot hold before anything is written: the
-    exporter's runs would fail on it."""
-    if cfg.value_schema is None:
-        return
+def _subject(opts: dict[str, Any]) -> dict[str, Any] | None:
+    """``value_schema: {subject, version}`` of ``--schema-subject`` and ``--schema-version``, or None."""
+    subject, version = opts.pop("schema_subject"), opts.pop("schema_version")
+    if subject is None:
+        if version is not None:
+            raise click.BadParameter("goes with --schema-subject", param_hint="'--schema-version'")
+        return None
+    if opts["value_schema"] is not None:
+        raise click.BadParameter("give --schema or --schema-subject, not both", param_hint="'--schema-subject'")
+    if version is None:
+        raise click.BadParameter(
+            "required with --schema-subject (the version whose columns the files keep)", param_hint="'--schema-version'"
+        )
+    return {"subject": subject, "version": version}
+
+
+def _param(ctx: click.Context, name: str) -> click.Parameter:
+    return next(param for param in ctx.command.params if param.name == name)
+
+
+def _check_columns(schema: dict[str, Any], param: click.Parameter) -> None:
+    """Refuse an Avro record schema or JSON Schema whose types Parquet columns cannot hold before anything is
+    written: the exporter's runs would fail on it."""
     from strm_provider.parquet import arrow_schema
 
     try:
-        if cfg.value_schema.get("type") == "record":
+        if schema.get("type") == "record":
             import fastavro
 
-            arrow_schema("avro", fastavro.parse_schema(cfg.value_schema))
+            arrow_schema("avro", fastavro.parse_schema(schema))
         else:
-            arrow_schema("json_schema", cfg.value_schema)
+            arrow_schema("json_schema", schema)
     except Exception as err:  # fastavro's parse errors, UnsupportedSchema, a malformed JSON Schema
-        param = next(param for param in ctx.command.params if param.name == "value_schema")
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise click.BadParameter(f"not a schema of Parquet columns: {detail}", ctx, param) from None
+        raise click.BadParameter(f"not a schema of Parquet columns: {detail}", param=param) from None
 
 
-def _check_registry(hook: Any, cfg: ExporterConfig) -> None:
-    """An exporter of framed records reads their schemas from the Schema Registry its Kafka connection names:
-    refuse (nothing created) unless it names one that answers with the connection's credentials."""
-    if cfg.value_format == "json":
+def _check_registry(ctx: click.Context, hook: Any, cfg: ExporterConfig) -> None:
+    """An exporter of framed records, or of JSON events with the columns of a registry subject, reads schemas
+    from the Schema Registry its Kafka connection names: refuse (nothing created) unless it names one that
+    answers with the connection's credentials, and holds the subject's version."""
+    subject = cfg.value_schema if cfg.value_schema and "subject" in cfg.value_schema else None
+    if cfg.value_format == "json" and subject is None:
         return
-    from strm_provider.schema_registry import RegistryUnavailable
+    from strm_provider.schema_registry import RegistryUnavailable, UnknownSchema
 
     skip = "or skip the check with --no-validate"
+    needs = f"value_format {cfg.value_format}" if subject is None else "--schema-subject"
     try:
         if not (hook.settings.schema_registry_url or "").strip():
             raise click.ClickException(
-                f"Kafka connection '{cfg.kafka_connection}' names no Schema Registry, which value_format "
-                f"{cfg.value_format} needs: set its extra schema_registry_url (e.g. http://registry:8081), {skip}"
+                f"Kafka connection '{cfg.kafka_connection}' names no Schema Registry, which {needs} needs: set its "
+                f"extra schema_registry_url (e.g. http://registry:8081), {skip}"
             )
         registry = hook.schema_registry()
     except ValueError as err:  # a registry setting the connection's model refuses
         raise click.ClickException(f"Kafka: {err}") from None
     try:
         registry.check()
+        if subject is not None:
+            param = _param(ctx, "schema_subject")
+            registered = registry.version(subject["subject"], subject["version"])
+            if registered.schema_type not in ("AVRO", "JSON"):
+                raise click.BadParameter(
+                    f"{subject['subject']} version {subject['version']} is a {registered.schema_type} schema; "
+                    "the columns of JSON events come from an Avro or JSON Schema",
+                    param=param,
+                )
+            _check_columns(json.loads(registered.text), param)
+    except UnknownSchema as err:
+        raise click.BadParameter(f"{err} at {registry.url}", param=_param(ctx, "schema_subject")) from None
     except RegistryUnavailable as err:
         raise click.ClickException(f"{err}; nothing was created ({skip})") from None
     finally:
@@ -285,9 +333,10 @@ def _only_connector(target: ConnectorStore) -> str:
     return existing[0].name
 
 
-def _new_exporter(ctx: click.Context, params: dict[str, Any]) -> ExporterConfig:
+def _new_exporter(ctx: click.Context, params: dict[str, Any], given_by: dict[str, str] | None = None) -> ExporterConfig:
     """The exporter the command's parameters describe, validated by the model its file is read with: a bad
-    value is refused with the parameter that gave it and the message its file would get for it."""
+    value is refused with the parameter that gave it (the field's own, or its parameter in ``given_by``) and
+    the message its file would get for it."""
     # each parameter named as a field sets it; one not given leaves the field's default (the name's:
     # <data connector>-<stream>)
     given = {key: value for key, value in params.items() if value not in (None, "")}
@@ -297,7 +346,7 @@ def _new_exporter(ctx: click.Context, params: dict[str, Any]) -> ExporterConfig:
         field, message = next(iter(field_problems(err).items()))
         # the default name is checked once every field is valid, as the whole exporter's
         field = "name" if field == "(file)" else field
-        param = next(param for param in ctx.command.params if param.name == field)
+        param = _param(ctx, (given_by or {}).get(field, field))
         raise click.BadParameter(message, ctx, param) from None
 
 
