@@ -127,6 +127,20 @@ def test_ui_form_has_labels_hidden_fields_and_secret_extras() -> None:
     assert not secret(widgets["extra__strm_gcs__bucket"])
     title, choices = form_field(widgets["extra__strm_kafka__security_protocol"])
     assert title == "Security protocol" and "SASL_SSL" in (choices or [])
+    # the Schema Registry of Avro, Protobuf and JSON Schema topics: its secrets are password fields
+    registry = {
+        "url": "Schema Registry URL",
+        "user": "Schema Registry user",
+        "password": "Schema Registry password",
+        "token": "Schema Registry bearer token",
+        "ca": "Schema Registry CA file",
+        "cert": "Schema Registry client certificate",
+        "key": "Schema Registry client key",
+    }
+    for name, label in registry.items():
+        widget = widgets[f"extra__strm_kafka__schema_registry_{name}"]
+        assert form_field(widget)[0] == label
+        assert secret(widget) == (name in ("password", "token")), name
 
 
 WHEEL_CHECK = f"""
