@@ -28,7 +28,8 @@ KAFKA_CONNECTION = click.option(
 VALIDATE = click.option(
     "--validate/--no-validate",
     default=True,
-    help="Write the empty .strm_test_<uuid>.jsonl to prove the credentials (default: on)",
+    help="Write the empty .strm_test_<uuid>.jsonl (an exporter's: with its files' ending) to prove the "
+    "credentials, and for an exporter that reads schemas, check the Schema Registry (default: on)",
 )
 
 
