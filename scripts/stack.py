@@ -5,6 +5,8 @@
 - ``broker``: Apache Kafka (one KRaft node, fetched by ``make kafka``), data in ``.stack/kafka``;
 - ``s3``: moto_server (S3 + IAM, policies enforced), a bucket and an IAM user holding only the
   minimal policy of the README, its key in ``.stack/s3.json`` (what ``aws iam create-access-key`` prints);
+- ``registry``: a Schema Registry with Confluent's REST API (:mod:`devstack.schema_registry`), its schemas in
+  ``.stack/schema-registry.json``, so the ids in the broker's records still resolve after ``down`` and ``up``;
 - ``airflow``: ``airflow standalone`` (API server + UI, scheduler, DAG processor, triggerer; on Airflow 2 the
   webserver + UI, the scheduler with its own DAG file processor, the triggerer) of the Airflow line whose
   Python runs this script, with ``AIRFLOW_HOME=.stack/airflow``, the repo's ``dags/`` and
@@ -12,7 +14,8 @@
   running task's log from);
 - ``producer``: ``strm simulate random-events demo``, continuously;
 
-and creates the data connector ``s3`` and the batch exporter ``s3-demo`` (every 30 s). ``stack.json``'s
+and creates the Kafka connection (with the registry as ``schema_registry_url``), the data connector ``s3``
+and the batch exporter ``s3-demo`` (JSON events, every 30 s). ``stack.json``'s
 ``airflow`` tells clients the Airflow version, URL, login and REST API (``/api/v2`` with a JWT from
 ``/auth/token`` on Airflow 3, ``/api/v1`` with basic auth on Airflow 2). Files then
 appear in the bucket every interval with nobody touching anything. Every listening socket is on
@@ -63,11 +66,12 @@ INTERVAL = "30s"
 PARTITIONS = 5
 USER = "admin"
 #: stop order: what feeds others stops first
-PROCESSES = ("producer", "airflow", "s3", "broker")
+PROCESSES = ("producer", "airflow", "registry", "s3", "broker")
 #: environment variable holding the token that marks a process (and its children) as started by ``up``
 TOKEN_VAR = "STRM_STACK_TOKEN"
-#: ``logs``: the task log server, for the worker's and the triggerer's logs (Airflow's 8793 and 8794 in one)
-DEFAULT_PORTS = {"ui": 8080, "kafka": 9092, "s3": 9000, "logs": 8793}
+#: ``logs``: the task log server, for the worker's and the triggerer's logs (Airflow's 8793 and 8794 in one);
+#: ``registry``: the Schema Registry, on Confluent's port
+DEFAULT_PORTS = {"ui": 8080, "kafka": 9092, "s3": 9000, "logs": 8793, "registry": 8081}
 #: Airflow settings of the caller that the stack's processes keep
 PASSED_SETTINGS = ("AIRFLOW__METRICS__", "AIRFLOW__OPENLINEAGE__")
 #: settings of :meth:`Stack.env` a shell needs for ``strm`` on the stack: its Airflow (home, with the
@@ -153,6 +157,10 @@ class Stack:
     @property
     def s3_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['s3']}"
+
+    @property
+    def registry_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['registry']}"
 
     @property
     def password_file(self) -> Path:
@@ -350,15 +358,22 @@ class Stack:
 
 # ----- the services -------------------------------------------------------------------------------
 def choose_ports(requested: str) -> dict[str, int]:
-    """Fixed defaults (8080/9092/9000, overridable by env) or, with ``--ports auto``, free ones."""
+    """Fixed defaults (:data:`DEFAULT_PORTS`, each overridable by ``STACK_<NAME>_PORT``) or, with ``--ports
+    auto``, free ones."""
     if requested == "auto":
-        return {name: free_port() for name in DEFAULT_PORTS}
+        ports: dict[str, int] = {}
+        while len(set(ports.values())) < len(DEFAULT_PORTS):  # free_port may hand out one twice
+            ports = {name: free_port() for name in DEFAULT_PORTS}
+        return ports
     ports = {name: int(os.environ.get(f"STACK_{name.upper()}_PORT", port)) for name, port in DEFAULT_PORTS.items()}
     busy = [f"{name} port {port}" for name, port in ports.items() if port_open(port)]
+    shared = sorted({port for port in ports.values() if list(ports.values()).count(port) > 1})
+    busy += [f"{' and '.join(n for n, p in ports.items() if p == port)} port {port}" for port in shared]
     if busy:
+        names = " / ".join(f"STACK_{name.upper()}_PORT" for name in DEFAULT_PORTS)
         raise SystemExit(
-            f"[stack] {', '.join(busy)} already in use on 127.0.0.1; stop what uses it, or choose others with "
-            "STACK_UI_PORT / STACK_KAFKA_PORT / STACK_S3_PORT (or: scripts/stack.py up --ports auto)"
+            f"[stack] {', '.join(busy)} already in use on 127.0.0.1 or chosen twice; stop what uses it, or choose "
+            f"others with {names} (or: scripts/stack.py up --ports auto)"
         )
     return ports
 
@@ -388,6 +403,18 @@ def start_s3(stack: Stack) -> None:
     write_secret(stack.root / "s3-admin.json", target.admin)
     enforce_iam(stack.s3_url)
     say(f"S3 (moto_server, IAM enforced) on {stack.s3_url}, bucket {BUCKET}")
+
+
+def start_registry(stack: Stack) -> None:
+    """The Schema Registry (standard library, fastavro, protobuf and jsonschema: it runs on every Airflow line's
+    Python), its schemas in ``schema-registry.json``: the broker keeps records framed with their ids."""
+    port = stack.ports["registry"]
+    data = stack.root / "schema-registry.json"
+    cmd = [sys.executable, "-m", "devstack.schema_registry", "--port", str(port), "--data", str(data)]
+    proc = stack.spawn("registry", cmd)
+    wait_until("Schema Registry", lambda: port_open(port), 30, proc)
+    write_state(stack, schema_registry={"url": stack.registry_url, "data": str(data)})
+    say(f"Schema Registry on {stack.registry_url} (schemas in {data})")
 
 
 def write_state(stack: Stack, **values: Any) -> None:
@@ -437,8 +464,9 @@ def prepare(stack: Stack) -> None:
     airflow(stack, "db", "migrate")  # also writes airflow.cfg, the first time
     strengthen_secrets(stack.home / "airflow.cfg")
     kafka = {"conn_type": "strm_kafka", "host": f"127.0.0.1:{stack.ports['kafka']}"}
+    extra = {"security_protocol": "PLAINTEXT", "schema_registry_url": stack.registry_url}
     conns = stack.root / "connections.json"
-    write_secret(conns, {"strm_kafka_default": {**kafka, "extra": '{"security_protocol": "PLAINTEXT"}'}})
+    write_secret(conns, {"strm_kafka_default": {**kafka, "extra": json.dumps(extra)}})
     create = strm_cmd(
         "create", "data-connector", "s3", CONNECTOR, BUCKET, f"--credentials-file={stack.root / 's3.json'}",
         f"--endpoint-url={stack.s3_url}", f"--test-prefix={PREFIX}",
@@ -449,7 +477,10 @@ def prepare(stack: Stack) -> None:
     try:
         # one after the other: two CLIs writing the SQLite database at once can trip each other up
         importing = launch(stack, [str(VENV_BIN / "airflow"), "connections", "import", "--overwrite", str(conns)])
-        finish(importing, f"connection strm_kafka_default: the broker on {kafka['host']}")
+        finish(
+            importing,
+            f"connection strm_kafka_default: the broker on {kafka['host']}, the registry on {stack.registry_url}",
+        )
         code, out = finish(launch(stack, create), shown_create, check=False)
     finally:
         conns.unlink()
@@ -624,6 +655,7 @@ def up(stack: Stack, ports: str, rate: float, wait_files: int, interval: str) ->
     try:
         start_broker(stack)
         start_s3(stack)
+        start_registry(stack)
         prepare(stack)
         write_state(stack, airflow=stack.airflow_info())
         proc = start_airflow(stack)
@@ -664,6 +696,7 @@ def banner(stack: Stack, elapsed: float | None) -> None:
         f"{shown(VENV_BIN / 'python')} scripts/stack.py ls",
         f"Exporter key: {shown(stack.root / 's3.json')} may only write s3://{BUCKET}/{PREFIX}/"
         + ", ".join(f"*{e}" for e in ENDINGS),
+        f"Registry:     {stack.registry_url} (Schema Registry; the Kafka connection's schema_registry_url)",
         f"CLI:          source {shown(stack.root / 'env')} && strm list batch-exporters",
         f"Logs:         {stack.logs}/",
         f"Processes:    {count}, {rss / 2**20:.0f} MiB RSS sum, {pss / 2**20:.0f} MiB PSS sum"

@@ -87,7 +87,8 @@ def loopback(ip: str) -> bool:
 
 
 def check_listeners(stack: Any) -> None:
-    """Every listening socket of the stack is on loopback, and its own ports (UI, Kafka, S3, logs) are among them."""
+    """Every listening socket of the stack is on loopback, and its own ports (UI, Kafka, S3, logs, registry) are
+    among them."""
     sockets = listening(stack)
     assert [s for s in sockets if not loopback(s[1])] == [], sockets
     assert set(stack.ports.values()) <= {port for _, _, port in sockets}, (stack.ports, sockets)
@@ -157,6 +158,21 @@ def dag_runs(stack: Any, dag_id: str) -> list[dict[str, Any]]:
         return []
     reply.raise_for_status()
     return reply.json()["dag_runs"]
+
+
+DEMO_AVRO = {"type": "record", "name": "Click", "fields": [{"name": "url", "type": "string"}]}
+
+
+def register_schema(stack: Any) -> int:
+    """Register :data:`DEMO_AVRO` under ``demo-value`` over the stack registry's REST API, as a producer does."""
+    reply = httpx.post(
+        f"{stack.registry_url}/subjects/demo-value/versions",
+        json={"schema": json.dumps(DEMO_AVRO)},
+        headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
+        timeout=10,
+    )
+    reply.raise_for_status()
+    return reply.json()["id"]
 
 
 def check_bucket(stack: Any, module: ModuleType, at_least: int) -> list[str]:
@@ -338,8 +354,15 @@ def test_make_up_exports_every_interval_and_make_down_stops_exactly_what_it_star
     password = stack.password
     assert password not in first
     assert all(password not in p.read_text(errors="replace") for p in (root / "logs").glob("*.log"))
-    assert set(stack.running()) == {"broker", "s3", "airflow", "producer"}
+    assert set(stack.running()) == {"broker", "s3", "registry", "airflow", "producer"}
     first_files = check_bucket(stack, module, 2)
+    # the Schema Registry: in the banner, in stack.json, the Kafka connection's schema_registry_url
+    assert f"Registry:     {stack.registry_url}" in first
+    assert stack.state()["schema_registry"]["url"] == stack.registry_url
+    kafka_conn = get(stack, "connections/strm_kafka_default")
+    kafka_conn.raise_for_status()
+    assert json.loads(kafka_conn.json()["extra"])["schema_registry_url"] == stack.registry_url
+    schema_id = register_schema(stack)
 
     # the files come from the scheduler's own runs: nobody triggered anything
     runs = successful_runs(stack, at_least=2)
@@ -375,8 +398,12 @@ def test_make_up_exports_every_interval_and_make_down_stops_exactly_what_it_star
     # a second ``up`` on the same state works: new S3 (in memory), same Airflow database and broker data
     stack_cli(root, "up", "--ports", "auto", "--wait-files", "1")
     try:
-        assert set(stack.running()) == {"broker", "s3", "airflow", "producer"}
+        assert set(stack.running()) == {"broker", "s3", "registry", "airflow", "producer"}
         check_listeners(stack)
+        # the registry kept its schemas (.stack/schema-registry.json): the ids in the broker's records resolve
+        kept = httpx.get(f"{stack.registry_url}/schemas/ids/{schema_id}", timeout=10)
+        assert kept.status_code == 200 and json.loads(kept.json()["schema"]) == DEMO_AVRO
+        assert register_schema(stack) == schema_id
         # the scheduler signed each task's token and the API server checked it, both ups: with keys of full length
         assert weak_key_warnings(stack) == []
         assert not set(check_bucket(stack, module, 1)) & set(first_files)
