@@ -50,6 +50,15 @@ def fail_after_a_file(monkeypatch: pytest.MonkeyPatch, storage: Any, prefix: str
     on_batches(fail, monkeypatch)
 
 
+def columns(body: bytes) -> list[str]:
+    """The column names of a Parquet file."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    return pq.read_schema(io.BytesIO(body)).names
+
+
 def strm(*args: str) -> str:
     """The ``strm`` command as a user runs it, on this session's Airflow; its standard output."""
     done = subprocess.run(
@@ -77,20 +86,57 @@ CHANGES: dict[str, dict[str, Any]] = {
 }
 
 
+#: the columns of :func:`seq_events` for a Parquet exporter of JSON events
+SEQ_JSON_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"seq": {"type": "integer"}, "url": {"type": "string"}, "pad": {"type": "string"}},
+}
+PARQUET = {"file_format": "parquet", "value_schema": SEQ_JSON_SCHEMA}
+#: the same changes for a Parquet exporter, and a column added to its ``value_schema``
+PARQUET_CHANGES: dict[str, dict[str, Any]] = {
+    **{change: CHANGES[change] for change in list(CHANGES)[:4]},
+    "zstd by size, then compression none": {"compression": "none"},
+    "value_schema gains a column": {
+        "value_schema": {**SEQ_JSON_SCHEMA, "properties": {**SEQ_JSON_SCHEMA["properties"], "host": {"type": "string"}}}
+    },
+}
+
+
 @pytest.mark.parametrize("change", list(CHANGES))
 def test_a_failed_run_is_replayed_whole(
     kafka: Any, s3_target: Any, monkeypatch: pytest.MonkeyPatch, change: str
 ) -> None:
     """The failed run's objects are written again with the same names and bytes; what arrived since waits."""
+    failed_run_replayed_whole(kafka, s3_target, monkeypatch, change, CHANGES[change], {})
+
+
+@pytest.mark.parametrize("change", list(PARQUET_CHANGES))
+def test_a_failed_parquet_run_is_replayed_whole(
+    kafka: Any, s3_target: Any, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    """The same for Parquet files of JSON events: the replay writes the plan's files, columns and codec."""
+    failed_run_replayed_whole(kafka, s3_target, monkeypatch, change, PARQUET_CHANGES[change], PARQUET)
+
+
+def failed_run_replayed_whole(
+    kafka: Any,
+    s3_target: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    change: str,
+    changed: dict[str, Any],
+    file_settings: dict[str, Any],
+) -> None:
     name, prefix = unique("replay"), unique("replay")
     group = exporter_group(name)
     topic = kafka.create_topic(name, 4)
     send(kafka, topic, seq_events(0, 900, noise=True), [1, 2, 3])  # none in partition 0
-    settings: dict[str, Any] = {"partition_sets": 1, "max_file_events": 200, "retries": 0}
-    if change.startswith("gzip"):
-        settings = {"partition_sets": 1, "compression": "gzip", "max_file_bytes": 4096, "retries": 0}
+    settings: dict[str, Any] = {"partition_sets": 1, "max_file_events": 200, "retries": 0, **file_settings}
+    if "by size" in change:
+        codec = "zstd" if file_settings else "gzip"
+        settings = {"partition_sets": 1, "compression": codec, "max_file_bytes": 4096, "retries": 0, **file_settings}
     common = {"name": name, "stream": topic, "data_connector": "dc", "path_prefix": prefix}
-    conn = s3_target.connection(prefix, endings=(".jsonl", ".jsonl.gz"))
+    endings = (".parquet",) if file_settings else (".jsonl", ".jsonl.gz")
+    conn = s3_target.connection(prefix, endings=endings)
     with connections(strm_kafka_default=kafka.connection(), dc=conn):
         path = write_exporter(**common, include_existing_events=True, **settings)
         fail_after_a_file(monkeypatch, s3_target, prefix)
@@ -112,7 +158,7 @@ def test_a_failed_run_is_replayed_whole(
                 time.sleep(0.1)
             send(kafka, topic, seq_events(960, 40), [4])
             produced = 1000
-        path = write_exporter(**common, include_existing_events=True, **{**settings, **CHANGES[change]})
+        path = write_exporter(**common, include_existing_events=True, **{**settings, **changed})
 
         replay = run_exporter(path)
         assert replay.state == "success"
@@ -124,7 +170,12 @@ def test_a_failed_run_is_replayed_whole(
 
         assert run_exporter(path).state == "success"
         assert progress_record(group)["plan"]["run_id"] != failed.run_id
-    check_exactly_once(f"failed run replayed after: {change}", kafka, s3_target, prefix, topic, group, produced)
+        if "value_schema" in changed:  # the replay wrote the plan's columns; the next run writes the new ones
+            newer = {k: v for k, v in data_files(s3_target.objects(prefix)).items() if k not in objects}
+            assert newer and all("host" in columns(body) for body in newer.values()), sorted(newer)
+            assert not any("host" in columns(body) for body in objects.values())
+    scenario = f"failed {'Parquet ' if file_settings else ''}run replayed after: {change}"
+    check_exactly_once(scenario, kafka, s3_target, prefix, topic, group, produced)
 
 
 def test_a_recreated_topic_is_refused_until_reset(kafka: Any, s3_target: Any, capfd: pytest.CaptureFixture) -> None:
