@@ -173,7 +173,7 @@ def proto_expected(message: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize("file_format", ["jsonl", "parquet"])
 def test_a_protobuf_topic_exports_exactly_once(
-    kafka: Any, schema_registry: Any, storage: StorageTarget, file_format: str
+    kafka: Any, schema_registry: Any, storage: StorageTarget, file_format: str, tmp_path: Path
 ) -> None:
     topic, prefix = kafka.create_topic(unique("orders"), 2), unique("proto")
     messages = rich_proto_messages(120, seed=2)
@@ -204,6 +204,22 @@ def test_a_protobuf_topic_exports_exactly_once(
         events = table.to_pylist()
         for event in events:
             event["counts"] = dict(event["counts"])
+        counted = duckdb_rows(
+            files,
+            tmp_path / "files",
+            "SELECT count(*), count(DISTINCT id), sum(total_cents::HUGEINT), count(address), "
+            "typeof(any_value(created_at)), typeof(any_value(customer)) FROM t",
+        )
+        assert counted == [
+            (
+                len(messages),
+                len(messages),
+                sum(m.total_cents for m in messages),
+                sum(m.HasField("address") for m in messages),
+                "TIMESTAMP WITH TIME ZONE",
+                'STRUCT(id VARCHAR, "name" VARCHAR)',
+            )
+        ]
     assert sorted(e["id"] for e in events) == sorted(expected)
     for event in events:
         assert event == expected[event["id"]]
