@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,19 @@ from devstack.airflow import conn_env
 from strm_provider.naming import is_test_object
 from tests.exporting import connections, run_exporter, write_exporter
 from tests.registry_data import ORDER_JSON_SCHEMA, produce_avro, rich_avro_records
-from tests.test_cli import Cli, home, s3_connector, session_strm, strm, unique  # noqa: F401  (fixtures)
+from tests.test_cli import (  # noqa: F401  (fixtures)
+    BIN,
+    SECRETS,
+    Cli,
+    api_server,
+    base_env,
+    home,
+    remote,
+    s3_connector,
+    session_strm,
+    strm,
+    unique,
+)
 
 #: an Avro record schema as a ``.avsc`` file holds it
 ORDER_AVSC = {
@@ -209,6 +223,7 @@ def test_bad_format_input_is_refused_naming_the_option(tmp_path: Path) -> None:
 
 def test_monitor_shows_the_last_runs_dead_letters_and_their_reasons(
     session_strm: Cli,  # noqa: F811
+    remote: Cli,  # noqa: F811
     s3_target: Any,
     kafka: Any,
     schema_registry: Any,
@@ -231,27 +246,55 @@ def test_monitor_shows_the_last_runs_dead_letters_and_their_reasons(
             value_format="avro",
         )
         assert run_exporter(path).state == "success"
-    cli = Cli({**session_strm.env, conn_env("strm_kafka_default"): json.dumps(kafka_conn)})
+    local = Cli({**session_strm.env, conn_env("strm_kafka_default"): json.dumps(kafka_conn)})
+    through_api = Cli({**remote.env, "STRM_EXPORTERS_DIR": str(path.parent)})
     try:
-        shown = cli("monitor", "batch-exporter", name, "-o", "json").json()
-        last = shown["lastRun"]
-        assert (last["events"], last["deadLetters"]) == (4, 3), shown
-        assert last["deadLetterReasons"] == {
-            "magic byte 123, expected 0 (Schema Registry wire format)": 1,
-            "magic byte 110, expected 0 (Schema Registry wire format)": 1,
-            "null value (tombstone)": 1,
-        }
-        table = cli("monitor", "batch-exporter", name).out.splitlines()
-        header = table[0]
-        assert "DEAD LETTERS" in header
-        start = header.index("DEAD LETTERS")
-        assert table[1][start : header.index("LAG", start)].strip() == "3"
-        [note] = [line for line in table if line.startswith(f"{name}: 3 dead letters")]
-        assert re.fullmatch(
-            rf"{name}: 3 dead letters in run {re.escape(last['runId'])}: "
-            r"magic byte 110, expected 0 \(Schema Registry wire format\) \(1\); "
-            r"magic byte 123, expected 0 \(Schema Registry wire format\) \(1\); null value \(tombstone\) \(1\)",
-            note,
-        ), note
+        for cli in (local, through_api):
+            monitor_shows_dead_letters(cli, name)
     finally:
         path.unlink()
+
+    # through the REST API, which masks the registry's password, the check says so rather than send "***"
+    kafka_id, dc_id, password = unique("kafka-registry"), unique("dc"), "registry-pw-" + uuid.uuid4().hex
+    SECRETS.add(password)
+    extra = {**kafka_conn["extra"], "schema_registry_user": "orders", "schema_registry_password": password}
+    airflow("connections", "add", kafka_id, "--conn-json", json.dumps({**kafka_conn, "extra": extra}))
+    airflow("connections", "add", dc_id, "--conn-json", json.dumps(s3_target.connection(prefix)))
+    try:
+        error = through_api.bad(
+            "create", "batch-exporter", topic, "--name", unique("masked"), "--data-connector", dc_id,
+            "--path-prefix", prefix, "--value-format", "avro", "--kafka-connection", kafka_id, code=1,
+        )  # fmt: skip
+        assert "does not reveal the Kafka connection's schema_registry_password" in error, error
+    finally:
+        for conn_id in (kafka_id, dc_id):
+            airflow("connections", "delete", conn_id)
+
+
+def airflow(*args: str) -> None:
+    """Airflow's own CLI on the session's metadata database (what the REST API serves)."""
+    subprocess.run([str(BIN / "airflow"), *args], check=True, capture_output=True, env=base_env(), timeout=120)
+
+
+def monitor_shows_dead_letters(cli: Cli, name: str) -> None:
+    """What ``strm monitor`` shows of a run that refused 3 records (by 3 reasons) and exported 4 events."""
+    shown = cli("monitor", "batch-exporter", name, "-o", "json").json()
+    last = shown["lastRun"]
+    assert (last["events"], last["deadLetters"]) == (4, 3), shown
+    assert last["deadLetterReasons"] == {
+        "magic byte 123, expected 0 (Schema Registry wire format)": 1,
+        "magic byte 110, expected 0 (Schema Registry wire format)": 1,
+        "null value (tombstone)": 1,
+    }
+    table = cli("monitor", "batch-exporter", name).out.splitlines()
+    header = table[0]
+    assert "DEAD LETTERS" in header
+    start = header.index("DEAD LETTERS")
+    assert table[1][start : header.index("LAG", start)].strip() == "3"
+    [note] = [line for line in table if line.startswith(f"{name}: 3 dead letters")]
+    assert re.fullmatch(
+        rf"{name}: 3 dead letters in run {re.escape(last['runId'])}: "
+        r"magic byte 110, expected 0 \(Schema Registry wire format\) \(1\); "
+        r"magic byte 123, expected 0 \(Schema Registry wire format\) \(1\); null value \(tombstone\) \(1\)",
+        note,
+    ), note

@@ -54,6 +54,7 @@ from strm_provider.config import (
     load_exporters,
     write_exporter,
 )
+from strm_provider.connection_settings import MASKED
 from strm_provider.naming import EXTENSIONS, join_key
 
 #: the fields :func:`describe` shows under their documented keys; every other field the YAML holds follows
@@ -230,7 +231,7 @@ def create_batch_exporter(ctx: click.Context, stream: str, **opts: Any) -> None:
     hook = kafka_hook(target, cfg.kafka_connection)
     check_stream(hook, cfg.stream)
     if opts["validate"]:
-        _check_registry(ctx, hook, cfg)
+        _check_registry(ctx, hook, cfg, target.where)
         validated(
             lambda: target.write_test_file(spec, cfg.path_prefix, cfg.bucket, cfg.ending),
             spec.name,
@@ -281,7 +282,7 @@ def _check_columns(schema: dict[str, Any], param: click.Parameter) -> None:
         raise click.BadParameter(f"not a schema of Parquet columns: {detail}", param=param) from None
 
 
-def _check_registry(ctx: click.Context, hook: Any, cfg: ExporterConfig) -> None:
+def _check_registry(ctx: click.Context, hook: Any, cfg: ExporterConfig, where: str) -> None:
     """An exporter of framed records, or of JSON events with the columns of a registry subject, reads schemas
     from the Schema Registry its Kafka connection names: refuse (nothing created) unless it names one that
     answers with the connection's credentials, and holds the subject's version."""
@@ -297,6 +298,18 @@ def _check_registry(ctx: click.Context, hook: Any, cfg: ExporterConfig) -> None:
             raise click.ClickException(
                 f"Kafka connection '{cfg.kafka_connection}' names no Schema Registry, which {needs} needs: set its "
                 f"extra schema_registry_url (e.g. http://registry:8081), {skip}"
+            )
+        # a remote Airflow's REST API masks the extras whose names read like secrets'
+        masked = [
+            name
+            for name in ("schema_registry_password", "schema_registry_token")
+            if getattr(hook.settings, name) == MASKED
+        ]
+        if masked:
+            raise click.ClickException(
+                f"{where} does not reveal the Kafka connection's {masked[0]}, so the Schema Registry cannot be "
+                "checked from here: run this command where the connection is readable (e.g. on the Airflow host), "
+                + skip
             )
         registry = hook.schema_registry()
     except ValueError as err:  # a registry setting the connection's model refuses
