@@ -285,9 +285,9 @@ def test_an_invalid_exporter_file_is_listed_explained_and_its_logs_are_read(
         invalid = [i for i in listed.json()["invalidBatchExporters"] if i["ref"] == {"name": typo}]
         error = (
             "field 'data_conector': unknown field, did you mean 'data_connector'?; field 'colour': unknown field; "
-            "allowed fields: asset_uri, bucket, compression, data_connector, format, include_existing_events, "
-            "interval, kafka_connection, max_file_bytes, max_file_events, name, on_invalid_event, partition_sets, "
-            "path_prefix, retries, retry_delay, stream"
+            "allowed fields: asset_uri, bucket, compression, data_connector, file_format, format, "
+            "include_existing_events, interval, kafka_connection, max_file_bytes, max_file_events, name, name_style, "
+            "on_invalid_event, partition_sets, path_prefix, retries, retry_delay, stream, value_format, value_schema"
         )
         assert invalid == [{"ref": {"name": typo}, "state": "INVALID", "file": str(path), "error": error}]
         assert all("streamRef" in item for item in listed.json()["batchExporters"])
