@@ -198,30 +198,8 @@ KAFKA_CONNS = {
 }
 
 
-def block_pandas() -> None:
-    """Make ``import pandas`` fail in this process, as where pandas is not installed: pyarrow then skips its
-    pandas checks instead of importing pandas at its first conversion of Python objects."""
-    import importlib.abc
-
-    class NoPandas(importlib.abc.MetaPathFinder):
-        def find_spec(self, name: str, path: Any, target: Any = None) -> None:
-            if name == "pandas" or name.startswith("pandas."):
-                raise ImportError("pandas is blocked by BENCH_NO_PANDAS")
-
-    sys.meta_path.insert(0, NoPandas())
-
-
 def main(argv: list[str]) -> None:
     method, spec = argv[0], json.loads(argv[1])
-    # experiments on where a Parquet export's memory goes (figures beside the defaults, not the product's settings):
-    # BENCH_NO_PANDAS=1 keeps pyarrow from importing pandas (its first conversion of Python rows does, ~50 MB);
-    # BENCH_ROW_GROUP_ROWS=N writes row groups of at most N rows
-    if os.environ.get("BENCH_NO_PANDAS") == "1":
-        block_pandas()
-    if os.environ.get("BENCH_ROW_GROUP_ROWS"):
-        import strm_provider.parquet
-
-        strm_provider.parquet.ROW_GROUP_ROWS = int(os.environ["BENCH_ROW_GROUP_ROWS"])
     if os.environ.get("BENCH_PROFILE") == "1":
         import cProfile
 

@@ -17,6 +17,10 @@ import orjson
 
 from strm_provider.readers import Batch, RecordMeta
 
+#: the most decoded events held at once, as Python objects: a batch's runs are made this many at a time
+#: (the files' cut points do not depend on it)
+DECODED_RUN = 2048
+
 
 class InvalidEvent(ValueError):
     """A record whose value is not a JSON object."""
@@ -155,7 +159,7 @@ def _decoded(batch: Batch, envelope: bool, events: Events) -> Iterator[Lines | R
             except InvalidEvent as err:
                 error = err
                 break
-            if run and key != schema:
+            if run and (key != schema or len(run) == DECODED_RUN):
                 break
             schema = key
             run.append(event)
