@@ -140,7 +140,9 @@ def server_properties(data_dir: Path, ports: Listeners) -> str:
         "share.coordinator.state.topic.min.isr": "1",
         "group.initial.rebalance.delay.ms": "0",
         "auto.create.topics.enable": "false",
-        # a test's retention gap: segments roll and are deleted within seconds when a topic asks for it
+        # a test's retention gap: segments roll and are deleted within seconds when a topic asks for it; a topic
+        # that does not ask keeps its records, whatever their timestamps (tests produce fixed past dates)
+        "log.retention.ms": "-1",
         "log.retention.check.interval.ms": "1000",
         "log.segment.delete.delay.ms": "0",
         **ports.extra,
