@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from strm_provider.connection_settings import BUCKET_RE
 from strm_provider.connection_types import KAFKA_DEFAULT
-from strm_provider.naming import check_template
+from strm_provider.naming import check_template, ending
 
 #: an exporter's consumer group is ``strm-exporter-<name>``, its DAG ``strm_export_<name>``
 GROUP_ID_PREFIX = "strm-exporter-"
@@ -200,7 +200,7 @@ class ExporterConfig(BaseModel):
     @property
     def ending(self) -> str:
         """Which file name ending the exporter's files have (:data:`strm_provider.naming.EXTENSIONS`)."""
-        return "parquet" if self.file_format == "parquet" else self.compression
+        return ending(self.file_format, self.compression)
 
     @property
     def group_id(self) -> str:

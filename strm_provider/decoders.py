@@ -205,9 +205,8 @@ class ProtobufDecoder:
         if key not in self._messages:
             from google.protobuf import message_factory
 
-            descriptor = self._file(schema_id)
-            found = descriptor.message_types_by_name
-            types = list(descriptor.message_types_by_name.values())
+            types = list(self._file(schema_id).message_types_by_name.values())
+            found: Any = None  # indexes hold one index at least
             for depth, index in enumerate(indexes):
                 if not 0 <= index < len(types):
                     raise InvalidEvent(f"schema id {schema_id}: no message at index {list(indexes[: depth + 1])}")

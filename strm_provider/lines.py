@@ -87,6 +87,14 @@ class Events:
 
 
 def _json_event(value: bytes | None) -> tuple[Hashable, dict[str, Any]]:
+    return None, json_object(value)
+
+
+def json_object(value: bytes | None) -> dict[str, Any]:
+    """A record value parsed as a JSON object; :class:`InvalidEvent` says why it is not one.
+
+    orjson's parse rejects what is not UTF-8 or not JSON.
+    """
     if value is None:
         raise InvalidEvent("null value (tombstone)")
     try:
@@ -95,7 +103,7 @@ def _json_event(value: bytes | None) -> tuple[Hashable, dict[str, Any]]:
         raise InvalidEvent(f"not valid UTF-8 JSON: {err}") from None
     if type(obj) is not dict:
         raise InvalidEvent(f"JSON value is a {type(obj).__name__}, expected an object")
-    return None, obj
+    return obj
 
 
 def batch_lines(batch: Batch, record_format: str, events: Events | None = None) -> Iterator[Lines | Refused]:
@@ -227,19 +235,13 @@ def _refused(batch: Batch, index: int, error: str, events: Events | None = None)
 def to_line(value: bytes | None) -> bytes:
     """One UTF-8 JSON line (newline included) for a record value.
 
-    orjson's parse rejects what is not UTF-8, not JSON or not an object, so every line in a file is
-    a JSON object. A value already on one line is kept byte for byte (the producer's number
-    formatting and key order survive, and re-serialising was half the export's per-event cost);
-    a value spread over lines (pretty-printed) is re-serialised compactly onto one.
+    Every line in a file is a JSON object (:func:`json_object`). A value already on one line is kept
+    byte for byte (the producer's number formatting and key order survive, and re-serialising was half
+    the export's per-event cost); a value spread over lines (pretty-printed) is re-serialised compactly
+    onto one.
     """
-    if value is None:
-        raise InvalidEvent("null value (tombstone)")
-    try:
-        obj = orjson.loads(value)
-    except orjson.JSONDecodeError as err:
-        raise InvalidEvent(f"not valid UTF-8 JSON: {err}") from None
-    if type(obj) is not dict:
-        raise InvalidEvent(f"JSON value is a {type(obj).__name__}, expected an object")
+    obj = json_object(value)
+    assert value is not None  # json_object refused a tombstone
     if b"\n" in value or b"\r" in value:
         return orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
     return value + b"\n"

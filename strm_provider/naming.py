@@ -57,6 +57,12 @@ class ExportedFile(NamedTuple):
     extension: str  # ".jsonl", ".jsonl.gz", ".jsonl.zst" or ".parquet"
 
 
+def ending(file_format: str, compression: str) -> str:
+    """Which :data:`EXTENSIONS` key names an exporter's files: ``parquet`` (its compression is inside the
+    file), or the JSON Lines compression."""
+    return "parquet" if file_format == "parquet" else compression
+
+
 def join_key(prefix: str, name: str) -> str:
     """``prefix/name``, or ``name`` when there is no prefix (a double slash would break the policy)."""
     prefix = prefix.strip("/")

@@ -17,7 +17,7 @@ from strm_provider.export import ExportResult, export_ranges
 from strm_provider.hooks import storage_hook
 from strm_provider.hooks.kafka import StrmKafkaHook
 from strm_provider.hooks.storage import StorageHook
-from strm_provider.naming import EXTENSIONS, fixed_part
+from strm_provider.naming import EXTENSIONS, ending, fixed_part
 from strm_provider.offsets import add_lag, group_lag, plan_stream, run_metadata
 from strm_provider.planning import CUT_SETTINGS, Decision, PartitionSet, PlanRefused, PlanRequest, Progress
 from strm_provider.readers import RecordReader
@@ -139,7 +139,7 @@ class KafkaExportBaseOperator(BaseOperator):
     @property
     def ending(self) -> str:
         """Which file name ending the files have (:data:`strm_provider.naming.EXTENSIONS`)."""
-        return "parquet" if self.file_format == "parquet" else self.compression
+        return ending(self.file_format, self.compression)
 
     def _registry(self, kafka: StrmKafkaHook) -> RegistryClient | None:
         """The Schema Registry, for framed records or columns named by a registry subject."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.abc
 import io
 import sys
+from bisect import bisect_left
 from collections.abc import Callable, Hashable
 from typing import IO, Any
 
@@ -346,11 +347,9 @@ class ParquetFile(RollingFile):
         while done < start + count:
             base = ends[done - 1] if done else 0
             take = min(start + count - done, ROW_GROUP_ROWS - self._group_rows)
-            # up to the row whose value bytes fill the group
-            for i in range(done, done + take):
-                if self._group_bytes + ends[i] - base >= ROW_GROUP_BYTES:
-                    take = i - done + 1
-                    break
+            # up to the row whose value bytes fill the group, found by bisection as the file's cut points are
+            fills = bisect_left(ends, base + ROW_GROUP_BYTES - self._group_bytes, lo=done, hi=done + take)
+            take = min(take, fills - done + 1)
             self._group.append(lines.rows.slice(done, take))
             size = ends[done + take - 1] - base
             self._group_rows += take

@@ -30,7 +30,7 @@ import zstandard
 
 from strm_provider.hooks.storage import StorageHook
 from strm_provider.lines import Lines
-from strm_provider.naming import object_key, period_ms
+from strm_provider.naming import ending, object_key, period_ms
 from strm_provider.readers import RecordMeta
 
 log = logging.getLogger(__name__)
@@ -298,7 +298,7 @@ class SetWriter:
         self._stream = stream
         self._path_prefix = path_prefix
         self._partitions = sorted(partitions)
-        self._ending = "parquet" if file_format == "parquet" else compression
+        self._ending = ending(file_format, compression)
         self._name_style = name_style
         self._starts = dict(starts)
         kind: type[RollingFile] = RollingFile
