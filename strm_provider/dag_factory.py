@@ -14,14 +14,16 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from airflow.providers.common.compat.sdk import DAG, AirflowFailException, Asset, task
+from airflow.providers.common.compat.sdk import DAG, AirflowFailException, Asset, get_parsing_context, task
 
 from strm_provider.config import (
     DAG_ID_PREFIX,
     BrokenExporter,
+    ConfigError,
     ExporterConfig,
     LoadResult,
     exporters_dir,
+    load_exporter,
     load_exporters,
     operator_arguments,
 )
@@ -141,10 +143,39 @@ def broken_dag_ids(result: LoadResult) -> dict[Path, str]:
 
 
 def build_dags(folder: Path | None = None, *, beside: Path | None = None) -> dict[str, DAG]:
-    """DAGs of every exporter in ``folder`` (default: :func:`exporters_dir`), by DAG id, broken ones included."""
-    result = load_exporters(folder or exporters_dir(beside))
+    """DAGs of every exporter in ``folder`` (default: :func:`exporters_dir`), by DAG id, broken ones included.
+
+    When Airflow parses the file to run one task, only that task's exporter is built
+    (:func:`own_dag`): a task's start then costs the same with one exporter file or hundreds.
+    """
+    folder = folder or exporters_dir(beside)
+    own = own_dag(folder, get_parsing_context().dag_id)
+    if own is not None:
+        return {own.dag_id: own}
+    result = load_exporters(folder)
     dags = {cfg.dag_id: build_dag(cfg, path) for path, cfg in result.configs.values()}
     ids = broken_dag_ids(result)
     for broken in result.broken:
         dags[ids[broken.path]] = build_broken_dag(broken, ids[broken.path])
     return dags
+
+
+def own_dag(folder: Path, dag_id: str | None) -> DAG | None:
+    """The DAG ``dag_id`` from its own file alone, or ``None`` when every file must be read to tell.
+
+    ``strm_export_<name>`` belongs to ``<name>.yaml`` (or ``.yml``) whenever that file is valid and names
+    ``<name>``: such a file keeps its name against any other claiming it (:func:`load_exporters`). A broken
+    file's stand-in, or an exporter whose file is named otherwise, needs the whole folder.
+    """
+    if not dag_id or not dag_id.startswith(DAG_ID_PREFIX):
+        return None
+    name = dag_id.removeprefix(DAG_ID_PREFIX)
+    for path in (folder / f"{name}.yaml", folder / f"{name}.yml"):
+        if not path.is_file():
+            continue
+        try:
+            cfg = load_exporter(path)
+        except ConfigError:
+            return None
+        return build_dag(cfg, path) if cfg.name == name else None
+    return None

@@ -92,6 +92,32 @@ def test_all_good_means_no_import_error(tmp_path: Path, monkeypatch: pytest.Monk
     assert "strm" in dag.tags and dag.catchup is False
 
 
+def test_a_task_builds_only_its_own_exporter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Airflow parses the DAG file to run one task with the parsing context naming its DAG: only that
+    exporter's file is read; its neighbours, broken ones included, cost nothing. Without a context (the DAG
+    processor) every file is read; a stand-in for a broken file, or an exporter named otherwise than its file,
+    still finds its DAG."""
+    (tmp_path / "clicks.yaml").write_text("stream: clicks\ndata_connector: s3\nname: clicks\npartition_sets: 2\n")
+    (tmp_path / "views.yaml").write_text("stream: views\ndata_connector: s3\nname: views\n")
+    (tmp_path / "odd-file.yaml").write_text("stream: odd\ndata_connector: s3\nname: odd\n")
+    (tmp_path / "broken.yaml").write_text("stream: [unclosed\n")
+    everything = {"strm_export_clicks", "strm_export_views", "strm_export_odd", "strm_export_broken"}
+    assert {d for d in _bag(tmp_path, monkeypatch)[0] if d.startswith("strm_")} == everything
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_TASK_ID", "export")
+    for dag_id, built in (
+        ("strm_export_clicks", {"strm_export_clicks"}),
+        ("strm_export_views", {"strm_export_views"}),
+        ("strm_export_odd", everything),
+        ("strm_export_broken", everything),
+    ):
+        monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", dag_id)
+        dags, errors = _bag(tmp_path, monkeypatch)
+        assert {d for d in dags if d.startswith("strm_")} == built and errors == {}, dag_id
+        assert dag_id in dags
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", "strm_export_clicks")
+    assert [t.task_id for t in _bag(tmp_path, monkeypatch)[0]["strm_export_clicks"].tasks] == ["plan", "export"]
+
+
 @pytest.mark.parametrize("prefix", ["/abs", "a/../b", "a//b", "a/b*", "events/{day}", "events/{hour"])
 @pytest.mark.parametrize("operator", ["plan", "export"])
 def test_an_operator_refuses_a_prefix_for_the_reason_an_exporter_file_gives(
