@@ -72,6 +72,11 @@ lint: venv
 bench: venv kafka  ## throughput and memory benchmark, ~10 min (bench/results.json + .png); EVENTS=100000 for a quick run
 	.venv/bin/python bench/run.py $(if $(EVENTS),--events $(EVENTS))
 
+# EXPORTERS=1,10 INTERVAL=20s INTERVALS=2 for a quick run; WORKERS=2 on the Celery stack of `make up WORKERS=2`
+bench-scale: venv kafka  ## N exporters (1, 50, 200) on a make-up stack, ~45 min: CPU per run, start delay, lag, memory (bench/scale.json + .png)
+	.venv/bin/python bench/scale.py $(if $(EXPORTERS),--exporters $(EXPORTERS)) $(if $(INTERVAL),--interval $(INTERVAL)) \
+	  $(if $(INTERVALS),--intervals $(INTERVALS)) $(if $(WORKERS),--workers $(WORKERS))
+
 # STRM_AIRFLOW_VERSION=2.11 (or 3.0, 3.1, 3.2) runs the stack on that Airflow line (.compat/<line>);
 # INTERVAL=10s makes the demo exporter run that often (when up creates it)
 STACK_PY = $(if $(STRM_AIRFLOW_VERSION),.compat/$(STRM_AIRFLOW_VERSION)/bin/python,.venv/bin/python)

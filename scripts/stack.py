@@ -65,8 +65,16 @@ ENDINGS = tuple(EXTENSIONS.values())
 INTERVAL = "30s"
 PARTITIONS = 5
 USER = "admin"
-#: stop order: what feeds others stops first
-PROCESSES = ("producer", "airflow", "registry", "s3", "broker")
+#: the most Celery workers ``up --workers`` starts
+MAX_WORKERS = 4
+WORKER_NAMES = tuple(f"worker-{n}" for n in range(1, MAX_WORKERS + 1))
+#: stop order: what feeds others stops first; the Celery workers before the scheduler, PostgreSQL and Redis
+#: (the Celery stack's metadata database and broker) after everything of Airflow's
+PROCESSES = ("producer", *WORKER_NAMES, "airflow", "postgres", "redis", "registry", "s3", "broker")
+#: the Celery stack's metadata database (on PostgreSQL, which the CeleryExecutor needs; SQLite takes one
+#: writer at a time) and the tasks' concurrency on each worker (the LocalExecutor's parallelism, shared)
+CELERY_DATABASE = "airflow"
+WORKER_CONCURRENCY = 2
 #: environment variable holding the token that marks a process (and its children) as started by ``up``
 TOKEN_VAR = "STRM_STACK_TOKEN"
 #: ``logs``: the task log server, for the worker's and the triggerer's logs (Airflow's 8793 and 8794 in one);
@@ -220,6 +228,7 @@ class Stack:
         return {
             **airflow_env(self.home, self.exporters),
             "AIRFLOW__CORE__PARALLELISM": "4",  # LocalExecutor forks this many workers
+            **self.celery_env(),
             "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
             # backport of apache/airflow#73298: the UI's Test button on connections without a port
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "docker" / "airflow_plugins"),
@@ -232,6 +241,24 @@ class Stack:
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
             "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         }
+
+    def celery_env(self) -> dict[str, str]:
+        """The CeleryExecutor's settings when ``up --workers`` chose it (``stack.json``'s ``celery``), else none."""
+        celery = self.state().get("celery")
+        if not celery:
+            return {}
+        database = f"postgresql+psycopg2://postgres@127.0.0.1:{celery['postgres']}/{CELERY_DATABASE}"
+        return {
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
+            "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{celery['redis']}/0",
+            "AIRFLOW__CELERY__RESULT_BACKEND": database.replace("postgresql+psycopg2", "db+postgresql"),
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(WORKER_CONCURRENCY),
+        }
+
+    @property
+    def workers(self) -> int:
+        return int((self.state().get("celery") or {}).get("workers", 0))
 
     def shell_env(self) -> str:
         """``.stack/env``: :data:`CLI_SETTINGS`, added to a user's shell by ``source``; the rest of it stays.
@@ -291,8 +318,9 @@ class Stack:
         except (psutil.NoSuchProcess, psutil.AccessDenied):  # gone, or another user's: not ours
             return None
 
-    def spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> psutil.Process:
-        """Start ``cmd`` detached (own session, output to ``.stack/logs/<name>.log``) and record its PID."""
+    def spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None, **popen: Any) -> psutil.Process:
+        """Start ``cmd`` detached (own session, output to ``.stack/logs/<name>.log``) and record its PID;
+        ``popen``: more of :class:`subprocess.Popen`'s arguments (``user``, ``group``)."""
         self.logs.mkdir(parents=True, exist_ok=True)
         self.pids.mkdir(parents=True, exist_ok=True)
         token = secrets.token_hex(16)
@@ -305,6 +333,7 @@ class Stack:
                 start_new_session=True,
                 cwd=self.root,
                 env={**(env or self.full_env()), TOKEN_VAR: token},
+                **popen,
             )
         self.pid_file(name).write_text(json.dumps({"pid": popen.pid, "token": token, "cmd": cmd}) + "\n")
         return psutil.Process(popen.pid)
@@ -415,6 +444,90 @@ def start_registry(stack: Stack) -> None:
     wait_until("Schema Registry", lambda: port_open(port), 30, proc)
     write_state(stack, schema_registry={"url": stack.registry_url, "data": str(data)})
     say(f"Schema Registry on {stack.registry_url} (schemas in {data})")
+
+
+def start_postgres(stack: Stack, port: int) -> None:
+    """PostgreSQL for the Celery stack's metadata database and results, data in ``.stack/postgres`` (kept
+    across ``up``s). The server refuses to run as root: then as the ``postgres`` account of Debian's package
+    (``make system-deps``), which owns the data folder."""
+    from devstack.postgres import pg_bin
+
+    account: dict[str, Any] = {}
+    if os.geteuid() == 0:
+        import pwd
+
+        entry = pwd.getpwnam("postgres")
+        account = {"user": entry.pw_uid, "group": entry.pw_gid}
+    data = stack.root / "postgres"
+    if not (data / "PG_VERSION").exists():
+        data.mkdir(parents=True, exist_ok=True)
+        if account:
+            os.chown(data, account["user"], account["group"])
+        subprocess.run(
+            [pg_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"],
+            check=True, capture_output=True, cwd=data, **account,
+        )  # fmt: skip
+    cmd = [pg_bin("postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1", "-k", str(data)]
+    proc = stack.spawn("postgres", [*cmd, "-c", "max_connections=200"], **account)
+    wait_until("PostgreSQL", lambda: port_open(port), 60, proc)
+    import psycopg2
+
+    conn = wait_until("PostgreSQL", lambda: _pg_connect(port), 60, proc)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (CELERY_DATABASE,))
+            if cur.fetchone() is None:
+                cur.execute(f'CREATE DATABASE "{CELERY_DATABASE}"')
+    finally:
+        conn.close()
+    say(f"PostgreSQL on 127.0.0.1:{port} (data in {data}), psycopg2 {psycopg2.__version__.split()[0]}")
+
+
+def _pg_connect(port: int) -> Any:
+    import psycopg2
+
+    try:
+        conn = psycopg2.connect(dbname="postgres", host="127.0.0.1", port=port, user="postgres")
+    except psycopg2.OperationalError:  # still starting
+        return None
+    conn.autocommit = True
+    return conn
+
+
+def start_redis(stack: Stack, port: int) -> None:
+    """Redis, the Celery broker: in memory only (queued tasks do not outlive ``down``)."""
+    import shutil
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("[stack] redis-server not found: run `make system-deps` (Debian package redis-server)")
+    folder = stack.root / "redis"
+    folder.mkdir(exist_ok=True)
+    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)]
+    proc = stack.spawn("redis", cmd)
+    wait_until("Redis", lambda: port_open(port), 30, proc)
+    say(f"Redis on 127.0.0.1:{port} (the Celery broker)")
+
+
+def start_workers(stack: Stack, count: int) -> None:
+    """``airflow celery worker``, ``count`` times with distinct names (``worker-1@host`` …). Their tasks' logs
+    land in the stack's log folder, which its one log server serves, so they serve none themselves."""
+    for name in WORKER_NAMES[:count]:
+        stack.spawn(
+            name,
+            [str(VENV_BIN / "airflow"), "celery", "worker", "--celery-hostname", f"{name}@%h", "--skip-serve-logs"],
+        )
+    say(f"{count} Celery worker(s), {WORKER_CONCURRENCY} tasks at a time each: {', '.join(WORKER_NAMES[:count])}")
+
+
+def worker_tasks(stack: Stack) -> dict[str, int]:
+    """Tasks each Celery worker received so far (its log's ``received`` lines): how the load spreads."""
+    counts: dict[str, int] = {}
+    for name in WORKER_NAMES[: stack.workers]:
+        log = stack.logs / f"{name}.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        counts[name] = len(re.findall(r"Task \S+\[[0-9a-f-]+\] received", text))
+    return counts
 
 
 def write_state(stack: Stack, **values: Any) -> None:
@@ -584,6 +697,20 @@ def airflow_standalone(password_file: Path) -> None:
             super().__init__(parent, name=name, command=[*command, *skip], env=env)
 
     standalone_command.SubCommand = SubCommand
+    if os.environ.get("AIRFLOW__CORE__EXECUTOR") == "CeleryExecutor":
+
+        class Standalone(standalone_command.StandaloneCommand):
+            """``airflow standalone`` forces the LocalExecutor on its components; the Celery stack keeps its own
+            (its workers run beside it)."""
+
+            def calculate_env(self) -> dict[str, str]:
+                return {**super().calculate_env(), "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor"}
+
+            def print_output(self, name: str, output: Any) -> None:
+                if "Forcing executor" not in str(output):
+                    super().print_output(name, output)
+
+        standalone_command.StandaloneCommand = Standalone  # type: ignore[misc]
     if not AIRFLOW_V_3_0_PLUS:
         fab_admin(json.loads(password_file.read_text())[USER])
     log_server = subprocess.Popen(log_server_cmd(os.environ["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"]))
@@ -637,7 +764,9 @@ def data_files(stack: Stack) -> list[str]:
 
 
 # ----- commands -----------------------------------------------------------------------------------
-def up(stack: Stack, ports: str, rate: float, wait_files: int, interval: str) -> None:
+def up(
+    stack: Stack, ports: str, rate: float, wait_files: int, interval: str, demo: bool = True, workers: int = 0
+) -> None:
     started = time.monotonic()
     if stack.running():
         say(f"already running: {', '.join(stack.running())} (make down first)")
@@ -650,19 +779,30 @@ def up(stack: Stack, ports: str, rate: float, wait_files: int, interval: str) ->
             f"[stack] {shown(stack.root)} holds the database of Airflow {kept}, which Airflow {AIRFLOW_VERSION} "
             f"cannot use; remove {shown(stack.root)} (or choose another with STACK_ROOT) to start afresh"
         )
-    write_state(stack, ports=choose_ports(ports), repo=str(REPO))
+    if workers and not AIRFLOW_V_3_0_PLUS:
+        raise SystemExit("[stack] --workers: the Celery stack runs on Airflow 3 only")
+    if not 0 <= workers <= MAX_WORKERS:
+        raise SystemExit(f"[stack] --workers: 0 (the LocalExecutor) to {MAX_WORKERS}")
+    celery = {"workers": workers, "postgres": free_port(), "redis": free_port()} if workers else None
+    write_state(stack, ports=choose_ports(ports), repo=str(REPO), celery=celery)
     (stack.root / "env").write_text(stack.shell_env())
     try:
         start_broker(stack)
         start_s3(stack)
         start_registry(stack)
+        if celery:
+            start_postgres(stack, celery["postgres"])
+            start_redis(stack, celery["redis"])
         prepare(stack)
         write_state(stack, airflow=stack.airflow_info())
         proc = start_airflow(stack)
         say(f"airflow standalone starting (log: {stack.logs / 'airflow.log'})")
-        create_stream(stack)  # while Airflow boots
-        start_producer(stack, rate)
-        create_exporter(stack, interval)
+        if workers:
+            start_workers(stack, workers)
+        if demo:
+            create_stream(stack)  # while Airflow boots
+            start_producer(stack, rate)
+            create_exporter(stack, interval)
         wait_until("Airflow", lambda: airflow_health(stack), 240, proc)
     except BaseException:
         say("start-up failed; stopping what was started")
@@ -699,12 +839,23 @@ def banner(stack: Stack, elapsed: float | None) -> None:
         f"Registry:     {stack.registry_url} (Schema Registry; the Kafka connection's schema_registry_url)",
         f"CLI:          source {shown(stack.root / 'env')} && strm list batch-exporters",
         f"Logs:         {stack.logs}/",
+        f"Executor:     {executor(stack)}",
         f"Processes:    {count}, {rss / 2**20:.0f} MiB RSS sum, {pss / 2**20:.0f} MiB PSS sum"
         + (f"; ready in {elapsed:.0f}s" if elapsed else ""),
         "Stop:         make down",
         "",
     ]
     print("\n".join(lines), flush=True)
+
+
+def executor(stack: Stack) -> str:
+    celery = stack.state().get("celery")
+    if not celery:
+        return "LocalExecutor (in airflow standalone's scheduler); `make up WORKERS=2` for Celery workers"
+    return (
+        f"CeleryExecutor, workers {', '.join(WORKER_NAMES[: celery['workers']])} (logs/worker-N.log), "
+        f"PostgreSQL on 127.0.0.1:{celery['postgres']}, Redis on 127.0.0.1:{celery['redis']}"
+    )
 
 
 def down(stack: Stack, quiet: bool = False) -> None:
@@ -722,6 +873,8 @@ def status(stack: Stack) -> None:
     print(f"{count} processes, {rss / 2**20:.0f} MiB RSS sum, {pss / 2**20:.0f} MiB PSS sum")
     if "airflow" in running:
         print(f"healthy: {airflow_health(stack)}")
+    if stack.workers:
+        print("tasks received: " + ", ".join(f"{name} {n}" for name, n in worker_tasks(stack).items()))
 
 
 def ls(stack: Stack) -> None:
@@ -749,13 +902,22 @@ def main(argv: list[str] | None = None) -> None:
         help=f"how often the demo exporter runs, when up creates it (default: {INTERVAL})",
     )  # fmt: skip
     parser.add_argument("--wait-files", type=int, default=0, help="after start-up, wait for N exported files")
+    parser.add_argument(
+        "--no-demo-exporter", dest="demo", action="store_false",
+        help="start without the demo stream, its producer and exporter (a benchmark brings its own)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--workers", type=int, default=int(os.environ.get("STACK_WORKERS") or 0),
+        help="0: the LocalExecutor (default); N: the CeleryExecutor with N Celery workers, PostgreSQL and Redis "
+        "(default: $STACK_WORKERS, else 0)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     stack = Stack(args.root)
     if args.command == "airflow-standalone":
         airflow_standalone(stack.password_file)
         return
     if args.command == "up":
-        up(stack, args.ports, args.rate, args.wait_files, args.interval)
+        up(stack, args.ports, args.rate, args.wait_files, args.interval, args.demo, args.workers)
     elif args.command == "down":
         down(stack)
     elif args.command == "status":
