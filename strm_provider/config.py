@@ -86,7 +86,11 @@ class ExporterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = ""
-    stream: str
+    #: the stream to export; or ``streams``, a list of them; or ``stream_pattern``, a regular expression that
+    #: topics must match whole (matched again at each run)
+    stream: str | None = None
+    streams: list[str] | None = None
+    stream_pattern: str | None = None
     data_connector: str
     #: the bucket or container, for a data connector of the official providers' types (aws,
     #: google_cloud_platform, wasb), which hold only credentials; ours name their bucket themselves
@@ -129,10 +133,46 @@ class ExporterConfig(BaseModel):
 
     @field_validator("stream")
     @classmethod
-    def _stream(cls, value: str) -> str:
-        if not TOPIC_RE.match(value):
+    def _stream(cls, value: str | None) -> str | None:
+        if value is not None and not TOPIC_RE.match(value):
             raise ValueError("expected a Kafka topic name (letters, digits, '.', '_', '-')")
         return value
+
+    @field_validator("streams")
+    @classmethod
+    def _streams(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("expected at least one Kafka topic name")
+        bad = [name for name in value if not TOPIC_RE.match(name)]
+        if bad:
+            raise ValueError(f"expected Kafka topic names (letters, digits, '.', '_', '-'), got {bad[0]!r}")
+        if len(set(value)) != len(value):
+            raise ValueError("lists a stream twice")
+        return value
+
+    @field_validator("stream_pattern")
+    @classmethod
+    def _stream_pattern(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            re.compile(value)
+        except re.error as err:
+            raise ValueError(f"expected a regular expression: {err}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ExporterConfig:
+        given = [f for f in ("stream", "streams", "stream_pattern") if getattr(self, f) is not None]
+        if not given:
+            raise ValueError("stream: required field is missing (or give streams, or stream_pattern)")
+        if len(given) > 1:
+            raise ValueError(f"{given[1]}: give one of stream, streams and stream_pattern, not {' and '.join(given)}")
+        if self.stream is None and not self.name:
+            raise ValueError(f"name: an exporter of {given[0]} needs a name (it names its DAG and Kafka group)")
+        return self
 
     @field_validator("data_connector", "kafka_connection")
     @classmethod
@@ -192,6 +232,22 @@ class ExporterConfig(BaseModel):
         if not NAME_RE.match(self.name):
             raise ValueError(f"name: expected letters, digits, '.', '_', '-' (got {self.name!r})")
         return self
+
+    @property
+    def several_streams(self) -> bool:
+        """Whether the exporter reads a list of streams or the streams a pattern matches."""
+        return self.stream is None
+
+    @property
+    def source(self) -> str | list[str] | None:
+        """What the operators take as ``stream``: the stream, the list of streams, or none beside a pattern."""
+        return self.stream if self.stream is not None else self.streams
+
+    def describe_streams(self) -> str:
+        """The exporter's streams in words: ``clicks``, ``clicks, views``, or ``/orders\\..*/``."""
+        if self.stream_pattern is not None:
+            return f"/{self.stream_pattern}/"
+        return self.stream or ", ".join(self.streams or [])
 
     @property
     def dag_id(self) -> str:

@@ -44,7 +44,7 @@ EXPORTER_DAG = {
 
 #: the exporter file's fields both operators of its DAG take
 _SHARED_FIELDS = {
-    "stream",
+    "stream_pattern",
     "data_connector",
     "bucket",
     "path_prefix",
@@ -73,8 +73,9 @@ def asset_uri(cfg: ExporterConfig) -> str:
 
 def build_dag(cfg: ExporterConfig, source: Path | None = None) -> DAG:
     """The DAG of one exporter: ``plan`` -> ``export`` mapped over partition sets."""
+    what = f"streams `{cfg.describe_streams()}`" if cfg.several_streams else f"stream `{cfg.stream}`"
     doc = (
-        f"Exports Kafka stream `{cfg.stream}` to data connector `{cfg.data_connector}`"
+        f"Exports Kafka {what} to data connector `{cfg.data_connector}`"
         + (f" under `{cfg.path_prefix}/`" if cfg.path_prefix else "")
         + f", every {cfg.interval}s."
         + (f"\n\nConfig: `{source}`" if source else "")
@@ -88,7 +89,7 @@ def build_dag(cfg: ExporterConfig, source: Path | None = None) -> DAG:
     ) as dag:
         # the plan fixes how files are cut and named, and the export tasks take it from there
         shared = operator_arguments(cfg.model_dump(include=_SHARED_FIELDS))
-        shared |= {"group_id": cfg.group_id, "exporter": cfg.name}
+        shared |= {"stream": cfg.source, "group_id": cfg.group_id, "exporter": cfg.name}
         plan = KafkaExportPlanOperator(
             task_id="plan",
             partition_sets=cfg.partition_sets,

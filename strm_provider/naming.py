@@ -94,11 +94,16 @@ def file_name(
     return f"{when}-{stream}-{offsets_digest(starts)}---{parts}{EXTENSIONS[compression]}"
 
 
+def with_stream(prefix: str, stream: str) -> str:
+    """``prefix`` with ``{stream}`` filled: the topic a file's events come from (its other placeholders stay)."""
+    return prefix.replace("{stream}", stream)
+
+
 def check_template(prefix: str) -> str:
-    """Refuse a path prefix whose braces are unbalanced or hold anything but :data:`PLACEHOLDERS`."""
-    allowed = ", ".join(f"{{{name}}}" for name in PLACEHOLDERS)
+    """Refuse a path prefix whose braces are unbalanced or hold anything but :data:`PLACEHOLDERS` and ``{stream}``."""
+    allowed = ", ".join(f"{{{name}}}" for name in [*PLACEHOLDERS, "stream"])
     for name in _PLACEHOLDER.findall(prefix):
-        if name not in PLACEHOLDERS:
+        if name not in PLACEHOLDERS and name != "stream":
             raise ValueError(f"unknown placeholder {{{name}}}; allowed: {allowed}")
     if "{" in _PLACEHOLDER.sub("", prefix) or "}" in _PLACEHOLDER.sub("", prefix):
         raise ValueError(f"unbalanced braces; placeholders are written {allowed}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from strm_provider.planning import (
@@ -28,9 +29,11 @@ from strm_provider.planning import (
     PLAN_METADATA,
     Decision,
     PartitionRange,
+    PlanRefused,
     PlanRequest,
     Progress,
     StreamOffsets,
+    StreamsProgress,
     plan_run,
 )
 
@@ -58,19 +61,39 @@ def _topic_id(consumer: Any, stream: str) -> str | None:
 def read_stream(consumer: Any, stream: str) -> StreamOffsets:
     """What Kafka holds of ``stream`` and the consumer's group: committed offsets with their metadata,
     earliest and end offsets, and the topic's id."""
+    return read_streams(consumer, [stream])[stream]
+
+
+def read_streams(consumer: Any, streams: list[str]) -> dict[str, StreamOffsets]:
+    """:func:`read_stream` of every stream, in one request of each kind for them all.
+
+    The group's committed offsets come from the consumer's coordinator in one fetch: the consumer's
+    ``committed()`` would send one request per partition, hundreds for an exporter of many streams.
+    """
     from kafka import TopicPartition
 
-    partitions = consumer.partitions_for_topic(stream)
-    if not partitions:
-        raise LookupError(f"stream '{stream}' does not exist on the Kafka cluster (no partitions found)")
-    tps = [TopicPartition(stream, p) for p in sorted(partitions)]
-    end = {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
-    beginning = {tp.partition: off for tp, off in consumer.beginning_offsets(tps).items()}
-    committed = {}
-    for tp in tps:
-        held = consumer.committed(tp, metadata=True)
-        committed[tp.partition] = None if held is None else (held.offset, held.metadata or "")
-    return StreamOffsets(committed, beginning, end, _topic_id(consumer, stream))
+    tps = []
+    for stream in streams:
+        partitions = consumer.partitions_for_topic(stream)
+        if not partitions:
+            raise LookupError(f"stream '{stream}' does not exist on the Kafka cluster (no partitions found)")
+        tps += [TopicPartition(stream, p) for p in sorted(partitions)]
+    end = consumer.end_offsets(tps)
+    beginning = consumer.beginning_offsets(tps)
+    held = consumer._coordinator.fetch_committed_offsets(tps)
+    result = {}
+    for stream in streams:
+        mine = [tp for tp in tps if tp.topic == stream]
+        committed = {
+            tp.partition: None if held.get(tp) is None else (held[tp].offset, held[tp].metadata or "") for tp in mine
+        }
+        result[stream] = StreamOffsets(
+            committed,
+            {tp.partition: beginning[tp] for tp in mine},
+            {tp.partition: end[tp] for tp in mine},
+            _topic_id(consumer, stream),
+        )
+    return result
 
 
 def read_offsets(consumer: Any, stream: str) -> tuple[dict[int, int | None], dict[int, int], dict[int, int]]:
@@ -81,11 +104,21 @@ def read_offsets(consumer: Any, stream: str) -> tuple[dict[int, int | None], dic
 
 def record_plan(consumer: Any, stream: str, commits: Mapping[int, tuple[int, str]]) -> None:
     """Commit the plan's offsets (:attr:`~strm_provider.planning.Decision.commits`) in one request."""
+    record_plans(consumer, {stream: commits})
+
+
+def record_plans(consumer: Any, commits: Mapping[str, Mapping[int, tuple[int, str]]]) -> None:
+    """Commit the plans' offsets of every stream in one request."""
     from kafka import TopicPartition
     from kafka.structs import OffsetAndMetadata
 
-    if commits:
-        consumer.commit({TopicPartition(stream, p): OffsetAndMetadata(o, m, -1) for p, (o, m) in commits.items()})
+    offsets = {
+        TopicPartition(stream, p): OffsetAndMetadata(o, m, -1)
+        for stream, by_partition in commits.items()
+        for p, (o, m) in by_partition.items()
+    }
+    if offsets:
+        consumer.commit(offsets)
 
 
 def plan_stream(
@@ -107,6 +140,54 @@ def plan_stream(
     if decision.plan.pin:
         log.info("new exporter: pinned its start at %s", decision.plan.pin)
     return decision
+
+
+def plan_streams(
+    consumer: Any,
+    requests: list[PlanRequest],
+    record: StreamsProgress | None,
+    save: Callable[[StreamsProgress], None],
+    *,
+    now_ms: int,
+) -> tuple[dict[str, Decision], StreamsProgress]:
+    """:func:`plan_stream` for an exporter of several streams: one read of all, each stream decided as an
+    exporter of its own would be, one record kept, then one commit of every plan's starts.
+
+    A stream the record does not know yet is new to the exporter: on its first run (no record) each starts
+    as a new exporter's stream does; later, from its first event at or after the exporter's creation
+    (:attr:`~strm_provider.planning.StreamsProgress.created_ms`), or from its earliest with
+    ``include_existing_events``. Streams the record holds but the run no longer reads keep their record.
+    """
+    offsets = read_streams(consumer, [r.stream for r in requests]) if requests else {}
+    kept = record or StreamsProgress(now_ms)
+    since = _offsets_since(consumer, [r.stream for r in requests if r.stream not in kept.streams], kept.created_ms)
+    decisions: dict[str, Decision] = {}
+    for request in requests:
+        held, known = offsets[request.stream], kept.streams.get(request.stream)
+        if record is not None and known is None and not request.include_existing_events:
+            # the stream is new to a running exporter: from the events that came after the exporter did
+            first = {p: since.get((request.stream, p), held.end[p]) for p in held.end}
+            held = replace(held, beginning=first)
+            request = replace(request, include_existing_events=True)
+        try:
+            decisions[request.stream] = plan_run(held, known, request)
+        except PlanRefused as err:
+            raise PlanRefused(f"stream '{request.stream}': {err}") from None
+    new = replace(kept, streams={**kept.streams, **{name: d.record for name, d in decisions.items()}})
+    save(new)
+    record_plans(consumer, {name: d.commits for name, d in decisions.items()})
+    return decisions, new
+
+
+def _offsets_since(consumer: Any, streams: list[str], when_ms: int) -> dict[tuple[str, int], int]:
+    """Per partition of ``streams``, the first offset of an event at or after ``when_ms`` (absent: none yet)."""
+    from kafka import TopicPartition
+
+    tps = [TopicPartition(s, p) for s in streams for p in sorted(consumer.partitions_for_topic(s) or ())]
+    if not tps:
+        return {}
+    found = consumer.offsets_for_times({tp: when_ms for tp in tps})
+    return {(tp.topic, tp.partition): at.offset for tp, at in found.items() if at is not None}
 
 
 def pin_start(consumer: Any, stream: str, *, include_existing_events: bool) -> dict[int, int]:
@@ -204,8 +285,18 @@ def already_committed(consumer: Any, stream: str, ranges: list[PartitionRange]) 
 def group_lag(consumer: Any, stream: str) -> dict[int, int]:
     """Per partition, the offsets of ``stream`` the consumer's group has not committed yet (from the
     earliest offset where it has committed nothing)."""
-    committed, beginning, end = read_offsets(consumer, stream)
-    return {p: max(end[p] - (beginning[p] if c is None else c), 0) for p, c in sorted(committed.items())}
+    return streams_lag(consumer, [stream])[stream]
+
+
+def streams_lag(consumer: Any, streams: list[str]) -> dict[str, dict[int, int]]:
+    """:func:`group_lag` of every stream, read in one request of each kind."""
+    lags: dict[str, dict[int, int]] = {}
+    for stream, offsets in read_streams(consumer, streams).items():
+        lags[stream] = {}
+        for p, end in sorted(offsets.end.items()):
+            held = offsets.offset(p)
+            lags[stream][p] = max(end - (offsets.beginning[p] if held is None else held), 0)
+    return lags
 
 
 def add_lag(consumer: Any, stream: str, partitions: list[dict[str, Any]]) -> None:

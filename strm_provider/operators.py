@@ -17,9 +17,19 @@ from strm_provider.export import ExportResult, export_ranges
 from strm_provider.hooks import storage_hook
 from strm_provider.hooks.kafka import StrmKafkaHook
 from strm_provider.hooks.storage import StorageHook
-from strm_provider.naming import EXTENSIONS, ending, fixed_part
-from strm_provider.offsets import add_lag, group_lag, plan_stream, run_metadata
-from strm_provider.planning import CUT_SETTINGS, Decision, PartitionSet, PlanRefused, PlanRequest, Progress
+from strm_provider.naming import EXTENSIONS, ending, fixed_part, with_stream
+from strm_provider.offsets import add_lag, group_lag, plan_stream, plan_streams, run_metadata
+from strm_provider.planning import (
+    CUT_SETTINGS,
+    Decision,
+    PartitionSet,
+    PlanRefused,
+    PlanRequest,
+    Progress,
+    StreamsProgress,
+    bundle_sets,
+    select_streams,
+)
 from strm_provider.readers import RecordReader
 from strm_provider.schema_registry import RegistryClient
 from strm_provider.version_compat import xcom_returns
@@ -42,7 +52,9 @@ class KafkaExportBaseOperator(BaseOperator):
     """What the plan and the export operators share: the stream, where its files go, the exporter's
     consumer group, and the settings that decide where files are cut and how they are named.
 
-    :param stream: the Kafka topic to export. (templated)
+    :param stream: the Kafka topic to export, or a list of topics. (templated)
+    :param stream_pattern: instead of ``stream``, a regular expression: every topic it matches whole is
+        exported, matched again at each plan. (templated)
     :param storage_conn_id: connection id of the data connector the files go to: ``strm_s3``,
         ``strm_s3_compatible``, ``strm_gcs`` or ``strm_azure_blob``, or one of the official providers'
         ``aws``, ``google_cloud_platform`` or ``wasb`` with ``bucket``. (templated)
@@ -53,7 +65,7 @@ class KafkaExportBaseOperator(BaseOperator):
     :param path_prefix: folder of the files in the bucket or container, without leading or trailing
         ``/`` (default: none). ``{date}`` (``YYYY-MM-DD``) and ``{hour}`` (``HH``) in it are filled from
         each event's Kafka timestamp in UTC, and a file never spans two folders; for the validation
-        file, from the current time. (templated)
+        file, from the current time. ``{stream}`` is the topic the file's events come from. (templated)
     :param kafka_conn_id: connection id of the Kafka cluster (type ``strm_kafka``; default
         ``strm_kafka_default``). (templated)
     :param include_existing_events: on the exporter's first run, also export what the stream holds
@@ -79,12 +91,21 @@ class KafkaExportBaseOperator(BaseOperator):
         the DAG id).
     """
 
-    template_fields: Sequence[str] = ("stream", "storage_conn_id", "bucket", "path_prefix", "group_id", "kafka_conn_id")
+    template_fields: Sequence[str] = (
+        "stream",
+        "stream_pattern",
+        "storage_conn_id",
+        "bucket",
+        "path_prefix",
+        "group_id",
+        "kafka_conn_id",
+    )
 
     def __init__(
         self,
         *,
-        stream: str,
+        stream: str | list[str] | None = None,
+        stream_pattern: str | None = None,
         storage_conn_id: str,
         group_id: str,
         bucket: str | None = default("bucket"),
@@ -104,6 +125,7 @@ class KafkaExportBaseOperator(BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.stream = stream
+        self.stream_pattern = stream_pattern
         self.storage_conn_id = storage_conn_id
         self.group_id = group_id
         self.bucket = bucket
@@ -127,11 +149,22 @@ class KafkaExportBaseOperator(BaseOperator):
             "codec": codec_build(self.compression)
         }
 
+    @property
+    def several_streams(self) -> bool:
+        """Whether this exporter reads a list of streams or the streams a pattern matches."""
+        return isinstance(self.stream, list) or self.stream_pattern is not None
+
     def _check_settings(self) -> None:
-        """Refuse what the exporter file would refuse: the path prefix, compression, formats, schema."""
+        """Refuse what the exporter file would refuse: the streams, the path prefix, compression, formats, schema."""
         fields = {name: getattr(self, name) for name in _CHECKED}
+        if isinstance(self.stream, list):
+            fields["streams"] = self.stream
+        elif self.stream is not None:
+            fields["stream"] = self.stream
+        if self.stream_pattern is not None:
+            fields["stream_pattern"] = self.stream_pattern
         try:
-            ExporterConfig.model_validate({"stream": "s", "data_connector": "d", **fields})
+            ExporterConfig.model_validate({"name": "n", "data_connector": "d", **fields})
         except ValidationError as err:
             field, message = next(iter(field_problems(err).items()))
             raise ValueError(f"{field}: {message}") from None
@@ -157,15 +190,17 @@ class KafkaExportBaseOperator(BaseOperator):
         A refusal (the exporter's position cannot be told without guessing) fails the task at once, without
         retries: trying again cannot settle it, ``strm reset`` does.
         """
-        record = progress.load(self.group_id)
-        before = progress.dumps(record) if record else None
+        kept = progress.load(self.group_id)
+        # an exporter that read several streams keeps its record of the one it reads now
+        record = kept.streams.get(str(self.stream)) if isinstance(kept, StreamsProgress) else kept
+        before = progress.dumps(kept) if kept else None
 
         def save(new: Progress) -> None:
             if progress.dumps(new) != before:
                 progress.save(self.group_id, new)
 
         request = PlanRequest(
-            self.stream,
+            str(self.stream),
             self.include_existing_events,
             run_id=str(context.get("run_id") or ""),
             partition_sets=partition_sets,
@@ -194,6 +229,79 @@ class KafkaExportBaseOperator(BaseOperator):
                 sum(s.size for s in decision.sets),
             )
         return decision
+
+    def _plan_many(
+        self, consumer: Any, context: Context, partition_sets: int
+    ) -> tuple[list[PartitionSet], bool, StreamsProgress | None]:
+        """:meth:`_plan` for several streams: the sets to export, each naming its stream; whether the
+        exporter (or a stream Kafka had forgotten) starts here, which the validation file is for; the record."""
+        kept = progress.load(self.group_id)
+        now_ms = int(time.time() * 1000)
+        # an exporter that read one stream keeps its record of it
+        record = StreamsProgress(now_ms, {kept.stream: kept}, kept.validated) if isinstance(kept, Progress) else kept
+        before = progress.dumps(kept) if kept else None
+
+        def save(new: StreamsProgress) -> None:
+            if progress.dumps(new) != before:
+                progress.save(self.group_id, new)
+
+        names = self.stream if isinstance(self.stream, list) else None
+        streams = select_streams(consumer.topics(), names, self.stream_pattern)
+        if not streams:
+            self.log.warning("no topic matches stream_pattern %r: nothing to export", self.stream_pattern)
+            return [], False, record
+        summaries = self._summaries(record, context)
+        settings, codecs = self.cut_settings(), {name: codec_build(name) for name in EXTENSIONS}
+        exporter = self.exporter or self.group_id.removeprefix(GROUP_ID_PREFIX)
+        requests = []  # each refusal names the reset of its own stream
+        for stream in streams:
+            known = record.streams.get(stream) if record else None
+            finished = known.plan.finished(summaries, stream) if known and known.plan else set()
+            requests.append(
+                PlanRequest(
+                    stream,
+                    self.include_existing_events,
+                    run_id=str(context.get("run_id") or ""),
+                    partition_sets=partition_sets,
+                    settings=settings,
+                    codecs=codecs,
+                    finished=finished,
+                    exporter=f"{exporter} --stream {stream}",
+                )
+            )
+        try:
+            decisions, record = plan_streams(consumer, requests, record, save, now_ms=now_ms)
+        except PlanRefused as err:
+            raise AirflowFailException(str(err)) from None
+        sets = []
+        for stream, decision in decisions.items():
+            sets += [replace(s, stream=stream) for s in decision.sets]
+            if decision.recovered:
+                self.log.warning(
+                    "stream %s: Kafka had forgotten the group's committed offsets of partitions %s: recovered them "
+                    "from Airflow's record (Variable %s)",
+                    stream,
+                    decision.recovered,
+                    progress.variable_key(self.group_id),
+                )
+            if decision.replaying:
+                self.log.warning(
+                    "stream %s: run %s did not finish: replaying its plan whole (sets %s, %s events)",
+                    stream,
+                    decision.replaying,
+                    [s.index for s in decision.sets],
+                    sum(s.size for s in decision.sets),
+                )
+        starting = kept is None or any(d.recovered for d in decisions.values())
+        return sets, starting, record
+
+    def _summaries(self, record: StreamsProgress | None, context: Context) -> list[Any]:
+        """The export tasks' summaries (XCom) of every run that exported a plan still in flight."""
+        runs = sorted({run for r in (record.streams.values() if record else ()) if r.plan for run in r.plan.runs})
+        summaries = []
+        for run_id in runs:
+            summaries += [s for s in xcom_returns(context["ti"], self._reporters(), run_id) if s is not None]
+        return summaries
 
     def _finished(self, record: Progress | None, context: Context) -> set[int]:
         """The sets of the plan in flight whose export tasks reported their commit (XCom), for sets whose
@@ -247,10 +355,13 @@ class KafkaExportPlanOperator(KafkaExportBaseOperator):
                 registry.close()
         consumer = kafka.consumer(self.group_id)
         try:
+            if self.several_streams:
+                return self._plan_streams(consumer, context, storage)
             decision = self._plan(consumer, context, self.partition_sets)
         finally:
             consumer.close()
-        self._validate(context, decision, storage)
+        starting = decision.plan.new_exporter or bool(decision.recovered)
+        self._validate(context, starting, decision.record, storage, str(self.stream))
         for rng in decision.plan.ranges:
             self.log.info(
                 "partition %s: plan offsets %s..%s (%s events)%s",
@@ -264,19 +375,42 @@ class KafkaExportPlanOperator(KafkaExportBaseOperator):
         self.log.info("%s events planned in %s partition set(s)", sum(s.size for s in sets), len(sets))
         return [s.to_xcom() for s in sets]
 
-    def _validate(self, context: Context, decision: Decision, storage: StorageHook) -> None:
+    def _plan_streams(self, consumer: Any, context: Context, storage: StorageHook) -> list[dict[str, Any]]:
+        """Plan every stream, then share their sets among at most ``partition_sets`` export tasks."""
+        sets, starting, record = self._plan_many(consumer, context, self.partition_sets)
+        if record is not None:
+            first = min((s.stream for s in sets), default=min(record.streams, default=""))
+            self._validate(context, starting, record, storage, first)
+        per_stream: dict[str, int] = {}
+        for pset in sets:
+            per_stream[pset.stream] = per_stream.get(pset.stream, 0) + pset.size
+        for stream, size in sorted(per_stream.items()):
+            self.log.info("stream %s: %s events planned", stream, size)
+        shares = bundle_sets(sets, self.partition_sets) if sets else []
+        self.log.info(
+            "%s events of %s stream(s) planned in %s partition set(s), for %s export task(s)",
+            sum(s.size for s in sets),
+            len(per_stream),
+            len(sets),
+            len(shares),
+        )
+        return [{"index": i, "sets": [s.to_xcom() for s in share]} for i, share in enumerate(shares)]
+
+    def _validate(
+        self, context: Context, starting: bool, record: Progress | StreamsProgress, storage: StorageHook, stream: str
+    ) -> None:
         """Write the validation file, as the export tasks will write their files, when the exporter (re)starts.
 
         After the plan, so that a new exporter's start is pinned at its first run even when its credentials
         are wrong (it is "created" then), and before anything is read. On a new exporter; after a pause
-        longer than Kafka keeps offsets; and once after a failed run or try (the first try may have pinned
-        the start and then failed on the credentials), until a run succeeds again: each validation leaves a
-        file that a write-only identity cannot delete, so failing runs must not pile them up.
+        longer than Kafka keeps offsets (``starting``); and once after a failed run or try (the first try may
+        have pinned the start and then failed on the credentials), until a run succeeds again: each validation
+        leaves a file that a write-only identity cannot delete, so failing runs must not pile them up. Its
+        folder is the one ``stream``'s files of this hour go to.
         """
-        record = decision.record
         restarting = getattr(context.get("ti"), "try_number", 1) > 1 or _previous_run_failed(context)
-        if decision.plan.new_exporter or decision.recovered or (restarting and not record.validated):
-            key = storage.write_test_file(self.path_prefix, self.ending)
+        if starting or (restarting and not record.validated):
+            key = storage.write_test_file(with_stream(self.path_prefix, stream), self.ending)
             self.log.info("exporter (re)started: validated data connector '%s' with %s", self.storage_conn_id, key)
             if restarting:
                 progress.save(self.group_id, replace(record, validated=str(context.get("run_id") or "?")))
@@ -323,32 +457,45 @@ class KafkaToStorageOperator(KafkaExportBaseOperator):
         super().__init__(**kwargs)
         self.partition_set = partition_set
         self.on_invalid_event = on_invalid_event
+        #: the streams the last execution exported from, for lineage
+        self._exported: list[str] = []
 
     def execute(self, context: Context) -> dict[str, Any]:
         started = time.monotonic()
-        self._take_planned_settings()
+        if self.partition_set is not None and "sets" not in self.partition_set:
+            self._take_planned_settings(self.partition_set)
         self._check_settings()
         storage = storage_hook(self.storage_conn_id, self.bucket)
         kafka = StrmKafkaHook(self.kafka_conn_id)
         consumer = kafka.consumer(self.group_id)
         reader: RecordReader | None = None
         registry: RegistryClient | None = None
+        results: list[tuple[str, ExportResult]] = []
         try:
             work = self._work(consumer, context)
-            if work is None:
+            if not work:
                 self.log.info("nothing to export")
                 return ExportResult().as_dict()
             reader = kafka.reader(self.group_id)
-            registry = self._registry(kafka)
-            result = self._export(consumer, reader, storage, work, context, registry)
-            add_lag(consumer, self.stream, result.partitions)
-            self._emit_metrics(result, time.monotonic() - started, consumer, context)
+            for pset in work:
+                if self.several_streams:
+                    self._take_planned_settings(pset.to_xcom())
+                if registry is None:
+                    registry = self._registry(kafka)
+                stream = pset.stream or str(self.stream)
+                result = self._export(consumer, reader, storage, pset, stream, context, registry)
+                add_lag(consumer, stream, result.partitions)
+                results.append((stream, result))
+            for stream, result in results:
+                self._emit_metrics(result, stream, time.monotonic() - started, consumer, context)
         finally:
             if reader is not None:
                 reader.close()
             if registry is not None:
                 registry.close()
             consumer.close()
+        result = _merged(results) if self.several_streams else results[0][1]
+        self._exported = sorted({stream for stream, _ in results})
         self.log.info(
             "exported %s events (%s bytes) in %s file(s), %s dead letters; offsets committed",
             result.events,
@@ -358,9 +505,9 @@ class KafkaToStorageOperator(KafkaExportBaseOperator):
         )
         return result.as_dict()
 
-    def _take_planned_settings(self) -> None:
+    def _take_planned_settings(self, planned: dict[str, Any]) -> None:
         """Cut and name files as the plan fixed it, with the compressor build that planned it."""
-        fixed = (self.partition_set or {}).get("settings") or {}
+        fixed = planned.get("settings") or {}
         for key, name in CUT_SETTINGS.items():
             setattr(self, name, fixed.get(key, getattr(self, name)))
         if fixed.get("codec", codec_build(self.compression)) != codec_build(self.compression):
@@ -370,12 +517,14 @@ class KafkaToStorageOperator(KafkaExportBaseOperator):
                 "with the planning build"
             )
 
-    def _work(self, consumer: Any, context: Context) -> PartitionSet | None:
-        """The set to export: the planned one, or without a plan, all partitions (``None``: nothing to export)."""
+    def _work(self, consumer: Any, context: Context) -> list[PartitionSet]:
+        """The sets to export: the planned ones, or without a plan, all partitions of every stream."""
         if self.partition_set is not None:
-            return PartitionSet.from_xcom(self.partition_set)
-        sets = self._plan(consumer, context, 1).sets
-        return sets[0] if sets else None
+            planned = self.partition_set.get("sets") or [self.partition_set]
+            return [PartitionSet.from_xcom(s) for s in planned]
+        if self.several_streams:
+            return self._plan_many(consumer, context, 1)[0]
+        return self._plan(consumer, context, 1).sets[:1]
 
     def _export(
         self,
@@ -383,15 +532,16 @@ class KafkaToStorageOperator(KafkaExportBaseOperator):
         reader: RecordReader,
         storage: StorageHook,
         work: PartitionSet,
+        stream: str,
         context: Context,
         registry: RegistryClient | None,
     ) -> ExportResult:
-        return export_ranges(
+        result = export_ranges(
             consumer,
             reader,
             storage,
-            stream=self.stream,
-            path_prefix=self.path_prefix,
+            stream=stream,
+            path_prefix=with_stream(self.path_prefix, stream),
             partitions=work.partitions,
             ranges=work.ranges,
             on_invalid_event=self.on_invalid_event,
@@ -406,12 +556,16 @@ class KafkaToStorageOperator(KafkaExportBaseOperator):
             registry=registry,
             commit_metadata=run_metadata(context.get("run_id", "")),
         )
+        if work.stream:
+            for entry in result.partitions:
+                entry["stream"] = work.stream
+        return result
 
-    def _emit_metrics(self, result: ExportResult, seconds: float, consumer: Any, context: Context) -> None:
+    def _emit_metrics(self, result: ExportResult, stream: str, seconds: float, consumer: Any, context: Context) -> None:
         from airflow.providers.common.compat.sdk import Stats
 
         name = self.exporter or getattr(context.get("dag"), "dag_id", None) or self.dag_id
-        tags = {"exporter": name, "stream": self.stream}
+        tags = {"exporter": name, "stream": stream}
         prefix = f"strm.exporter.{name}"
         for metric, value in (
             ("events", result.events),
@@ -423,7 +577,7 @@ class KafkaToStorageOperator(KafkaExportBaseOperator):
             Stats.incr(f"{prefix}.{metric}", value, tags=tags)
         Stats.timing(f"{prefix}.seconds", timedelta(seconds=seconds), tags=tags)
         try:
-            lag = sum(group_lag(consumer, self.stream).values())
+            lag = sum(group_lag(consumer, stream).values())
         except Exception:  # the export is committed; lag is only information
             return
         Stats.gauge(f"{prefix}.lag", lag, tags=tags)
@@ -437,7 +591,25 @@ class KafkaToStorageOperator(KafkaExportBaseOperator):
 
         bootstrap = StrmKafkaHook(self.kafka_conn_id).bootstrap_servers.split(",")[0].strip()
         storage = storage_hook(self.storage_conn_id, self.bucket).asset_uri("")
+        streams = self._exported or ([self.stream] if isinstance(self.stream, str) else self.stream)
         return OperatorLineage(
-            inputs=[Dataset(namespace=f"kafka://{bootstrap}", name=self.stream)],
+            inputs=[Dataset(namespace=f"kafka://{bootstrap}", name=name) for name in streams or []],
             outputs=[Dataset(namespace=storage, name=fixed_part(self.path_prefix) or "/")],
         )
+
+
+def _merged(results: list[tuple[str, ExportResult]]) -> ExportResult:
+    """One summary of the sets a task exported over several streams (each partition names its stream)."""
+    merged = ExportResult(committed=all(r.committed for _, r in results))
+    for _, result in results:
+        merged.events += result.events
+        merged.bytes += result.bytes
+        merged.stored_bytes += result.stored_bytes
+        merged.files += result.files
+        merged.dead_letters += result.dead_letters
+        merged.dead_letter_files += result.dead_letter_files
+        for reason, count in result.dead_letter_reasons.items():
+            merged.dead_letter_reasons[reason] = merged.dead_letter_reasons.get(reason, 0) + count
+        merged.partitions += result.partitions
+        merged.lost_to_retention += result.lost_to_retention
+    return merged

@@ -13,7 +13,8 @@ This module only decides; reading and committing the group's offsets is :mod:`st
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -64,13 +65,15 @@ class PartitionSet:
     """One mapped export task's work: one file (or a few, on rotation) over these partitions.
 
     ``settings`` are the plan's :data:`CUT_SETTINGS`; empty for a set planned without them (the
-    export task's own arguments then apply).
+    export task's own arguments then apply). ``stream`` names the set's stream in a run over several
+    streams; empty where the exporter has one (the task's own).
     """
 
     index: int
     partitions: list[int]
     ranges: list[PartitionRange] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    stream: str = ""
 
     @property
     def size(self) -> int:
@@ -84,6 +87,8 @@ class PartitionSet:
         }
         if self.settings:
             data["settings"] = self.settings
+        if self.stream:
+            data["stream"] = self.stream
         return data
 
     @classmethod
@@ -93,6 +98,7 @@ class PartitionSet:
             partitions=[int(p) for p in data["partitions"]],
             ranges=[PartitionRange(**r) for r in data["ranges"]],
             settings=dict(data.get("settings") or {}),
+            stream=str(data.get("stream") or ""),
         )
 
 
@@ -147,13 +153,17 @@ class RunPlan:
 
         return {s.index for s in self.sets if all(done(s.index, r) for r in s.ranges)}
 
-    def finished(self, summaries: list[Any]) -> set[int]:
-        """The sets whose export task reported its commit, from the tasks' summaries (XCom) of :attr:`runs`."""
+    def finished(self, summaries: list[Any], stream: str = "") -> set[int]:
+        """The sets whose export task reported its commit, from the tasks' summaries (XCom) of :attr:`runs`.
+
+        In a run over several streams, a summary's partitions name their stream: only ``stream``'s count.
+        """
         reported = {
             (int(e["partition"]), int(e["start"]), int(e["end"]))
             for summary in summaries
             if isinstance(summary, Mapping) and summary.get("committed")
             for e in summary.get("partitions") or []
+            if e.get("stream", stream) == stream
         }
         return {s.index for s in self.sets if all((r.partition, r.start, r.end) in reported for r in s.ranges)}
 
@@ -198,6 +208,68 @@ class Progress:
             recovered=data.get("recovered"),
             validated=data.get("validated"),
         )
+
+
+@dataclass(frozen=True)
+class StreamsProgress:
+    """Where an exporter of several streams stands: each stream's :class:`Progress`, kept in one record.
+
+    ``created_ms``: when the exporter first planned (ms UTC). A stream that starts matching later is
+    exported from its first event at or after that time, or from its earliest with
+    ``include_existing_events``: what arrived after the exporter was created is exported, whichever
+    stream it went to. ``validated`` is :attr:`Progress.validated`, for the exporter.
+    """
+
+    created_ms: int
+    streams: dict[str, Progress] = field(default_factory=dict)
+    validated: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "created_ms": self.created_ms,
+            "streams": {name: record.to_json() for name, record in sorted(self.streams.items())},
+            **({"validated": self.validated} if self.validated else {}),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StreamsProgress:
+        return cls(
+            created_ms=int(data["created_ms"]),
+            streams={str(name): Progress.from_json(r) for name, r in (data.get("streams") or {}).items()},
+            validated=data.get("validated"),
+        )
+
+
+def select_streams(topics: Iterable[str], names: Sequence[str] | None, pattern: str | None) -> list[str]:
+    """The streams an exporter reads, sorted: those ``names`` lists, or the topics ``pattern`` matches whole.
+
+    A pattern never matches Kafka's internal topics (``__consumer_offsets`` and the like), as a consumer's
+    pattern subscription does not. A listed stream that does not exist is refused (:class:`LookupError`).
+    """
+    present = set(topics)
+    if names is not None:
+        missing = sorted(set(names) - present)
+        if missing:
+            raise LookupError(f"stream(s) {', '.join(map(repr, missing))} do not exist on the Kafka cluster")
+        return sorted(set(names))
+    assert pattern is not None
+    rule = re.compile(pattern)
+    return sorted(t for t in present if not t.startswith("__") and rule.fullmatch(t))
+
+
+def bundle_sets(sets: list[PartitionSet], tasks: int) -> list[list[PartitionSet]]:
+    """Share the sets of a run over several streams among at most ``tasks`` export tasks, evenly by events.
+
+    The largest set goes first to the task with the fewest events (ties: the lower task), so the shares
+    depend on the plan only. Which task exports a set does not change its files: they are named by content.
+    """
+    shares: list[list[PartitionSet]] = [[] for _ in range(max(1, min(tasks, len(sets))))]
+    load = [0] * len(shares)
+    for pset in sorted(sets, key=lambda s: (-s.size, s.stream, s.index)):
+        slot = min(range(len(shares)), key=lambda i: (load[i], i))
+        shares[slot].append(pset)
+        load[slot] += pset.size
+    return [sorted(share, key=lambda s: (s.stream, s.index)) for share in shares if share]
 
 
 @dataclass(frozen=True)

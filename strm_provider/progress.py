@@ -13,7 +13,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from strm_provider.planning import PlanRefused, Progress
+from strm_provider.planning import PlanRefused, Progress, StreamsProgress
+
+#: an exporter's record: of its one stream, or of each of its streams
+Record = Progress | StreamsProgress
 
 #: the Variable of the exporter whose consumer group is ``<group id>`` is ``strm.progress.<group id>``
 KEY_PREFIX = "strm.progress."
@@ -27,13 +30,13 @@ def description(group_id: str) -> str:
     return f"Where the batch exporter of Kafka group '{group_id}' stands; kept by its runs, moved by `strm reset`."
 
 
-def parse(raw: str | None, key: str) -> Progress | None:
+def parse(raw: str | None, key: str) -> Record | None:
     """The record stored under ``key`` (``None`` when there is none); one line naming the Variable when unreadable."""
     if raw is None or raw == "":
         return None
     try:
         data: Any = json.loads(raw)
-        return Progress.from_json(data)
+        return StreamsProgress.from_json(data) if "streams" in data else Progress.from_json(data)
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise PlanRefused(
             f"Airflow Variable '{key}': expected the exporter's progress record (JSON with stream, committed "
@@ -42,11 +45,11 @@ def parse(raw: str | None, key: str) -> Progress | None:
         ) from None
 
 
-def dumps(record: Progress) -> str:
+def dumps(record: Record) -> str:
     return json.dumps(record.to_json(), separators=(",", ":"))
 
 
-def load(group_id: str) -> Progress | None:
+def load(group_id: str) -> Record | None:
     """The exporter's record, read in a task (through the Task SDK on Airflow 3)."""
     from airflow.providers.common.compat.sdk import Variable
 
@@ -55,7 +58,7 @@ def load(group_id: str) -> Progress | None:
     return parse(Variable.get(key, None), key)
 
 
-def save(group_id: str, record: Progress) -> None:
+def save(group_id: str, record: Record) -> None:
     """Keep the exporter's record, from a task (through the Task SDK on Airflow 3)."""
     from airflow.providers.common.compat.sdk import Variable
 

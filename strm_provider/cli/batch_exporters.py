@@ -59,7 +59,18 @@ from strm_provider.naming import EXTENSIONS, join_key
 
 #: the fields :func:`describe` shows under their documented keys; every other field the YAML holds follows
 #: under its own name in camelCase
-DOCUMENTED = ("name", "stream", "data_connector", "bucket", "interval", "path_prefix", "compression", "format")
+DOCUMENTED = (
+    "name",
+    "stream",
+    "streams",
+    "stream_pattern",
+    "data_connector",
+    "bucket",
+    "interval",
+    "path_prefix",
+    "compression",
+    "format",
+)
 
 
 def describe(cfg: ExporterConfig) -> dict[str, Any]:
@@ -68,7 +79,7 @@ def describe(cfg: ExporterConfig) -> dict[str, Any]:
     field its YAML holds, so that what the file says is all visible."""
     described: dict[str, Any] = {
         "ref": {"name": cfg.name},
-        "streamRef": {"name": cfg.stream},
+        "streamRef": _stream_ref(cfg),
         "dataConnectorRef": {"name": cfg.data_connector},
         **({"bucket": cfg.bucket} if cfg.bucket else {}),
         "interval": format_interval(cfg.interval),
@@ -82,6 +93,20 @@ def describe(cfg: ExporterConfig) -> dict[str, Any]:
         if key not in DOCUMENTED:
             described[_camel(key)] = value
     return described
+
+
+def _stream_ref(cfg: ExporterConfig) -> dict[str, Any]:
+    """``{"name": stream}``; ``{"names": [...]}`` of a list of streams; ``{"pattern": regex}`` of a pattern."""
+    if cfg.stream_pattern is not None:
+        return {"pattern": cfg.stream_pattern}
+    return {"name": cfg.stream} if cfg.stream is not None else {"names": cfg.streams}
+
+
+def _streams_shown(ref: dict[str, Any]) -> str:
+    """The STREAM column: the stream, the streams joined by commas, or the pattern between slashes."""
+    if "pattern" in ref:
+        return f"/{ref['pattern']}/"
+    return str(ref.get("name") or ",".join(ref.get("names") or []))
 
 
 class SchemaFile(click.ParamType):
@@ -122,7 +147,12 @@ def _camel(snake: str) -> str:
 
 
 @create.command("batch-exporter")
-@click.argument("stream")
+@click.argument("streams", metavar="STREAM...", nargs=-1)
+@click.option(
+    "--stream-pattern",
+    help="Instead of STREAM: a regular expression; every topic it matches whole is exported, topics created later "
+    "too (needs --name)",
+)
 @click.option("--data-connector", help="Name of the data connector (optional when exactly one exists)")
 @click.option(
     "--bucket",
@@ -133,7 +163,7 @@ def _camel(snake: str) -> str:
     "--path-prefix",
     default="",
     help="Folder of the files in the bucket, e.g. events; {date} and {hour} are filled from each event's "
-    "time (UTC): events/dt={date}/hour={hour}",
+    "time (UTC): events/dt={date}/hour={hour}; {stream} with the topic the events come from",
 )
 @click.option("--interval", default="60s", show_default=True, help="Seconds (60) or a duration (60s, 5m, 1h)")
 @click.option("--name", help="Name of the exporter (default: <data connector>-<stream>)")
@@ -207,18 +237,26 @@ def _camel(snake: str) -> str:
 @VALIDATE
 @OUTPUT
 @click.pass_context
-def create_batch_exporter(ctx: click.Context, stream: str, **opts: Any) -> None:
-    """Create a batch exporter of STREAM to a data connector: an exporter YAML the DAG file turns into a DAG."""
+def create_batch_exporter(ctx: click.Context, streams: tuple[str, ...], **opts: Any) -> None:
+    """Create a batch exporter of STREAM (or of several streams, or of the topics --stream-pattern matches) to a
+    data connector: an exporter YAML the DAG file turns into a DAG."""
     from strm_provider.cli.streams import check_stream, kafka_hook, pin_start
-    from strm_provider.naming import fixed_part
+    from strm_provider.naming import fixed_part, with_stream
 
     target = store(ctx)
     opts["data_connector"] = opts["data_connector"] or _only_connector(target)
     subject = _subject(opts)
     if subject is not None:
         opts["value_schema"] = subject
+    if not streams and not opts["stream_pattern"]:
+        raise click.UsageError("name a STREAM (or several), or give --stream-pattern")
+    source = {"stream": streams[0]} if len(streams) == 1 else {"streams": list(streams)} if streams else {}
     # a refused value_schema is the option's that gave it
-    cfg = _new_exporter(ctx, {**opts, "stream": stream}, {"value_schema": "schema_subject"} if subject else {})
+    cfg = _new_exporter(
+        ctx,
+        {**opts, **source},
+        {"value_schema": "schema_subject", "stream": "streams"} if subject else {"stream": "streams"},
+    )
     if cfg.name in load_exporters().configs or exporter_path(cfg).exists():
         raise click.BadParameter(
             f"a batch exporter named '{cfg.name}' exists already"
@@ -229,17 +267,24 @@ def create_batch_exporter(ctx: click.Context, stream: str, **opts: Any) -> None:
         _check_columns(cfg.value_schema, _param(ctx, "value_schema"))
     spec = _connector_for(target, cfg)
     hook = kafka_hook(target, cfg.kafka_connection)
-    check_stream(hook, cfg.stream)
+    for stream in cfg.streams or [cfg.stream] if cfg.stream_pattern is None else []:
+        check_stream(hook, stream)
     if opts["validate"]:
         _check_registry(ctx, hook, cfg, target.where)
+        first = cfg.stream or (cfg.streams or [cfg.name])[0]
         validated(
-            lambda: target.write_test_file(spec, cfg.path_prefix, cfg.bucket, cfg.ending),
+            lambda: target.write_test_file(spec, with_stream(cfg.path_prefix, first), cfg.bucket, cfg.ending),
             spec.name,
             f"the exporter writes its files as {join_key(cfg.path_prefix, '*' + EXTENSIONS[cfg.ending])}, "
             "and so did the validation",
         )
-    pinned, topic_id = pin_start(hook, cfg.stream, cfg.group_id, include_existing_events=cfg.include_existing_events)
-    record_start(target, cfg, pinned, topic_id)
+    if cfg.stream is not None:
+        pinned, topic_id = pin_start(
+            hook, cfg.stream, cfg.group_id, include_existing_events=cfg.include_existing_events
+        )
+        record_start(target, cfg, pinned, topic_id)
+    else:
+        record_created(target, cfg)
     cfg = cfg.model_copy(update={"asset_uri": spec.asset_uri(fixed_part(cfg.path_prefix), cfg.bucket)})
     write_exporter(cfg)
     show(describe(cfg), opts["output"] or "json", _exporter_table)
@@ -378,6 +423,19 @@ def record_start(target: ConnectorStore, cfg: ExporterConfig, pinned: dict[int, 
         target.delete_variable(key)
 
 
+def record_created(target: ConnectorStore, cfg: ExporterConfig) -> None:
+    """Keep when an exporter of several streams was created as its record in Airflow: its first run exports every
+    stream from its first event since then (or from the earliest, with ``include_existing_events``), whenever
+    that run comes and whichever streams match by then."""
+    import time
+
+    from strm_provider import progress
+    from strm_provider.planning import StreamsProgress
+
+    record = StreamsProgress(int(time.time() * 1000))
+    target.set_variable(progress.variable_key(cfg.group_id), progress.dumps(record), progress.description(cfg.group_id))
+
+
 def forget_progress(target: ConnectorStore, configs: list[ExporterConfig]) -> list[str]:
     """Delete the exporters' records in Airflow; the names of those that had one."""
     from strm_provider import progress
@@ -417,7 +475,7 @@ def _exporter_table(items: list[dict[str, Any]]) -> None:
         [
             [
                 i["ref"]["name"],
-                i["streamRef"]["name"],
+                _streams_shown(i["streamRef"]),
                 i["dataConnectorRef"]["name"],
                 i["interval"],
                 i["pathPrefix"],
@@ -622,12 +680,14 @@ def _health_items(ctx: click.Context, runs: Any, configs: list[ExporterConfig], 
     type=PartitionOffsets(),
     help="PARTITION:OFFSET pairs, e.g. 0:120,1:98; partitions not given keep their offset",
 )
+@click.option("--stream", help="Which of its streams to move, for an exporter of several streams")
 @click.option("--execute", is_flag=True, help="Apply the change (default: only show what it would do)")
 @OUTPUT
 @click.pass_context
 def reset_batch_exporter(
     ctx: click.Context,
     name: str,
+    stream: str | None,
     to_earliest: bool,
     to_latest: bool,
     to_datetime: datetime | None,
@@ -645,7 +705,12 @@ def reset_batch_exporter(
     from strm_provider.cli.reset import choose, reset_exporter
 
     target = choose(to_earliest, to_latest, to_datetime, to_offsets)
-    reset_exporter(store(ctx), _exporter(name).config, target, execute=execute, output=output or "table")
+    cfg = _exporter(name).config
+    if cfg.several_streams and stream is None:
+        raise click.UsageError(f"batch exporter '{name}' reads {cfg.describe_streams()}: name one with --stream")
+    if stream is not None and not cfg.several_streams and stream != cfg.stream:
+        raise click.BadParameter(f"batch exporter '{name}' reads stream '{cfg.stream}' only", param_hint="'--stream'")
+    reset_exporter(store(ctx), cfg, target, execute=execute, output=output or "table", stream=stream)
 
 
 def _dag_of(name: str) -> str:

@@ -20,7 +20,7 @@ from strm_provider.cli.runs import FINISHED, RunInfo, Runs, TaskRun, first_error
 from strm_provider.cli.store import ConnectorStore
 from strm_provider.config import ExporterConfig
 from strm_provider.naming import EXTENSIONS
-from strm_provider.planning import PlanRefused, Progress, RunPlan
+from strm_provider.planning import PlanRefused, Progress, RunPlan, StreamsProgress
 
 
 def state_of(
@@ -55,7 +55,8 @@ def lag(
     committed offsets when ``record`` holds a plan (to tell whether Kafka shows it committed); or None and
     why not (Kafka unreachable, a connection the remote Airflow does not reveal)."""
     from strm_provider.cli.streams import kafka_hook
-    from strm_provider.offsets import group_lag, read_offsets
+    from strm_provider.offsets import group_lag, read_offsets, streams_lag
+    from strm_provider.planning import select_streams
 
     try:
         hook = kafka_hook(store, cfg.kafka_connection, f"'kafka_connection' of exporter '{cfg.name}'")
@@ -63,6 +64,11 @@ def lag(
     except Exception as err:  # lag is information; the rest still shows
         return None, None, _one_line(err)
     try:
+        if cfg.several_streams:
+            streams = select_streams(consumer.topics(), cfg.streams, cfg.stream_pattern)
+            lags = streams_lag(consumer, streams) if streams else {}
+            return {f"{s}:{p}": n for s, by_partition in lags.items() for p, n in by_partition.items()}, None, ""
+        assert cfg.stream is not None
         partitions = {str(p): n for p, n in group_lag(consumer, cfg.stream).items()}
         committed = read_offsets(consumer, cfg.stream)[0] if record is not None and record.plan else None
         return partitions, committed, ""
@@ -73,11 +79,15 @@ def lag(
             consumer.close()
 
 
-def record_of(store: ConnectorStore, cfg: ExporterConfig) -> tuple[Progress | None, str]:
+def record_of(
+    store: ConnectorStore, cfg: ExporterConfig, several: StreamsProgress | None = None
+) -> tuple[Progress | None, str]:
     """The exporter's progress record in Airflow (None when it has none, or one of another stream), or why
-    it cannot be read."""
+    it cannot be read; of an exporter of ``several`` streams, the record of its stream ``cfg.stream``."""
     from strm_provider import progress
 
+    if several is not None:
+        return several.streams.get(str(cfg.stream)), ""
     key = progress.variable_key(cfg.group_id)
     try:
         record = progress.parse(store.get_variable(key), key)
@@ -85,7 +95,17 @@ def record_of(store: ConnectorStore, cfg: ExporterConfig) -> tuple[Progress | No
         return None, str(err)
     except Exception as err:  # the record is information; the rest still shows
         return None, _one_line(err)
-    return (record if record is not None and record.stream == cfg.stream else None), ""
+    # an exporter of several streams keeps one record per stream; the monitor shows their lag instead
+    return (record if isinstance(record, Progress) and record.stream == cfg.stream else None), ""
+
+
+def streams_record(store: ConnectorStore, cfg: ExporterConfig) -> StreamsProgress | None:
+    """The record of an exporter of several streams (None when it has none, or one of a single stream)."""
+    from strm_provider import progress
+
+    key = progress.variable_key(cfg.group_id)
+    record = progress.parse(store.get_variable(key), key)
+    return record if isinstance(record, StreamsProgress) else None
 
 
 def committed_sets(runs: Runs, dag_id: str, record: Progress, committed: Mapping[int, int | None] | None) -> set[int]:
@@ -99,7 +119,7 @@ def committed_sets(runs: Runs, dag_id: str, record: Progress, committed: Mapping
         committed.get(r.partition) is None for s in plan.sets for r in s.ranges if r.size
     )
     # the export tasks' summaries are read only when Kafka has forgotten: they cost a request per task
-    reported = plan.finished(export_summaries(runs, dag_id, plan)) if forgotten else set()
+    reported = plan.finished(export_summaries(runs, dag_id, plan), record.stream) if forgotten else set()
     return plan.committed_sets(committed or {}, reported)
 
 
@@ -192,6 +212,12 @@ def _kafka_side(runs: Runs, store: ConnectorStore, cfg: ExporterConfig) -> dict[
     record, record_error = record_of(store, cfg)
     partitions, committed, lag_error = lag(store, cfg, record)
     side["lag"] = {"total": sum(partitions.values()), "partitions": partitions} if partitions is not None else None
+    if partitions is not None and cfg.several_streams:
+        per_stream: dict[str, int] = {}
+        for key, n in partitions.items():
+            stream = key.rsplit(":", 1)[0]
+            per_stream[stream] = per_stream.get(stream, 0) + n
+        side["lag"]["streams"] = per_stream
     if lag_error:
         side["lagError"] = lag_error
     side["progress"] = (
@@ -309,9 +335,18 @@ def _health_row(item: dict[str, Any]) -> list[Any]:
         count("files"),
         count("deadLetters"),
         "" if item["state"] == "INVALID" else "?" if backlog is None else f"{backlog['total']:,}",
-        " ".join(f"{p}:{n}" for p, n in backlog["partitions"].items()) if backlog else "",
+        _lag_detail(backlog),
         _problem(item),
     ]
+
+
+def _lag_detail(backlog: dict[str, Any] | None) -> str:
+    """``0:12 1:0`` per partition; for an exporter of several streams, ``clicks=12 views=0`` per stream."""
+    if not backlog:
+        return ""
+    if "streams" in backlog:
+        return " ".join(f"{stream}={n}" for stream, n in backlog["streams"].items())
+    return " ".join(f"{p}:{n}" for p, n in backlog["partitions"].items())
 
 
 def _utc(iso: str | None) -> str:

@@ -10,7 +10,7 @@ there exports again or skips; ``--execute`` then writes the targets to both.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +20,7 @@ from strm_provider.cli.output import emit_json, emit_table
 from strm_provider.cli.runs import Runs
 from strm_provider.cli.store import ConnectorStore
 from strm_provider.config import ExporterConfig
-from strm_provider.planning import Progress, RunPlan, StreamOffsets
+from strm_provider.planning import Progress, RunPlan, StreamOffsets, StreamsProgress
 
 #: metadata of the offsets ``--execute`` commits: the group was moved by a reset, not by a run
 RESET_METADATA = "strm:reset"
@@ -356,16 +356,24 @@ def show_json(view: View) -> None:
 
 
 def apply(
-    store: ConnectorStore, consumer: Any, cfg: ExporterConfig, targets: dict[int, int], topic_id: str | None
+    store: ConnectorStore,
+    consumer: Any,
+    cfg: ExporterConfig,
+    targets: dict[int, int],
+    topic_id: str | None,
+    several: StreamsProgress | None = None,
 ) -> None:
     """Write the targets to Airflow's record, then to Kafka.
 
     The record first, as a run's plan does: were the Kafka commit to fail after it, the next run finds the two
-    disagreeing and refuses, naming this command, rather than guessing."""
+    disagreeing and refuses, naming this command, rather than guessing. Of an exporter of ``several`` streams,
+    only the stream's own record changes."""
     from strm_provider import offsets, progress
 
+    assert cfg.stream is not None
     record = Progress(cfg.stream, dict(targets), topic_id, plan=None, recovered=None)
-    store.set_variable(progress.variable_key(cfg.group_id), progress.dumps(record), progress.description(cfg.group_id))
+    kept = replace(several, streams={**several.streams, cfg.stream: record}) if several is not None else record
+    store.set_variable(progress.variable_key(cfg.group_id), progress.dumps(kept), progress.description(cfg.group_id))
     try:
         offsets.record_plan(consumer, cfg.stream, {p: (o, RESET_METADATA) for p, o in targets.items()})
     except Exception as err:
@@ -408,21 +416,32 @@ def read_targets(runs: Runs, consumer: Any, cfg: ExporterConfig, record: Progres
     return Reading(offsets, plan, recorded, pending, targets)
 
 
-def reset_exporter(store: ConnectorStore, cfg: ExporterConfig, to: Target, *, execute: bool, output: str) -> None:
-    """Show (and with ``execute`` apply) moving ``cfg``'s exporter to ``to``."""
-    from strm_provider.cli.health import record_of
+def reset_exporter(
+    store: ConnectorStore, cfg: ExporterConfig, to: Target, *, execute: bool, output: str, stream: str | None = None
+) -> None:
+    """Show (and with ``execute`` apply) moving ``cfg``'s exporter to ``to``; of an exporter of several streams,
+    its ``stream`` only."""
+    from strm_provider.cli.health import record_of, streams_record
     from strm_provider.cli.runs import open_runs
     from strm_provider.cli.streams import group_consumer, kafka_hook
 
     runs = open_runs(store)
     refuse_while_running(runs, cfg)
-    record, record_error = record_of(store, cfg)
+    several = streams_record(store, cfg) if cfg.several_streams else None
+    if cfg.several_streams:
+        cfg = cfg.model_copy(update={"stream": stream, "streams": None, "stream_pattern": None})
+        if several is None:  # not planned yet: the first run plans every stream from the exporter's creation
+            raise click.ClickException(
+                f"batch exporter '{cfg.name}' has not planned stream '{stream}' yet: its next run decides where it "
+                "starts (from the exporter's creation, or the earliest with include_existing_events)"
+            )
+    record, record_error = record_of(store, cfg, several)
     hook = kafka_hook(store, cfg.kafka_connection, f"'kafka_connection' of exporter '{cfg.name}'")
     consumer = group_consumer(hook, cfg.group_id)
     try:
         reading = read_targets(runs, consumer, cfg, record, to)
         if execute:
-            apply(store, consumer, cfg, reading.targets, reading.offsets.topic_id)
+            apply(store, consumer, cfg, reading.targets, reading.offsets.topic_id, several)
     finally:
         with contextlib.suppress(Exception):
             consumer.close()
