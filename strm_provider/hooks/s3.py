@@ -13,24 +13,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from functools import cached_property
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from strm_provider.connection_settings import S3CompatibleSettings, S3Settings
 from strm_provider.connection_types import DATA_CONNECTORS, PROVIDER_DATA_CONNECTORS
 from strm_provider.hooks import s3_errors
-from strm_provider.hooks.s3_client import (
-    DEFAULT_REGION,
-    TRANSFER,
-    amazon_hook,
-    botocore_config,
-    session_client,
-    upload_args,
-)
 from strm_provider.hooks.storage import ProviderConnectionHook, StorageError, StorageHook
+
+if TYPE_CHECKING:
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+# The clients (boto3, the Amazon provider's S3Hook: about 0.1 CPU s to import) come from s3_client, imported
+# where a client is built: a plan that only checks the connection's type never builds one.
 
 
 class StrmS3Hook(StorageHook):
@@ -56,9 +52,13 @@ class StrmS3Hook(StorageHook):
     # ----- client -------------------------------------------------------------------------------
     def _amazon_hook(self, region: str) -> S3Hook:
         """The Amazon provider's hook whose session (credentials, role assumption) every client comes from."""
+        from strm_provider.hooks.s3_client import amazon_hook
+
         return amazon_hook(self.conn_id, self.settings, region)
 
     def _client_for(self, region: str | None, service: str = "s3") -> Any:
+        from strm_provider.hooks.s3_client import DEFAULT_REGION, session_client
+
         return session_client(self._amazon_hook(region or DEFAULT_REGION), region, service)
 
     def identity(self) -> str:
@@ -69,6 +69,8 @@ class StrmS3Hook(StorageHook):
 
     def discover_region(self) -> str:
         """The bucket's region, via GetBucketLocation (the one non-write permission we need)."""
+        from strm_provider.hooks.s3_client import DEFAULT_REGION
+
         location = self._client_for(None).get_bucket_location(Bucket=self.bucket).get("LocationConstraint")
         return {None: DEFAULT_REGION, "": DEFAULT_REGION, "EU": "eu-west-1"}.get(location, location)
 
@@ -88,10 +90,14 @@ class StrmS3Hook(StorageHook):
 
     # ----- StorageHook ----------------------------------------------------------------------------
     def _upload_stream(self, key: str, reader: IO[bytes]) -> None:
+        from strm_provider.hooks.s3_client import TRANSFER, upload_args
+
         self.client.upload_fileobj(reader, self.bucket, key, ExtraArgs=upload_args(self.settings, key), Config=TRANSFER)
 
     def write_empty(self, key: str, body: bytes = b"") -> None:
         """One PutObject, whose answer must confirm the encryption the connection asks for."""
+        from strm_provider.hooks.s3_client import upload_args
+
         try:
             answer = self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **upload_args(self.settings, key))
         except Exception as err:
@@ -156,6 +162,11 @@ class AwsS3Hook(ProviderConnectionHook, StrmS3Hook):
         return S3Settings.parse(conn, bucket=self.bucket, login=None, password=None, credentials_json=None)
 
     def _amazon_hook(self, region: str) -> S3Hook:
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+        from botocore.config import Config
+
+        from strm_provider.hooks.s3_client import botocore_config
+
         hook = self.provider_hook(S3Hook, aws_conn_id=self.conn_id, region_name=region)
         wrapper = hook.conn_config
         wrapper.botocore_config = botocore_config(self.settings).merge(wrapper.botocore_config or Config())

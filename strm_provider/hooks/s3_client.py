@@ -11,6 +11,7 @@ from airflow.providers.amazon.aws.utils.connection_wrapper import AwsConnectionW
 from airflow.providers.common.compat.sdk import mask_secret
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
+from botocore.loaders import create_loader
 
 from strm_provider.naming import content_type
 
@@ -33,6 +34,9 @@ CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 60
 #: where a client goes when nothing names the bucket's region yet
 DEFAULT_REGION = "us-east-1"
+#: botocore's data (service models, endpoint rules), parsed once per process: each session the provider's hook
+#: makes would load its own from JSON, about 0.1 to 0.2 CPU s per client, and a task makes two or three
+_DATA_LOADER = create_loader()
 
 
 class _DataConnectorWrapper(AwsConnectionWrapper):
@@ -94,7 +98,9 @@ def session_client(hook: S3Hook, region: str | None, service: str) -> Any:
     ``get_conn()``: that builds a user-agent string from ``inspect.stack()``, which took seconds per client in a
     deep call stack."""
     wrapper = hook.conn_config
-    return hook.get_session(region_name=region or DEFAULT_REGION).client(
+    session = hook.get_session(region_name=region or DEFAULT_REGION)
+    session._session.register_component("data_loader", _DATA_LOADER)  # boto3 has no public name for it
+    return session.client(
         service,
         endpoint_url=wrapper.get_service_endpoint_url(service),
         config=wrapper.botocore_config,
