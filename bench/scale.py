@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import itertools
 import json
 import os
 import signal
@@ -61,6 +62,8 @@ PATTERN_NAME = "pattern-exporter"
 PATTERN_TOPIC_PREFIX = "many-"
 PATH_PREFIX = "events/scale"  # the stack's exporter key may write under ``events/`` only
 CONNECTOR = "s3"
+#: seconds of each slice of the baseline
+BASELINE_SLICE = 10.0
 STATES_ACTIVE = ["queued", "running"]
 
 
@@ -99,6 +102,12 @@ def tree_cpu(stack: Any) -> float:
             t = proc.cpu_times()
             total += t.user + t.system + t.children_user + t.children_system
     return total
+
+
+def machine_busy() -> float:
+    """CPU seconds every core of the machine spent on anything but idling, so far."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
 
 
 def tree_rss(stack: Any) -> int:
@@ -363,18 +372,24 @@ class Bench:
         time.sleep(3)
         with PeakRss(self.stack) as idle_rss:
             b0, c0 = time.monotonic(), tree_cpu(self.stack)
-            time.sleep(args.baseline)
-            b1, c1 = time.monotonic(), tree_cpu(self.stack)
+            # in slices, whose spread tells how steady the baseline is (the DAG processor and the scheduler work
+            # in bursts), and so how far per_run_cpu_s may be off
+            marks = [(b0, c0)]
+            while (left := b0 + args.baseline - time.monotonic()) > 0:
+                time.sleep(min(BASELINE_SLICE, left))
+                marks.append((time.monotonic(), tree_cpu(self.stack)))
+            b1, c1 = marks[-1]
         baseline_rate = (c1 - c0) / (b1 - b0)
+        rates = [(c - pc) / (t - pt) for (pt, pc), (t, c) in itertools.pairwise(marks) if t - pt > 1]
         say(f"baseline: {baseline_rate:.3f} CPU s/s with the {len(dag_ids)} DAG(s) paused")
         wall0 = datetime.now(UTC)
-        t0, cpu0 = time.monotonic(), tree_cpu(self.stack)
+        t0, cpu0, busy0 = time.monotonic(), tree_cpu(self.stack), machine_busy()
         with PeakRss(self.stack) as rss:
             self.api.set_paused(dag_ids, False)
             time.sleep(max(0.0, t0 + args.intervals * self.interval - time.monotonic()))
             wall1 = datetime.now(UTC)
             self.pause_between_runs(dag_ids)
-            t2, cpu2 = time.monotonic(), tree_cpu(self.stack)
+            t2, cpu2, busy2 = time.monotonic(), tree_cpu(self.stack), machine_busy()
         window = t2 - t0
         active_cpu = cpu2 - cpu0
         # every run since unpausing (none was left unfinished before, and all ended by t2); the first of each DAG
@@ -388,6 +403,12 @@ class Bench:
             if (due := when(r["run_after"])) and (start := when(r["start_date"])) and wall0 <= due <= wall1
         )
         per_run = (active_cpu - baseline_rate * window) / len(completed) if completed else None
+        # the standard error of the baseline's rate, carried over the window and shared among the runs
+        spread = (
+            statistics.stdev(rates) / len(rates) ** 0.5 * window / len(completed)
+            if completed and len(rates) > 1
+            else None
+        )
         return {
             "exporters": len(dag_ids),
             "window_s": round(window, 1),
@@ -395,11 +416,15 @@ class Bench:
             "baseline_cpu_per_s": round(baseline_rate, 4),
             "active_cpu_s": round(active_cpu, 1),
             "cpu_cores_used": round(active_cpu / window, 2),
+            # the whole machine's busy cores over the window beside Airflow's: what else ran (the broker, S3,
+            # the producer, anything else on the machine) and may have delayed the runs
+            "machine_cores_busy": round((busy2 - busy0) / window, 2),
             "runs_completed": len(completed),
             "runs_expected": len(dag_ids) * args.intervals,
             "runs_failed": len(failed),
             "failed_runs": [f"{r['dag_id']}/{r['dag_run_id']}" for r in failed][:20],
             "per_run_cpu_s": round(per_run, 3) if per_run is not None else None,
+            "per_run_cpu_s_error": round(spread, 3) if spread is not None else None,
             "start_delay_s": {
                 "runs": len(delays),
                 "p50": _round(percentile(delays, 50)),
@@ -517,7 +542,7 @@ class Bench:
 # ----- report -------------------------------------------------------------------------------------
 def table(results: dict[str, Any]) -> str:
     head = (
-        f"{'case':>22} {'runs':>6} {'failed':>6} {'CPU s/run':>9} {'base CPU/s':>10} {'delay p50':>9} "
+        f"{'case':>22} {'runs':>6} {'failed':>6} {'CPU s/run':>13} {'base CPU/s':>10} {'delay p50':>9} "
         f"{'p95':>6} {'max':>6} {'lag':>6} {'peak RSS':>9}"
     )
     lines = [head, "-" * len(head)]
@@ -528,7 +553,7 @@ def table(results: dict[str, Any]) -> str:
     for label, r in rows:
         d = r["start_delay_s"]
         lines.append(
-            f"{label:>22} {r['runs_completed']:>6} {r['runs_failed']:>6} {_fmt(r['per_run_cpu_s'], 3):>9} "
+            f"{label:>22} {r['runs_completed']:>6} {r['runs_failed']:>6} {_cpu(r):>13} "
             f"{r['baseline_cpu_per_s']:>10.3f} {_fmt(d['p50'], 1):>9} {_fmt(d['p95'], 1):>6} {_fmt(d['max'], 1):>6} "
             f"{r['lag_end_events']:>6} {r['peak_rss_mib']:>6} MiB"
         )
@@ -541,6 +566,11 @@ def table(results: dict[str, Any]) -> str:
             f"in the bucket, {e['missing']} missing, {e['duplicates']} duplicated: {'ok' if e['ok'] else 'FAILED'}"
         )
     return "\n".join(lines)
+
+
+def _cpu(level: dict[str, Any]) -> str:
+    error = level.get("per_run_cpu_s_error")
+    return _fmt(level["per_run_cpu_s"], 2) + (f" ±{error:.2f}" if error is not None else "")
 
 
 def _fmt(value: float | None, digits: int) -> str:
@@ -556,7 +586,14 @@ def chart(results: dict[str, Any], path: Path) -> None:
     levels = results["levels"]
     ns = [r["exporters"] for r in levels]
     fig, (cpu_ax, delay_ax) = plt.subplots(1, 2, figsize=(10, 4))
-    cpu_ax.plot(ns, [r["per_run_cpu_s"] for r in levels], "o-", label="per run (active - paused baseline)")
+    cpu_ax.errorbar(
+        ns,
+        [r["per_run_cpu_s"] for r in levels],
+        yerr=[r.get("per_run_cpu_s_error") or 0 for r in levels],
+        fmt="o-",
+        capsize=3,
+        label="per run (active - paused baseline)",
+    )
     cpu_ax.axhline(0.6, color="grey", linestyle="--", label="target 0.6 s")
     cpu_ax.set(xlabel="exporters", ylabel="CPU seconds per run", title="CPU per run", ylim=(0, None))
     for ax in (cpu_ax, delay_ax):

@@ -504,19 +504,24 @@ def start_redis(stack: Stack, port: int) -> None:
     folder = stack.root / "redis"
     folder.mkdir(exist_ok=True)
     cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)]
-    proc = stack.spawn("redis", cmd)
+    proc = stack.spawn("redis", under_shell(cmd))
     wait_until("Redis", lambda: port_open(port), 30, proc)
     say(f"Redis on 127.0.0.1:{port} (the Celery broker)")
+
+
+def under_shell(cmd: list[str]) -> list[str]:
+    """``cmd`` as the child of a shell that stays. Redis and Celery write their process titles over their
+    environment, where :meth:`Stack.process` looks for the PID file's token; the shell's stays readable, and
+    ``down`` stops the shell with its descendants."""
+    return ["sh", "-c", '"$@"; exit $?', cmd[0], *cmd]
 
 
 def start_workers(stack: Stack, count: int) -> None:
     """``airflow celery worker``, ``count`` times with distinct names (``worker-1@host`` …). Their tasks' logs
     land in the stack's log folder, which its one log server serves, so they serve none themselves."""
     for name in WORKER_NAMES[:count]:
-        stack.spawn(
-            name,
-            [str(VENV_BIN / "airflow"), "celery", "worker", "--celery-hostname", f"{name}@%h", "--skip-serve-logs"],
-        )
+        cmd = [str(VENV_BIN / "airflow"), "celery", "worker", "--celery-hostname", f"{name}@%h", "--skip-serve-logs"]
+        stack.spawn(name, under_shell(cmd))
     say(f"{count} Celery worker(s), {WORKER_CONCURRENCY} tasks at a time each: {', '.join(WORKER_NAMES[:count])}")
 
 
