@@ -62,6 +62,8 @@ PATTERN_NAME = "pattern-exporter"
 PATTERN_TOPIC_PREFIX = "many-"
 PATH_PREFIX = "events/scale"  # the stack's exporter key may write under ``events/`` only
 CONNECTOR = "s3"
+#: tries of a REST API request that fails with a server error
+API_ATTEMPTS = 6
 #: seconds of each slice of the baseline
 BASELINE_SLICE = 10.0
 STATES_ACTIVE = ["queued", "running"]
@@ -101,6 +103,25 @@ def tree_cpu(stack: Any) -> float:
         with contextlib.suppress(psutil.Error):
             t = proc.cpu_times()
             total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def executor_cpu(stack: Any) -> float:
+    """CPU seconds so far of the processes that run tasks, with their descendants: the LocalExecutor's workers
+    (the scheduler's children), or the Celery workers. They idle between tasks, so this part of a run's cost
+    needs no baseline (it leaves out what a run costs the scheduler and the API server)."""
+    roots = [proc for name in AIRFLOW_PROCESSES if name.startswith("worker") and (proc := stack.process(name))]
+    for proc in airflow_tree(stack):
+        with contextlib.suppress(psutil.Error):
+            if "LocalExecutor" in " ".join(proc.cmdline()):
+                roots.append(proc)
+    total = 0.0
+    for root in roots:
+        with contextlib.suppress(psutil.Error):
+            for proc in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    t = proc.cpu_times()
+                    total += t.user + t.system + t.children_user + t.children_system
     return total
 
 
@@ -158,13 +179,27 @@ class Api:
             timeout=60,
         )
 
+    def send(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One request's JSON reply; a server error is retried a few times: the stack's metadata database is
+        SQLite, and a write of the API server (its audit log) gives up when the busy scheduler holds the lock
+        too long ("database is locked")."""
+        for attempt in range(API_ATTEMPTS):
+            try:
+                return self.client.request(method, path, **kwargs).raise_for_status().json()
+            except (httpx.HTTPStatusError, httpx.TransportError) as err:
+                server_error = not isinstance(err, httpx.HTTPStatusError) or err.response.status_code >= 500
+                if not server_error or attempt == API_ATTEMPTS - 1:
+                    raise
+                time.sleep(2 * (attempt + 1))
+        raise AssertionError("unreachable")
+
     def dags(self, prefix: str, paused: bool | None = None) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         params: dict[str, Any] = {"dag_id_prefix_pattern": prefix, "limit": 100, "exclude_stale": True}
         if paused is not None:
             params["paused"] = paused
         while True:
-            page = self.client.get("/dags", params={**params, "offset": len(out)}).raise_for_status().json()
+            page = self.send("GET", "/dags", params={**params, "offset": len(out)})
             out += page["dags"]
             if not page["dags"] or len(out) >= page["total_entries"]:
                 return out
@@ -172,10 +207,7 @@ class Api:
     def set_paused(self, dag_ids: list[str], paused: bool) -> None:
         """Pause or unpause ``dag_ids`` (one request per DAG: the bulk PATCH takes patterns, not lists)."""
         for dag_id in dag_ids:
-            reply = self.client.patch(
-                f"/dags/{dag_id}", params={"update_mask": "is_paused"}, json={"is_paused": paused}
-            )
-            reply.raise_for_status()
+            self.send("PATCH", f"/dags/{dag_id}", params={"update_mask": "is_paused"}, json={"is_paused": paused})
 
     def runs(self, dag_ids: list[str], **filters: Any) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -183,8 +215,7 @@ class Api:
             body = {"dag_ids": dag_ids[first : first + 100], "page_limit": 100, "order_by": "id", **filters}
             offset = 0
             while True:
-                reply = self.client.post("/dags/~/dagRuns/list", json={**body, "page_offset": offset})
-                page = reply.raise_for_status().json()
+                page = self.send("POST", "/dags/~/dagRuns/list", json={**body, "page_offset": offset})
                 out += page["dag_runs"]
                 offset += len(page["dag_runs"])
                 if not page["dag_runs"] or offset >= page["total_entries"]:
@@ -383,13 +414,14 @@ class Bench:
         rates = [(c - pc) / (t - pt) for (pt, pc), (t, c) in itertools.pairwise(marks) if t - pt > 1]
         say(f"baseline: {baseline_rate:.3f} CPU s/s with the {len(dag_ids)} DAG(s) paused")
         wall0 = datetime.now(UTC)
-        t0, cpu0, busy0 = time.monotonic(), tree_cpu(self.stack), machine_busy()
+        t0, cpu0, busy0, tasks0 = time.monotonic(), tree_cpu(self.stack), machine_busy(), executor_cpu(self.stack)
         with PeakRss(self.stack) as rss:
             self.api.set_paused(dag_ids, False)
             time.sleep(max(0.0, t0 + args.intervals * self.interval - time.monotonic()))
             wall1 = datetime.now(UTC)
             self.pause_between_runs(dag_ids)
             t2, cpu2, busy2 = time.monotonic(), tree_cpu(self.stack), machine_busy()
+            tasks2 = executor_cpu(self.stack)
         window = t2 - t0
         active_cpu = cpu2 - cpu0
         # every run since unpausing (none was left unfinished before, and all ended by t2); the first of each DAG
@@ -425,6 +457,7 @@ class Bench:
             "failed_runs": [f"{r['dag_id']}/{r['dag_run_id']}" for r in failed][:20],
             "per_run_cpu_s": round(per_run, 3) if per_run is not None else None,
             "per_run_cpu_s_error": round(spread, 3) if spread is not None else None,
+            "per_run_task_cpu_s": round((tasks2 - tasks0) / len(completed), 3) if completed else None,
             "start_delay_s": {
                 "runs": len(delays),
                 "p50": _round(percentile(delays, 50)),
@@ -542,7 +575,7 @@ class Bench:
 # ----- report -------------------------------------------------------------------------------------
 def table(results: dict[str, Any]) -> str:
     head = (
-        f"{'case':>22} {'runs':>6} {'failed':>6} {'CPU s/run':>13} {'base CPU/s':>10} {'delay p50':>9} "
+        f"{'case':>22} {'runs':>6} {'failed':>6} {'CPU s/run':>13} {'tasks':>6} {'base CPU/s':>10} {'delay p50':>9} "
         f"{'p95':>6} {'max':>6} {'lag':>6} {'peak RSS':>9}"
     )
     lines = [head, "-" * len(head)]
@@ -554,6 +587,7 @@ def table(results: dict[str, Any]) -> str:
         d = r["start_delay_s"]
         lines.append(
             f"{label:>22} {r['runs_completed']:>6} {r['runs_failed']:>6} {_cpu(r):>13} "
+            f"{_fmt(r.get('per_run_task_cpu_s'), 2):>6} "
             f"{r['baseline_cpu_per_s']:>10.3f} {_fmt(d['p50'], 1):>9} {_fmt(d['p95'], 1):>6} {_fmt(d['max'], 1):>6} "
             f"{r['lag_end_events']:>6} {r['peak_rss_mib']:>6} MiB"
         )
