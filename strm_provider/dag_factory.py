@@ -14,7 +14,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from airflow.providers.common.compat.sdk import DAG, AirflowFailException, Asset, get_parsing_context, task
+from airflow.providers.common.compat.sdk import DAG, AirflowFailException, get_parsing_context, task
 
 from strm_provider.config import (
     DAG_ID_PREFIX,
@@ -29,6 +29,7 @@ from strm_provider.config import (
 )
 from strm_provider.naming import fixed_part
 from strm_provider.operators import KafkaExportPlanOperator, KafkaToStorageOperator
+from strm_provider.version_compat import exported_asset
 
 START_DATE = datetime(2024, 1, 1, tzinfo=UTC)
 #: what every exporter's DAG shares, a broken file's included: it runs on its interval from the moment
@@ -72,7 +73,8 @@ def asset_uri(cfg: ExporterConfig) -> str:
 
 
 def build_dag(cfg: ExporterConfig, source: Path | None = None) -> DAG:
-    """The DAG of one exporter: ``plan`` -> ``export`` mapped over partition sets."""
+    """The DAG of one exporter: ``export`` alone, which plans its run, for one partition set; else ``plan`` ->
+    ``export`` mapped over the partition sets."""
     what = f"streams `{cfg.describe_streams()}`" if cfg.several_streams else f"stream `{cfg.stream}`"
     doc = (
         f"Exports Kafka {what} to data connector `{cfg.data_connector}`"
@@ -87,21 +89,24 @@ def build_dag(cfg: ExporterConfig, source: Path | None = None) -> DAG:
         **EXPORTER_DAG,
         default_args={"retries": cfg.retries, "retry_delay": timedelta(seconds=cfg.retry_delay)},
     ) as dag:
-        # the plan fixes how files are cut and named, and the export tasks take it from there
         shared = operator_arguments(cfg.model_dump(include=_SHARED_FIELDS))
         shared |= {"stream": cfg.source, "group_id": cfg.group_id, "exporter": cfg.name}
+        export = {"on_invalid_event": cfg.on_invalid_event, "outlets": [exported_asset(asset_uri(cfg))]}
+        if cfg.partition_sets == 1:
+            # one task plans and exports: a task fewer per run, and the plan is recorded before anything is
+            # uploaded either way, so a retry replays it as a separate export task would
+            KafkaToStorageOperator(
+                task_id="export", include_existing_events=cfg.include_existing_events, **export, **shared
+            )
+            return dag
+        # the plan fixes how files are cut and named, and the export tasks take it from there
         plan = KafkaExportPlanOperator(
             task_id="plan",
             partition_sets=cfg.partition_sets,
             include_existing_events=cfg.include_existing_events,
             **shared,
         )
-        KafkaToStorageOperator.partial(
-            task_id="export",
-            on_invalid_event=cfg.on_invalid_event,
-            outlets=[Asset(asset_uri(cfg))],
-            **shared,
-        ).expand(partition_set=plan.output)
+        KafkaToStorageOperator.partial(task_id="export", **export, **shared).expand(partition_set=plan.output)
     return dag
 
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, Context
+from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException, BaseOperator, Context
 from pydantic import ValidationError
 
 from strm_provider import progress
@@ -314,6 +314,60 @@ class KafkaExportBaseOperator(BaseOperator):
             summaries += [s for s in pulled if s is not None]
         return record.plan.finished(summaries)
 
+    def _plan_run(
+        self, consumer: Any, context: Context, storage: StorageHook, partition_sets: int
+    ) -> list[PartitionSet]:
+        """Plan this run (every stream of it), prove the data connector when the exporter (re)starts, and say
+        what was planned: the sets to export, each naming its stream in a run over several streams."""
+        if self.several_streams:
+            sets, starting, many = self._plan_many(consumer, context, partition_sets)
+            if many is not None:
+                first = min((s.stream for s in sets), default=min(many.streams, default=""))
+                self._validate(context, starting, many, storage, first)
+            per_stream: dict[str, int] = {}
+            for pset in sets:
+                per_stream[pset.stream] = per_stream.get(pset.stream, 0) + pset.size
+            for stream, size in sorted(per_stream.items()):
+                self.log.info("stream %s: %s events planned", stream, size)
+            total = sum(s.size for s in sets)
+            self.log.info("%s events of %s stream(s) planned in %s partition set(s)", total, len(per_stream), len(sets))
+            return sets
+        decision = self._plan(consumer, context, partition_sets)
+        starting = decision.plan.new_exporter or bool(decision.recovered)
+        self._validate(context, starting, decision.record, storage, str(self.stream))
+        for rng in decision.plan.ranges:
+            self.log.info(
+                "partition %s: plan offsets %s..%s (%s events)%s",
+                rng.partition,
+                rng.start,
+                rng.end,
+                rng.size,
+                f", {rng.lost_to_retention} offsets lost to retention" if rng.lost_to_retention else "",
+            )
+        self.log.info("%s events planned in %s partition set(s)", decision.plan.events_planned, len(decision.sets))
+        return decision.sets
+
+    def _validate(
+        self, context: Context, starting: bool, record: Progress | StreamsProgress, storage: StorageHook, stream: str
+    ) -> None:
+        """Write the validation file, as the export tasks will write their files, when the exporter (re)starts.
+
+        After the plan, so that a new exporter's start is pinned at its first run even when its credentials
+        are wrong (it is "created" then), and before anything is read. On a new exporter; after a pause
+        longer than Kafka keeps offsets (``starting``); and once after a failed run or try (the first try may
+        have pinned the start and then failed on the credentials), until a run succeeds again: each validation
+        leaves a file that a write-only identity cannot delete, so failing runs must not pile them up. Its
+        folder is the one ``stream``'s files of this hour go to.
+        """
+        restarting = getattr(context.get("ti"), "try_number", 1) > 1 or _previous_run_failed(context)
+        if starting or (restarting and not record.validated):
+            key = storage.write_test_file(with_stream(self.path_prefix, stream), self.ending)
+            self.log.info("exporter (re)started: validated data connector '%s' with %s", self.storage_conn_id, key)
+            if restarting:
+                progress.save(self.group_id, replace(record, validated=str(context.get("run_id") or "?")))
+        elif not restarting and record.validated:
+            progress.save(self.group_id, replace(record, validated=None))
+
 
 class KafkaExportPlanOperator(KafkaExportBaseOperator):
     """Fix this run's offset ranges and split them into partition sets (one mapped export each).
@@ -355,67 +409,14 @@ class KafkaExportPlanOperator(KafkaExportBaseOperator):
                 registry.close()
         consumer = kafka.consumer(self.group_id)
         try:
-            if self.several_streams:
-                return self._plan_streams(consumer, context, storage)
-            decision = self._plan(consumer, context, self.partition_sets)
+            sets = self._plan_run(consumer, context, storage, self.partition_sets)
         finally:
             consumer.close()
-        starting = decision.plan.new_exporter or bool(decision.recovered)
-        self._validate(context, starting, decision.record, storage, str(self.stream))
-        for rng in decision.plan.ranges:
-            self.log.info(
-                "partition %s: plan offsets %s..%s (%s events)%s",
-                rng.partition,
-                rng.start,
-                rng.end,
-                rng.size,
-                f", {rng.lost_to_retention} offsets lost to retention" if rng.lost_to_retention else "",
-            )
-        sets = decision.sets
-        self.log.info("%s events planned in %s partition set(s)", sum(s.size for s in sets), len(sets))
-        return [s.to_xcom() for s in sets]
-
-    def _plan_streams(self, consumer: Any, context: Context, storage: StorageHook) -> list[dict[str, Any]]:
-        """Plan every stream, then share their sets among at most ``partition_sets`` export tasks."""
-        sets, starting, record = self._plan_many(consumer, context, self.partition_sets)
-        if record is not None:
-            first = min((s.stream for s in sets), default=min(record.streams, default=""))
-            self._validate(context, starting, record, storage, first)
-        per_stream: dict[str, int] = {}
-        for pset in sets:
-            per_stream[pset.stream] = per_stream.get(pset.stream, 0) + pset.size
-        for stream, size in sorted(per_stream.items()):
-            self.log.info("stream %s: %s events planned", stream, size)
+        if not self.several_streams:
+            return [s.to_xcom() for s in sets]
         shares = bundle_sets(sets, self.partition_sets) if sets else []
-        self.log.info(
-            "%s events of %s stream(s) planned in %s partition set(s), for %s export task(s)",
-            sum(s.size for s in sets),
-            len(per_stream),
-            len(sets),
-            len(shares),
-        )
+        self.log.info("%s partition set(s) shared among %s export task(s)", len(sets), len(shares))
         return [{"index": i, "sets": [s.to_xcom() for s in share]} for i, share in enumerate(shares)]
-
-    def _validate(
-        self, context: Context, starting: bool, record: Progress | StreamsProgress, storage: StorageHook, stream: str
-    ) -> None:
-        """Write the validation file, as the export tasks will write their files, when the exporter (re)starts.
-
-        After the plan, so that a new exporter's start is pinned at its first run even when its credentials
-        are wrong (it is "created" then), and before anything is read. On a new exporter; after a pause
-        longer than Kafka keeps offsets (``starting``); and once after a failed run or try (the first try may
-        have pinned the start and then failed on the credentials), until a run succeeds again: each validation
-        leaves a file that a write-only identity cannot delete, so failing runs must not pile them up. Its
-        folder is the one ``stream``'s files of this hour go to.
-        """
-        restarting = getattr(context.get("ti"), "try_number", 1) > 1 or _previous_run_failed(context)
-        if starting or (restarting and not record.validated):
-            key = storage.write_test_file(with_stream(self.path_prefix, stream), self.ending)
-            self.log.info("exporter (re)started: validated data connector '%s' with %s", self.storage_conn_id, key)
-            if restarting:
-                progress.save(self.group_id, replace(record, validated=str(context.get("run_id") or "?")))
-        elif not restarting and record.validated:
-            progress.save(self.group_id, replace(record, validated=None))
 
 
 class KafkaToStorageOperator(KafkaExportBaseOperator):
@@ -423,13 +424,17 @@ class KafkaToStorageOperator(KafkaExportBaseOperator):
 
     Reads each partition's planned range, streams the events into one file per set (rotating at
     ``max_file_bytes``/``max_file_events``), uploads, and only then commits the offsets to the
-    exporter's consumer group. Without ``partition_set`` it plans all partitions itself, so it can
-    also be used on its own in a hand-written DAG.
+    exporter's consumer group. Without ``partition_set`` it plans the run itself, as the plan task
+    would (recording the plan, writing the validation file when the exporter (re)starts), and exports
+    it as one set per stream: an exporter of one partition set runs as this task alone, and it can be
+    used on its own in a hand-written DAG. A run with nothing to export is then skipped, as a mapped
+    export over no set is, so its Asset is not updated.
 
     :param partition_set: the set to export, as the plan task returns it (from XCom), with the settings
         the plan fixed (they take the place of ``path_prefix``, ``max_file_bytes``, ``max_file_events``,
-        ``compression`` and ``format``, so a replayed plan cuts its files as it first did); ``None``
-        plans every partition here, as the plan task does (``include_existing_events`` applies only then).
+        ``compression`` and ``format``, so a replayed plan cuts its files as it first did); for an exporter
+        of several streams, ``{"index": i, "sets": [...]}``, the sets one task exports; ``None`` plans the
+        run here (``include_existing_events`` applies only then).
     :param on_invalid_event: ``dead_letter`` (default: records that are not JSON objects go to
         ``_dead_letter/`` under the prefix's folders before any placeholder) or ``fail`` (the task
         fails and commits nothing).
@@ -472,14 +477,17 @@ class KafkaToStorageOperator(KafkaExportBaseOperator):
         registry: RegistryClient | None = None
         results: list[tuple[str, ExportResult]] = []
         try:
-            work = self._work(consumer, context)
+            work = self._work(consumer, context, storage)
+            if not work and self.partition_set is None:
+                # skipped, as a mapped export over no set is: the run updates no Asset, so nothing downstream runs
+                raise AirflowSkipException("nothing to export: no new events since the last run")
             if not work:
                 self.log.info("nothing to export")
                 return ExportResult().as_dict()
             reader = kafka.reader(self.group_id)
             for pset in work:
-                if self.several_streams:
-                    self._take_planned_settings(pset.to_xcom())
+                # each set is cut as its plan fixed it: a replayed plan keeps the settings it was made with
+                self._take_planned_settings(pset.to_xcom())
                 if registry is None:
                     registry = self._registry(kafka)
                 stream = pset.stream or str(self.stream)
@@ -517,14 +525,13 @@ class KafkaToStorageOperator(KafkaExportBaseOperator):
                 "with the planning build"
             )
 
-    def _work(self, consumer: Any, context: Context) -> list[PartitionSet]:
-        """The sets to export: the planned ones, or without a plan, all partitions of every stream."""
+    def _work(self, consumer: Any, context: Context, storage: StorageHook) -> list[PartitionSet]:
+        """The sets to export: the planned ones, or without a plan, this run's plan of every partition of every
+        stream (one set per stream), planned here as the plan task would."""
         if self.partition_set is not None:
             planned = self.partition_set.get("sets") or [self.partition_set]
             return [PartitionSet.from_xcom(s) for s in planned]
-        if self.several_streams:
-            return self._plan_many(consumer, context, 1)[0]
-        return self._plan(consumer, context, 1).sets[:1]
+        return self._plan_run(consumer, context, storage, 1)
 
     def _export(
         self,

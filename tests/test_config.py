@@ -68,8 +68,9 @@ def test_bad_files_are_failing_dags_and_good_dags_still_load(tmp_path: Path, mon
     dags, errors = _bag(tmp_path, monkeypatch)
     assert errors == {}
     good = dags["strm_export_s3-clicks"]
-    assert good.max_active_runs == 1 and [t.task_id for t in good.tasks] == ["plan", "export"]
-    assert good.get_task("export").partial_kwargs["path_prefix"] == "events"
+    # one partition set: one task plans and exports
+    assert good.max_active_runs == 1 and [t.task_id for t in good.tasks] == ["export"]
+    assert good.get_task("export").path_prefix == "events" and good.get_task("export").partition_set is None
     for name, (_, expected) in {**BAD, "dup.yaml": ("", "field 'name': duplicate exporter name 's3-clicks'")}.items():
         dag = dags[f"strm_export_{Path(name).stem}"]
         assert [t.task_id for t in dag.tasks] == ["check_config"], name

@@ -110,7 +110,7 @@ def run_with_logs(dag_id: str, server: ApiServer) -> Any:
 
 
 def leave_waiting_for_retry(dag_id: str, server: ApiServer) -> None:
-    """Run the DAG in a process of its own until its plan task failed and waits for its retry, then stop that
+    """Run the DAG in a process of its own until its export task failed and waits for its retry, then stop that
     process and its workers: the run stays running with the task up for retry, as a scheduler leaves it
     for the retry delay."""
     code = "import sys; from tests.exporting import load_dag; load_dag(sys.argv[1]).test(use_executor=True)"
@@ -124,8 +124,8 @@ def leave_waiting_for_retry(dag_id: str, server: ApiServer) -> None:
     )
     try:
         deadline = time.monotonic() + 180
-        while task_state(dag_id, "plan") != "up_for_retry":
-            assert proc.poll() is None and time.monotonic() < deadline, "the plan task never waited for a retry"
+        while task_state(dag_id, "export") != "up_for_retry":
+            assert proc.poll() is None and time.monotonic() < deadline, "the export task never waited for a retry"
             time.sleep(1)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -170,13 +170,13 @@ def test_monitor_and_logs_read_real_runs_locally_and_remotely(
                 assert row["lastRun"]["ended"] >= t0.isoformat() and row["lag"]["total"] == 0, row
                 row = cli("monitor", "batch-exporter", denied, "-o", "json").json()
                 assert row["state"] == "UNHEALTHY" and row["lastRun"]["state"] == "failed", row
-                assert row["failedTask"] == "plan" and "AccessDenied" in row["error"], row
+                assert row["failedTask"] == "export" and "AccessDenied" in row["error"], row
                 assert t0 <= datetime.fromisoformat(row["failedAt"]) <= datetime.now(UTC), row
                 shown = rows(cli("monitor", "batch-exporter").out)
                 assert shown[good]["STATE"] == "HEALTHY" and shown[good]["EVENTS"] == "4", shown[good]
-                assert shown[denied]["PROBLEM"].startswith("plan (failed "), shown[denied]
+                assert shown[denied]["PROBLEM"].startswith("export (failed "), shown[denied]
                 logs = cli("logs", "batch-exporter", denied).out
-                assert "=== plan, try 1 (failed)" in logs and "AccessDenied" in logs, logs
+                assert "=== export, try 1 (failed)" in logs and "AccessDenied" in logs, logs
                 assert "::group::" not in logs and "Log message source details" not in logs, logs
         finally:
             for path in (good_file, denied_file):
@@ -229,7 +229,7 @@ def test_monitor_shows_failures_with_their_time_the_last_finished_run_and_invali
                 # denied: RUNNING too, but its last run failed, and the row says why and when
                 row = cli("monitor", "batch-exporter", denied, "-o", "json").json()
                 assert row["state"] == "RUNNING" and row["lastRun"]["state"] == "failed", row
-                assert row["failedTask"] == "plan" and "AccessDenied" in row["error"], row
+                assert row["failedTask"] == "export" and "AccessDenied" in row["error"], row
                 assert t0 <= datetime.fromisoformat(row["failedAt"]) <= datetime.now(UTC), row
                 failed_at = row["failedAt"]
                 shown = rows(cli("monitor", "batch-exporter").out)
@@ -238,21 +238,21 @@ def test_monitor_shows_failures_with_their_time_the_last_finished_run_and_invali
                 assert shown[good]["LAST RUN ENDED (UTC)"] and shown[good]["PROBLEM"] == "", shown[good]
                 assert shown[denied]["STATE"] == "RUNNING", shown[denied]
                 assert shown[denied]["PROBLEM"].startswith(
-                    f"the last run failed: plan (failed {utc(failed_at)} UTC): AccessDenied: "
+                    f"the last run failed: export (failed {utc(failed_at)} UTC): AccessDenied: "
                 ), shown[denied]
                 assert "AccessDenied" in shown[denied]["PROBLEM"]
 
-            # denied's next run: its plan task fails and waits for its retry
+            # denied's next run: its export task fails (planning, on the validation file) and waits for its retry
             denied_file.write_text(denied_file.read_text().replace("retries: 0", "retries: 1\nretry_delay: 1h"))
             t1 = datetime.now(UTC)
             leave_waiting_for_retry(exporter_dag(denied), api_server)
             for cli in (session_strm, remote):
                 row = cli("monitor", "batch-exporter", denied, "-o", "json").json()
-                assert row["state"] == "RETRYING" and row["failedTask"] == "plan", row
+                assert row["state"] == "RETRYING" and row["failedTask"] == "export", row
                 assert "AccessDenied" in row["error"] and datetime.fromisoformat(row["failedAt"]) >= t1, row
                 assert row["lastRun"]["state"] == "failed" and row["currentRun"]["state"] == "running", row
                 problem = rows(cli("monitor", "batch-exporter").out)[denied]["PROBLEM"]
-                assert problem.startswith(f"plan (failed {utc(row['failedAt'])} UTC): AccessDenied: "), problem
+                assert problem.startswith(f"export (failed {utc(row['failedAt'])} UTC): AccessDenied: "), problem
                 assert "AccessDenied" in problem
 
                 # the broken file: a row of its own, with its DAG's last run
@@ -287,7 +287,8 @@ def test_an_invalid_exporter_file_is_listed_explained_and_its_logs_are_read(
             "field 'data_conector': unknown field, did you mean 'data_connector'?; field 'colour': unknown field; "
             "allowed fields: asset_uri, bucket, compression, data_connector, file_format, format, "
             "include_existing_events, interval, kafka_connection, max_file_bytes, max_file_events, name, name_style, "
-            "on_invalid_event, partition_sets, path_prefix, retries, retry_delay, stream, value_format, value_schema"
+            "on_invalid_event, partition_sets, path_prefix, retries, retry_delay, stream, stream_pattern, streams, "
+            "value_format, value_schema"
         )
         assert invalid == [{"ref": {"name": typo}, "state": "INVALID", "file": str(path), "error": error}]
         assert all("streamRef" in item for item in listed.json()["batchExporters"])

@@ -2,7 +2,7 @@
 ``strm monitor`` and ``strm logs`` in both modes, the StatsD metrics and the OpenLineage events.
 
 Three exporters run side by side: the stack's ``s3-demo`` (succeeds), ``bad-creds`` (a data connector
-with a wrong secret: its plan task fails) and ``paused`` (paused in Airflow). StatsD is a UDP socket
+with a wrong secret: its export task fails) and ``paused`` (paused in Airflow). StatsD is a UDP socket
 in this test; OpenLineage writes to a file through its file transport.
 """
 
@@ -181,14 +181,14 @@ def test_monitor_logs_metrics_and_lineage_on_the_live_stack(root: Path, tmp_path
             assert set(demo["lag"]["partitions"]) == {str(p) for p in range(module.PARTITIONS)}, (mode, demo)
             assert demo["lag"]["total"] == sum(demo["lag"]["partitions"].values())
             bad = rows["bad-creds"]
-            assert bad["state"] == "UNHEALTHY" and bad["failedTask"] == "plan", (mode, bad)
+            assert bad["state"] == "UNHEALTHY" and bad["failedTask"] == "export", (mode, bad)
             assert "'bad'" in bad["error"] and "Signature" in bad["error"], (mode, bad)
             assert bad["failedAt"] and bad["failedAt"] <= bad["lastRun"]["ended"], (mode, bad)
             assert rows["paused"]["state"] == "PAUSED", (mode, rows["paused"])
             one = json.loads(strm(env, "monitor", "batch-exporter", "bad-creds", "-o", "json"))
             assert one["ref"] == {"name": "bad-creds"} and one["state"] == "UNHEALTHY"
             table = strm(env, "monitor", "batch-exporter")
-            assert "UNHEALTHY" in table and "PAUSED" in table and "plan (failed " in table, table
+            assert "UNHEALTHY" in table and "PAUSED" in table and "export (failed " in table, table
             assert WRONG_SECRET not in json.dumps(report) + table
             if mode == "local":  # --watch refreshes until interrupted
                 watching = subprocess.Popen(
@@ -203,7 +203,8 @@ def test_monitor_logs_metrics_and_lineage_on_the_live_stack(root: Path, tmp_path
                 assert refreshed.count("NAME ") >= 2 and "s3-demo" in refreshed, refreshed
 
             demo_logs = strm(env, "logs", "batch-exporter", "s3-demo", "--follow")  # to the end of the run
-            assert "=== plan, try 1" in demo_logs and "=== export[0], try 1" in demo_logs, (mode, demo_logs[-2000:])
+            # one partition set: one task plans and exports, its log tells both
+            assert "=== export, try 1" in demo_logs and "plan offsets" in demo_logs, (mode, demo_logs[-2000:])
             assert "events, " in demo_logs and "stored " in demo_logs, (mode, demo_logs[-2000:])
             assert "offsets committed" in demo_logs, (mode, demo_logs[-2000:])
             assert demo_logs.rstrip().endswith(": success"), (mode, demo_logs[-2000:])
@@ -211,7 +212,7 @@ def test_monitor_logs_metrics_and_lineage_on_the_live_stack(root: Path, tmp_path
             assert "::group::" not in demo_logs and "::endgroup::" not in demo_logs, (mode, demo_logs[-2000:])
             assert "/log/dag_id=" not in demo_logs and "Log message source details" not in demo_logs, mode
             bad_logs = strm(env, "logs", "batch-exporter", "bad-creds", "--follow")
-            assert "=== plan, try 1" in bad_logs and "Signature" in bad_logs, (mode, bad_logs[-2000:])
+            assert "=== export, try 1" in bad_logs and "Signature" in bad_logs, (mode, bad_logs[-2000:])
             assert bad_logs.rstrip().endswith(": failed") and "Could not read" not in bad_logs, (mode, bad_logs[-2000:])
             assert WRONG_SECRET not in bad_logs
             run_id = rows["s3-demo"]["lastRun"]["runId"]

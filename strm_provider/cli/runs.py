@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import json
+import logging
 import re
 import time
 from datetime import datetime
@@ -351,6 +352,19 @@ def print_logs(runs: Runs, dag_id: str, run: RunInfo, follow: bool) -> None:
     """Every try's log of ``run``, each under a heading; with ``follow``, the lines that come until the run
     ends, then the state it ended in."""
     shown: dict[tuple[str, int, int], int] = {}
+    # a running try's log is streamed from its worker while it is written: a read cut short there is read again
+    # on the next pass, so Airflow's error about it says nothing to the user
+    streaming = logging.getLogger("airflow.utils.log.file_task_handler")
+    level = streaming.level
+    if follow:
+        streaming.setLevel(logging.CRITICAL)
+    try:
+        _follow_logs(runs, dag_id, run, follow, shown)
+    finally:
+        streaming.setLevel(level)
+
+
+def _follow_logs(runs: Runs, dag_id: str, run: RunInfo, follow: bool, shown: dict[tuple[str, int, int], int]) -> None:
     while True:
         # the state first: once the run has ended, this pass reads every task's log to its end
         current = runs.run(dag_id, run.run_id) if follow else run
