@@ -347,6 +347,10 @@ def pattern_supported() -> bool:
 
 
 # ----- one measurement ----------------------------------------------------------------------------
+class StackFailed(RuntimeError):
+    """Airflow stopped reporting healthy (a component exited): the level cannot finish."""
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, stack: Any, stack_module: Any) -> None:
         self.args = args
@@ -368,6 +372,22 @@ class Bench:
             if time.monotonic() - started > timeout:
                 raise SystemExit(f"[scale] {len(wanted - seen)} DAG(s) not parsed after {timeout:.0f}s")
             time.sleep(3)
+
+    def check_health(self) -> None:
+        """Fail the level when Airflow's health endpoint reports a component unhealthy (e.g. a scheduler that
+        exited on "database is locked": ``airflow standalone`` does not restart it)."""
+        if not self.stack_module.airflow_health(self.stack):
+            time.sleep(15)  # a slow heartbeat recovers; a dead component does not
+            if not self.stack_module.airflow_health(self.stack):
+                health = httpx.get(f"{self.stack.ui_url}{self.stack_module.HEALTH}", timeout=10).json()
+                raise StackFailed(f"Airflow unhealthy: {json.dumps(health)}")
+
+    def sleep_watching(self, seconds: float) -> None:
+        """Sleep, checking Airflow's health every half minute."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(30.0, left))
+            self.check_health()
 
     def active(self, dag_ids: list[str]) -> set[str]:
         return {run["dag_id"] for run in self.api.runs(dag_ids, states=STATES_ACTIVE)}
@@ -394,6 +414,7 @@ class Bench:
                     return
             else:
                 time.sleep(2)
+            self.check_health()
         raise SystemExit(f"[scale] {len(pending)} DAG(s) still running after {10 * self.interval + 600:.0f}s")
 
     def measure(self, dag_ids: list[str], groups: dict[str, list[str]]) -> dict[str, Any]:
@@ -417,7 +438,7 @@ class Bench:
         t0, cpu0, busy0, tasks0 = time.monotonic(), tree_cpu(self.stack), machine_busy(), executor_cpu(self.stack)
         with PeakRss(self.stack) as rss:
             self.api.set_paused(dag_ids, False)
-            time.sleep(max(0.0, t0 + args.intervals * self.interval - time.monotonic()))
+            self.sleep_watching(t0 + args.intervals * self.interval - time.monotonic())
             wall1 = datetime.now(UTC)
             self.pause_between_runs(dag_ids)
             t2, cpu2, busy2 = time.monotonic(), tree_cpu(self.stack), machine_busy()
@@ -579,7 +600,7 @@ def table(results: dict[str, Any]) -> str:
         f"{'p95':>6} {'max':>6} {'lag':>6} {'peak RSS':>9}"
     )
     lines = [head, "-" * len(head)]
-    rows = [(f"{r['exporters']} exporter(s)", r) for r in results["levels"]]
+    rows = [(f"{r['exporters']} exporter(s)", r) for r in measured(results)]
     pattern = results.get("pattern")
     if pattern and pattern.get("status") == "run":
         rows.append((f"1 over {pattern['topics']} topics", pattern))
@@ -591,6 +612,7 @@ def table(results: dict[str, Any]) -> str:
             f"{r['baseline_cpu_per_s']:>10.3f} {_fmt(d['p50'], 1):>9} {_fmt(d['p95'], 1):>6} {_fmt(d['max'], 1):>6} "
             f"{r['lag_end_events']:>6} {r['peak_rss_mib']:>6} MiB"
         )
+    lines += [f"{r['exporters']} exporter(s): not measured: {r['error']}" for r in results["levels"] if "error" in r]
     if pattern and pattern.get("status") != "run":
         lines.append(f"one exporter over {pattern['topics']} topics: {pattern['status']}")
     elif pattern and "exactly_once" in pattern:
@@ -617,7 +639,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    levels = results["levels"]
+    levels = measured(results)
     ns = [r["exporters"] for r in levels]
     fig, (cpu_ax, delay_ax) = plt.subplots(1, 2, figsize=(10, 4))
     cpu_ax.errorbar(
@@ -695,12 +717,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         bench.start_producer()
         names: list[str] = []
         for n in args.exporters:
-            level = bench.level(n)
+            try:
+                level = bench.level(n)
+            except StackFailed as err:
+                # the stack is broken from here on: what was measured stays, with why the rest is missing
+                results["levels"].append({"exporters": n, "error": str(err)})
+                say(f"N={n}: {err}")
+                write_results(args, results)
+                return results
             names = [f"{SCALE_PREFIX}{i:04d}" for i in range(1, n + 1)]
             results["levels"].append(level)
             say(json.dumps(level))
+            write_results(args, results)  # each level as it is measured
         if args.pattern_topics:
-            results["pattern"] = bench.pattern_case(names)
+            try:
+                results["pattern"] = bench.pattern_case(names)
+            except StackFailed as err:
+                results["pattern"] = {"topics": args.pattern_topics, "status": f"not measured: {err}"}
             say(json.dumps(results["pattern"]))
         bench.stop_producer()
     finally:
@@ -708,6 +741,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             bench.producer.kill()
         subprocess.run(stack_cmd(root, "down"), timeout=300)
     return results
+
+
+def write_results(args: argparse.Namespace, results: dict[str, Any], final: bool = False) -> None:
+    if not args.exporters and not final:  # the stream_pattern case alone: main adds it to the earlier levels
+        return
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    if measured(results):
+        chart(results, args.out.with_suffix(".png"))
+
+
+def measured(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The levels that finished (a level the stack failed holds only its ``error``)."""
+    return [level for level in results["levels"] if "error" not in level]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -742,13 +788,11 @@ def main(argv: list[str] | None = None) -> None:
     args.exporters = [] if args.exporters == "none" else sorted(int(n) for n in args.exporters.split(","))
     args.interval = parse_interval(args.interval)
     args.baseline = args.baseline or float(args.interval)
+    earlier = json.loads(args.out.read_text()) if not args.exporters and args.out.exists() else None
     results = run(args)
-    if not args.exporters and args.out.exists():
-        earlier = json.loads(args.out.read_text())
+    if earlier is not None:
         results = {**earlier, "pattern": results.get("pattern"), "pattern_started": results["started"]}
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    if results["levels"]:
-        chart(results, args.out.with_suffix(".png"))
+    write_results(args, results, final=True)
     print(table(results))
     print(f"\n{args.out} and {args.out.with_suffix('.png')} written")
 
