@@ -527,7 +527,7 @@ class Bench:
         say(f"one exporter over {count} topics ({regex!r}): parsed within {parsed:.0f}s; measuring")
         group = {f"strm-exporter-{PATTERN_NAME}": topics}
         result = self.measure([dag_id], group)
-        result |= {"topics": count, "stream_pattern": regex, "status": "run"}
+        result |= {"topics": count, "stream_pattern": regex, "interval_s": self.interval, "status": "run"}
         # exactly once: stop producing, let the exporter catch up, then compare the bucket with what was acked
         counts = self.stop_producer()
         self.api.set_paused([dag_id], False)
