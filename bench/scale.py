@@ -794,7 +794,7 @@ def main(argv: list[str] | None = None) -> None:
         results = {**earlier, "pattern": results.get("pattern"), "pattern_started": results["started"]}
     write_results(args, results, final=True)
     print(table(results))
-    print(f"\n{args.out} and {args.out.with_suffix('.png')} written")
+    print(f"\n{args.out}" + (f" and {args.out.with_suffix('.png')}" if measured(results) else "") + " written")
 
 
 if __name__ == "__main__":
