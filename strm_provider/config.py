@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails
 
 from strm_provider.connection_settings import BUCKET_RE
 from strm_provider.connection_types import KAFKA_DEFAULT
@@ -36,6 +45,8 @@ FileFormat = Literal["jsonl", "parquet"]
 COMPRESSIONS = {"jsonl": ("none", "gzip", "zstd"), "parquet": ("zstd", "snappy", "gzip", "none")}
 #: the exporter file's fields that the operators name as Airflow's operators do; the others keep their names
 OPERATOR_ARGUMENTS = {"data_connector": "storage_conn_id", "kafka_connection": "kafka_conn_id"}
+#: the fields that name what an exporter reads: exactly one of them
+SOURCES = ("stream", "streams", "stream_pattern")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 INTERVAL_RE = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
@@ -163,9 +174,28 @@ class ExporterConfig(BaseModel):
             raise ValueError(f"expected a regular expression: {err}") from None
         return value
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _a_source(cls, data: Any, handler: ModelWrapValidatorHandler[ExporterConfig]) -> ExporterConfig:
+        """A file that names no stream is refused for its missing ``stream``, beside whatever else it gets wrong
+        (a check after the fields' own would be skipped when one of them fails)."""
+        if not isinstance(data, dict) or any(data.get(f) is not None for f in SOURCES):
+            return handler(data)
+        missing = InitErrorDetails(type="missing", loc=("stream",), input=data)
+        try:
+            handler(data)
+        except ValidationError as err:
+            others = [
+                InitErrorDetails(type=e["type"], loc=e["loc"], input=e["input"], ctx=e.get("ctx", {}))
+                for e in err.errors()
+                if e["loc"] != ()  # the check after the fields, below, names the same missing stream
+            ]
+            raise ValidationError.from_exception_data(cls.__name__, [missing, *others]) from None
+        raise ValidationError.from_exception_data(cls.__name__, [missing])
+
     @model_validator(mode="after")
     def _one_source(self) -> ExporterConfig:
-        given = [f for f in ("stream", "streams", "stream_pattern") if getattr(self, f) is not None]
+        given = [f for f in SOURCES if getattr(self, f) is not None]
         if not given:
             raise ValueError("stream: required field is missing (or give streams, or stream_pattern)")
         if len(given) > 1:
