@@ -78,12 +78,13 @@ bench-scale: venv kafka  ## N exporters (1, 50, 200) on a make-up stack, ~45 min
 	  $(if $(INTERVALS),--intervals $(INTERVALS)) $(if $(WORKERS),--workers $(WORKERS))
 
 # STRM_AIRFLOW_VERSION=2.11 (or 3.0, 3.1, 3.2) runs the stack on that Airflow line (.compat/<line>);
-# INTERVAL=10s makes the demo exporter run that often (when up creates it)
+# INTERVAL=10s makes the demo exporter run that often (when up creates it); WORKERS=2 runs the tasks on two Celery
+# workers (CeleryExecutor, PostgreSQL, Redis) instead of the LocalExecutor
 STACK_PY = $(if $(STRM_AIRFLOW_VERSION),.compat/$(STRM_AIRFLOW_VERSION)/bin/python,.venv/bin/python)
 
 up: venv kafka  ## the live local stack: Airflow UI (http://127.0.0.1:8080), Kafka, S3, a demo exporter every 30s
 	$(if $(STRM_AIRFLOW_VERSION),.venv/bin/python -m devstack.compat build $(STRM_AIRFLOW_VERSION))
-	$(STACK_PY) scripts/stack.py up $(if $(INTERVAL),--interval $(INTERVAL))
+	$(STACK_PY) scripts/stack.py up $(if $(INTERVAL),--interval $(INTERVAL)) $(if $(WORKERS),--workers $(WORKERS))
 
 down: venv  ## stop exactly what `make up` started (its PID files); keeps .stack/ for the next `make up`
 	$(STACK_PY) scripts/stack.py down

@@ -252,11 +252,7 @@ def create_batch_exporter(ctx: click.Context, streams: tuple[str, ...], **opts: 
         raise click.UsageError("name a STREAM (or several), or give --stream-pattern")
     source = {"stream": streams[0]} if len(streams) == 1 else {"streams": list(streams)} if streams else {}
     # a refused value_schema is the option's that gave it
-    cfg = _new_exporter(
-        ctx,
-        {**opts, **source},
-        {"value_schema": "schema_subject", "stream": "streams"} if subject else {"stream": "streams"},
-    )
+    cfg = _new_exporter(ctx, {**opts, **source}, {"value_schema": "schema_subject"} if subject else {})
     if cfg.name in load_exporters().configs or exporter_path(cfg).exists():
         raise click.BadParameter(
             f"a batch exporter named '{cfg.name}' exists already"
@@ -404,6 +400,8 @@ def _new_exporter(ctx: click.Context, params: dict[str, Any], given_by: dict[str
         field, message = next(iter(field_problems(err).items()))
         # the default name is checked once every field is valid, as the whole exporter's
         field = "name" if field == "(file)" else field
+        if field in ("stream", "streams"):  # the STREAM... arguments give either
+            raise click.BadParameter(message, ctx, param_hint="'STREAM'") from None
         param = _param(ctx, (given_by or {}).get(field, field))
         raise click.BadParameter(message, ctx, param) from None
 

@@ -78,13 +78,14 @@ def main(spec: dict[str, Any]) -> None:
     from boto3.s3.transfer import TransferConfig
 
     import strm_provider.hooks.s3 as s3
+    import strm_provider.hooks.s3_client as s3_client
     import strm_provider.operators as operators
     from tests.faults.seams import on_batches
 
     phase = spec.get("phase")
     if spec.get("part_size"):
         size = int(spec["part_size"])
-        s3.TRANSFER = TransferConfig(multipart_threshold=size, multipart_chunksize=size, max_concurrency=2)
+        s3_client.TRANSFER = TransferConfig(multipart_threshold=size, multipart_chunksize=size, max_concurrency=2)
 
     real_consumer = operators.StrmKafkaHook.consumer
     operators.StrmKafkaHook.consumer = lambda self, *a, **kw: _PausingConsumer(real_consumer(self, *a, **kw), phase)
