@@ -691,6 +691,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     up = stack_cmd(root, "up", "--ports", "auto", "--no-demo-exporter")
     if args.workers:
         up += ["--workers", str(args.workers)]
+    elif args.database != "sqlite":
+        up += ["--database", args.database]
     say(f"$ {' '.join(up)}")
     results: dict[str, Any] = {
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -700,7 +702,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "events_per_s": args.rate,
         "partitions_per_topic": args.partitions,
         "cpus": os.cpu_count(),
-        "executor": f"CeleryExecutor, {args.workers} workers" if args.workers else "LocalExecutor",
+        "executor": f"CeleryExecutor, {args.workers} workers" if args.workers else f"LocalExecutor, {args.database}",
         "cpu_method": (
             "sum over every live process of the Airflow tree of user+system+children_user+children_system "
             "(psutil cpu_times); per_run_cpu_s = (CPU while the exporters run - the paused baseline's rate "
@@ -780,6 +782,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--partitions", type=int, default=1, help="partitions of each topic")
     parser.add_argument("--pattern-topics", type=int, default=200, help="topics of the stream_pattern case (0: skip)")
     parser.add_argument("--workers", type=int, default=0, help="Celery workers (default: the LocalExecutor)")
+    parser.add_argument(
+        "--database", choices=["sqlite", "postgres"], default="postgres",
+        help="the LocalExecutor's metadata database (default: postgres; SQLite's one writer stops a scheduler "
+        "of a few hundred exporters)",
+    )  # fmt: skip
     parser.add_argument("--root", type=Path, default=REPO / ".stack-scale", help="the stack's state folder")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "scale.json")
     args = parser.parse_args(argv)

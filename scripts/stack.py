@@ -243,10 +243,14 @@ class Stack:
         }
 
     def celery_env(self) -> dict[str, str]:
-        """The CeleryExecutor's settings when ``up --workers`` chose it (``stack.json``'s ``celery``), else none."""
-        celery = self.state().get("celery")
+        """The CeleryExecutor's settings when ``up --workers`` chose it (``stack.json``'s ``celery``); the metadata
+        database on PostgreSQL when ``up --database postgres`` chose it; else none."""
+        celery, postgres = self.state().get("celery"), self.state().get("postgres")
         if not celery:
-            return {}
+            if not postgres:
+                return {}
+            url = f"postgresql+psycopg2://postgres@127.0.0.1:{postgres}/{CELERY_DATABASE}"
+            return {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": url}
         database = f"postgresql+psycopg2://postgres@127.0.0.1:{celery['postgres']}/{CELERY_DATABASE}"
         return {
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
@@ -770,7 +774,14 @@ def data_files(stack: Stack) -> list[str]:
 
 # ----- commands -----------------------------------------------------------------------------------
 def up(
-    stack: Stack, ports: str, rate: float, wait_files: int, interval: str, demo: bool = True, workers: int = 0
+    stack: Stack,
+    ports: str,
+    rate: float,
+    wait_files: int,
+    interval: str,
+    demo: bool = True,
+    workers: int = 0,
+    database: str = "sqlite",
 ) -> None:
     started = time.monotonic()
     if stack.running():
@@ -789,7 +800,10 @@ def up(
     if not 0 <= workers <= MAX_WORKERS:
         raise SystemExit(f"[stack] --workers: 0 (the LocalExecutor) to {MAX_WORKERS}")
     celery = {"workers": workers, "postgres": free_port(), "redis": free_port()} if workers else None
-    write_state(stack, ports=choose_ports(ports), repo=str(REPO), celery=celery)
+    # the LocalExecutor on PostgreSQL: SQLite's one writer makes a scheduler of a few hundred DAGs exit on
+    # "database is locked"
+    postgres = free_port() if database == "postgres" and not celery else None
+    write_state(stack, ports=choose_ports(ports), repo=str(REPO), celery=celery, postgres=postgres)
     (stack.root / "env").write_text(stack.shell_env())
     try:
         start_broker(stack)
@@ -798,6 +812,8 @@ def up(
         if celery:
             start_postgres(stack, celery["postgres"])
             start_redis(stack, celery["redis"])
+        elif postgres:
+            start_postgres(stack, postgres)
         prepare(stack)
         write_state(stack, airflow=stack.airflow_info())
         proc = start_airflow(stack)
@@ -916,13 +932,18 @@ def main(argv: list[str] | None = None) -> None:
         help="0: the LocalExecutor (default); N: the CeleryExecutor with N Celery workers, PostgreSQL and Redis "
         "(default: $STACK_WORKERS, else 0)",
     )  # fmt: skip
+    parser.add_argument(
+        "--database", choices=["sqlite", "postgres"], default=os.environ.get("STACK_DATABASE") or "sqlite",
+        help="Airflow's metadata database: sqlite (default) or postgres (the LocalExecutor on PostgreSQL, for a few "
+        "hundred exporters; --workers always uses PostgreSQL)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     stack = Stack(args.root)
     if args.command == "airflow-standalone":
         airflow_standalone(stack.password_file)
         return
     if args.command == "up":
-        up(stack, args.ports, args.rate, args.wait_files, args.interval, args.demo, args.workers)
+        up(stack, args.ports, args.rate, args.wait_files, args.interval, args.demo, args.workers, args.database)
     elif args.command == "down":
         down(stack)
     elif args.command == "status":

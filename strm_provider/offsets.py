@@ -224,9 +224,10 @@ def commit_ranges(consumer: Any, stream: str, ranges: list[PartitionRange], meta
     from kafka.structs import OffsetAndMetadata
 
     offsets = {}
+    held = _committed(consumer, stream, [r.partition for r in ranges])
     for rng in ranges:
         tp = TopicPartition(stream, rng.partition)
-        current = consumer.committed(tp)
+        current = held[rng.partition]
         if not rng.size or current == rng.end:
             continue
         if current != rng.committed:
@@ -248,11 +249,10 @@ def check_group(consumer: Any, stream: str, ranges: list[PartitionRange]) -> lis
     Anything else means another run moved the group into the middle of the range: writing now would
     duplicate events or overwrite a newer file with an older subset, so nothing is written.
     """
-    from kafka import TopicPartition
-
     covered = []
+    held = _committed(consumer, stream, [r.partition for r in ranges])
     for rng in ranges:
-        current = consumer.committed(TopicPartition(stream, rng.partition))
+        current = held[rng.partition]
         if not rng.size and (current == rng.committed or (current is not None and current >= rng.end)):
             covered.append(None)  # nothing to export here either way
         elif current == rng.committed:
@@ -266,6 +266,16 @@ def check_group(consumer: Any, stream: str, ranges: list[PartitionRange]) -> lis
                 "it); nothing written, nothing committed: the next run continues from the group's offset"
             )
     return covered
+
+
+def _committed(consumer: Any, stream: str, partitions: list[int]) -> dict[int, int | None]:
+    """The group's committed offset of each partition (``None`` where it has none), in one request (as
+    :func:`read_streams` reads them)."""
+    from kafka import TopicPartition
+
+    tps = {p: TopicPartition(stream, p) for p in partitions}
+    found = consumer._coordinator.fetch_committed_offsets(list(tps.values()))
+    return {p: None if found.get(tp) is None else found[tp].offset for p, tp in tps.items()}
 
 
 def already_committed(consumer: Any, stream: str, ranges: list[PartitionRange]) -> bool:
@@ -297,16 +307,3 @@ def streams_lag(consumer: Any, streams: list[str]) -> dict[str, dict[int, int]]:
             held = offsets.offset(p)
             lags[stream][p] = max(end - (offsets.beginning[p] if held is None else held), 0)
     return lags
-
-
-def add_lag(consumer: Any, stream: str, partitions: list[dict[str, Any]]) -> None:
-    """Record per partition how many offsets arrived after this run's planned end (``lag_left``)."""
-    from kafka import TopicPartition
-
-    tps = [TopicPartition(stream, entry["partition"]) for entry in partitions]
-    try:
-        ends = consumer.end_offsets(tps) if tps else {}
-    except Exception:  # the export is committed; lag is only information
-        return
-    for entry, tp in zip(partitions, tps, strict=True):
-        entry["lag_left"] = max(ends.get(tp, entry["end"]) - entry["end"], 0)

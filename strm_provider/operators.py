@@ -18,7 +18,7 @@ from strm_provider.hooks import storage_hook
 from strm_provider.hooks.kafka import StrmKafkaHook
 from strm_provider.hooks.storage import StorageHook
 from strm_provider.naming import EXTENSIONS, ending, fixed_part, with_stream
-from strm_provider.offsets import add_lag, group_lag, plan_stream, plan_streams, run_metadata
+from strm_provider.offsets import plan_stream, plan_streams, run_metadata, streams_lag
 from strm_provider.planning import (
     CUT_SETTINGS,
     Decision,
@@ -492,10 +492,13 @@ class KafkaToStorageOperator(KafkaExportBaseOperator):
                     registry = self._registry(kafka)
                 stream = pset.stream or str(self.stream)
                 result = self._export(consumer, reader, storage, pset, stream, context, registry)
-                add_lag(consumer, stream, result.partitions)
                 results.append((stream, result))
+            lags = _lags(consumer, sorted({stream for stream, _ in results}))
             for stream, result in results:
-                self._emit_metrics(result, stream, time.monotonic() - started, consumer, context)
+                for entry in result.partitions:
+                    if stream in lags:  # committed at the planned end: what arrived since
+                        entry["lag_left"] = lags[stream].get(entry["partition"], 0)
+                self._emit_metrics(result, stream, time.monotonic() - started, lags.get(stream), context)
         finally:
             if reader is not None:
                 reader.close()
@@ -568,7 +571,9 @@ class KafkaToStorageOperator(KafkaExportBaseOperator):
                 entry["stream"] = work.stream
         return result
 
-    def _emit_metrics(self, result: ExportResult, stream: str, seconds: float, consumer: Any, context: Context) -> None:
+    def _emit_metrics(
+        self, result: ExportResult, stream: str, seconds: float, lag: dict[int, int] | None, context: Context
+    ) -> None:
         from airflow.providers.common.compat.sdk import Stats
 
         name = self.exporter or getattr(context.get("dag"), "dag_id", None) or self.dag_id
@@ -583,11 +588,8 @@ class KafkaToStorageOperator(KafkaExportBaseOperator):
         ):
             Stats.incr(f"{prefix}.{metric}", value, tags=tags)
         Stats.timing(f"{prefix}.seconds", timedelta(seconds=seconds), tags=tags)
-        try:
-            lag = sum(group_lag(consumer, stream).values())
-        except Exception:  # the export is committed; lag is only information
-            return
-        Stats.gauge(f"{prefix}.lag", lag, tags=tags)
+        if lag is not None:
+            Stats.gauge(f"{prefix}.lag", sum(lag.values()), tags=tags)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage datasets: the topic (namespace ``kafka://<first bootstrap server>``) in, the
@@ -603,6 +605,15 @@ class KafkaToStorageOperator(KafkaExportBaseOperator):
             inputs=[Dataset(namespace=f"kafka://{bootstrap}", name=name) for name in streams or []],
             outputs=[Dataset(namespace=storage, name=fixed_part(self.path_prefix) or "/")],
         )
+
+
+def _lags(consumer: Any, streams: list[str]) -> dict[str, dict[int, int]]:
+    """Per stream and partition, the offsets behind its end now, in one read of them all; none when Kafka does not
+    answer: the export is committed, the lag is only information."""
+    try:
+        return streams_lag(consumer, streams) if streams else {}
+    except Exception:
+        return {}
 
 
 def _merged(results: list[tuple[str, ExportResult]]) -> ExportResult:
