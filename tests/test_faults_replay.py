@@ -50,6 +50,17 @@ def fail_after_a_file(monkeypatch: pytest.MonkeyPatch, storage: Any, prefix: str
     on_batches(fail, monkeypatch)
 
 
+def a_failed_run(monkeypatch: pytest.MonkeyPatch, storage: Any, prefix: str, path: Path) -> tuple[Any, dict]:
+    """Run the exporter once, failing it for good once a file is uploaded: the run, and the data files it left."""
+    fail_after_a_file(monkeypatch, storage, prefix)
+    failed = run_exporter(path)
+    monkeypatch.undo()
+    assert failed.state == "failed"
+    left = data_files(storage.objects(prefix))
+    assert left, "the failed run uploaded some files"
+    return failed, left
+
+
 def columns(body: bytes) -> list[str]:
     """The column names of a Parquet file."""
     import io
@@ -139,12 +150,7 @@ def failed_run_replayed_whole(
     conn = s3_target.connection(prefix, endings=endings)
     with connections(strm_kafka_default=kafka.connection(), dc=conn):
         path = write_exporter(**common, include_existing_events=True, **settings)
-        fail_after_a_file(monkeypatch, s3_target, prefix)
-        failed = run_exporter(path)
-        monkeypatch.undo()
-        assert failed.state == "failed"
-        left = data_files(s3_target.objects(prefix))
-        assert left, "the failed run uploaded some files"
+        failed, left = a_failed_run(monkeypatch, s3_target, prefix, path)
         record = progress_record(group)
         assert record is not None and record["plan"]["run_id"] == failed.run_id
         assert sorted(r["partition"] for s in record["plan"]["sets"] for r in s["ranges"]) == [0, 1, 2, 3]

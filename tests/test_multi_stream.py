@@ -13,7 +13,7 @@ from strm_provider.naming import parse_key
 from strm_provider.planning import PlanRequest, bundle_sets
 from tests.exporting import connections, data_files, exporter_group, run_exporter, write_exporter, xcom_values
 from tests.faults.scenario import check_exactly_once, run_task, seq_events, seqs_in, task_spec, unique
-from tests.test_faults_replay import fail_after_a_file, progress_record, send
+from tests.test_faults_replay import a_failed_run, progress_record, send
 
 
 def plan_bundles(group: str, streams: list[str], *, sets: int = 1) -> list[dict[str, Any]]:
@@ -171,12 +171,7 @@ def test_a_failed_run_over_several_streams_is_replayed_whole(
     common = {"name": base, "streams": topics, "data_connector": "dc", "path_prefix": f"{prefix}/{{stream}}"}
     with connections(strm_kafka_default=kafka.connection(), dc=s3_target.connection(prefix)):
         path = write_exporter(**common, include_existing_events=True, max_file_events=200, retries=0)
-        fail_after_a_file(monkeypatch, s3_target, prefix)
-        failed = run_exporter(path)
-        monkeypatch.undo()
-        assert failed.state == "failed"
-        left = data_files(s3_target.objects(prefix))
-        assert left, "the failed run uploaded some files"
+        failed, left = a_failed_run(monkeypatch, s3_target, prefix, path)
         record = progress_record(group)
         assert record is not None
         assert all(record["streams"][t]["plan"]["run_id"] == failed.run_id for t in topics)
