@@ -60,6 +60,10 @@ def dag_bag(folder: str | Path) -> Any:
 def load_dag(dag_id: str, *, to_db: bool = False) -> Any:
     """The DAG as Airflow loads it from the project's DAG folder; with ``to_db``, the folder's DAGs written to
     the metadata database as the DAG processor does, where ``dag.test()`` does not do it itself (before 3.1)."""
+    # read as the DAG processor reads the folder, with no parsing context: on Airflow 3.1 and 3.2 a dag.test()
+    # earlier in this process leaves its DAG's id in the environment, and the DAG file would build that one alone
+    for name in ("_AIRFLOW_PARSING_CONTEXT_DAG_ID", "_AIRFLOW_PARSING_CONTEXT_TASK_ID"):
+        os.environ.pop(name, None)
     bag = dag_bag(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     if dag_id not in bag.dags:
         raise AssertionError(f"{dag_id} not loaded; import errors: {bag.import_errors}")
