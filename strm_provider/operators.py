@@ -250,7 +250,8 @@ class KafkaExportBaseOperator(BaseOperator):
         if not streams:
             self.log.warning("no topic matches stream_pattern %r: nothing to export", self.stream_pattern)
             return [], False, record
-        summaries = self._summaries(record, context)
+        runs = {run for r in (record.streams.values() if record else ()) if r.plan for run in r.plan.runs}
+        summaries = self._summaries(sorted(runs), context)
         settings, codecs = self.cut_settings(), {name: codec_build(name) for name in EXTENSIONS}
         exporter = self.exporter or self.group_id.removeprefix(GROUP_ID_PREFIX)
         requests = []  # each refusal names the reset of its own stream
@@ -295,9 +296,8 @@ class KafkaExportBaseOperator(BaseOperator):
         starting = kept is None or any(d.recovered for d in decisions.values())
         return sets, starting, record
 
-    def _summaries(self, record: StreamsProgress | None, context: Context) -> list[Any]:
-        """The export tasks' summaries (XCom) of every run that exported a plan still in flight."""
-        runs = sorted({run for r in (record.streams.values() if record else ()) if r.plan for run in r.plan.runs})
+    def _summaries(self, runs: list[str], context: Context) -> list[Any]:
+        """The export tasks' summaries (XCom) of ``runs``, the runs that exported a plan still in flight."""
         summaries = []
         for run_id in runs:
             summaries += [s for s in xcom_returns(context["ti"], self._reporters(), run_id) if s is not None]
@@ -308,11 +308,7 @@ class KafkaExportBaseOperator(BaseOperator):
         offsets Kafka has forgotten."""
         if record is None or record.plan is None:
             return set()
-        summaries = []
-        for run_id in record.plan.runs:
-            pulled = xcom_returns(context["ti"], self._reporters(), run_id)
-            summaries += [s for s in pulled if s is not None]
-        return record.plan.finished(summaries)
+        return record.plan.finished(self._summaries(record.plan.runs, context))
 
     def _plan_run(
         self, consumer: Any, context: Context, storage: StorageHook, partition_sets: int
